@@ -1,0 +1,92 @@
+"""The application factory."""
+
+import logging
+import os
+
+from flask import Flask
+from flask_smorest import Api
+
+from . import errors, metrics
+from .auth import ensure_bootstrap_key, require_api_key
+from .cli import keys_cli
+from .config import finalise, load_config
+from .db import Database
+from .health import health
+from .keys_api import blp as keys_blp
+
+API_TITLE = "Task inference API"
+API_VERSION = "1.0.0"
+
+OPENAPI_SETTINGS = {
+    "API_TITLE": API_TITLE,
+    "API_VERSION": API_VERSION,
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "/docs",
+    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    "API_SPEC_OPTIONS": {
+        "info": {
+            "description": "Self-hosted task inference, compatible with the Backprop API. "
+            "Every task and model endpoint needs an API key in the x-api-key header."
+        },
+        "components": {"securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+        "security": [{"ApiKeyAuth": []}],
+    },
+}
+
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics"}
+
+
+def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None) -> Flask:
+    """Build the app from defaults, INFER_* environment variables and test_config.
+
+    bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
+    its workers because its master already did it once (see gunicorn.conf.py).
+    """
+    app = Flask(__name__)
+    config = load_config()
+    config.update(test_config or {})
+    config = finalise(config)
+    app.config.update(config)
+    app.config.update(OPENAPI_SETTINGS)
+    app.config["PUBLIC_ENDPOINTS"] = set(PUBLIC_ENDPOINTS)
+    if config["METRICS_REQUIRE_KEY"]:
+        app.config["PUBLIC_ENDPOINTS"].discard("health.metrics")
+    os.makedirs(config["DATA_DIR"], exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    _configure_torch(config)
+
+    database = Database(app)
+    from model_registry import ModelRegistry
+
+    registry = ModelRegistry(config, on_load=metrics.on_model_load, on_evict=metrics.on_model_evict)
+    app.extensions["models"] = registry
+
+    metrics.init_app(app)
+    app.before_request(require_api_key)
+
+    api = Api(app)
+    import tasks
+
+    tasks.register(api)
+    api.register_blueprint(keys_blp)
+    app.register_blueprint(health)
+    errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
+    app.cli.add_command(keys_cli)
+    app.extensions["api"] = api
+
+    if config["BOOTSTRAP_KEY"] if bootstrap_key is None else bootstrap_key:
+        with database.sessions() as session:
+            ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
+    registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
+    return app
+
+
+def _configure_torch(config: dict) -> None:
+    import torch
+
+    threads = int(config["TORCH_THREADS"])
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

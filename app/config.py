@@ -1,0 +1,87 @@
+"""Every setting of the service, its default, and what it means.
+
+Each key can be overridden from the environment as ``INFER_<KEY>`` (for example
+``INFER_MAX_BATCH_SIZE=128``). ``DATABASE_URL`` is also read without the prefix,
+as most platforms set it that way. Values are parsed to the type of the default.
+"""
+
+import os
+
+ENV_PREFIX = "INFER_"
+
+DEFAULTS = {
+    # Where the SQLite database, local model dir and uploads live.
+    "DATA_DIR": "./data",
+    # SQLAlchemy URL; empty means a SQLite file under DATA_DIR.
+    "DATABASE_URL": "",
+    # Largest accepted request body, in bytes (413 above it).
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # Most items in one batch request (422 above it).
+    "MAX_BATCH_SIZE": 64,
+    # Longest accepted text item, in characters (422 above it). Models also
+    # truncate to their own token limit; this bounds the work before that.
+    "MAX_TEXT_LENGTH": 20_000,
+    # A folder of models: <MODEL_DIR>/<public name> or <MODEL_DIR>/<org>/<repo>
+    # is used before the Hugging Face cache, packages and the hub.
+    "MODEL_DIR": "",
+    # Memory the loaded models may take together, in MiB; least recently used
+    # models are unloaded to make room. 0 means no limit.
+    "MODEL_MEMORY_BUDGET_MB": 8192,
+    # Comma-separated "task:name" pairs (or bare model keys) to load at start.
+    "PRELOAD_MODELS": "",
+    # "auto" picks cuda, then mps, then cpu; or name a torch device.
+    "DEVICE": "auto",
+    # Half precision for models on a GPU ("auto": on cuda only, where it is safe
+    # for inference of the encoders we serve). "off" keeps float32 everywhere.
+    "HALF_PRECISION": "auto",
+    # torch intra-op threads per worker process. Threads x workers must not
+    # exceed the cores: oversubscription was 5-9x slower on 2 cores.
+    "TORCH_THREADS": 1,
+    # On start with no API key in the database, create one and print it once.
+    "BOOTSTRAP_KEY": True,
+    # Name of the account that the bootstrap key belongs to.
+    "BOOTSTRAP_ACCOUNT": "default",
+    # Whether /metrics needs an API key (Prometheus scrapers usually have none).
+    "METRICS_REQUIRE_KEY": False,
+}
+
+
+def _parse(raw: str, default):
+    if isinstance(default, bool):
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def load_config(environ=None) -> dict:
+    """Defaults overridden by INFER_* environment variables."""
+    environ = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        raw = environ.get(ENV_PREFIX + key)
+        if raw is None and key == "DATABASE_URL":
+            raw = environ.get("DATABASE_URL")
+        if raw is not None:
+            try:
+                config[key] = _parse(raw, default)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{key}: {exc}") from None
+    return config
+
+
+def finalise(config: dict) -> dict:
+    """Fill in the settings that are derived from others."""
+    data_dir = os.path.abspath(config["DATA_DIR"])
+    config["DATA_DIR"] = data_dir
+    if not config["DATABASE_URL"]:
+        config["DATABASE_URL"] = "sqlite:///" + os.path.join(data_dir, "infer.db")
+    if not config["MODEL_DIR"]:
+        config["MODEL_DIR"] = os.path.join(data_dir, "models")
+    return config

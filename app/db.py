@@ -1,0 +1,102 @@
+"""The metadata database: accounts and API keys (user models come later).
+
+Plain SQLAlchemy 2: one engine per process, one session per request. SQLite by
+default, PostgreSQL (or anything SQLAlchemy speaks) through DATABASE_URL.
+"""
+
+import os
+from datetime import datetime, timezone
+
+from flask import current_app, g
+from sqlalchemy import DateTime, ForeignKey, String, create_engine, event, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    keys: Mapped[list["ApiKey"]] = relationship(back_populates="account")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # The first characters of the key, kept in clear so a person can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    # sha256 of the whole key; the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    account: Mapped[Account] = relationship(back_populates="keys")
+
+
+class Database:
+    """Engine, session factory and per-request session of one app."""
+
+    def __init__(self, app):
+        url = app.config["DATABASE_URL"]
+        kwargs = {"pool_pre_ping": True}
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///"):]
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            # Web threads share the engine; SQLite must allow that, and wait for
+            # a writer instead of failing at once.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        Base.metadata.create_all(self.engine)
+        app.extensions["db"] = self
+        app.teardown_appcontext(self._close_request_session)
+
+    @property
+    def session(self):
+        """The current request's session, created on first use."""
+        if "db_session" not in g:
+            g.db_session = self.sessions()
+        return g.db_session
+
+    def _close_request_session(self, _exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers work while a build or key change writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_db() -> Database:
+    return current_app.extensions["db"]
+
+
+def session():
+    """The current request's database session."""
+    return get_db().session

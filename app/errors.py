@@ -1,0 +1,114 @@
+"""One exception family, one JSON error shape.
+
+Every error the service returns looks like
+``{"code": 404, "status": "Not Found", "message": "...", "errors": {...}}``;
+``errors`` (field name -> list of problems) is present for validation errors.
+Code below the HTTP layer raises an ``ApiError`` subclass; the handler here is
+the only place that turns errors into responses.
+"""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 500
+
+    def __init__(self, message: str, errors: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class InvalidInput(ApiError):
+    status = 422
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+class ModelUnavailable(ApiError):
+    """The model exists in the catalogue but its weights cannot be had."""
+
+    status = 503
+
+
+def error_response(status: int, message: str, errors: dict | None = None, headers: dict | None = None):
+    payload = {"code": status, "status": HTTP_STATUS_CODES.get(status, "Error"), "message": message}
+    if errors:
+        payload["errors"] = errors
+    response = jsonify(payload)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten_validation(messages: dict) -> dict:
+    """webargs nests errors by location ({"json": {"text": [...]}}); callers only send JSON."""
+    flat = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            flat.update(fields)
+        else:
+            flat[location] = fields
+    return flat
+
+
+def _describe(errors: dict) -> str:
+    parts = []
+    for field, problems in errors.items():
+        if isinstance(problems, dict):  # nested (list items, dict values)
+            problems = [f"item {k}: {v}" for k, v in problems.items()]
+        text = "; ".join(str(p) for p in problems) if isinstance(problems, list) else str(problems)
+        parts.append(f"{field}: {text}")
+    return "Invalid request. " + " ".join(parts)
+
+
+def handle_http_exception(error: HTTPException):
+    data = getattr(error, "data", None) or {}
+    if "messages" in data:  # a marshmallow validation error raised by webargs
+        errors = _flatten_validation(data["messages"])
+        return error_response(error.code, _describe(errors), errors, data.get("headers"))
+    message = data.get("message") or error.description or HTTP_STATUS_CODES.get(error.code, "Error")
+    if error.code == 413:
+        message = "Request body is too large; the limit is set by INFER_MAX_CONTENT_LENGTH."
+    return error_response(error.code, message, headers=data.get("headers"))
+
+
+def handle_api_error(error: ApiError):
+    return error_response(error.status, error.message, error.errors, error.headers)
+
+
+def handle_unexpected(error: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "Internal server error; the details are in the service log.")
+
+
+def init_app(app):
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,56 @@
+"""/keys: an account manages its own API keys; other accounts' keys are invisible."""
+
+from flask.views import MethodView
+from .blueprint import Blueprint
+from marshmallow import RAISE, Schema, fields
+from sqlalchemy import select
+
+from .auth import create_key, current_account_id, revoke_key
+from .db import Account, ApiKey, session
+
+blp = Blueprint("keys", __name__, url_prefix="/keys", description="Your account's API keys.")
+
+
+class ApiKeyInfo(Schema):
+    id = fields.Integer()
+    prefix = fields.String(metadata={"description": "The key's first characters, to tell keys apart."})
+    label = fields.String()
+    created_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class NewKeyBody(Schema):
+    class Meta:
+        unknown = RAISE
+
+    label = fields.String(load_default="", metadata={"description": "A note to tell the key apart later."})
+
+
+class NewKey(ApiKeyInfo):
+    key = fields.String(metadata={"description": "The key itself; shown only in this response."})
+
+
+@blp.route("")
+class Keys(MethodView):
+    @blp.response(200, ApiKeyInfo(many=True))
+    def get(self):
+        """List your account's keys (never the keys themselves)"""
+        query = select(ApiKey).where(ApiKey.account_id == current_account_id()).order_by(ApiKey.id)
+        return session().scalars(query).all()
+
+    @blp.arguments(NewKeyBody)
+    @blp.response(201, NewKey)
+    def post(self, body):
+        """Create another key for your account; the key is shown only in this reply"""
+        db_session = session()
+        account = db_session.get(Account, current_account_id())
+        row, key = create_key(db_session, account.name, body["label"])
+        return {**NewKey().dump(row), "key": key}
+
+
+@blp.route("/<int:key_id>")
+class Key(MethodView):
+    @blp.response(200, ApiKeyInfo)
+    def delete(self, key_id):
+        """Revoke one of your keys"""
+        return revoke_key(session(), key_id, account_id=current_account_id())

@@ -1,0 +1,78 @@
+"""Prometheus metrics: requests, latency, errors, model loads and loaded models.
+
+Under gunicorn with several workers, PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn.conf.py) makes every worker write its samples to shared files, and
+/metrics adds them up, so a scrape sees the whole server, not one worker.
+"""
+
+import os
+import time
+
+from flask import Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("infer_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+ERRORS = Counter("infer_request_errors_total", "HTTP responses with status >= 400", ["endpoint", "status"])
+LATENCY = Histogram(
+    "infer_request_seconds",
+    "Time to answer a request",
+    ["endpoint"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MODEL_LOADS = Counter("infer_model_loads_total", "Models loaded", ["model"])
+MODEL_EVICTIONS = Counter("infer_model_evictions_total", "Models unloaded to fit the memory budget", ["model"])
+MODEL_LOAD_SECONDS = Histogram(
+    "infer_model_load_seconds", "Time to load a model", ["model"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+)
+MODELS_LOADED = Gauge("infer_models_loaded", "Whether a model is loaded (per process)", ["model"], multiprocess_mode="livesum")
+MODEL_BYTES = Gauge("infer_model_bytes", "Memory a loaded model takes (per process)", ["model"], multiprocess_mode="livesum")
+
+
+def on_model_load(model, seconds: float) -> None:
+    MODEL_LOADS.labels(model.key).inc()
+    MODEL_LOAD_SECONDS.labels(model.key).observe(seconds)
+    MODELS_LOADED.labels(model.key).set(1)
+    MODEL_BYTES.labels(model.key).set(model.nbytes)
+
+
+def on_model_evict(model) -> None:
+    MODEL_EVICTIONS.labels(model.key).inc()
+    MODELS_LOADED.labels(model.key).set(0)
+    MODEL_BYTES.labels(model.key).set(0)
+
+
+def _start_timer():
+    g.request_started = time.perf_counter()
+
+
+def _record(response):
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    if response.status_code >= 400:
+        ERRORS.labels(endpoint, str(response.status_code)).inc()
+    started = g.get("request_started")
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app):
+    # Registered first so the timer starts before authentication runs.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)
+    app.after_request(_record)

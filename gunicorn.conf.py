@@ -1,0 +1,42 @@
+"""The production server configuration (the one bench/ measures).
+
+Settings come from INFER_* variables; see README. gthread workers: requests
+spend their time in torch, which releases the GIL, so threads overlap well.
+"""
+
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("INFER_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("INFER_WORKERS", "2"))
+threads = int(os.environ.get("INFER_THREADS", "8"))
+worker_class = "gthread"
+# Loading a large model on first use can take a while; the worker must not be
+# killed for it.
+timeout = int(os.environ.get("INFER_WORKER_TIMEOUT", "300"))
+graceful_timeout = 30
+keepalive = 5
+accesslog = os.environ.get("INFER_ACCESS_LOG") or None
+errorlog = "-"
+
+# Every worker writes its metrics here so /metrics can sum them (see app/metrics.py).
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"infer-metrics-{os.getpid()}")
+)
+
+
+def on_starting(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+    # Create the schema and the first API key once, in the master, before any
+    # worker starts: workers racing to do it would print several keys.
+    from app import create_app
+
+    create_app()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

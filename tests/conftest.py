@@ -1,0 +1,111 @@
+"""Shared fixtures: apps on SQLite or a real PostgreSQL, keys, tiny models, a live server."""
+
+import os
+import tempfile
+
+# The hub is unreachable here: never try it, and start from an empty HF cache so
+# resolution is decided only by what the tests provide. Set before any HF import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="infer-test-hf-")
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+for _name in list(os.environ):
+    if _name.startswith("INFER_") or _name == "DATABASE_URL":
+        del os.environ[_name]
+
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.auth import create_key  # noqa: E402
+
+from .postgres import PostgresServer  # noqa: E402
+from .tiny_models import build_tiny_sentence_transformer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/test.db"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build an app with test settings; later keyword arguments override."""
+
+    def _make(**overrides):
+        config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True}
+        config.update(overrides)
+        return create_app(config)
+
+    return _make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def new_key(app, account: str) -> str:
+    with app.extensions["db"].sessions() as session:
+        _row, key = create_key(session, account)
+    return key
+
+
+@pytest.fixture
+def api_key(app):
+    return new_key(app, "alice")
+
+
+@pytest.fixture
+def headers(api_key):
+    return {"x-api-key": api_key}
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_model_dir(tmp_path_factory):
+    """A random-weight sentence-transformer folder (BERT, 2 layers, 32 dims)."""
+    path = tmp_path_factory.mktemp("tiny-st") / "model"
+    build_tiny_sentence_transformer(str(path))
+    return str(path)
+
+
+def metric_value(metrics_text: str, sample: str) -> float:
+    """The value of one sample (name with labels) in Prometheus text, 0 if absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class LiveServer:
+    """The app behind a real threaded HTTP server on 127.0.0.1, for concurrency tests."""
+
+    def __init__(self, app):
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._thread.join(timeout=10)

@@ -58,7 +58,7 @@ def find_active_key(session, key: str) -> ApiKey | None:
     return row
 
 
-def ensure_bootstrap_key(session, account_name: str, out=sys.stdout) -> str | None:
+def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
     """On a database with no key at all, create one and print it once."""
     if session.scalar(select(func.count()).select_from(ApiKey)):
         return None
@@ -66,7 +66,7 @@ def ensure_bootstrap_key(session, account_name: str, out=sys.stdout) -> str | No
     print(
         f"\nCreated the first API key (account {account_name!r}). It is shown only once:\n\n"
         f"    {key}\n\nSend it as the x-api-key header. Manage keys with `flask --app wsgi keys --help`.\n",
-        file=out,
+        file=out or sys.stdout,
         flush=True,
     )
     return key

@@ -45,7 +45,8 @@ class Keys(MethodView):
         db_session = session()
         account = db_session.get(Account, current_account_id())
         row, key = create_key(db_session, account.name, body["label"])
-        return {**NewKey().dump(row), "key": key}
+        fields_shown = ("id", "prefix", "label", "created_at", "revoked_at")
+        return {**{name: getattr(row, name) for name in fields_shown}, "key": key}
 
 
 @blp.route("/<int:key_id>")

@@ -1,0 +1,16 @@
+FROM python:3.11-slim
+
+WORKDIR /srv
+COPY requirements.txt .
+# torch first and pinned: the CPU wheel; see requirements.txt.
+RUN pip install --no-cache-dir torch==2.13.0 \
+    && pip install --no-cache-dir -r requirements.txt
+COPY . .
+
+ENV INFER_DATA_DIR=/data \
+    INFER_BIND=0.0.0.0:8000 \
+    HF_HOME=/data/hf-cache
+VOLUME /data
+EXPOSE 8000
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -1,0 +1,114 @@
+"""API keys: required everywhere but health, hashed at rest, revocable, per account."""
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from app.auth import hash_key
+from app.db import ApiKey
+
+from ..conftest import new_key
+
+BODY = {"text": "hello"}
+
+
+def test_missing_key_is_401_with_a_json_message(client):
+    response = client.post("/text-vectorisation", json=BODY)
+    assert response.status_code == 401
+    assert "x-api-key" in response.json["message"]
+
+
+def test_unknown_key_is_401(client):
+    response = client.get("/keys", headers={"x-api-key": "ik_not-a-real-key"})
+    assert response.status_code == 401
+    assert response.json["message"] == "Invalid or revoked API key."
+
+
+def test_valid_key_is_accepted(client, headers):
+    assert client.get("/keys", headers=headers).status_code == 200
+
+
+def test_revoked_key_is_401(client, headers):
+    own_key_id = client.get("/keys", headers=headers).json[0]["id"]
+    assert client.delete(f"/keys/{own_key_id}", headers=headers).status_code == 200
+
+    response = client.get("/keys", headers=headers)
+    assert response.status_code == 401
+
+
+def test_keys_are_stored_hashed_never_in_clear(app, api_key):
+    with app.extensions["db"].sessions() as session:
+        rows = session.scalars(select(ApiKey)).all()
+    assert [row.key_hash for row in rows] == [hash_key(api_key)]
+    for row in rows:
+        assert api_key not in (row.key_hash, row.prefix, row.label)
+        assert len(row.prefix) < len(api_key) // 3
+
+
+def test_health_probes_need_no_key(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_can_require_a_key(make_app):
+    app = make_app(METRICS_REQUIRE_KEY=True)
+    assert app.test_client().get("/metrics").status_code == 401
+
+
+def test_an_account_sees_and_revokes_only_its_own_keys(app, client):
+    alice = {"x-api-key": new_key(app, "alice")}
+    bob = {"x-api-key": new_key(app, "bob")}
+    alice_ids = [k["id"] for k in client.get("/keys", headers=alice).json]
+    bob_ids = [k["id"] for k in client.get("/keys", headers=bob).json]
+    assert len(alice_ids) == 1 and len(bob_ids) == 1 and alice_ids != bob_ids
+
+    response = client.delete(f"/keys/{alice_ids[0]}", headers=bob)
+
+    assert response.status_code == 404
+    assert client.get("/keys", headers=alice).status_code == 200  # alice's key still works
+
+
+def test_a_new_key_made_through_the_api_is_shown_once_and_works(client, headers):
+    created = client.post("/keys", json={"label": "ci"}, headers=headers)
+    assert created.status_code == 201
+    key = created.json["key"]
+    assert key.startswith("ik_") and created.json["label"] == "ci"
+
+    listed = client.get("/keys", headers={"x-api-key": key}).json
+    assert len(listed) == 2
+    assert all("key" not in item for item in listed)
+
+
+def test_cli_creates_lists_and_revokes_keys(app, client):
+    runner = app.test_cli_runner()
+
+    created = runner.invoke(args=["keys", "create", "--account", "carol", "--label", "laptop"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 200
+
+    listed = runner.invoke(args=["keys", "list", "--account", "carol"])
+    assert "carol" in listed.output and "laptop" in listed.output and key not in listed.output
+    key_id = listed.output.split()[0]
+
+    revoked = runner.invoke(args=["keys", "revoke", key_id])
+    assert revoked.exit_code == 0
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 401
+    assert runner.invoke(args=["keys", "revoke", "99999"]).exit_code != 0
+
+
+def test_first_start_creates_and_prints_one_key_then_never_again(tmp_path, capsys):
+    config = {"DATA_DIR": str(tmp_path), "BOOTSTRAP_KEY": True}
+    app = create_app(config)
+    printed = capsys.readouterr().out
+    key = next(word for word in printed.split() if word.startswith("ik_"))
+    assert app.test_client().get("/keys", headers={"x-api-key": key}).status_code == 200
+
+    create_app(config)
+    assert "ik_" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method,path", [("get", "/keys"), ("post", "/text-vectorisation"), ("delete", "/keys/1")])
+def test_every_api_endpoint_needs_a_key(client, method, path):
+    assert getattr(client, method)(path, json={}).status_code == 401

@@ -1,0 +1,108 @@
+"""Bad input gets a 4xx JSON error that names what to fix; never a 500."""
+
+import pytest
+
+
+def post(client, headers, body=None, **kwargs):
+    return client.post("/text-vectorisation", json=body, headers=headers, **kwargs)
+
+
+def assert_error(response, status, *words):
+    assert response.status_code == status, response.json
+    assert set(response.json) >= {"code", "status", "message"}
+    assert response.json["code"] == status
+    for word in words:
+        assert word in response.json["message"]
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"text": 5}, "text"),
+        ({"text": {"a": 1}}, "text"),
+        ({"text": ["ok", 3]}, "text"),
+        ({"text": "ok", "model": 7}, "model"),
+        ({}, "text"),
+    ],
+)
+def test_wrong_types_name_the_field(client, headers, body, field):
+    response = post(client, headers, body)
+    assert_error(response, 422, field)
+    assert field in response.json["errors"]
+
+
+def test_empty_list_is_rejected(client, headers):
+    assert_error(post(client, headers, {"text": []}), 422, "empty")
+
+
+def test_over_long_batch_is_rejected_with_the_limit(make_app):
+    from ..conftest import new_key
+
+    app = make_app(MAX_BATCH_SIZE=3)
+    response = app.test_client().post(
+        "/text-vectorisation", json={"text": ["a"] * 4}, headers={"x-api-key": new_key(app, "a")}
+    )
+    assert_error(response, 422, "at most 3", "INFER_MAX_BATCH_SIZE")
+
+
+def test_over_long_text_is_rejected_with_the_limit(make_app):
+    from ..conftest import new_key
+
+    app = make_app(MAX_TEXT_LENGTH=10)
+    response = app.test_client().post(
+        "/text-vectorisation", json={"text": ["short", "x" * 11]}, headers={"x-api-key": new_key(app, "a")}
+    )
+    assert_error(response, 422, "limit is 10")
+    assert "1" in str(response.json["errors"]["text"])  # the offending item's index
+
+
+def test_oversized_body_is_413(make_app):
+    from ..conftest import new_key
+
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    response = app.test_client().post(
+        "/text-vectorisation", json={"text": "x" * 2000}, headers={"x-api-key": new_key(app, "a")}
+    )
+    assert_error(response, 413, "INFER_MAX_CONTENT_LENGTH")
+
+
+def test_unknown_model_is_404_listing_the_choices(client, headers):
+    response = post(client, headers, {"text": "hi", "model": "no-such-model"})
+    assert_error(response, 404, "no-such-model", "english", "multilingual")
+
+
+def test_unknown_field_is_rejected_by_name(client, headers):
+    response = post(client, headers, {"text": "hi", "temprature": 1})
+    assert_error(response, 422, "temprature", "Unknown field")
+
+
+@pytest.mark.parametrize("raw", ["{bad json", '{"text": "a",}', "\xff\xfe"])
+def test_invalid_json_is_400(client, headers, raw):
+    response = client.post(
+        "/text-vectorisation", data=raw.encode("latin-1"), headers={**headers, "content-type": "application/json"}
+    )
+    assert_error(response, 400, "not valid JSON")
+
+
+def test_json_that_is_not_an_object_is_422(client, headers):
+    assert_error(post(client, headers, ["text"]), 422)
+
+
+def test_json_without_a_json_content_type_is_still_read(client, headers):
+    response = client.post("/text-vectorisation", data='{"text": 1}', headers=headers)
+    assert_error(response, 422, "text")  # parsed: the error is about the value, not a missing body
+
+
+def test_unknown_path_and_wrong_method_are_json(client, headers):
+    assert_error(client.get("/nope", headers=headers), 404)
+    assert_error(client.get("/text-vectorisation", headers=headers), 405)
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(app, client, headers, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.extensions["models"], "get", broken)
+    response = post(client, headers, {"text": "hi"})
+    assert_error(response, 500, "service log")
+    assert "secret" not in response.get_data(as_text=True)

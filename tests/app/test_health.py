@@ -1,0 +1,72 @@
+"""/healthz, /readyz (database and preload list) and /metrics."""
+
+import shutil
+import time
+
+
+def wait_ready(client, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        response = client.get("/readyz")
+        if response.json["checks"]["models"] != "preloading":
+            return response
+        time.sleep(0.1)
+    raise AssertionError("preload did not finish")
+
+
+def test_healthz_answers(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_is_ready_with_a_reachable_database_and_no_preload(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"]["database"] == "ok"
+
+
+def test_readyz_waits_for_the_preload_list(make_app, tiny_sentence_model_dir, tmp_path):
+    shutil.copytree(tiny_sentence_model_dir, tmp_path / "models" / "multilingual")
+    app = make_app(MODEL_DIR=str(tmp_path / "models"), PRELOAD_MODELS="text-vectorisation:multilingual")
+
+    response = wait_ready(app.test_client())
+
+    assert response.status_code == 200
+    assert response.json["checks"]["loaded_models"] == ["paraphrase-multilingual-MiniLM-L12-v2"]
+
+
+def test_readyz_is_503_when_a_preloaded_model_cannot_load(make_app):
+    app = make_app(PRELOAD_MODELS="text-vectorisation:multilingual, no-such-model")
+
+    response = wait_ready(app.test_client())
+
+    assert response.status_code == 503
+    problems = response.json["checks"]["models"]
+    assert "not available" in problems["text-vectorisation:multilingual"]
+    assert "unknown model" in problems["no-such-model"]
+
+
+def test_readyz_is_503_when_the_database_is_down(app, client):
+    def broken():
+        raise ConnectionError("down")
+
+    app.extensions["db"].ping = broken
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "unreachable" in response.json["checks"]["database"]
+
+
+def test_metrics_count_requests_errors_and_latency(client, headers):
+    client.post("/text-vectorisation", json={"text": 1}, headers=headers)
+    text = client.get("/metrics").data.decode()
+
+    assert 'infer_requests_total{endpoint="/text-vectorisation",method="POST",status="422"}' in text
+    assert 'infer_request_errors_total{endpoint="/text-vectorisation",status="422"}' in text
+    assert 'infer_request_seconds_bucket{endpoint="/text-vectorisation",le="0.005"}' in text
+    assert text.startswith("# HELP")
+
+
+def test_swagger_ui_and_openapi_json_are_served(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json
+    assert "/text-vectorisation" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "x-api-key"

@@ -61,7 +61,9 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     database = Database(app)
     from model_registry import ModelRegistry
 
-    registry = ModelRegistry(config, on_load=metrics.on_model_load, on_evict=metrics.on_model_evict)
+    registry = ModelRegistry(
+        config, on_load=metrics.on_model_load, on_evict=metrics.on_model_evict, on_batch=metrics.on_batch
+    )
     app.extensions["models"] = registry
 
     metrics.init_app(app)

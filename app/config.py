@@ -29,6 +29,16 @@ DEFAULTS = {
     "MODEL_MEMORY_BUDGET_MB": 8192,
     # Comma-separated "task:name" pairs (or bare model keys) to load at start.
     "PRELOAD_MODELS": "",
+    # Batching across requests (model_registry/batcher.py): most items in one
+    # forward pass, how long to hold a batch open for more (0: never wait; the
+    # batch grows by itself while the previous one runs), and how many requests
+    # may queue per model and task before new ones get 429.
+    "BATCH_MAX_SIZE": 32,
+    "BATCH_MAX_WAIT_MS": 0.0,
+    "BATCH_MAX_QUEUE": 256,
+    # A request still waiting for its model after this many seconds gets 504 and
+    # its work is dropped.
+    "REQUEST_TIMEOUT_S": 60.0,
     # "auto" picks cuda, then mps, then cpu; or name a torch device.
     "DEVICE": "auto",
     # Half precision for models on a GPU ("auto": on cuda only, where it is safe

@@ -35,6 +35,14 @@ MODEL_LOAD_SECONDS = Histogram(
 MODELS_LOADED = Gauge("infer_models_loaded", "Whether a model is loaded (per process)", ["model"], multiprocess_mode="livesum")
 MODEL_BYTES = Gauge("infer_model_bytes", "Memory a loaded model takes (per process)", ["model"], multiprocess_mode="livesum")
 
+BATCH_SIZE = Histogram(
+    "infer_batch_size", "Items per forward pass", ["model", "task"], buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+
+
+def on_batch(model: str, task: str, size: int) -> None:
+    BATCH_SIZE.labels(model, task).observe(size)
+
 
 def on_model_load(model, seconds: float) -> None:
     MODEL_LOADS.labels(model.key).inc()

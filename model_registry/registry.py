@@ -10,18 +10,25 @@ from .catalogue import MODELS, TASK_MODELS, default_name
 from .device import pick_device, use_half_precision
 from .loaders import loader_for
 from .resolve import resolve_model_dir
-from .served_model import ServedModel
+from .served_model import BatchSettings, ServedModel
 
 log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    def __init__(self, config: dict, on_load=None, on_evict=None):
+    def __init__(self, config: dict, on_load=None, on_evict=None, on_batch=None):
         self.model_dir = config["MODEL_DIR"]
+        self.batch_settings = BatchSettings(
+            max_batch_size=int(config["BATCH_MAX_SIZE"]),
+            max_wait_s=float(config["BATCH_MAX_WAIT_MS"]) / 1000,
+            max_queue=int(config["BATCH_MAX_QUEUE"]),
+            timeout_s=float(config["REQUEST_TIMEOUT_S"]),
+            on_batch=on_batch,
+        )
         self.device = pick_device(config["DEVICE"])
         self.half = use_half_precision(config["HALF_PRECISION"], self.device)
         budget = int(config["MODEL_MEMORY_BUDGET_MB"]) * 2**20
-        self.cache = ModelCache(self._load, budget, on_load=on_load, on_evict=on_evict)
+        self.cache = ModelCache(self._load, budget, on_load=on_load, on_evict=self._evicted(on_evict))
         self.preload_done = threading.Event()
         self.preload_errors: dict[str, str] = {}
 
@@ -47,7 +54,18 @@ class ModelRegistry:
             load = loader_for(spec)
         except LookupError as exc:
             raise ModelUnavailable(f"Model {key!r} cannot be served by this version: {exc}.") from None
-        return load(spec, path, self.device, self.half)
+        served = load(spec, path, self.device, self.half)
+        served.batch_settings = self.batch_settings
+        return served
+
+    @staticmethod
+    def _evicted(callback):
+        def on_evict(model: ServedModel) -> None:
+            model.close()
+            if callback:
+                callback(model)
+
+        return on_evict
 
     def preload(self, entries: list[str]) -> None:
         """Load 'task:name' pairs or model keys; errors are kept for /readyz."""

@@ -1,14 +1,27 @@
 """A loaded model: what the cache holds and what task code calls."""
 
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from .batcher import Batcher
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = 32
+    max_wait_s: float = 0.0
+    max_queue: int = 256
+    timeout_s: float = 60.0
+    on_batch: Callable[[str, str, int], None] | None = None  # (model, task, batch size)
 
 
 class ServedModel:
     """One loaded model and the task functions it serves.
 
     ``runners`` maps a task name to a function taking a list of task inputs and
-    returning one output per input, in order: batch-shaped so that requests
-    can be coalesced into one forward pass.
+    returning one output per input, in order. Calls go through one Batcher per
+    task, so concurrent requests share forward passes.
     """
 
     def __init__(self, key: str, model, nbytes: int, device: str, runners: dict[str, Callable]):
@@ -17,10 +30,38 @@ class ServedModel:
         self.nbytes = nbytes
         self.device = device
         self.runners = runners
+        self.batch_settings = BatchSettings()
+        self._batchers: dict[str, Batcher] = {}
+        self._lock = threading.Lock()
 
     @property
     def tasks(self) -> list[str]:
         return list(self.runners)
 
     def run(self, task: str, inputs: list) -> list:
-        return self.runners[task](inputs)
+        settings = self.batch_settings
+        return self._batcher(task).submit(inputs, settings.timeout_s)
+
+    def _batcher(self, task: str) -> Batcher:
+        batcher = self._batchers.get(task)
+        if batcher is None:
+            with self._lock:
+                batcher = self._batchers.get(task)
+                if batcher is None:
+                    settings = self.batch_settings
+                    on_batch = settings.on_batch
+                    batcher = self._batchers[task] = Batcher(
+                        self.runners[task],
+                        name=f"{self.key}/{task}",
+                        max_batch_size=settings.max_batch_size,
+                        max_wait_s=settings.max_wait_s,
+                        max_queue=settings.max_queue,
+                        on_batch=(lambda size: on_batch(self.key, task, size)) if on_batch else None,
+                    )
+        return batcher
+
+    def close(self) -> None:
+        """Stop the batch workers once their queues are drained (on eviction)."""
+        with self._lock:
+            for batcher in self._batchers.values():
+                batcher.close()

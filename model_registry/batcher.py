@@ -1,0 +1,162 @@
+"""Coalesce concurrent requests for one model and task into one forward pass.
+
+Each (model, task) has one Batcher: a bounded queue and one worker thread. The
+worker takes whole requests off the queue until the batch holds max_batch_size
+items (a request is never split), runs them as one call, and hands each request
+its own slice of the outputs. It does not wait for a batch to fill unless
+max_wait is set: while one forward pass runs, the next requests queue up, so the
+batch grows with the load and a lone request pays no delay.
+
+Back-pressure: a full queue refuses new requests at once (429, Retry-After)
+instead of letting them wait without bound, and a request whose deadline passed
+before its turn is dropped unrun: its client has given up.
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from app.errors import ApiError, TooManyRequests
+
+log = logging.getLogger(__name__)
+
+
+class DeadlineExceeded(ApiError):
+    status = 504
+
+
+class PredictionFailed(ApiError):
+    status = 500
+
+
+class _Request:
+    __slots__ = ("items", "future", "deadline")
+
+    def __init__(self, items: list, deadline: float):
+        self.items = items
+        self.future: Future = Future()
+        self.deadline = deadline
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[list], list],
+        name: str,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.0,
+        max_queue: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        self._run = run
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._on_batch = on_batch or (lambda size: None)
+        self._queue: deque[_Request] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list, timeout_s: float) -> list:
+        """Run `items` in a shared batch; return their outputs in order."""
+        request = _Request(items, time.monotonic() + timeout_s)
+        with self._ready:
+            if len(self._queue) >= self.max_queue:
+                raise TooManyRequests(
+                    f"Model {self.name} is busy: {len(self._queue)} requests are queued "
+                    "(INFER_BATCH_MAX_QUEUE). Retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            self._queue.append(request)
+            self._ready.notify()
+        try:
+            return request.future.result(timeout=timeout_s)
+        except FutureTimeout:
+            request.future.cancel()  # the worker skips it if it has not started
+            raise DeadlineExceeded(
+                f"Model {self.name} did not answer within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S)."
+            ) from None
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _take_batch(self) -> list[_Request]:
+        with self._ready:
+            while not self._queue and not self._closed:
+                self._ready.wait()
+            if not self._queue:
+                return []
+            if self.max_wait_s:
+                deadline = time.monotonic() + self.max_wait_s
+                while self._queued_items() < self.max_batch_size and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._ready.wait(remaining):
+                        break
+            batch, size = [], 0
+            while self._queue:
+                request = self._queue[0]
+                if batch and size + len(request.items) > self.max_batch_size:
+                    break
+                self._queue.popleft()
+                if not request.future.set_running_or_notify_cancel():
+                    continue  # cancelled: its caller timed out
+                if time.monotonic() > request.deadline:
+                    request.future.set_exception(DeadlineExceeded(f"Model {self.name}: dropped, past its deadline."))
+                    continue
+                batch.append(request)
+                size += len(request.items)
+            return batch
+
+    def _queued_items(self) -> int:
+        return sum(len(request.items) for request in self._queue)
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                if self._closed:
+                    return
+                continue
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        if len(batch) > 1:
+            try:
+                outputs = self._run_checked([item for request in batch for item in request.items])
+            except Exception:
+                # Run each request alone, so a bad input fails only its own request.
+                for request in batch:
+                    self._run_batch([request])
+                return
+            offset = 0
+            for request in batch:
+                request.future.set_result(outputs[offset : offset + len(request.items)])
+                offset += len(request.items)
+            return
+        request = batch[0]
+        try:
+            request.future.set_result(self._run_checked(request.items))
+        except ApiError as exc:  # the task's own input checks: keep their status
+            request.future.set_exception(exc)
+        except Exception as exc:
+            log.warning("model %s failed on a request: %s", self.name, exc)
+            request.future.set_exception(PredictionFailed(f"Model {self.name} failed on this input: {exc}"))
+
+    def _run_checked(self, items: list) -> list:
+        outputs = self._run(items)
+        if len(outputs) != len(items):
+            raise RuntimeError(f"returned {len(outputs)} outputs for {len(items)} inputs")
+        self._on_batch(len(items))
+        return outputs

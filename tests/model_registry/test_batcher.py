@@ -1,0 +1,146 @@
+"""Batcher: concurrent calls share forward passes, each caller gets its own outputs in order,
+a full queue refuses at once, a bad input fails only its own request, deadlines drop work."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.errors import BadRequest, TooManyRequests
+from model_registry.batcher import Batcher, DeadlineExceeded, PredictionFailed
+
+
+class SlowDoubler:
+    """Doubles numbers; takes a while per call so concurrent requests pile up."""
+
+    def __init__(self, delay=0.02, gate=None):
+        self.delay = delay
+        self.gate = gate
+        self.batch_sizes = []
+
+    def __call__(self, items):
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batch_sizes.append(len(items))
+        time.sleep(self.delay)
+        if "bad" in items:
+            raise ValueError("cannot double 'bad'")
+        return [item * 2 for item in items]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_results_in_order():
+    model = SlowDoubler()
+    batcher = Batcher(model, "double", max_batch_size=64)
+
+    def call(i):
+        return batcher.submit([i, i + 1000, i + 2000], timeout_s=10)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, range(48)))
+
+    assert results == [[2 * i, 2 * (i + 1000), 2 * (i + 2000)] for i in range(48)]
+    assert max(model.batch_sizes) > 3  # several requests went through one call
+    assert sum(model.batch_sizes) == 48 * 3
+    assert len(model.batch_sizes) < 48
+
+
+def test_batches_never_exceed_the_max_size_and_requests_are_not_split():
+    model = SlowDoubler(gate=threading.Event())
+    batcher = Batcher(model, "double", max_batch_size=4)
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(batcher.submit, [i, i], 10) for i in range(6)]
+        time.sleep(0.2)
+        model.gate.set()
+        results = [f.result() for f in futures]
+
+    assert results == [[2 * i, 2 * i] for i in range(6)]
+    assert all(size <= 4 and size % 2 == 0 for size in model.batch_sizes)
+
+
+def test_a_lone_request_is_not_delayed_by_max_wait_zero():
+    batcher = Batcher(lambda items: items, "echo", max_wait_s=0)
+    started = time.perf_counter()
+    assert batcher.submit(["x"], 10) == ["x"]
+    assert time.perf_counter() - started < 0.5
+
+
+def test_max_wait_gathers_requests_that_arrive_shortly_after():
+    model = SlowDoubler(delay=0)
+    batcher = Batcher(model, "double", max_wait_s=0.3, max_batch_size=8)
+    with ThreadPoolExecutor(4) as pool:
+        futures = []
+        for i in range(4):
+            futures.append(pool.submit(batcher.submit, [i], 10))
+            time.sleep(0.02)
+        assert [f.result() for f in futures] == [[0], [2], [4], [6]]
+    assert model.batch_sizes == [4]
+
+
+def test_a_full_queue_is_refused_at_once_with_retry_after():
+    gate = threading.Event()
+    batcher = Batcher(SlowDoubler(gate=gate), "double", max_queue=2)
+    with ThreadPoolExecutor(4) as pool:
+        running = pool.submit(batcher.submit, [1], 10)  # taken by the worker, blocked on the gate
+        time.sleep(0.1)
+        queued = [pool.submit(batcher.submit, [i], 10) for i in (2, 3)]
+        time.sleep(0.1)
+        with pytest.raises(TooManyRequests) as refused:
+            batcher.submit([4], 10)
+        gate.set()
+        assert running.result() == [2] and [f.result() for f in queued] == [[4], [6]]
+    assert refused.value.status == 429
+    assert refused.value.headers["Retry-After"] == "1"
+
+
+def test_an_error_in_one_item_fails_only_its_own_request():
+    gate = threading.Event()
+    model = SlowDoubler(gate=gate)
+    batcher = Batcher(model, "double")
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.submit, [0], 10)  # occupies the worker
+        time.sleep(0.1)
+        good = pool.submit(batcher.submit, [1, 2], 10)
+        bad = pool.submit(batcher.submit, [3, "bad"], 10)
+        other = pool.submit(batcher.submit, [4], 10)
+        time.sleep(0.1)
+        gate.set()
+        assert first.result() == [0]
+        assert good.result() == [2, 4]
+        assert other.result() == [8]
+        with pytest.raises(PredictionFailed, match="cannot double 'bad'") as failed:
+            bad.result()
+    assert failed.value.status == 500
+    assert 5 in model.batch_sizes  # the three requests (5 items) were first tried together
+
+
+def test_a_task_error_keeps_its_own_status():
+    def reject(items):
+        raise BadRequest("image 0 is not an image")
+
+    with pytest.raises(BadRequest):
+        Batcher(reject, "reject").submit(["x"], 10)
+
+
+def test_work_past_its_deadline_is_dropped_unrun():
+    gate = threading.Event()
+    model = SlowDoubler(gate=gate, delay=0)
+    batcher = Batcher(model, "double")
+    with ThreadPoolExecutor(2) as pool:
+        blocker = pool.submit(batcher.submit, [1], 10)
+        time.sleep(0.1)
+        with pytest.raises(DeadlineExceeded) as late:
+            batcher.submit([2], timeout_s=0.2)
+        gate.set()
+        blocker.result()
+    time.sleep(0.1)
+    assert late.value.status == 504
+    assert model.batch_sizes == [1]  # the late request never reached the model
+
+
+def test_close_stops_the_worker_after_draining():
+    batcher = Batcher(lambda items: items, "echo")
+    assert batcher.submit([1], 10) == [1]
+    batcher.close()
+    batcher._thread.join(timeout=5)
+    assert not batcher._thread.is_alive()

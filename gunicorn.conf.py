@@ -10,7 +10,10 @@ import tempfile
 
 bind = os.environ.get("INFER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("INFER_WORKERS", "2"))
-threads = int(os.environ.get("INFER_THREADS", "8"))
+# Requests mostly wait on the model's batcher, so threads are cheap, and a
+# batch can only be as large as the requests a worker has accepted: with too
+# few threads, concurrent clients queue in the socket instead of in a batch.
+threads = int(os.environ.get("INFER_THREADS", "32"))
 worker_class = "gthread"
 # Loading a large model on first use can take a while; the worker must not be
 # killed for it.
@@ -31,9 +34,9 @@ def on_starting(server):
     os.makedirs(_metrics_dir, exist_ok=True)
     # Create the schema and the first API key once, in the master, before any
     # worker starts: workers racing to do it would print several keys.
-    from app import create_app
+    from app import prepare_database
 
-    create_app()
+    prepare_database()
 
 
 def child_exit(server, worker):

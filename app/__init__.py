@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     _configure_torch(config)
 
-    database = Database(app)
+    database = Database(config["DATABASE_URL"]).init_app(app)
     from model_registry import ModelRegistry
 
     registry = ModelRegistry(
@@ -84,6 +84,24 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
             ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
     return app
+
+
+def prepare_database(test_config: dict | None = None) -> None:
+    """Create the schema and, on a database with no key, the first key.
+
+    gunicorn's master calls this once before forking workers, without building
+    the app: no model library is imported and no thread started before fork.
+    """
+    config = load_config()
+    config.update(test_config or {})
+    config = finalise(config)
+    database = Database(config["DATABASE_URL"])
+    try:
+        if config["BOOTSTRAP_KEY"]:
+            with database.sessions() as session:
+                ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
+    finally:
+        database.engine.dispose()
 
 
 def _configure_torch(config: dict) -> None:

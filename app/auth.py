@@ -51,8 +51,14 @@ def revoke_key(session, key_id: int, account_id: int | None = None) -> ApiKey:
     return row
 
 
-def find_active_key(session, key: str) -> ApiKey | None:
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+def find_active_key(session, key: str):
+    """(key id, account id) of an active key, or None.
+
+    A plain column query, not an ORM object: this runs on every request.
+    """
+    row = session.execute(
+        select(ApiKey.id, ApiKey.account_id, ApiKey.revoked_at).where(ApiKey.key_hash == hash_key(key))
+    ).first()
     if row is None or row.revoked_at is not None:
         return None
     return row

@@ -49,8 +49,7 @@ class ApiKey(Base):
 class Database:
     """Engine, session factory and per-request session of one app."""
 
-    def __init__(self, app):
-        url = app.config["DATABASE_URL"]
+    def __init__(self, url: str):
         kwargs = {"pool_pre_ping": True}
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///"):]
@@ -64,8 +63,11 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         Base.metadata.create_all(self.engine)
+
+    def init_app(self, app):
         app.extensions["db"] = self
         app.teardown_appcontext(self._close_request_session)
+        return self
 
     @property
     def session(self):

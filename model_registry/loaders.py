@@ -4,13 +4,22 @@ One function per loader name used in the catalogue. Loaders never trust remote
 code; a model that needs custom code is a user model and runs in its own worker.
 """
 
-from .catalogue import MODELS, SENTENCE_TRANSFORMER, ModelSpec
+import threading
+
+from .catalogue import SENTENCE_TRANSFORMER, ModelSpec
 from .device import module_nbytes
 from .served_model import ServedModel
 
 
+# Model libraries are imported on first load, not at start (the CLI and the
+# health endpoints do not need them); two models loading at once in two threads
+# must not both run a library's first import, which is not thread-safe.
+_import_lock = threading.Lock()
+
+
 def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
-    from sentence_transformers import SentenceTransformer
+    with _import_lock:
+        from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(path, device=device, local_files_only=True, trust_remote_code=False)
     if half:
@@ -36,5 +45,3 @@ def loader_for(spec: ModelSpec):
     except KeyError:
         raise LookupError(f"no loader {spec.loader!r} for model {spec.key}") from None
 
-
-UNSUPPORTED = sorted({spec.loader for spec in MODELS.values()} - set(LOADERS))

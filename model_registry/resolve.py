@@ -7,6 +7,11 @@ model and every way to provide it, so the 503 a caller sees is actionable.
 import importlib.util
 import os
 
+# Imported here, in the thread that creates the app: huggingface_hub's lazy
+# attributes are not safe to import for the first time from two threads at once
+# (the preload thread and a request thread).
+from huggingface_hub import snapshot_download
+
 from app.errors import ModelUnavailable
 
 from .catalogue import ModelSpec
@@ -43,8 +48,6 @@ def _package_dir(spec: ModelSpec) -> str | None:
 
 
 def _hf_snapshot(spec: ModelSpec, local_files_only: bool) -> str | None:
-    from huggingface_hub import snapshot_download
-
     allow = [spec.filename, "*.json", "*.txt", "*.model"] if spec.filename else None
     try:
         return snapshot_download(

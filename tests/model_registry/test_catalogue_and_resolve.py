@@ -40,7 +40,7 @@ def test_local_model_dir_comes_before_the_package(tmp_path, tiny_sentence_model_
 
 
 def test_hf_cache_comes_before_the_package(tmp_path, monkeypatch, tiny_sentence_model_dir):
-    import huggingface_hub
+    from model_registry import resolve
 
     spec = MODELS["all-MiniLM-L6-v2"]
 
@@ -48,7 +48,7 @@ def test_hf_cache_comes_before_the_package(tmp_path, monkeypatch, tiny_sentence_
         assert (repo_id, revision, local_files_only) == (spec.hf_id, spec.revision, True)
         return tiny_sentence_model_dir
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(resolve, "snapshot_download", fake_snapshot)
     path, source = resolve_model_dir(spec, str(tmp_path))
     assert (path, source) == (tiny_sentence_model_dir, "Hugging Face cache")
 

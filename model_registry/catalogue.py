@@ -32,6 +32,8 @@ class ModelSpec:
     package: str | None = None
     # A single weights file inside the snapshot (GGUF models).
     filename: str | None = None
+    # The prompt format a multi-task model was trained on (see loaders/seq2seq.py).
+    prompts: str | None = None
 
 
 MODELS = {
@@ -93,6 +95,7 @@ MODELS = {
             "main",
             SEQ2SEQ,
             "Backprop's T5 base for generative QA, summarisation and emotion.",
+            prompts="backprop-t5",
         ),
         ModelSpec(
             "gpt2-large",

@@ -1,0 +1,48 @@
+"""Decoder-only language models (GPT-2, SmolLM2 from GGUF): text generation.
+
+The output is the prompt followed by its continuation, as Backprop's gpt2-large
+answered. Requests with the same parameters in a batch share one generate call
+(left-padded); prompts longer than the model's context are cut from the left so
+the most recent text is kept, leaving room for max_length new tokens.
+"""
+
+from ..catalogue import ModelSpec
+from ..device import module_nbytes
+from ..served_model import ServedModel
+from .common import import_lock, inference, max_input_tokens, place
+from .generation import generate_kwargs, group_by_params, shape_outputs
+
+
+def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+    with import_lock:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = {"gguf_file": spec.filename} if spec.filename and spec.filename.endswith(".gguf") else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **gguf)
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = place(AutoModelForCausalLM.from_pretrained(path, **gguf), device, half)
+    context = max_input_tokens(tokenizer, model.config, default=2048)
+
+    def text_generation(items: list[dict]) -> list:
+        outputs: list = [None] * len(items)
+        for indices in group_by_params(items).values():
+            params = items[indices[0]]["params"]
+            prompts = [items[i]["text"] for i in indices]
+            encoded = tokenizer(
+                prompts, padding=True, truncation=True,
+                max_length=max(1, context - params["max_length"]), return_tensors="pt",
+            ).to(device)
+            with inference():
+                generated = model.generate(**encoded, **generate_kwargs(params, tokenizer.pad_token_id))
+            prompt_length = encoded["input_ids"].shape[1]
+            continuations = tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
+            repeat = params["num_generations"]
+            texts = [prompts[n // repeat] + continuation for n, continuation in enumerate(continuations)]
+            for i, text in zip(indices, shape_outputs(texts, repeat)):
+                outputs[i] = text
+        return outputs
+
+    return ServedModel(spec.key, model, module_nbytes(model), device, {"text-generation": text_generation})

@@ -1,0 +1,35 @@
+"""Multi-label emotion classifiers (GoEmotions): labels above a threshold."""
+
+import torch
+
+from ..catalogue import ModelSpec
+from ..device import module_nbytes
+from ..served_model import ServedModel
+from .common import import_lock, inference, max_input_tokens, place
+
+
+def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+    with import_lock:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = place(AutoModelForSequenceClassification.from_pretrained(path), device, half)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    max_tokens = max_input_tokens(tokenizer, model.config)
+
+    def scores(texts: list[str]) -> list[dict[str, float]]:
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
+        with inference():
+            probabilities = torch.sigmoid(model(**encoded).logits.float()).tolist()
+        return [dict(zip(labels, row)) for row in probabilities]
+
+    def emotion(items: list[dict]) -> list[str]:
+        results = []
+        for item, by_label in zip(items, scores([item["text"] for item in items])):
+            ranked = sorted(by_label.items(), key=lambda pair: pair[1], reverse=True)
+            chosen = [label for label, p in ranked if p >= item["threshold"]]
+            # Never an empty answer: with nothing above the threshold, the likeliest label.
+            results.append(", ".join(chosen or [ranked[0][0]]))
+        return results
+
+    return ServedModel(spec.key, model, module_nbytes(model), device, {"emotion": emotion})

@@ -1,0 +1,80 @@
+"""CLIP through transformers' CLIP classes: text vectors, image vectors and zero-shot
+image labels, all in one embedding space.
+
+open_clip needs torchvision, whose PyPI build does not load beside the CPU torch
+used here, so it is not a loader of this service.
+"""
+
+import torch
+
+from ..catalogue import ModelSpec
+from ..device import module_nbytes
+from ..served_model import ServedModel
+from .common import import_lock, inference, max_input_tokens, place
+
+
+def _image_processor(path: str):
+    from transformers import AutoImageProcessor
+
+    try:
+        # The PIL backend: the default one needs torchvision, which is not installed.
+        from transformers import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil.from_pretrained(path)
+    except ImportError:
+        return AutoImageProcessor.from_pretrained(path)
+
+
+def _features(output) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projection.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def load_clip(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+    with import_lock:
+        from transformers import AutoTokenizer, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    images = _image_processor(path)
+    model = place(CLIPModel.from_pretrained(path), device, half)
+    dtype = next(model.parameters()).dtype
+    max_tokens = max_input_tokens(tokenizer, model.config.text_config, default=77)
+
+    def text_features(texts: list[str]) -> torch.Tensor:
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
+        with inference():
+            return _features(model.get_text_features(**encoded)).float()
+
+    def image_features(pictures: list) -> torch.Tensor:
+        pixels = images(images=pictures, return_tensors="pt")["pixel_values"].to(device, dtype)
+        with inference():
+            return _features(model.get_image_features(pixel_values=pixels)).float()
+
+    def vectorise_texts(texts: list[str]) -> list[list[float]]:
+        return text_features(texts).cpu().tolist()
+
+    def vectorise_images(pictures: list) -> list[list[float]]:
+        return image_features(pictures).cpu().tolist()
+
+    def classify_images(items: list[dict]) -> list[dict[str, float]]:
+        pictures = image_features([item["image"] for item in items])
+        pictures = pictures / pictures.norm(dim=-1, keepdim=True)
+        labels = sorted({label for item in items for label in item["labels"]})
+        texts = text_features(labels)
+        texts = texts / texts.norm(dim=-1, keepdim=True)
+        row_of = {label: row for row, label in enumerate(labels)}
+        scale = model.logit_scale.exp().float()
+        results = []
+        for picture, item in zip(pictures, items):
+            rows = torch.tensor([row_of[label] for label in item["labels"]], device=texts.device)
+            # Softmax over the caller's labels: the probabilities sum to 1, as Backprop's did.
+            probabilities = torch.softmax(scale * texts[rows] @ picture, dim=-1).tolist()
+            results.append(dict(zip(item["labels"], probabilities)))
+        return results
+
+    runners = {
+        "text-vectorisation": vectorise_texts,
+        "image-vectorisation": vectorise_images,
+        "image-classification": classify_images,
+    }
+    return ServedModel(spec.key, model, module_nbytes(model), device, runners)

@@ -1,0 +1,52 @@
+"""Zero-shot text classification by NLI entailment (as transformers' zero-shot pipeline).
+
+Each (text, label) pair becomes a premise/hypothesis pair; a label's probability
+is the softmax of entailment against contradiction for that pair alone, so the
+labels are scored independently (Backprop's probabilities need not sum to 1).
+All pairs of all requests in a batch go through one forward pass.
+"""
+
+import torch
+
+from ..catalogue import ModelSpec
+from ..device import module_nbytes
+from ..served_model import ServedModel
+from .common import import_lock, inference, max_input_tokens, place
+
+HYPOTHESIS_TEMPLATE = "This example is {}."
+
+
+def entailment_ids(config) -> tuple[int, int]:
+    """(contradiction, entailment) logit indices, by the zero-shot pipeline's rule."""
+    entailment = next((i for label, i in config.label2id.items() if label.lower().startswith("entail")), -1)
+    contradiction = -1 if entailment == 0 else 0
+    return contradiction, entailment
+
+
+def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+    with import_lock:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = place(AutoModelForSequenceClassification.from_pretrained(path), device, half)
+    contradiction, entailment = entailment_ids(model.config)
+    max_tokens = max_input_tokens(tokenizer, model.config)
+
+    def classify(items: list[dict]) -> list[dict[str, float]]:
+        premises = [item["text"] for item in items for _ in item["labels"]]
+        hypotheses = [HYPOTHESIS_TEMPLATE.format(label) for item in items for label in item["labels"]]
+        # Over-long texts are cut to fit the model, keeping the whole hypothesis.
+        encoded = tokenizer(
+            premises, hypotheses, padding=True, truncation="only_first", max_length=max_tokens, return_tensors="pt"
+        ).to(device)
+        with inference():
+            logits = model(**encoded).logits.float()
+        scores = torch.softmax(logits[:, [contradiction, entailment]], dim=-1)[:, 1].tolist()
+        results, offset = [], 0
+        for item in items:
+            labels = item["labels"]
+            results.append(dict(zip(labels, scores[offset : offset + len(labels)])))
+            offset += len(labels)
+        return results
+
+    return ServedModel(spec.key, model, module_nbytes(model), device, {"text-classification": classify})

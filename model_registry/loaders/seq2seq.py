@@ -1,0 +1,68 @@
+"""Encoder-decoder models (BART, T5): summarisation, and for Backprop's T5 also QA,
+emotion and generation, each by its text prefix.
+
+Inputs longer than the encoder's limit are truncated to it (summaries of very
+long documents cover their beginning; see README).
+"""
+
+from ..catalogue import ModelSpec, TASK_MODELS
+from ..device import module_nbytes
+from ..served_model import ServedModel
+from .common import import_lock, inference, max_input_tokens, place
+from .generation import generate_kwargs, group_by_params, shape_outputs
+
+# Backprop's t5-base-qa-summary-emotion was trained on these prompts, and
+# answered with greedy decoding up to 96 tokens.
+BACKPROP_T5_MAX_LENGTH = 96
+
+
+def backprop_t5_qa_prompt(item: dict) -> str:
+    history = [f"q: {q} a: {a}" for q, a in zip(item.get("prev_q") or [], item.get("prev_a") or [])]
+    return " ".join([*history, f"q: {item['question']}", f"c: {item['context']}"])
+
+
+def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+    with import_lock:
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = place(AutoModelForSeq2SeqLM.from_pretrained(path), device, half)
+    max_tokens = max_input_tokens(tokenizer, model.config)
+    backprop_t5 = spec.prompts == "backprop-t5"
+
+    def generate(prompts: list[str], **kwargs) -> list[str]:
+        encoded = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
+        with inference():
+            output = model.generate(**encoded, **kwargs)
+        return tokenizer.batch_decode(output, skip_special_tokens=True)
+
+    def fixed_prompt(prefix: str):
+        def run(items: list[dict]) -> list[str]:
+            prompts = [f"{prefix}{item['text']}" for item in items]
+            if backprop_t5:
+                return generate(prompts, do_sample=False, max_length=BACKPROP_T5_MAX_LENGTH)
+            return generate(prompts)  # the model's own generation settings (beams, lengths)
+
+        return run
+
+    def qa(items: list[dict]) -> list[str]:
+        return generate([backprop_t5_qa_prompt(item) for item in items], do_sample=False, max_length=BACKPROP_T5_MAX_LENGTH)
+
+    def text_generation(items: list[dict]) -> list:
+        outputs: list = [None] * len(items)
+        for indices in group_by_params(items).values():
+            params = items[indices[0]]["params"]
+            texts = generate([items[i]["text"] for i in indices], **generate_kwargs(params, tokenizer.pad_token_id))
+            for i, text in zip(indices, shape_outputs(texts, params["num_generations"])):
+                outputs[i] = text
+        return outputs
+
+    runners = {
+        "summarisation": fixed_prompt("summarise: " if backprop_t5 else ""),
+        "emotion": fixed_prompt("emotion: "),
+        "qa": qa,
+        "text-generation": text_generation,
+    }
+    served_tasks = {task for task, names in TASK_MODELS.items() if spec.key in names.values()}
+    runners = {task: run for task, run in runners.items() if task in served_tasks}
+    return ServedModel(spec.key, model, module_nbytes(model), device, runners)

@@ -21,6 +21,16 @@ DEFAULTS = {
     # Longest accepted text item, in characters (422 above it). Models also
     # truncate to their own token limit; this bounds the work before that.
     "MAX_TEXT_LENGTH": 20_000,
+    # Most labels per item for zero-shot text and image classification (422 above).
+    "MAX_LABELS": 32,
+    # Largest decoded image, in pixels (400 above): guards against decompression bombs.
+    "MAX_IMAGE_PIXELS": 40_000_000,
+    # Generation bounds (422 above): new tokens per output, beams, outputs per input.
+    "GEN_MAX_NEW_TOKENS": 256,
+    "GEN_MAX_BEAMS": 8,
+    "GEN_MAX_GENERATIONS": 8,
+    # /emotion answers the labels whose probability is at least this.
+    "EMOTION_THRESHOLD": 0.5,
     # A folder of models: <MODEL_DIR>/<public name> or <MODEL_DIR>/<org>/<repo>
     # is used before the Hugging Face cache, packages and the hub.
     "MODEL_DIR": "",

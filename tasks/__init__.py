@@ -1,9 +1,28 @@
 """The table of tasks the service serves: one module each, one blueprint each."""
 
-from . import text_vectorisation
+from . import (
+    emotion,
+    image_classification,
+    image_vectorisation,
+    qa,
+    summarisation,
+    text_classification,
+    text_generation,
+    text_vectorisation,
+)
 
 TASKS = {
-    text_vectorisation.TASK: text_vectorisation,
+    module.TASK: module
+    for module in (
+        text_vectorisation,
+        qa,
+        text_classification,
+        image_classification,
+        image_vectorisation,
+        text_generation,
+        summarisation,
+        emotion,
+    )
 }
 
 

@@ -3,6 +3,8 @@
 from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from app.config import ENV_PREFIX
+
 
 class StrictSchema(Schema):
     """Unknown fields are an error, so a typo in a parameter name is never ignored."""
@@ -77,3 +79,80 @@ def as_batch(value) -> tuple[list, bool]:
     if isinstance(value, list):
         return value, True
     return [value], False
+
+
+class StringList(fields.Field):
+    """A list of strings, or (for batch requests) a list of such lists.
+
+    Which shape is right depends on the other fields, so the view checks that
+    with `per_item`; this field checks the items and the limits.
+    """
+
+    def __init__(self, what: str, limit_key: str, **kwargs):
+        self.what = what
+        self.limit_key = limit_key
+        metadata = kwargs.pop("metadata", {})
+        metadata.setdefault(
+            "oneOf",
+            [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            ],
+        )
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _check_flat(self, values) -> list:
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValidationError(f"Send a list of strings ({self.what}).")
+        limit = _limit(self.limit_key)
+        if len(values) > limit:
+            raise ValidationError(f"At most {limit} {self.what} ({ENV_PREFIX}{self.limit_key}); got {len(values)}.")
+        for value in values:
+            check_text(value)
+        return values
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            check_batch(value, f"lists of {self.what}")
+            errors = {}
+            for index, inner in enumerate(value):
+                try:
+                    self._check_flat(inner)
+                except ValidationError as exc:
+                    errors[index] = exc.messages
+            if errors:
+                raise ValidationError(errors)
+            return value
+        return self._check_flat(value)
+
+
+def per_item(values, count: int, field_name: str, is_batch: bool, default=None) -> list:
+    """Spread a per-request value over `count` items: for a batch, a list of lists
+    of the same length (or one flat list shared by all); for a single item, a flat list."""
+    if values is None:
+        return [default] * count
+    nested = bool(values) and all(isinstance(v, list) for v in values)
+    if not is_batch:
+        if nested:
+            raise ValidationError({field_name: ["For a single item, send a flat list of strings."]})
+        return [values]
+    if not nested:
+        return [values] * count
+    if len(values) != count:
+        raise ValidationError({field_name: [f"Send one list per item: {count} lists, not {len(values)}."]})
+    return values
+
+
+def run_task(task: str, model_name: str | None, items: list) -> list:
+    """Look the model up (loading it if need be) and run the items through its batcher."""
+    model = current_app.extensions["models"].get(task, model_name)
+    return model.run(task, items)
+
+
+def require_labels(labels: list[str], field_name: str) -> list[str]:
+    """At least one label, no duplicates (a dict answer could not hold both)."""
+    if not labels:
+        raise ValidationError({field_name: ["Send at least one label."]})
+    if len(set(labels)) != len(labels):
+        raise ValidationError({field_name: ["Labels must be different from each other."]})
+    return labels

@@ -1,11 +1,10 @@
 """POST /text-vectorisation: a text (or list of texts) in, a vector (or list) out."""
 
-from flask import current_app
 from flask.views import MethodView
 from app.blueprint import Blueprint
 from marshmallow import fields
 
-from .common import StrictSchema, TextOrTexts, as_batch, model_field
+from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
 
 TASK = "text-vectorisation"
 
@@ -34,8 +33,7 @@ class TextVectorisationResponse(StrictSchema):
 
 
 def predict(model_name: str | None, texts: list[str]) -> list[list[float]]:
-    model = current_app.extensions["models"].get(TASK, model_name)
-    return model.run(TASK, texts)
+    return run_task(TASK, model_name, texts)
 
 
 @blp.route("")

@@ -34,9 +34,13 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> Serve
             encoded = tokenizer(
                 prompts, padding=True, truncation=True,
                 max_length=max(1, context - params["max_length"]), return_tensors="pt",
-            ).to(device)
+            )
             with inference():
-                generated = model.generate(**encoded, **generate_kwargs(params, tokenizer.pad_token_id))
+                generated = model.generate(
+                    input_ids=encoded["input_ids"].to(device),
+                    attention_mask=encoded["attention_mask"].to(device),
+                    **generate_kwargs(params, tokenizer.pad_token_id),
+                )
             prompt_length = encoded["input_ids"].shape[1]
             continuations = tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
             repeat = params["num_generations"]

@@ -31,9 +31,11 @@ def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool) -> ServedM
     backprop_t5 = spec.prompts == "backprop-t5"
 
     def generate(prompts: list[str], **kwargs) -> list[str]:
-        encoded = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
+        encoded = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
         with inference():
-            output = model.generate(**encoded, **kwargs)
+            output = model.generate(
+                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device), **kwargs
+            )
         return tokenizer.batch_decode(output, skip_special_tokens=True)
 
     def fixed_prompt(prefix: str):

@@ -1,0 +1,35 @@
+"""POST /emotion: the GoEmotions labels of a text, as a comma-separated string.
+
+The labels whose probability reaches INFER_EMOTION_THRESHOLD, likeliest first;
+when none does, the likeliest label alone, so the answer is never empty. Texts
+longer than the model's limit are truncated to it.
+"""
+
+from flask import current_app
+from flask.views import MethodView
+
+from app.blueprint import Blueprint
+
+from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from .summarisation import OutputResponse
+
+TASK = "emotion"
+
+blp = Blueprint(TASK, __name__, url_prefix="/emotion", description="Emotion detection (GoEmotions labels).")
+
+
+class EmotionBody(StrictSchema):
+    text = TextOrTexts(required=True, metadata={"description": "Text, or a list for a batch."})
+    model = model_field("english (default): a GoEmotions classifier; t5-base-qa-summary-emotion; or your own model.")
+
+
+@blp.route("")
+class Emotion(MethodView):
+    @blp.arguments(EmotionBody)
+    @blp.response(200, OutputResponse)
+    def post(self, body):
+        """Detect the emotions in a text (or a batch of texts)"""
+        texts, is_batch = as_batch(body["text"])
+        threshold = float(current_app.config["EMOTION_THRESHOLD"])
+        outputs = run_task(TASK, body["model"], [{"text": text, "threshold": threshold} for text in texts])
+        return {"output": outputs if is_batch else outputs[0]}

@@ -1,0 +1,31 @@
+"""POST /image-vectorisation: CLIP vectors of base64 images, in the same space as
+/text-vectorisation with model clip."""
+
+from flask.views import MethodView
+
+from app.blueprint import Blueprint
+
+from .common import StrictSchema, model_field, run_task
+from .images import ImageOrImages
+from .text_vectorisation import TextVectorisationResponse
+
+TASK = "image-vectorisation"
+
+blp = Blueprint(TASK, __name__, url_prefix="/image-vectorisation", description="Image to vectors.")
+
+
+class ImageVectorisationBody(StrictSchema):
+    image = ImageOrImages(required=True, metadata={"description": "A base64 image (or data: URI), or a list of them."})
+    model = model_field("clip (default), or your own uploaded model.")
+
+
+@blp.route("")
+class ImageVectorisation(MethodView):
+    @blp.arguments(ImageVectorisationBody)
+    @blp.response(200, TextVectorisationResponse)
+    def post(self, body):
+        """Vectorise an image (or a list of images)"""
+        images = body["image"]
+        is_batch = isinstance(images, list)
+        vectors = run_task(TASK, body["model"], images if is_batch else [images])
+        return {"vector": vectors if is_batch else vectors[0]}

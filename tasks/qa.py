@@ -1,0 +1,63 @@
+"""POST /qa: answer a question from a context, with the conversation so far."""
+
+from flask.views import MethodView
+from marshmallow import ValidationError, fields, post_load
+
+from app.blueprint import Blueprint
+
+from .common import StrictSchema, StringList, TextOrTexts, as_batch, model_field, per_item, run_task
+
+TASK = "qa"
+
+blp = Blueprint(TASK, __name__, url_prefix="/qa", description="Question answering.")
+
+
+class QABody(StrictSchema):
+    question = TextOrTexts(required=True, metadata={"description": "A question, or a list for a batch."})
+    context = TextOrTexts(required=True, metadata={"description": "The text to answer from; one per question."})
+    prev_q = StringList("previous questions", "MAX_BATCH_SIZE", load_default=None,
+                        metadata={"description": "Earlier questions of the conversation (a list per item in a batch)."})
+    prev_a = StringList("previous answers", "MAX_BATCH_SIZE", load_default=None,
+                        metadata={"description": "Their answers, one per earlier question."})
+    model = model_field(
+        "english (default): extractive QA, answers 'unknown' when the context holds no answer; "
+        "t5-base-qa-summary-emotion: Backprop's generative T5; or your own uploaded model."
+    )
+
+    @post_load
+    def to_items(self, data, **kwargs):
+        questions, is_batch = as_batch(data["question"])
+        contexts, context_batch = as_batch(data["context"])
+        if context_batch != is_batch or len(contexts) != len(questions):
+            raise ValidationError({"context": ["Send one context per question: both single, or lists of one length."]})
+        prev_q = per_item(data["prev_q"], len(questions), "prev_q", is_batch, default=[])
+        prev_a = per_item(data["prev_a"], len(questions), "prev_a", is_batch, default=[])
+        for index, (qs, answers) in enumerate(zip(prev_q, prev_a)):
+            if len(qs) != len(answers):
+                where = f" in item {index}" if is_batch else ""
+                raise ValidationError({"prev_a": [f"Send one previous answer per previous question{where}: "
+                                                  f"{len(qs)} questions, {len(answers)} answers."]})
+        items = [
+            {"question": q, "context": c, "prev_q": pq, "prev_a": pa}
+            for q, c, pq, pa in zip(questions, contexts, prev_q, prev_a)
+        ]
+        return {"items": items, "is_batch": is_batch, "model": data["model"]}
+
+
+class QAResponse(StrictSchema):
+    answer = fields.Raw(metadata={"description": "The answer, or a list for a batch.",
+                                  "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+
+
+def predict(model_name: str | None, items: list[dict]) -> list[str]:
+    return run_task(TASK, model_name, items)
+
+
+@blp.route("")
+class QA(MethodView):
+    @blp.arguments(QABody)
+    @blp.response(200, QAResponse)
+    def post(self, body):
+        """Answer a question (or a batch) from its context and the conversation so far"""
+        answers = predict(body["model"], body["items"])
+        return {"answer": answers if body["is_batch"] else answers[0]}

@@ -1,0 +1,76 @@
+"""POST /text-generation with every Backprop parameter, each bounded.
+
+min_length and max_length count generated tokens; temperature 0 is greedy
+(deterministic); num_generations > 1 answers a list per input. Prompts longer
+than the model's context are cut from the left, keeping the latest text.
+"""
+
+from flask import current_app
+from flask.views import MethodView
+from marshmallow import ValidationError, fields, post_load, validate
+
+from app.blueprint import Blueprint
+from app.config import ENV_PREFIX
+from model_registry.loaders.generation import DEFAULTS
+
+from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from .summarisation import OutputResponse
+
+TASK = "text-generation"
+
+blp = Blueprint(TASK, __name__, url_prefix="/text-generation", description="Text generation.")
+
+
+def _bounded(setting: str, name: str, value: int) -> None:
+    limit = int(current_app.config[setting])
+    if value > limit:
+        raise ValidationError({name: [f"At most {limit} ({ENV_PREFIX}{setting}); got {value}."]})
+
+
+class TextGenerationBody(StrictSchema):
+    text = TextOrTexts(required=True, metadata={"description": "Text to continue, or a list for a batch."})
+    min_length = fields.Integer(load_default=DEFAULTS["min_length"], validate=validate.Range(min=0),
+                                metadata={"description": "Fewest tokens to generate."})
+    max_length = fields.Integer(load_default=DEFAULTS["max_length"], validate=validate.Range(min=1),
+                                metadata={"description": "Most tokens to generate (at most INFER_GEN_MAX_NEW_TOKENS)."})
+    temperature = fields.Float(load_default=DEFAULTS["temperature"], validate=validate.Range(min=0, max=10),
+                               metadata={"description": "0 is greedy and deterministic; higher is more random."})
+    top_k = fields.Integer(load_default=DEFAULTS["top_k"], validate=validate.Range(min=0),
+                           metadata={"description": "Sample among the k likeliest tokens; 0 means all."})
+    top_p = fields.Float(load_default=DEFAULTS["top_p"], validate=validate.Range(min=0, max=1, min_inclusive=False),
+                         metadata={"description": "Sample among the likeliest tokens whose probabilities add up to p."})
+    repetition_penalty = fields.Float(load_default=DEFAULTS["repetition_penalty"],
+                                      validate=validate.Range(min=0, max=10, min_inclusive=False),
+                                      metadata={"description": "Above 1 discourages repetition."})
+    length_penalty = fields.Float(load_default=DEFAULTS["length_penalty"], validate=validate.Range(min=-10, max=10),
+                                  metadata={"description": "With beams: above 1 favours longer outputs."})
+    num_beams = fields.Integer(load_default=DEFAULTS["num_beams"], validate=validate.Range(min=1),
+                               metadata={"description": "Beam search width; 1 is no beam search (at most INFER_GEN_MAX_BEAMS)."})
+    num_generations = fields.Integer(load_default=DEFAULTS["num_generations"], validate=validate.Range(min=1),
+                                     metadata={"description": "Outputs per input (at most INFER_GEN_MAX_GENERATIONS)."})
+    model = model_field("gpt2-large (default), t5-base-qa-summary-emotion, smollm2-135m-instruct, or your own model.")
+
+    @post_load
+    def to_items(self, data, **kwargs):
+        _bounded("GEN_MAX_NEW_TOKENS", "max_length", data["max_length"])
+        _bounded("GEN_MAX_BEAMS", "num_beams", data["num_beams"])
+        _bounded("GEN_MAX_GENERATIONS", "num_generations", data["num_generations"])
+        if data["min_length"] > data["max_length"]:
+            raise ValidationError({"min_length": ["min_length must not exceed max_length."]})
+        if data["temperature"] == 0 and data["num_generations"] > data["num_beams"]:
+            raise ValidationError({"num_generations": [
+                "Greedy decoding (temperature 0) gives one output per beam: "
+                "raise temperature or num_beams, or ask for fewer generations."]})
+        texts, is_batch = as_batch(data.pop("text"))
+        model = data.pop("model")
+        return {"items": [{"text": text, "params": data} for text in texts], "is_batch": is_batch, "model": model}
+
+
+@blp.route("")
+class TextGeneration(MethodView):
+    @blp.arguments(TextGenerationBody)
+    @blp.response(200, OutputResponse)
+    def post(self, body):
+        """Continue a text (or a batch of texts)"""
+        outputs = run_task(TASK, body["model"], body["items"])
+        return {"output": outputs if body["is_batch"] else outputs[0]}

@@ -1,0 +1,101 @@
+"""POST /qa: extractive answers equal the model's own best span; history reaches the model."""
+
+import pytest
+import torch
+
+CONTEXT = "The meaning of life is 42. Sally lives in London and went to school in Leeds."
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir["extractive_qa"])
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_dir["extractive_qa"]).eval()
+
+    def answer(question: str, context: str) -> str:
+        """Brute force over every span of at most 30 context tokens, or "unknown"."""
+        encoded = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoded.pop("offset_mapping")[0]
+        with torch.no_grad():
+            output = model(**encoded)
+        start, end = output.start_logits[0], output.end_logits[0]
+        context_tokens = [i for i, sid in enumerate(encoded.sequence_ids(0)) if sid == 1]
+        best, span = float("-inf"), None
+        for i in context_tokens:
+            for j in context_tokens:
+                if i <= j < i + 30 and float(start[i] + end[j]) > best:
+                    best, span = float(start[i] + end[j]), (i, j)
+        if float(start[0] + end[0]) > best:
+            return "unknown"
+        return context[int(offsets[span[0]][0]) : int(offsets[span[1]][1])].strip()
+
+    return answer
+
+
+def test_single_answer_equals_the_models_best_span(task_client, reference):
+    response = task_client("/qa", {"question": "What is the meaning of life?", "context": CONTEXT})
+    assert response.status_code == 200
+    assert response.json["answer"] == reference("What is the meaning of life?", CONTEXT)
+
+
+def test_history_is_given_to_the_model(task_client, reference):
+    body = {"question": "Where does she live?", "context": CONTEXT, "prev_q": ["Who went to Leeds?"], "prev_a": ["Sally"]}
+    response = task_client("/qa", body)
+    assert response.json["answer"] == reference("Who went to Leeds? Sally Where does she live?", CONTEXT)
+
+
+def test_batch_with_per_item_history(task_client, reference):
+    body = {
+        "question": ["What is the meaning of life?", "Where does Sally live?"],
+        "context": [CONTEXT, "Sally lives in London"],
+        "prev_q": [["What is not the meaning of life?"], ["Where did Sally go to school?"]],
+        "prev_a": [["unknown"], ["Leeds"]],
+    }
+    response = task_client("/qa", body)
+    assert response.status_code == 200
+    assert response.json["answer"] == [
+        reference("What is not the meaning of life? unknown What is the meaning of life?", CONTEXT),
+        reference("Where did Sally go to school? Leeds Where does Sally live?", "Sally lives in London"),
+    ]
+
+
+def test_backprop_t5_gets_its_own_prompt_format(task_client, tiny_dir):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir["seq2seq"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_dir["seq2seq"])
+    prompt = "q: Who? a: Sally q: Where? c: " + CONTEXT
+    encoded = tokenizer([prompt], return_tensors="pt")
+    want = tokenizer.batch_decode(
+        model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], do_sample=False, max_length=96),
+        skip_special_tokens=True,
+    )[0]
+
+    body = {"question": "Where?", "context": CONTEXT, "prev_q": ["Who?"], "prev_a": ["Sally"],
+            "model": "t5-base-qa-summary-emotion"}
+    assert task_client("/qa", body).json["answer"] == want
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"question": "q", "context": "c", "prev_q": ["a", "b"], "prev_a": ["x"]}, "prev_a"),
+        ({"question": "q", "context": "c", "prev_q": ["a"]}, "prev_a"),
+        ({"question": ["q", "r"], "context": "c"}, "context"),
+        ({"question": ["q", "r"], "context": ["c"]}, "context"),
+        ({"question": ["q"], "context": ["c"], "prev_q": [["a"], ["b"]], "prev_a": [["x"], ["y"]]}, "prev_q"),
+        ({"question": "q", "context": "c", "prev_q": [["a"]], "prev_a": [["x"]]}, "prev_q"),
+        ({"question": "q"}, "context"),
+    ],
+)
+def test_inconsistent_shapes_are_422_naming_the_field(task_client, body, field):
+    response = task_client("/qa", body)
+    assert response.status_code == 422
+    assert field in response.json["errors"], response.json
+
+
+def test_over_long_context_is_truncated_not_a_crash(task_client):
+    response = task_client("/qa", {"question": "What?", "context": "The meaning of life is 42. " * 500})
+    assert response.status_code == 200
+    assert isinstance(response.json["answer"], str)

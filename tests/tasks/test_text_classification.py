@@ -1,0 +1,78 @@
+"""POST /text-classification equals transformers' zero-shot pipeline (multi-label) on a tiny NLI model."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir):
+    from transformers import pipeline
+
+    return pipeline("zero-shot-classification", model=tiny_dir["nli"], device="cpu")
+
+
+def expected(reference, text, labels):
+    result = reference(text, candidate_labels=labels, multi_label=True)
+    return dict(zip(result["labels"], result["scores"]))
+
+
+def assert_close(got: dict, want: dict):
+    assert set(got) == set(want)
+    for label in want:
+        assert got[label] == pytest.approx(want[label], abs=1e-5)
+
+
+def test_single_text_matches_the_pipeline(task_client, reference):
+    labels = ["product issue", "furniture", "space"]
+    response = task_client("/text-classification", {"text": "I am really mad because my product broke.", "labels": labels})
+
+    assert response.status_code == 200
+    assert_close(response.json["probabilities"], expected(reference, "I am really mad because my product broke.", labels))
+
+
+def test_batch_with_different_labels_per_item(task_client, reference):
+    texts = ["I am really mad because my product broke.", "I would like to collaborate with you on social media"]
+    labels = [["product issue", "furniture", "space"], ["product issue", "sales"]]
+    response = task_client("/text-classification", {"text": texts, "labels": labels, "model": "multilingual"})
+
+    assert response.status_code == 200
+    for got, text, item_labels in zip(response.json["probabilities"], texts, labels):
+        assert_close(got, expected(reference, text, item_labels))
+
+
+def test_batch_with_one_label_list_for_all(task_client, reference):
+    response = task_client("/text-classification", {"text": ["one", "two"], "labels": ["a", "b"]})
+    assert response.status_code == 200
+    assert [set(p) for p in response.json["probabilities"]] == [{"a", "b"}, {"a", "b"}]
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"text": "x", "labels": []}, "labels"),
+        ({"text": "x", "labels": ["a", "a"]}, "labels"),
+        ({"text": "x", "labels": "a"}, "labels"),
+        ({"text": "x", "labels": [["a"]]}, "labels"),
+        ({"text": ["x", "y"], "labels": [["a"]]}, "labels"),
+        ({"text": "x"}, "labels"),
+    ],
+)
+def test_bad_labels_are_422_naming_the_field(task_client, body, field):
+    response = task_client("/text-classification", body)
+    assert response.status_code == 422
+    assert field in response.json["errors"]
+
+
+def test_too_many_labels_names_the_setting(make_app, tiny_model_dir):
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, MAX_LABELS=2)
+    response = app.test_client().post(
+        "/text-classification", json={"text": "x", "labels": ["a", "b", "c"]}, headers={"x-api-key": new_key(app, "a")}
+    )
+    assert response.status_code == 422
+    assert "INFER_MAX_LABELS" in response.json["message"]
+
+
+def test_over_long_text_is_truncated_not_a_crash(task_client):
+    response = task_client("/text-classification", {"text": "word " * 3000, "labels": ["a", "b"]})
+    assert response.status_code == 200

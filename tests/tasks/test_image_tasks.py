@@ -1,0 +1,127 @@
+"""CLIP tasks: image vectors, clip text vectors in the same space, zero-shot image labels;
+non-images and corrupt images are a 400 that says so."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+def png(color, size=(40, 30)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def noise_jpeg(seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_dir):
+    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+
+    path = tiny_dir["clip"]
+    return CLIPModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), CLIPImageProcessorPil.from_pretrained(path)
+
+
+def image_vectors(clip, encoded_images):
+    model, _tokenizer, processor = clip
+    images = [Image.open(io.BytesIO(base64.b64decode(i))).convert("RGB") for i in encoded_images]
+    with torch.no_grad():
+        return model.get_image_features(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]).pooler_output
+
+
+def text_vectors(clip, texts):
+    model, tokenizer, _processor = clip
+    with torch.no_grad():
+        return model.get_text_features(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
+
+
+def test_image_vectors_equal_clips_own(task_client, clip):
+    images = [png((200, 10, 10)), noise_jpeg()]
+    single = task_client("/image-vectorisation", {"image": images[0]})
+    batch = task_client("/image-vectorisation", {"image": images, "model": "clip"})
+
+    want = image_vectors(clip, images)
+    assert single.status_code == 200 and batch.status_code == 200
+    assert np.allclose(single.json["vector"], want[0], atol=1e-5)
+    assert np.allclose(batch.json["vector"], want, atol=1e-5)
+
+
+def test_data_uris_are_accepted(task_client, clip):
+    image = png((0, 0, 255))
+    response = task_client("/image-vectorisation", {"image": f"data:image/png;base64,{image}"})
+    assert np.allclose(response.json["vector"], image_vectors(clip, [image])[0], atol=1e-5)
+
+
+def test_clip_text_vectors_share_the_image_space(task_client, clip):
+    response = task_client("/text-vectorisation", {"text": ["a red square", "noise"], "model": "clip"})
+    image = task_client("/image-vectorisation", {"image": png((200, 10, 10))}).json["vector"]
+
+    assert np.allclose(response.json["vector"], text_vectors(clip, ["a red square", "noise"]), atol=1e-5)
+    assert len(response.json["vector"][0]) == len(image) == 16  # the projection_dim of both towers
+
+
+def test_image_classification_matches_clip_softmax_over_the_labels(task_client, clip):
+    model = clip[0]
+    labels = ["healthy brain", "brain with tumor", "a cat"]
+    image = noise_jpeg(1)
+    response = task_client("/image-classification", {"image": image, "labels": labels, "model": "english"})
+
+    picture = image_vectors(clip, [image])[0]
+    texts = text_vectors(clip, labels)
+    logits = model.logit_scale.exp() * torch.nn.functional.normalize(texts, dim=-1) @ torch.nn.functional.normalize(picture, dim=-1)
+    want = dict(zip(labels, torch.softmax(logits, dim=-1).tolist()))
+    got = response.json["probabilities"]
+    assert response.status_code == 200
+    assert set(got) == set(labels)
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+    for label in labels:
+        assert got[label] == pytest.approx(want[label], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "image,words",
+    [
+        (base64.b64encode(b"this is plain text, not a picture").decode(), "Not an image"),
+        (png((1, 2, 3))[:41], "base64"),
+        ("!!!not base64!!!", "base64"),
+        (base64.b64encode(base64.b64decode(png((9, 9, 9)))[:60]).decode(), "corrupt"),
+        ("data:image/png,abc", "base64"),
+        ("", "empty"),
+    ],
+)
+def test_non_images_are_400_saying_so(task_client, image, words):
+    for path, body in (("/image-vectorisation", {"image": image}), ("/image-classification", {"image": image, "labels": ["a"]})):
+        response = task_client(path, body)
+        assert response.status_code == 400, response.json
+        assert words in response.json["message"]
+        assert "image" in response.json["errors"]
+
+
+def test_a_bad_image_in_a_batch_is_named_by_index(task_client):
+    response = task_client("/image-vectorisation", {"image": [png((1, 1, 1)), "aGVsbG8="]})
+    assert response.status_code == 400
+    assert "image 1" in response.json["message"]
+
+
+def test_images_over_the_pixel_limit_are_refused(make_app, tiny_model_dir):
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, MAX_IMAGE_PIXELS=100)
+    response = app.test_client().post("/image-vectorisation", json={"image": png((1, 1, 1))},
+                                      headers={"x-api-key": new_key(app, "a")})
+    assert response.status_code == 400
+    assert "INFER_MAX_IMAGE_PIXELS" in response.json["message"]
+
+
+def test_image_classification_needs_labels(task_client):
+    assert task_client("/image-classification", {"image": png((1, 1, 1)), "labels": []}).status_code == 422
+    assert task_client("/image-classification", {"image": png((1, 1, 1))}).status_code == 422

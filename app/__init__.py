@@ -35,7 +35,8 @@ OPENAPI_SETTINGS = {
     },
 }
 
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics"}
+# The upload PUT is authorised by its URL's signature, not by an API key.
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload"}
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None) -> Flask:
@@ -66,13 +67,23 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     )
     app.extensions["models"] = registry
 
+    from uploads.builder import Builder
+    from uploads.storage import make_storage
+    from uploads.user_models import UserModels
+
+    app.extensions["storage"] = storage = make_storage(config)
+    app.extensions["user_models"] = UserModels(config, registry)
+    app.extensions["builder"] = builder = Builder(config, database.sessions, storage, registry.device, registry.half)
+
     metrics.init_app(app)
     app.before_request(require_api_key)
 
     api = Api(app)
     import tasks
+    from uploads.api import blp as models_blp
 
     tasks.register(api)
+    api.register_blueprint(models_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
@@ -83,6 +94,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         with database.sessions() as session:
             ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
+    if config["BUILDER"]:
+        builder.start()
     return app
 
 

@@ -61,6 +61,33 @@ DEFAULTS = {
     "BOOTSTRAP_KEY": True,
     # Name of the account that the bootstrap key belongs to.
     "BOOTSTRAP_ACCOUNT": "default",
+    # User model uploads: "local" (the service's own signed PUT URLs, files
+    # under DATA_DIR) or "s3" (presigned PUT URLs to S3_BUCKET).
+    "STORAGE": "local",
+    "S3_BUCKET": "",
+    "S3_PREFIX": "uploads/",
+    # For MinIO, SeaweedFS and other S3-compatible stores.
+    "S3_ENDPOINT_URL": "",
+    "S3_REGION": "",
+    # Signs local upload URLs; empty: a random key kept in DATA_DIR/secret_key.
+    "SECRET_KEY": "",
+    # Public base URL for upload URLs; empty: the URL the request came in on.
+    "PUBLIC_URL": "",
+    # Upload and archive limits (the build fails above them).
+    "UPLOAD_MAX_BYTES": 5 * 1024**3,
+    "UPLOAD_MAX_MEMBERS": 10_000,
+    "UPLOAD_MAX_UNCOMPRESSED_BYTES": 10 * 1024**3,
+    "UPLOAD_MAX_RATIO": 200,
+    # Whether this process runs build jobs (every gunicorn worker does; the
+    # database decides which one builds what).
+    "BUILDER": True,
+    # Build jobs: how often to look for uploads and abandoned builds, and limits.
+    "BUILD_POLL_S": 2.0,
+    "BUILD_REQUIREMENTS_TIMEOUT_S": 900.0,
+    # A user model's worker process: seconds per call and to load, memory cap.
+    "WORKER_CALL_TIMEOUT_S": 60.0,
+    "WORKER_LOAD_TIMEOUT_S": 300.0,
+    "WORKER_MEMORY_MB": 4096,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

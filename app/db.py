@@ -8,7 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from flask import current_app, g
-from sqlalchemy import DateTime, ForeignKey, String, create_engine, event, text
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 
@@ -44,6 +44,51 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     account: Mapped[Account] = relationship(back_populates="keys")
+
+
+class UserModel(Base):
+    """A model an account uploaded; it serves its current (last successful) version."""
+
+    __tablename__ = "user_models"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tasks: Mapped[list] = mapped_column(JSON, default=list)
+    # The version that serves; a failed newer build leaves it as it was.
+    current_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_deployment: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    versions: Mapped[list["ModelVersion"]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", order_by="ModelVersion.number"
+    )
+
+
+class ModelVersion(Base):
+    """One upload of a model and its build: awaiting_upload -> queued -> building -> success | fail."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="awaiting_upload", index=True)
+    format: Mapped[str] = mapped_column(String(20), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tasks: Mapped[list] = mapped_column(JSON, default=list)
+    build_message: Mapped[str] = mapped_column(Text, default="")
+    build_log: Mapped[str] = mapped_column(Text, default="")
+    upload_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A build belongs to whoever holds the lease; an expired lease (its process
+    # died) lets another process, or this one after a restart, take it over.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    model: Mapped[UserModel] = relationship(back_populates="versions")
 
 
 class Database:

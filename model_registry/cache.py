@@ -9,6 +9,7 @@ is freed when the last reference goes.
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,7 +35,8 @@ class ModelCache:
         self._models: OrderedDict[str, ServedModel] = OrderedDict()  # oldest use first
         self._loading: dict[str, Future] = {}
 
-    def get(self, key: str) -> ServedModel:
+    def get(self, key: str, load: Callable[[str], ServedModel] | None = None) -> ServedModel:
+        """The loaded model for `key`, loading it (with `load`, else the cache's loader) if need be."""
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -46,14 +48,12 @@ class ModelCache:
                 pending = self._loading[key] = Future()
         if not owner:
             return pending.result()
-        return self._load_as_owner(key, pending)
+        return self._load_as_owner(key, pending, load or self._load)
 
-    def _load_as_owner(self, key: str, pending: Future) -> ServedModel:
-        import time
-
+    def _load_as_owner(self, key: str, pending: Future, load) -> ServedModel:
         started = time.perf_counter()
         try:
-            model = self._load(key)
+            model = load(key)
         except BaseException as exc:
             with self._lock:
                 del self._loading[key]
@@ -85,6 +85,13 @@ class ModelCache:
             _key, old = self._models.popitem(last=False)
             evicted.append(old)
         return evicted
+
+    def evict(self, key: str) -> None:
+        """Drop one model now (its files are gone)."""
+        with self._lock:
+            model = self._models.pop(key, None)
+        if model is not None:
+            self._on_evict(model)
 
     def used_bytes(self) -> int:
         return sum(model.nbytes for model in self._models.values())

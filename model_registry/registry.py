@@ -32,6 +32,11 @@ class ModelRegistry:
         self.preload_done = threading.Event()
         self.preload_errors: dict[str, str] = {}
 
+    @staticmethod
+    def names(task: str) -> dict[str, str]:
+        """The task's global model names (empty for tasks only user models serve)."""
+        return TASK_MODELS.get(task, {})
+
     def model_key(self, task: str, name: str | None) -> str:
         names = TASK_MODELS[task]
         name = name or default_name(task)

@@ -33,6 +33,8 @@ class ServedModel:
         self.batch_settings = BatchSettings()
         self._batchers: dict[str, Batcher] = {}
         self._lock = threading.Lock()
+        # Extra clean-up on eviction (a user model's worker process).
+        self.on_close: Callable[[], None] | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -65,3 +67,5 @@ class ServedModel:
         with self._lock:
             for batcher in self._batchers.values():
                 batcher.close()
+        if self.on_close:
+            self.on_close()

@@ -1,6 +1,7 @@
 """The table of tasks the service serves: one module each, one blueprint each."""
 
 from . import (
+    custom,
     emotion,
     image_classification,
     image_vectorisation,
@@ -22,6 +23,7 @@ TASKS = {
         text_generation,
         summarisation,
         emotion,
+        custom,
     )
 }
 

@@ -16,7 +16,7 @@ class NotAnImage(Exception):
     """An image field's value that cannot be decoded: a 400, not a schema error."""
 
 
-def decode_image(value: str):
+def decode_image(value: str, max_pixels: int | None = None):
     from PIL import Image
 
     if value.startswith("data:"):
@@ -29,7 +29,7 @@ def decode_image(value: str):
         raise NotAnImage("Not valid base64: send the image file's bytes, base64 encoded.") from None
     if not raw:
         raise NotAnImage("The image is empty.")
-    limit = int(current_app.config["MAX_IMAGE_PIXELS"])
+    limit = int(current_app.config["MAX_IMAGE_PIXELS"] if max_pixels is None else max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

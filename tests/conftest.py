@@ -44,12 +44,19 @@ def database_url(request, tmp_path):
 def make_app(tmp_path):
     """Build an app with test settings; later keyword arguments override."""
 
-    def _make(**overrides):
-        config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True}
-        config.update(overrides)
-        return create_app(config)
+    apps = []
 
-    return _make
+    def _make(**overrides):
+        # No build thread unless a test asks for one: it would outlive the test.
+        config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True, "BUILDER": False}
+        config.update(overrides)
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        app.extensions["builder"].stop()
 
 
 @pytest.fixture

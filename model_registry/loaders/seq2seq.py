@@ -5,7 +5,7 @@ Inputs longer than the encoder's limit are truncated to it (summaries of very
 long documents cover their beginning; see README).
 """
 
-from ..catalogue import ModelSpec, TASK_MODELS
+from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
 from .common import import_lock, inference, max_input_tokens, place
@@ -59,12 +59,12 @@ def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool) -> ServedM
                 outputs[i] = text
         return outputs
 
+    # Every task the architecture can do; the catalogue (or a user model's
+    # config.json) decides which of them are routed here.
     runners = {
         "summarisation": fixed_prompt("summarise: " if backprop_t5 else ""),
         "emotion": fixed_prompt("emotion: "),
         "qa": qa,
         "text-generation": text_generation,
     }
-    served_tasks = {task for task, names in TASK_MODELS.items() if spec.key in names.values()}
-    runners = {task: run for task, run in runners.items() if task in served_tasks}
     return ServedModel(spec.key, model, module_nbytes(model), device, runners)

@@ -99,7 +99,7 @@ def test_cli_creates_lists_and_revokes_keys(app, client):
 
 
 def test_first_start_creates_and_prints_one_key_then_never_again(tmp_path, capsys):
-    config = {"DATA_DIR": str(tmp_path), "BOOTSTRAP_KEY": True}
+    config = {"DATA_DIR": str(tmp_path), "BOOTSTRAP_KEY": True, "BUILDER": False}
     app = create_app(config)
     printed = capsys.readouterr().out
     key = next(word for word in printed.split() if word.startswith("ik_"))

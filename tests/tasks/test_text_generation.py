@@ -97,7 +97,7 @@ def smollm2_app(tmp_path_factory):
 
     from ..conftest import new_key
 
-    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("smol")), "BOOTSTRAP_KEY": False})
+    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("smol")), "BOOTSTRAP_KEY": False, "BUILDER": False})
     return app.test_client(), {"x-api-key": new_key(app, "a")}
 
 

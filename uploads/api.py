@@ -1,0 +1,233 @@
+"""/upload-url, the local upload PUT, and /models: Backprop's deployment flow, self-hosted."""
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app, request, send_file
+from flask.views import MethodView
+from marshmallow import Schema, fields, validate
+from sqlalchemy import func, select
+
+from app.auth import current_account_id
+from app.blueprint import Blueprint
+from app.db import ModelVersion, UserModel, session, utcnow
+from app.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from model_registry.catalogue import MODELS, TASK_MODELS
+from tasks.common import StrictSchema
+
+from .serving import version_dirs
+from .user_models import find_model
+
+blp = Blueprint("models", __name__, description="Your uploaded models.")
+
+UPLOAD_URL_LIFETIME = timedelta(hours=1)
+RESERVED_NAMES = {name for names in TASK_MODELS.values() for name in names} | set(MODELS)
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class UploadUrlBody(StrictSchema):
+    model_name = fields.String(required=True, validate=validate.Regexp(
+        r"^[a-z0-9_-]{3,100}$", error="3-100 characters: lowercase letters, digits, dashes (-) and underscores (_)."),
+        metadata={"description": "3-100 characters. Lowercase ascii with numbers, dashes (-) and underscores (_)."})
+
+
+class ModelsQuery(Schema):
+    include_global = fields.Boolean(load_default=False)
+
+
+class ModelSummary(Schema):
+    id = fields.String()
+    name = fields.String()
+    description = fields.String()
+    tasks = fields.List(fields.String())
+    build_status = fields.String(metadata={"description": "success, building, fail, or awaiting_upload"})
+    last_deployment = fields.String(allow_none=True)
+
+
+class ModelDetails(ModelSummary):
+    build_message = fields.String()
+    model_url = fields.String(allow_none=True)
+    config_url = fields.String(allow_none=True)
+    requirements_url = fields.String(allow_none=True)
+
+
+class BuildLog(Schema):
+    version = fields.Integer()
+    build_status = fields.String()
+    log = fields.String()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands datetimes back without their zone; they are UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _latest(model: UserModel) -> ModelVersion | None:
+    return model.versions[-1] if model.versions else None
+
+
+def build_status(model: UserModel) -> str:
+    latest = _latest(model)
+    if latest is None:
+        return "awaiting_upload"
+    if latest.status in ("queued", "building"):
+        return "building"
+    if latest.status == "awaiting_upload":
+        return "success" if model.current_version_id else "awaiting_upload"
+    return latest.status
+
+
+def summary(model: UserModel) -> dict:
+    return {
+        "id": f"model_{model.name}", "name": model.name, "description": model.description,
+        "tasks": list(model.tasks or []), "build_status": build_status(model),
+        "last_deployment": _iso(model.last_deployment),
+    }
+
+
+def _base_url() -> str:
+    return current_app.config["PUBLIC_URL"] or request.host_url
+
+
+@blp.route("/upload-url")
+class UploadUrl(MethodView):
+    @blp.arguments(UploadUrlBody)
+    @blp.response(200, fields.String(metadata={"description": "A URL that takes a PUT of the zip for an hour."}))
+    def post(self, body):
+        """Get a URL to PUT a model's zip to; uploading to an existing name makes a new version"""
+        name = body["model_name"]
+        if name in RESERVED_NAMES:
+            raise Conflict(f"{name!r} is the name of a global model; choose another name.")
+        db_session = session()
+        account_id = current_account_id()
+        model = db_session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+        if model is None:
+            model = UserModel(account_id=account_id, name=name, tasks=[])
+            db_session.add(model)
+            db_session.flush()
+        number = (db_session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
+        expires = utcnow() + UPLOAD_URL_LIFETIME
+        version = ModelVersion(model_id=model.id, number=number, upload_expires_at=expires)
+        db_session.add(version)
+        db_session.commit()
+        storage = current_app.extensions["storage"]
+        return storage.upload_url(version.id, int(expires.timestamp()), _base_url())
+
+
+@blp.route("/uploads/<int:version_id>", methods=["PUT"])
+def receive_upload(version_id):
+    """The local storage's upload URL: the signature, not an API key, authorises it."""
+    storage = current_app.extensions["storage"]
+    if getattr(storage, "kind", "") != "local":
+        raise NotFound("Uploads go to the S3 bucket; ask POST /upload-url for the URL.")
+    storage.verify(version_id, request.args.get("expires"), request.args.get("signature"))
+    db_session = session()
+    version = db_session.get(ModelVersion, version_id)
+    if version is None or version.status != "awaiting_upload":
+        raise Conflict("This upload URL was used already; ask POST /upload-url for a new one.")
+    limit = int(current_app.config["UPLOAD_MAX_BYTES"])
+    if request.content_length and request.content_length > limit:
+        raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+    path = storage.archive_path(version_id)
+    partial = path + ".partial"
+    written = 0
+    with open(partial, "wb") as out:
+        while chunk := request.stream.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                out.close()
+                os.remove(partial)
+                raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+            out.write(chunk)
+    if not written:
+        os.remove(partial)
+        raise BadRequest("The upload is empty: PUT the zip file as the request body.")
+    os.replace(partial, path)
+    version.status = "queued"
+    db_session.commit()
+    current_app.extensions["builder"].wake()
+    return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
+
+
+@blp.route("/models")
+class Models(MethodView):
+    @blp.arguments(ModelsQuery, location="query")
+    @blp.response(200, ModelSummary(many=True))
+    def get(self, query):
+        """Your models, and with include_global the global ones"""
+        models = session().scalars(
+            select(UserModel).where(UserModel.account_id == current_account_id()).order_by(UserModel.name)
+        ).all()
+        listed = [summary(model) for model in models]
+        if query["include_global"]:
+            for spec in MODELS.values():
+                tasks = [task for task, names in TASK_MODELS.items() if spec.key in names.values()]
+                listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
+                               "tasks": tasks, "build_status": "success", "last_deployment": None})
+        return listed
+
+
+@blp.route("/models/<string:name>")
+class Model(MethodView):
+    @blp.response(200, ModelDetails)
+    def get(self, name):
+        """One of your models in detail (global models cannot be queried)"""
+        model = find_model(session(), current_account_id(), name)
+        latest = _latest(model)
+        base = f"{_base_url().rstrip('/')}/models/{name}/files/"
+        files_dir = version_dirs(current_app.config["DATA_DIR"], model.current_version_id or 0)[0]
+
+        def url(filename):
+            return base + filename if model.current_version_id and os.path.isfile(os.path.join(files_dir, filename)) else None
+
+        return {**summary(model), "build_message": latest.build_message if latest else "",
+                "model_url": url("model.bin") or url("inference.py"), "config_url": url("config.json"),
+                "requirements_url": url("requirements.txt")}
+
+    @blp.response(200, fields.Raw(allow_none=True, metadata={"type": "null"}))
+    def delete(self, name):
+        """Delete one of your models, all its versions and files"""
+        db_session = session()
+        model = find_model(db_session, current_account_id(), name)
+        version_ids = [version.id for version in model.versions]
+        db_session.delete(model)
+        db_session.commit()
+        registry = current_app.extensions["models"]
+        from .archive import remove_tree
+
+        for version_id in version_ids:
+            registry.cache.evict(f"user-{version_id}")
+            remove_tree(os.path.dirname(version_dirs(current_app.config["DATA_DIR"], version_id)[0]))
+        return None
+
+
+@blp.route("/models/<string:name>/build-log")
+class ModelBuildLog(MethodView):
+    @blp.response(200, BuildLog)
+    def get(self, name):
+        """The latest build's log"""
+        latest = _latest(find_model(session(), current_account_id(), name))
+        if latest is None:
+            raise NotFound(f"model {name} has no build yet")
+        return {"version": latest.number, "build_status": latest.status, "log": latest.build_log or latest.build_message}
+
+
+@blp.route("/models/<string:name>/files/<string:filename>")
+class ModelFile(MethodView):
+    @blp.response(200)
+    def get(self, name, filename):
+        """Download model.bin / inference.py, config.json or requirements.txt of the serving version"""
+        if filename not in ("model.bin", "inference.py", "config.json", "requirements.txt"):
+            raise NotFound(f"file {filename} not found")
+        model = find_model(session(), current_account_id(), name)
+        path = os.path.join(version_dirs(current_app.config["DATA_DIR"], model.current_version_id or 0)[0], filename)
+        if not model.current_version_id or not os.path.isfile(path):
+            raise NotFound(f"file {filename} not found")
+        return send_file(path, as_attachment=True, download_name=filename)

@@ -1,0 +1,266 @@
+"""Build jobs: turn an uploaded archive into a serving model version.
+
+Jobs live in the database (model_versions.status), so a restart loses none: a
+build whose process died keeps its row in `building` with a lease that stops
+being renewed, and the next process to look takes it over. Every process runs
+one builder thread; claiming a job is one conditional UPDATE, so two processes
+never build the same version.
+
+A build: fetch the archive; check and extract it; read config.json; create the
+model's own venv and install its requirements.txt (user code formats); load the
+model (in its worker process for user code) and run each declared task once on
+a sample, checking the output's shape. Success makes the version current; a
+failure records why (with the log's tail) and leaves the previous version serving.
+"""
+
+import json
+import logging
+import os
+import threading
+import traceback
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from app.db import ModelVersion, UserModel, utcnow
+from model_registry.catalogue import TASK_MODELS
+
+from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree
+from .samples import sample_input, shape_problem
+from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
+from .venvs import RequirementsFailed, create_model_venv, install_requirements
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+KNOWN_TASKS = sorted([*TASK_MODELS, "custom"])
+LOG_TAIL_CHARS = 4000
+
+
+class BuildFailed(Exception):
+    pass
+
+
+def read_model_config(files_dir: str) -> dict:
+    path = os.path.join(files_dir, "config.json")
+    if not os.path.isfile(path):
+        raise BuildFailed("config.json is missing: the archive must hold config.json with a description and tasks.")
+    try:
+        with open(path) as config_file:
+            config = json.load(config_file)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BuildFailed(f"config.json is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise BuildFailed("config.json must hold a JSON object.")
+    tasks = config.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise BuildFailed(f"config.json needs \"tasks\": a list with some of {', '.join(KNOWN_TASKS)}.")
+    unknown = [t for t in tasks if t not in KNOWN_TASKS]
+    if unknown:
+        raise BuildFailed(f"config.json names unknown tasks {unknown}; known tasks: {', '.join(KNOWN_TASKS)}.")
+    if not isinstance(config.get("description", ""), str):
+        raise BuildFailed("config.json's description must be a string.")
+    return config
+
+
+def detect_format(files_dir: str, config: dict) -> str:
+    if os.path.isfile(os.path.join(files_dir, "inference.py")):
+        return "inference"
+    if os.path.isfile(os.path.join(files_dir, "model.bin")):
+        return "pickle"
+    if "model_type" in config or "architectures" in config or os.path.isfile(os.path.join(files_dir, "modules.json")):
+        return "huggingface"
+    raise BuildFailed("No model found: the archive needs model.bin (a pickled callable), inference.py "
+                      "(load_model and call_model), or a Hugging Face model folder.")
+
+
+class Builder:
+    def __init__(self, config: dict, sessions, storage, device: str, half: bool):
+        self.config = config
+        self.sessions = sessions
+        self.storage = storage
+        self.device = device
+        self.half = half
+        self.limits = ArchiveLimits(
+            int(config["UPLOAD_MAX_BYTES"]), int(config["UPLOAD_MAX_MEMBERS"]),
+            int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_RATIO"]),
+        )
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the job loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="builder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.notice_s3_uploads()
+                while not self._stopped.is_set() and (version_id := self.claim()) is not None:
+                    self.build(version_id)
+            except Exception:  # the loop must survive anything a build or the database throws
+                log.exception("builder loop")
+            self._wake.wait(float(self.config["BUILD_POLL_S"]))
+            self._wake.clear()
+
+    def notice_s3_uploads(self) -> None:
+        """For S3 storage: queue the versions whose archive has arrived in the bucket."""
+        if getattr(self.storage, "kind", "") != "s3":
+            return
+        with self.sessions() as session:
+            waiting = session.scalars(select(ModelVersion.id).where(
+                ModelVersion.status == "awaiting_upload", ModelVersion.upload_expires_at > utcnow()
+            )).all()
+            for version_id in waiting:
+                if self.storage.uploaded(version_id):
+                    session.execute(update(ModelVersion).where(
+                        ModelVersion.id == version_id, ModelVersion.status == "awaiting_upload"
+                    ).values(status="queued"))
+            session.commit()
+
+    def claim(self) -> int | None:
+        """Take one queued build, or one whose builder stopped renewing its lease."""
+        now = utcnow()
+        with self.sessions() as session:
+            candidates = session.scalars(select(ModelVersion.id).where(or_(
+                ModelVersion.status == "queued",
+                (ModelVersion.status == "building") & (ModelVersion.lease_until < now),
+            )).order_by(ModelVersion.id).limit(5)).all()
+            for version_id in candidates:
+                claimed = session.execute(update(ModelVersion).where(
+                    ModelVersion.id == version_id,
+                    or_(ModelVersion.status == "queued",
+                        (ModelVersion.status == "building") & (ModelVersion.lease_until < now)),
+                ).values(status="building", lease_until=now + LEASE))
+                session.commit()
+                if claimed.rowcount == 1:
+                    return version_id
+        return None
+
+    def _renew_lease(self, version_id: int, done: threading.Event) -> None:
+        while not done.wait(LEASE.total_seconds() / 3):
+            with self.sessions() as session:
+                session.execute(update(ModelVersion).where(ModelVersion.id == version_id)
+                                .values(lease_until=utcnow() + LEASE))
+                session.commit()
+
+    # --- one build --------------------------------------------------------------
+
+    def build(self, version_id: int) -> None:
+        lines: list[str] = []
+        done = threading.Event()
+        threading.Thread(target=self._renew_lease, args=(version_id, done), daemon=True).start()
+        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
+        try:
+            result = self._build_steps(version_id, files_dir, venv_dir, lines.append)
+        except (BuildFailed, ArchiveRejected) as exc:
+            self._finish(version_id, "fail", str(exc), lines, files_dir)
+        except RequirementsFailed as exc:
+            lines.append(exc.log)
+            self._finish(version_id, "fail", f"{exc}; the end of pip's log:\n{exc.log[-LOG_TAIL_CHARS:]}", lines, files_dir)
+        except Exception as exc:
+            lines.append(traceback.format_exc())
+            self._finish(version_id, "fail", f"The build failed: {type(exc).__name__}: {exc}", lines, files_dir)
+        else:
+            self._finish(version_id, "success", "Built and checked: every declared task answered its sample.",
+                         lines, None, result)
+        finally:
+            done.set()
+
+    def _build_steps(self, version_id: int, files_dir: str, venv_dir: str, say) -> dict:
+        remove_tree(os.path.dirname(files_dir))  # a resumed build starts clean
+        os.makedirs(os.path.dirname(files_dir))
+        archive = self.storage.fetch(version_id, os.path.dirname(files_dir))
+        if not os.path.isfile(archive):
+            raise BuildFailed("The upload is missing: PUT the zip to the upload URL again (ask for a new one).")
+        say(f"checking and extracting {os.path.getsize(archive)} bytes")
+        extracted = files_dir + ".extract"
+        extract_archive(archive, extracted, self.limits)
+        os.rename(model_root(extracted), files_dir)
+        remove_tree(extracted)
+        config = read_model_config(files_dir)
+        model_format = detect_format(files_dir, config)
+        tasks = config["tasks"]
+        say(f"format {model_format}, tasks {tasks}")
+        key = f"user-{version_id}"
+        if model_format in CODE_FORMATS:
+            python = create_model_venv(venv_dir)
+            say(install_requirements(python, os.path.join(files_dir, "requirements.txt"),
+                                     float(self.config["BUILD_REQUIREMENTS_TIMEOUT_S"])))
+            served = code_model(key, files_dir, venv_dir, model_format, tasks, self.config)
+        else:
+            if "custom" in tasks:
+                raise BuildFailed("A Hugging Face folder serves built-in tasks only; custom needs model.bin or inference.py.")
+            try:
+                loader = hf_loader(tasks, files_dir, config)
+            except ValueError as exc:
+                raise BuildFailed(str(exc)) from None
+            served = hf_model(key, files_dir, tasks, loader, self.device, self.half)
+        try:
+            for task in tasks:
+                self._check_task(served, task, say)
+        finally:
+            served.close()
+        return {"format": model_format, "tasks": tasks, "description": config.get("description", "")}
+
+    def _check_task(self, served, task: str, say) -> None:
+        if task not in served.runners:
+            raise BuildFailed(f"This kind of model cannot serve {task}.")
+        task_input = sample_input(task)
+        output = served.runners[task]([self._batch_item(task, task_input)])[0]
+        problem = shape_problem(task, task_input, output)
+        if problem:
+            raise BuildFailed(f"{task}: on its sample input the model returned {str(output)[:200]!r}; it {problem}.")
+        say(f"{task}: sample answered")
+
+    def _batch_item(self, task: str, task_input: dict):
+        """The sample as the task code hands it to a model (the inverse of serving.user_input)."""
+        from tasks.images import decode_image
+
+        if task == "text-vectorisation":
+            return task_input["text"]
+        pixels = int(self.config["MAX_IMAGE_PIXELS"])
+        if task == "image-vectorisation":
+            return decode_image(task_input["image"], pixels)
+        if task == "image-classification":
+            return {"image": decode_image(task_input["image"], pixels), "labels": task_input["labels"]}
+        if task == "text-generation":
+            return {"text": task_input["text"], "params": {k: v for k, v in task_input.items() if k != "text"}}
+        if task == "emotion":
+            return {"text": task_input["text"], "threshold": float(self.config["EMOTION_THRESHOLD"])}
+        return task_input
+
+    def _finish(self, version_id: int, status: str, message: str, lines: list[str], cleanup: str | None, result=None):
+        with self.sessions() as session:
+            version = session.get(ModelVersion, version_id)
+            if version is None:  # the model was deleted meanwhile
+                return
+            version.status = status
+            version.build_message = message
+            version.build_log = "\n".join(lines)[-64_000:]
+            version.finished_at = utcnow()
+            version.lease_until = None
+            if result:
+                version.format = result["format"]
+                version.tasks = result["tasks"]
+                version.description = result["description"]
+                model = session.get(UserModel, version.model_id)
+                model.current_version_id = version.id
+                model.tasks = result["tasks"]
+                model.description = result["description"]
+                model.last_deployment = utcnow()
+            session.commit()
+        if cleanup:
+            remove_tree(os.path.dirname(cleanup))
+        self.storage.delete(version_id)
+        log.info("build of model version %s: %s: %s", version_id, status, message.splitlines()[0])

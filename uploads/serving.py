@@ -1,0 +1,98 @@
+"""Serve a built user model: its code in its worker process, or a plain Hugging Face
+folder through the built-in loaders (no user code runs at all)."""
+
+import base64
+import io
+import os
+
+from model_registry.catalogue import (
+    CAUSAL_LM,
+    CLIP,
+    EMOTION_CLASSIFIER,
+    EXTRACTIVE_QA,
+    SENTENCE_TRANSFORMER,
+    SEQ2SEQ,
+    ZERO_SHOT_NLI,
+    ModelSpec,
+)
+from model_registry.loaders import LOADERS
+from model_registry.served_model import ServedModel
+
+from .worker_client import WorkerProcess
+
+CODE_FORMATS = ("pickle", "inference")
+
+# A Hugging Face folder declaring this task is served by this built-in loader.
+HF_LOADER_FOR_TASK = {
+    "text-vectorisation": SENTENCE_TRANSFORMER,
+    "qa": EXTRACTIVE_QA,
+    "text-classification": ZERO_SHOT_NLI,
+    "image-classification": CLIP,
+    "image-vectorisation": CLIP,
+    "summarisation": SEQ2SEQ,
+    "emotion": EMOTION_CLASSIFIER,
+}
+
+
+def version_dirs(data_dir: str, version_id: int) -> tuple[str, str]:
+    """(the extracted files, the virtual environment) of a model version."""
+    root = os.path.join(data_dir, "user_models", str(version_id))
+    return os.path.join(root, "files"), os.path.join(root, "venv")
+
+
+def hf_loader(tasks: list[str], files_dir: str, config: dict) -> str:
+    """Which built-in loader serves a Hugging Face folder declaring these tasks."""
+    if "text-generation" in tasks:
+        return SEQ2SEQ if config.get("is_encoder_decoder") else CAUSAL_LM
+    if os.path.isfile(os.path.join(files_dir, "modules.json")):
+        return SENTENCE_TRANSFORMER
+    for task in tasks:
+        if task in HF_LOADER_FOR_TASK:
+            return HF_LOADER_FOR_TASK[task]
+    raise ValueError(f"a Hugging Face folder can serve {', '.join(HF_LOADER_FOR_TASK)} or text-generation, not {tasks}")
+
+
+def _encode_image(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def user_input(task: str, item):
+    """One batch item as the user's code receives it: the request's fields for that item."""
+    if task == "text-vectorisation":
+        return {"text": item}
+    if task == "image-vectorisation":
+        return {"image": _encode_image(item)}
+    if task == "image-classification":
+        return {"image": _encode_image(item["image"]), "labels": item["labels"]}
+    if task == "text-generation":
+        return {"text": item["text"], **item["params"]}
+    if task == "emotion":
+        return {"text": item["text"]}
+    return item
+
+
+def code_model(key: str, files_dir: str, venv_dir: str, model_format: str, tasks: list[str], config: dict) -> ServedModel:
+    worker = WorkerProcess(
+        key, os.path.join(venv_dir, "bin", "python"), files_dir, model_format,
+        call_timeout_s=float(config["WORKER_CALL_TIMEOUT_S"]),
+        load_timeout_s=float(config["WORKER_LOAD_TIMEOUT_S"]),
+        memory_limit_mb=int(config["WORKER_MEMORY_MB"]),
+    )
+
+    def runner(task):
+        return lambda items: [worker.call(task, user_input(task, item)) for item in items]
+
+    # The worker's memory is outside this process; count the files as its weight.
+    nbytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(files_dir) for f in fs)
+    served = ServedModel(key, worker, nbytes, "worker process", {task: runner(task) for task in tasks})
+    served.on_close = worker.close
+    return served
+
+
+def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool) -> ServedModel:
+    spec = ModelSpec(key, key, "uploaded", loader, "user model")
+    served = LOADERS[loader](spec, files_dir, device, half)
+    served.runners = {task: run for task, run in served.runners.items() if task in tasks}
+    return served

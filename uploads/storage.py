@@ -1,0 +1,113 @@
+"""Where uploaded archives arrive: the service's own signed PUT URLs on local disk,
+or an S3 bucket (AWS, MinIO, SeaweedFS...) through presigned PUT URLs."""
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+
+from app.errors import ApiError
+
+
+class UploadRejected(ApiError):
+    status = 403
+
+
+def load_secret(config: dict) -> bytes:
+    """The signing secret: INFER_SECRET_KEY, else one generated once and kept in the data dir."""
+    if config.get("SECRET_KEY"):
+        return config["SECRET_KEY"].encode()
+    path = os.path.join(config["DATA_DIR"], "secret_key")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    with open(path) as secret:
+        return secret.read().strip().encode()
+
+
+class LocalStorage:
+    kind = "local"
+
+    def __init__(self, config: dict):
+        self.secret = load_secret(config)
+        self.folder = os.path.join(config["DATA_DIR"], "uploads")
+        os.makedirs(self.folder, exist_ok=True)
+
+    def _signature(self, version_id: int, expires: int) -> str:
+        return hmac.new(self.secret, f"{version_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def upload_url(self, version_id: int, expires: int, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/uploads/{version_id}?expires={expires}&signature={self._signature(version_id, expires)}"
+
+    def verify(self, version_id: int, expires: str, signature: str) -> None:
+        try:
+            expires_at = int(expires)
+        except (TypeError, ValueError):
+            raise UploadRejected("This upload URL is malformed; ask POST /upload-url for a new one.") from None
+        if not hmac.compare_digest(self._signature(version_id, expires_at), signature or ""):
+            raise UploadRejected("This upload URL's signature is wrong; ask POST /upload-url for a new one.")
+        if time.time() > expires_at:
+            raise UploadRejected("This upload URL has expired (they last an hour); ask POST /upload-url for a new one.")
+
+    def archive_path(self, version_id: int) -> str:
+        return os.path.join(self.folder, f"{version_id}.zip")
+
+    def fetch(self, version_id: int, destination: str) -> str:
+        return self.archive_path(version_id)
+
+    def delete(self, version_id: int) -> None:
+        try:
+            os.remove(self.archive_path(version_id))
+        except FileNotFoundError:
+            pass
+
+
+class S3Storage:
+    kind = "s3"
+
+    def __init__(self, config: dict):
+        import boto3
+
+        self.bucket = config["S3_BUCKET"]
+        self.prefix = config["S3_PREFIX"]
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=config["S3_ENDPOINT_URL"] or None,
+            region_name=config["S3_REGION"] or None,
+        )
+
+    def key(self, version_id: int) -> str:
+        return f"{self.prefix}{version_id}.zip"
+
+    def upload_url(self, version_id: int, expires: int, base_url: str) -> str:
+        return self.client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": self.key(version_id)},
+            ExpiresIn=max(1, int(expires - time.time())),
+        )
+
+    def uploaded(self, version_id: int) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(version_id))
+            return True
+        except ClientError:
+            return False
+
+    def fetch(self, version_id: int, destination: str) -> str:
+        path = os.path.join(destination, "upload.zip")
+        self.client.download_file(self.bucket, self.key(version_id), path)
+        return path
+
+    def delete(self, version_id: int) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(version_id))
+
+
+def make_storage(config: dict):
+    if config["STORAGE"] == "s3":
+        return S3Storage(config)
+    if config["STORAGE"] == "local":
+        return LocalStorage(config)
+    raise ValueError(f"INFER_STORAGE must be local or s3, not {config['STORAGE']!r}")

@@ -1,0 +1,54 @@
+"""Find an account's user model by name and hand back its loaded version.
+
+A key only ever sees its own account's models: every lookup filters by account,
+and another account's model answers exactly as a model that does not exist.
+"""
+
+from sqlalchemy import select
+
+from app.db import ModelVersion, UserModel
+from app.errors import NotFound
+from model_registry.catalogue import TASK_MODELS
+
+from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
+
+
+def find_model(session, account_id: int, name: str) -> UserModel:
+    model = session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+    if model is None:
+        raise NotFound(f"model {name} not found")
+    return model
+
+
+class UserModels:
+    def __init__(self, config: dict, registry):
+        self.config = config
+        self.registry = registry
+
+    def get(self, session, account_id: int, task: str, name: str):
+        model = session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+        choices = ", ".join(TASK_MODELS.get(task, {}))
+        if model is None:
+            available = f"Available: {choices}, or the name of one of your models." if choices else "Name one of your models."
+            raise NotFound(f"Model {name!r} not found for {task}. {available}")
+        version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
+        if version is None:
+            raise NotFound(f"Model {name!r} has no successful build yet; see GET /models/{name} for its build status.")
+        if task not in version.tasks:
+            raise NotFound(f"Model {name!r} does not do {task}; its config.json declares {', '.join(version.tasks)}.")
+        details = (version.id, version.format, list(version.tasks))
+        return self.registry.cache.get(f"user-{version.id}", load=lambda key: self._load(key, *details))
+
+    def _load(self, key: str, version_id: int, model_format: str, tasks: list[str]):
+        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
+        if model_format in CODE_FORMATS:
+            served = code_model(key, files_dir, venv_dir, model_format, tasks, self.config)
+        else:
+            import json
+            import os
+
+            with open(os.path.join(files_dir, "config.json")) as config_file:
+                loader = hf_loader(tasks, files_dir, json.load(config_file))
+            served = hf_model(key, files_dir, tasks, loader, self.registry.device, self.registry.half)
+        served.batch_settings = self.registry.batch_settings
+        return served

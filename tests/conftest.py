@@ -13,6 +13,7 @@ for _name in list(os.environ):
     if _name.startswith("INFER_") or _name == "DATABASE_URL":
         del os.environ[_name]
 
+import shutil  # noqa: E402
 import threading  # noqa: E402
 
 import pytest  # noqa: E402
@@ -22,6 +23,7 @@ from app import create_app  # noqa: E402
 from app.auth import create_key  # noqa: E402
 
 from .postgres import PostgresServer  # noqa: E402
+from . import tiny_models  # noqa: E402
 from .tiny_models import build_tiny_sentence_transformer  # noqa: E402
 
 
@@ -99,6 +101,38 @@ def metric_value(metrics_text: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+# tiny model builder -> the catalogue model keys it stands in for
+STAND_INS = {
+    "nli": ["bart-large-mnli", "xlm-roberta-large-xnli"],
+    "emotion_classifier": ["roberta-base-go_emotions"],
+    "extractive_qa": ["distilbert-base-cased-distilled-squad"],
+    "seq2seq": ["distilbart-cnn-12-6", "t5-base-qa-summary-emotion"],
+    "causal_lm": ["gpt2-large"],
+    "clip": ["clip-vit-base-patch32"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """{builder name: folder of that tiny model}."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    built = {}
+    for name in STAND_INS:
+        path = str(root / name)
+        getattr(tiny_models, f"build_tiny_{name}")(path)
+        built[name] = path
+    return built
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("model-dir")
+    for name, keys in STAND_INS.items():
+        for key in keys:
+            shutil.copytree(tiny_dir[name], os.path.join(root, key))
+    return str(root)
 
 
 class LiveServer:

@@ -99,7 +99,7 @@ def _base_url() -> str:
 @blp.route("/upload-url")
 class UploadUrl(MethodView):
     @blp.arguments(UploadUrlBody)
-    @blp.response(200, fields.String(metadata={"description": "A URL that takes a PUT of the zip for an hour."}))
+    @blp.response(200, description="A URL (a JSON string) that takes a PUT of the zip for an hour.")
     def post(self, body):
         """Get a URL to PUT a model's zip to; uploading to an existing name makes a new version"""
         name = body["model_name"]
@@ -133,6 +133,8 @@ def receive_upload(version_id):
     if version is None or version.status != "awaiting_upload":
         raise Conflict("This upload URL was used already; ask POST /upload-url for a new one.")
     limit = int(current_app.config["UPLOAD_MAX_BYTES"])
+    # Archives are far larger than API bodies: this request has its own limit.
+    request.max_content_length = limit
     if request.content_length and request.content_length > limit:
         raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
     path = storage.archive_path(version_id)
@@ -191,7 +193,7 @@ class Model(MethodView):
                 "model_url": url("model.bin") or url("inference.py"), "config_url": url("config.json"),
                 "requirements_url": url("requirements.txt")}
 
-    @blp.response(200, fields.Raw(allow_none=True, metadata={"type": "null"}))
+    @blp.response(200, description="null")
     def delete(self, name):
         """Delete one of your models, all its versions and files"""
         db_session = session()

@@ -33,10 +33,10 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     parts = name.replace("\\", "/").split("/")
     if ".." in parts:
         return f"path leaving the archive {name!r}"
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip tool recorded no Unix type
+    if kind == stat.S_IFLNK:
         return f"symbolic link {name!r}"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
         return f"special file {name!r}"
     return None
 

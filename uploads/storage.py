@@ -69,6 +69,7 @@ class S3Storage:
 
     def __init__(self, config: dict):
         import boto3
+        from botocore.config import Config
 
         self.bucket = config["S3_BUCKET"]
         self.prefix = config["S3_PREFIX"]
@@ -76,6 +77,8 @@ class S3Storage:
             "s3",
             endpoint_url=config["S3_ENDPOINT_URL"] or None,
             region_name=config["S3_REGION"] or None,
+            # SigV4: what AWS requires today and what S3-compatible stores expect.
+            config=Config(signature_version="s3v4"),
         )
 
     def key(self, version_id: int) -> str:

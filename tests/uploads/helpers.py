@@ -102,7 +102,8 @@ def wait_built(client, headers, name, timeout=180) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         details = client.get(f"/models/{name}", headers=headers).json
-        if details["build_status"] != "building":
+        # awaiting_upload too: with S3 the service notices the upload by itself, a little later.
+        if details["build_status"] not in ("building", "awaiting_upload"):
             return details
         time.sleep(0.3)
     raise AssertionError(f"{name} still building after {timeout}s")

@@ -1,0 +1,77 @@
+"""The deployment flow with S3 storage against a real SeaweedFS server: presigned PUT,
+the watcher notices the upload, the build runs, the model serves."""
+
+import io
+import json
+import os
+import zipfile
+
+import pytest
+import requests
+
+from ..conftest import new_key
+from ..seaweedfs import SeaweedS3
+from ..tiny_models import GO_EMOTIONS
+from .helpers import inference_zip, pickle_zip, wait_built
+
+BUCKET = "user-uploads"
+
+
+@pytest.fixture(scope="module")
+def seaweed():
+    server = SeaweedS3()
+    try:
+        server.wait_ready(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_service(make_app, seaweed, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    app = make_app(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
+                   BUILDER=True, BUILD_POLL_S=0.3, MODEL_DIR=tiny_model_dir)
+    return app.test_client(), {"x-api-key": new_key(app, "alice")}
+
+
+def hf_zip(tiny_dir) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in os.listdir(tiny_dir["emotion_classifier"]):
+            content = open(os.path.join(tiny_dir["emotion_classifier"], name), "rb").read()
+            if name == "config.json":
+                content = json.dumps({**json.loads(content), "tasks": ["emotion"], "description": "hf"}).encode()
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("model_format", ["pickle", "inference", "huggingface"])
+def test_full_flow_through_a_real_s3_server(s3_service, seaweed, tiny_dir, model_format):
+    client, headers = s3_service
+    archive, path, body, expected = {
+        "pickle": (pickle_zip("from s3"), "/custom", {"model": "s3-model"}, {"greeting": "from s3", "echo": {}}),
+        "inference": (inference_zip(), "/custom", {"model": "s3-model", "numbers": [4, 5]}, {"sum": 9}),
+        "huggingface": (hf_zip(tiny_dir), "/emotion", {"model": "s3-model", "text": "hello"}, None),
+    }[model_format]
+
+    url = client.post("/upload-url", json={"model_name": "s3-model"}, headers=headers).json
+    assert url.startswith(f"{seaweed.endpoint}/{BUCKET}/") and "X-Amz-Signature=" in url
+    assert 3590 <= int(url.split("X-Amz-Expires=")[1].split("&")[0]) <= 3600  # valid for an hour
+    assert requests.put(url, data=archive, timeout=30).status_code == 200
+
+    details = wait_built(client, headers, "s3-model")
+    assert details["build_status"] == "success", details
+    response = client.post(path, json=body, headers=headers)
+    assert response.status_code == 200
+    if expected is not None:
+        assert response.json["output"] == expected
+    else:  # the built-in emotion code served the uploaded classifier
+        assert response.json["output"] and set(response.json["output"].split(", ")) <= set(GO_EMOTIONS)
+    # The archive is removed from the bucket once built.
+    listed = seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    assert listed == []
+
+    assert client.delete("/models/s3-model", headers=headers).status_code == 200
+    assert client.get("/models/s3-model", headers=headers).status_code == 404

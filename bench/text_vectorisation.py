@@ -23,7 +23,6 @@ import platform
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,7 +95,6 @@ def measure_ceiling(sentences: list[str], seconds: float, batch_size: int, serve
         "single_p50_ms_at_server_threads": single_p50(server_threads),
         "server_torch_threads": server_threads,
     }
-    del model
     return result
 
 

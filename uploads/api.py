@@ -1,7 +1,6 @@
 """/upload-url, the local upload PUT, and /models: Backprop's deployment flow, self-hosted."""
 
 import os
-import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, request, send_file
@@ -16,6 +15,7 @@ from app.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
 
+from .archive import remove_tree
 from .serving import version_dirs
 from .user_models import find_model
 
@@ -202,8 +202,6 @@ class Model(MethodView):
         db_session.delete(model)
         db_session.commit()
         registry = current_app.extensions["models"]
-        from .archive import remove_tree
-
         for version_id in version_ids:
             registry.cache.evict(f"user-{version_id}")
             remove_tree(os.path.dirname(version_dirs(current_app.config["DATA_DIR"], version_id)[0]))

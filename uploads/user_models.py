@@ -4,6 +4,9 @@ A key only ever sees its own account's models: every lookup filters by account,
 and another account's model answers exactly as a model that does not exist.
 """
 
+import json
+import os
+
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
@@ -44,9 +47,6 @@ class UserModels:
         if model_format in CODE_FORMATS:
             served = code_model(key, files_dir, venv_dir, model_format, tasks, self.config)
         else:
-            import json
-            import os
-
             with open(os.path.join(files_dir, "config.json")) as config_file:
                 loader = hf_loader(tasks, files_dir, json.load(config_file))
             served = hf_model(key, files_dir, tasks, loader, self.registry.device, self.registry.half)

@@ -44,6 +44,8 @@ def load(model_dir: str, model_format: str):
 def main() -> None:
     model_dir, model_format = sys.argv[1], sys.argv[2]
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    # Anything else written to stdout, even by C code, goes to stderr instead.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     os.chdir(model_dir)
 

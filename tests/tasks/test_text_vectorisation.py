@@ -1,6 +1,5 @@
 """POST /text-vectorisation end to end, on the real packaged all-MiniLM-L6-v2 and tiny models."""
 
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 

@@ -39,6 +39,12 @@ def on_starting(server):
     prepare_database()
 
 
+def post_worker_init(worker):
+    app = worker.wsgi
+    if app.config["BUILDER"]:
+        app.extensions["builder"].start()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

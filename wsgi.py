@@ -2,4 +2,6 @@
 
 from app import create_app
 
-app = create_app(bootstrap_key=False)
+# gunicorn.conf.py starts the build thread in each worker (post_worker_init);
+# `flask --app wsgi keys ...` imports this module too and must not build.
+app = create_app(bootstrap_key=False, start_builder=False)

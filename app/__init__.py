@@ -39,11 +39,14 @@ OPENAPI_SETTINGS = {
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload"}
 
 
-def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None) -> Flask:
+def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
+               start_builder: bool | None = None) -> Flask:
     """Build the app from defaults, INFER_* environment variables and test_config.
 
     bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
     its workers because its master already did it once (see gunicorn.conf.py).
+    start_builder overrides the BUILDER setting: wsgi.py passes False so that a
+    CLI command never claims a build job; gunicorn starts it in each worker.
     """
     app = Flask(__name__)
     config = load_config()
@@ -94,7 +97,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         with database.sessions() as session:
             ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
-    if config["BUILDER"]:
+    if config["BUILDER"] if start_builder is None else start_builder:
         builder.start()
     return app
 

@@ -11,6 +11,8 @@ from marshmallow import ValidationError, fields
 from app.config import ENV_PREFIX
 from app.errors import BadRequest
 
+from .common import check_batch
+
 
 class NotAnImage(Exception):
     """An image field's value that cannot be decoded: a 400, not a schema error."""
@@ -60,8 +62,6 @@ class ImageOrImages(fields.Field):
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        from .common import check_batch
-
         if isinstance(value, list) and self.allow_batch:
             check_batch(value, "images")
             images, errors = [], {}

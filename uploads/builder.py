@@ -26,7 +26,7 @@ from app.db import ModelVersion, UserModel, utcnow
 from model_registry.catalogue import TASK_MODELS
 
 from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree
-from .samples import sample_input, shape_problem
+from .samples import sample_item, shape_problem
 from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
 from .venvs import RequirementsFailed, create_model_venv, install_requirements
 
@@ -216,29 +216,12 @@ class Builder:
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
             raise BuildFailed(f"This kind of model cannot serve {task}.")
-        task_input = sample_input(task)
-        output = served.runners[task]([self._batch_item(task, task_input)])[0]
-        problem = shape_problem(task, task_input, output)
+        item = sample_item(task, float(self.config["EMOTION_THRESHOLD"]))
+        output = served.runners[task]([item])[0]
+        problem = shape_problem(task, item, output)
         if problem:
             raise BuildFailed(f"{task}: on its sample input the model returned {str(output)[:200]!r}; it {problem}.")
         say(f"{task}: sample answered")
-
-    def _batch_item(self, task: str, task_input: dict):
-        """The sample as the task code hands it to a model (the inverse of serving.user_input)."""
-        from tasks.images import decode_image
-
-        if task == "text-vectorisation":
-            return task_input["text"]
-        pixels = int(self.config["MAX_IMAGE_PIXELS"])
-        if task == "image-vectorisation":
-            return decode_image(task_input["image"], pixels)
-        if task == "image-classification":
-            return {"image": decode_image(task_input["image"], pixels), "labels": task_input["labels"]}
-        if task == "text-generation":
-            return {"text": task_input["text"], "params": {k: v for k, v in task_input.items() if k != "text"}}
-        if task == "emotion":
-            return {"text": task_input["text"], "threshold": float(self.config["EMOTION_THRESHOLD"])}
-        return task_input
 
     def _finish(self, version_id: int, status: str, message: str, lines: list[str], cleanup: str | None, result=None):
         with self.sessions() as session:

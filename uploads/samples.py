@@ -1,36 +1,33 @@
-"""A sample input per task, and a check that an output has the task's shape.
+"""A sample item per task, and a check that an answer has the task's shape.
 
 A build runs each task a model declares once on its sample; a model whose
 answer has the wrong shape fails the build instead of failing its first caller.
+Samples are batch items as the task code hands them to a model (a user model's
+worker receives them converted by serving.user_input).
 """
 
-import base64
-import io
+from model_registry.loaders.generation import DEFAULTS
 
 SAMPLE_TEXT = "Backprop's successor checks that this model answers."
 
 
-def _sample_image() -> str:
+def _sample_image():
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 30, 200)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return Image.new("RGB", (32, 32), (120, 30, 200))
 
 
-def sample_input(task: str):
-    """What a user model's call_model / pickled callable receives for one item."""
+def sample_item(task: str, emotion_threshold: float):
     return {
-        "text-vectorisation": lambda: {"text": SAMPLE_TEXT},
+        "text-vectorisation": lambda: SAMPLE_TEXT,
         "qa": lambda: {"question": "What is checked?", "context": SAMPLE_TEXT, "prev_q": [], "prev_a": []},
         "text-classification": lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
         "image-classification": lambda: {"image": _sample_image(), "labels": ["purple", "green"]},
-        "image-vectorisation": lambda: {"image": _sample_image()},
-        "text-generation": lambda: {"text": SAMPLE_TEXT, "min_length": 1, "max_length": 4, "temperature": 0,
-                                    "top_k": 0, "top_p": 1, "repetition_penalty": 1, "length_penalty": 1,
-                                    "num_beams": 1, "num_generations": 1},
+        "image-vectorisation": _sample_image,
+        "text-generation": lambda: {"text": SAMPLE_TEXT,
+                                    "params": {**DEFAULTS, "min_length": 1, "max_length": 4, "temperature": 0}},
         "summarisation": lambda: {"text": SAMPLE_TEXT},
-        "emotion": lambda: {"text": SAMPLE_TEXT},
+        "emotion": lambda: {"text": SAMPLE_TEXT, "threshold": emotion_threshold},
         "custom": lambda: {},
     }[task]()
 
@@ -43,12 +40,12 @@ def _is_probabilities(value, labels) -> bool:
     return isinstance(value, dict) and set(value) == set(labels) and all(isinstance(v, (int, float)) for v in value.values())
 
 
-def shape_problem(task: str, task_input, output) -> str | None:
+def shape_problem(task: str, item, output) -> str | None:
     """None if the output fits the task, else what is wrong."""
     if task in ("text-vectorisation", "image-vectorisation"):
         return None if _is_vector(output) else "should return a list of numbers (a vector)"
     if task in ("text-classification", "image-classification"):
-        ok = _is_probabilities(output, task_input["labels"])
+        ok = _is_probabilities(output, item["labels"])
         return None if ok else "should return {label: probability} for exactly the given labels"
     if task == "text-generation":
         ok = isinstance(output, str) or (isinstance(output, list) and all(isinstance(o, str) for o in output))

@@ -131,3 +131,55 @@ def test_upload_url_checks_the_name_and_the_signature(service):
     assert put_local(client, url, b"").status_code == 400
     assert put_local(client, url, pickle_zip()).status_code == 200
     assert put_local(client, url, pickle_zip()).status_code == 409  # used once
+
+
+IMAGE_MODEL = """
+import base64, io
+
+def load_model(model_dir):
+    return None
+
+def call_model(model, task_input, task):
+    from PIL import Image
+    image = Image.open(io.BytesIO(base64.b64decode(task_input["image"])))
+    if task == "image-vectorisation":
+        return [float(image.width), float(image.height)]
+    return {label: 1.0 / len(task_input["labels"]) for label in task_input["labels"]}
+"""
+
+
+def test_a_code_model_serves_image_tasks_with_base64_images(service):
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from .helpers import make_zip
+
+    _app, client, headers = service
+    archive = make_zip({"inference.py": IMAGE_MODEL,
+                        "config.json": json.dumps({"tasks": ["image-vectorisation", "image-classification"]})})
+    assert deploy(client, headers, "pictures", archive)["build_status"] == "success"
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10)).save(buffer, "PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+
+    vectors = client.post("/image-vectorisation", json={"image": [image], "model": "pictures"}, headers=headers)
+    labels = client.post("/image-classification", json={"image": image, "labels": ["a", "b"], "model": "pictures"},
+                         headers=headers)
+    assert vectors.json["vector"] == [[20.0, 10.0]]
+    assert labels.json["probabilities"] == {"a": 0.5, "b": 0.5}
+
+
+def test_an_answer_of_the_wrong_shape_fails_the_build(service):
+    import json
+
+    from .helpers import make_zip
+
+    _app, client, headers = service
+    code = "def load_model(d):\n    return None\ndef call_model(m, i, t):\n    return 'not a vector'\n"
+    archive = make_zip({"inference.py": code, "config.json": json.dumps({"tasks": ["text-vectorisation"]})})
+    details = deploy(client, headers, "misshapen", archive)
+    assert details["build_status"] == "fail"
+    assert "should return a list of numbers" in details["build_message"]

@@ -62,7 +62,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     _configure_torch(config)
 
-    database = Database(config["DATABASE_URL"]).init_app(app)
+    database = Database(config["DATABASE_URL"], pool_size=int(config["DB_POOL_SIZE"])).init_app(app)
     from model_registry import ModelRegistry
 
     registry = ModelRegistry(

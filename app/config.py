@@ -14,6 +14,10 @@ DEFAULTS = {
     "DATA_DIR": "./data",
     # SQLAlchemy URL; empty means a SQLite file under DATA_DIR.
     "DATABASE_URL": "",
+    # Database connections kept per process (8 more may open under load);
+    # match it to gunicorn's threads per worker, and mind PostgreSQL's
+    # max_connections across workers and replicas.
+    "DB_POOL_SIZE": 32,
     # Largest accepted request body, in bytes (413 above it).
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     # Most items in one batch request (422 above it).

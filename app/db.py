@@ -94,15 +94,23 @@ class ModelVersion(Base):
 class Database:
     """Engine, session factory and per-request session of one app."""
 
-    def __init__(self, url: str):
-        kwargs = {"pool_pre_ping": True}
+    def __init__(self, url: str, pool_size: int = 5):
+        # Every request checks its API key, so every web thread wants a
+        # connection: a pool smaller than the thread count would open and close
+        # connections on the hot path.
+        kwargs = {"pool_size": pool_size, "max_overflow": 8}
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///"):]
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             # Web threads share the engine; SQLite must allow that, and wait for
-            # a writer instead of failing at once.
+            # a writer instead of failing at once. A local file cannot drop a
+            # connection, so no pre-ping round trip.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if path in ("", ":memory:"):
+                kwargs = {"connect_args": kwargs["connect_args"]}
+        else:
+            kwargs["pool_pre_ping"] = True  # a server may have closed an idle connection
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -99,8 +99,8 @@ class Database:
         # connection: a pool smaller than the thread count would open and close
         # connections on the hot path.
         kwargs = {"pool_size": pool_size, "max_overflow": 8}
-        if url.startswith("sqlite:///"):
-            path = url[len("sqlite:///"):]
+        if url.startswith("sqlite"):
+            path = url.partition(":///")[2]
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             # Web threads share the engine; SQLite must allow that, and wait for

@@ -11,6 +11,8 @@ from .auth import ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
 from .db import Database
+from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
+from .docs_assets import docs_assets
 from .health import health
 from .keys_api import blp as keys_blp
 
@@ -24,7 +26,7 @@ OPENAPI_SETTINGS = {
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
     "OPENAPI_SWAGGER_UI_PATH": "/docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    "OPENAPI_SWAGGER_UI_URL": DOCS_ASSETS_URL,
     "API_SPEC_OPTIONS": {
         "info": {
             "description": "Self-hosted task inference, compatible with the Backprop API. "
@@ -36,7 +38,7 @@ OPENAPI_SETTINGS = {
 }
 
 # The upload PUT is authorised by its URL's signature, not by an API key.
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload"}
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload", "docs_assets.asset"}
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
@@ -89,6 +91,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(models_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
+    app.register_blueprint(docs_assets)
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
     app.cli.add_command(keys_cli)
     app.extensions["api"] = api

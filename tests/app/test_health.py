@@ -65,8 +65,15 @@ def test_metrics_count_requests_errors_and_latency(client, headers):
     assert text.startswith("# HELP")
 
 
-def test_swagger_ui_and_openapi_json_are_served(client):
-    assert client.get("/docs").status_code == 200
+def test_swagger_ui_and_openapi_json_are_served_with_no_internet(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js"):
+        assert f"/docs/assets/{asset}" in page.get_data(as_text=True)
+        served = client.get(f"/docs/assets/{asset}")
+        assert served.status_code == 200 and len(served.data) > 1000
+    assert "cdn" not in page.get_data(as_text=True)
+    assert client.get("/docs/assets/../config.py").status_code == 404
     spec = client.get("/openapi.json").json
     assert "/text-vectorisation" in spec["paths"]
     assert spec["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "x-api-key"

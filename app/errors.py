@@ -103,12 +103,20 @@ def handle_api_error(error: ApiError):
     return error_response(error.status, error.message, error.errors, error.headers)
 
 
+def handle_database_down(error: Exception):
+    log.error("database unreachable: %s", error.__class__.__name__)
+    return error_response(503, "The database is unreachable; retry shortly.", headers={"Retry-After": "5"})
+
+
 def handle_unexpected(error: Exception):
     log.exception("unhandled error")
     return error_response(500, "Internal server error; the details are in the service log.")
 
 
 def init_app(app):
+    from sqlalchemy.exc import OperationalError
+
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(OperationalError, handle_database_down)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

@@ -45,14 +45,27 @@ def test_readyz_is_503_when_a_preloaded_model_cannot_load(make_app):
     assert "unknown model" in problems["no-such-model"]
 
 
-def test_readyz_is_503_when_the_database_is_down(app, client):
-    def broken():
-        raise ConnectionError("down")
+def test_a_database_outage_is_503_and_readyz_says_so(make_app):
+    from ..conftest import new_key
+    from ..postgres import PostgresServer
 
-    app.extensions["db"].ping = broken
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    assert "unreachable" in response.json["checks"]["database"]
+    server = PostgresServer()  # its own server, so stopping it harms no other test
+    server.start()
+    try:
+        app = make_app(DATABASE_URL=server.new_database())
+        client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+        assert client.get("/keys", headers=headers).status_code == 200
+    finally:
+        server.stop()
+
+    ready = client.get("/readyz")
+    request = client.get("/keys", headers=headers)
+
+    assert ready.status_code == 503 and "unreachable" in ready.json["checks"]["database"]
+    assert request.status_code == 503
+    assert request.json["message"] == "The database is unreachable; retry shortly."
+    assert request.headers["Retry-After"] == "5"
+    assert client.get("/healthz").status_code == 200  # alive, just not ready
 
 
 def test_metrics_count_requests_errors_and_latency(client, headers):

@@ -17,7 +17,7 @@ def _limit(key: str) -> int:
     return int(current_app.config[key])
 
 
-def check_text(value, field_name: str = "text") -> str:
+def check_text(value) -> str:
     if not isinstance(value, str):
         raise ValidationError("Not a valid string.")
     limit = _limit("MAX_TEXT_LENGTH")

@@ -226,7 +226,8 @@ class Builder:
     def _finish(self, version_id: int, status: str, message: str, lines: list[str], cleanup: str | None, result=None):
         with self.sessions() as session:
             version = session.get(ModelVersion, version_id)
-            if version is None:  # the model was deleted meanwhile
+            if version is None:  # the model was deleted during its build: keep nothing
+                remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
                 return
             version.status = status
             version.build_message = message

@@ -13,6 +13,7 @@ from flask import current_app, g, request
 from sqlalchemy import func, select
 
 from .db import Account, ApiKey, utcnow
+from .db import session as request_session
 from .errors import NotFound, Unauthorized
 
 KEY_PREFIX = "ik_"
@@ -88,9 +89,7 @@ def require_api_key():
     key = request.headers.get(HEADER)
     if not key:
         raise Unauthorized(f"Missing API key: send it in the {HEADER} header.")
-    from .db import session
-
-    row = find_active_key(session(), key)
+    row = find_active_key(request_session(), key)
     if row is None:
         raise Unauthorized("Invalid or revoked API key.")
     g.account_id = row.account_id

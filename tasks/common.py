@@ -3,7 +3,9 @@
 from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from app.auth import current_account_id
 from app.config import ENV_PREFIX
+from app.db import session
 
 
 class StrictSchema(Schema):
@@ -146,9 +148,6 @@ def per_item(values, count: int, field_name: str, is_batch: bool, default=None) 
 def run_task(task: str, model_name: str | None, items: list) -> list:
     """Look the model up (a global one by its public name, else one of the caller's
     own), load it if need be, and run the items through its batcher."""
-    from app.auth import current_account_id
-    from app.db import session
-
     registry = current_app.extensions["models"]
     if model_name is None or model_name in registry.names(task):
         model = registry.get(task, model_name)

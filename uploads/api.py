@@ -17,7 +17,7 @@ from tasks.common import StrictSchema
 
 from .archive import remove_tree
 from .serving import version_dirs
-from .user_models import find_model
+from .user_models import find_model, lookup_model
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
 
@@ -92,6 +92,14 @@ def summary(model: UserModel) -> dict:
     }
 
 
+def serving_file(model: UserModel, filename: str) -> str | None:
+    """The path of one of the serving version's files, if it has one."""
+    if not model.current_version_id:
+        return None
+    path = os.path.join(version_dirs(current_app.config["DATA_DIR"], model.current_version_id)[0], filename)
+    return path if os.path.isfile(path) else None
+
+
 def _base_url() -> str:
     return current_app.config["PUBLIC_URL"] or request.host_url
 
@@ -107,7 +115,7 @@ class UploadUrl(MethodView):
             raise Conflict(f"{name!r} is the name of a global model; choose another name.")
         db_session = session()
         account_id = current_account_id()
-        model = db_session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+        model = lookup_model(db_session, account_id, name)
         if model is None:
             model = UserModel(account_id=account_id, name=name, tasks=[])
             db_session.add(model)
@@ -184,10 +192,9 @@ class Model(MethodView):
         model = find_model(session(), current_account_id(), name)
         latest = _latest(model)
         base = f"{_base_url().rstrip('/')}/models/{name}/files/"
-        files_dir = version_dirs(current_app.config["DATA_DIR"], model.current_version_id or 0)[0]
 
         def url(filename):
-            return base + filename if model.current_version_id and os.path.isfile(os.path.join(files_dir, filename)) else None
+            return base + filename if serving_file(model, filename) else None
 
         return {**summary(model), "build_message": latest.build_message if latest else "",
                 "model_url": url("model.bin") or url("inference.py"), "config_url": url("config.json"),
@@ -226,8 +233,7 @@ class ModelFile(MethodView):
         """Download model.bin / inference.py, config.json or requirements.txt of the serving version"""
         if filename not in ("model.bin", "inference.py", "config.json", "requirements.txt"):
             raise NotFound(f"file {filename} not found")
-        model = find_model(session(), current_account_id(), name)
-        path = os.path.join(version_dirs(current_app.config["DATA_DIR"], model.current_version_id or 0)[0], filename)
-        if not model.current_version_id or not os.path.isfile(path):
+        path = serving_file(find_model(session(), current_account_id(), name), filename)
+        if path is None:
             raise NotFound(f"file {filename} not found")
         return send_file(path, as_attachment=True, download_name=filename)

@@ -16,8 +16,13 @@ from model_registry.catalogue import TASK_MODELS
 from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
 
 
+def lookup_model(session, account_id: int, name: str) -> UserModel | None:
+    """The account's model of that name; never another account's."""
+    return session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+
+
 def find_model(session, account_id: int, name: str) -> UserModel:
-    model = session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+    model = lookup_model(session, account_id, name)
     if model is None:
         raise NotFound(f"model {name} not found")
     return model
@@ -29,7 +34,7 @@ class UserModels:
         self.registry = registry
 
     def get(self, session, account_id: int, task: str, name: str):
-        model = session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
+        model = lookup_model(session, account_id, name)
         choices = ", ".join(TASK_MODELS.get(task, {}))
         if model is None:
             available = f"Available: {choices}, or the name of one of your models." if choices else "Name one of your models."

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import time
 
 from app.errors import ApiError
@@ -19,10 +20,25 @@ def load_secret(config: dict) -> bytes:
     if config.get("SECRET_KEY"):
         return config["SECRET_KEY"].encode()
     path = os.path.join(config["DATA_DIR"], "secret_key")
-    if not os.path.exists(path):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
+    try:
+        with open(path) as secret:
+            return secret.read().strip().encode()
+    except FileNotFoundError:
+        pass
+    # gunicorn workers start at the same time and may all get here: each writes
+    # a complete file under its own name and links it into place. The first link
+    # wins; the others read the winner's, so no worker sees a half-written secret
+    # or keeps a secret the others do not share.
+    fd, temporary = tempfile.mkstemp(dir=config["DATA_DIR"], prefix=".secret_key-")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
             out.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temporary)
     with open(path) as secret:
         return secret.read().strip().encode()
 

@@ -7,7 +7,7 @@ from flask import Flask
 from flask_smorest import Api
 
 from . import errors, metrics
-from .auth import ensure_bootstrap_key, require_api_key
+from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
 from .db import Database
@@ -81,6 +81,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["builder"] = builder = Builder(config, database.sessions, storage, registry.device, registry.half)
 
     metrics.init_app(app)
+    app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
     app.before_request(require_api_key)
 
     api = Api(app)

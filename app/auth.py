@@ -8,6 +8,8 @@ request find its key with one indexed lookup instead of a slow KDF per call.
 import hashlib
 import secrets
 import sys
+import threading
+import time
 
 from flask import current_app, g, request
 from sqlalchemy import func, select
@@ -65,6 +67,47 @@ def find_active_key(session, key: str):
     return row
 
 
+class KeyCache:
+    """Keys verified in the last few seconds, so most requests skip the database.
+
+    Looking a key up costs a connection checkout and a query on every request
+    (about a third of the service's own time on a small model). Only valid keys
+    are kept, by hash, so a flood of wrong keys cannot fill the cache and every
+    one of them is still checked against the database. The price: a key revoked
+    through another process (the CLI, another gunicorn worker) keeps working here
+    for up to ``ttl_s`` seconds. A revocation through this process forgets the
+    key at once. ``ttl_s`` 0 turns the cache off.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock=time.monotonic):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, int, int]] = {}  # hash -> (expiry, key id, account id)
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> tuple[int, int] | None:
+        """(key id, account id) of a key verified less than ttl_s ago, else None."""
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key_hash: str, key_id: int, account_id: int) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # rare (that many live keys in seconds); simpler than LRU
+            self._entries[key_hash] = (self._clock() + self.ttl_s, key_id, account_id)
+
+    def forget(self, key_id: int) -> None:
+        with self._lock:
+            for key_hash, entry in list(self._entries.items()):
+                if entry[1] == key_id:
+                    del self._entries[key_hash]
+
+
 def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
     """On a database with no key at all, create one and print it once."""
     if session.scalar(select(func.count()).select_from(ApiKey)):
@@ -89,11 +132,16 @@ def require_api_key():
     key = request.headers.get(HEADER)
     if not key:
         raise Unauthorized(f"Missing API key: send it in the {HEADER} header.")
-    row = find_active_key(request_session(), key)
-    if row is None:
-        raise Unauthorized("Invalid or revoked API key.")
-    g.account_id = row.account_id
-    g.api_key_id = row.id
+    key_hash = hash_key(key)
+    cache: KeyCache = current_app.extensions["key_cache"]
+    cached = cache.get(key_hash)
+    if cached is None:
+        row = find_active_key(request_session(), key)
+        if row is None:
+            raise Unauthorized("Invalid or revoked API key.")
+        cached = (row.id, row.account_id)
+        cache.put(key_hash, *cached)
+    g.api_key_id, g.account_id = cached
     return None
 
 

@@ -1,6 +1,7 @@
 """`flask --app wsgi keys ...`: create, list and revoke API keys."""
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
@@ -47,4 +48,6 @@ def revoke_command(key_id):
             revoke_key(session, key_id)
         except NotFound as exc:
             raise click.ClickException(exc.message) from None
-        click.echo(f"revoked key {key_id}")
+        current_app.extensions["key_cache"].forget(key_id)  # this process; servers keep theirs
+        ttl = float(current_app.config["AUTH_CACHE_TTL_S"])
+        click.echo(f"revoked key {key_id}" + (f"; running servers refuse it within {ttl:g} s" if ttl > 0 else ""))

@@ -18,6 +18,10 @@ DEFAULTS = {
     # match it to gunicorn's threads per worker, and mind PostgreSQL's
     # max_connections across workers and replicas.
     "DB_POOL_SIZE": 32,
+    # Seconds a verified API key is trusted without asking the database again.
+    # A key revoked through another process (the CLI, another gunicorn worker)
+    # keeps working that long there; 0 checks the database on every request.
+    "AUTH_CACHE_TTL_S": 2.0,
     # Largest accepted request body, in bytes (413 above it).
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     # Most items in one batch request (422 above it).
@@ -44,11 +48,12 @@ DEFAULTS = {
     # Comma-separated "task:name" pairs (or bare model keys) to load at start.
     "PRELOAD_MODELS": "",
     # Batching across requests (model_registry/batcher.py): most items in one
-    # forward pass, how long to hold a batch open for more (0: never wait; the
-    # batch grows by itself while the previous one runs), and how many requests
-    # may queue per model and task before new ones get 429.
+    # forward pass; how long a batch may be held open for the requests expected
+    # to join it (only when the last batches held several requests, so a lone
+    # client never waits; 0: never hold a batch open); and how many requests may
+    # queue per model and task before new ones get 429.
     "BATCH_MAX_SIZE": 32,
-    "BATCH_MAX_WAIT_MS": 0.0,
+    "BATCH_MAX_WAIT_MS": 10.0,
     "BATCH_MAX_QUEUE": 256,
     # A request still waiting for its model after this many seconds gets 504 and
     # its work is dropped.

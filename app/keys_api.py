@@ -1,5 +1,6 @@
 """/keys: an account manages its own API keys; other accounts' keys are invisible."""
 
+from flask import current_app
 from flask.views import MethodView
 from .blueprint import Blueprint
 from marshmallow import RAISE, Schema, fields
@@ -54,4 +55,6 @@ class Key(MethodView):
     @blp.response(200, ApiKeyInfo)
     def delete(self, key_id):
         """Revoke one of your keys"""
-        return revoke_key(session(), key_id, account_id=current_account_id())
+        row = revoke_key(session(), key_id, account_id=current_account_id())
+        current_app.extensions["key_cache"].forget(key_id)
+        return row

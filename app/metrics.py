@@ -40,8 +40,17 @@ BATCH_SIZE = Histogram(
 )
 
 
-def on_batch(model: str, task: str, size: int) -> None:
+BATCH_SECONDS = Histogram(
+    "infer_batch_seconds",
+    "Time one forward pass takes",
+    ["model", "task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def on_batch(model: str, task: str, size: int, seconds: float) -> None:
     BATCH_SIZE.labels(model, task).observe(size)
+    BATCH_SECONDS.labels(model, task).observe(seconds)
 
 
 def on_model_load(model, seconds: float) -> None:

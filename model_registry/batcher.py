@@ -3,9 +3,17 @@
 Each (model, task) has one Batcher: a bounded queue and one worker thread. The
 worker takes whole requests off the queue until the batch holds max_batch_size
 items (a request is never split), runs them as one call, and hands each request
-its own slice of the outputs. It does not wait for a batch to fill unless
-max_wait is set: while one forward pass runs, the next requests queue up, so the
-batch grows with the load and a lone request pays no delay.
+its own slice of the outputs. While one forward pass runs, the next requests
+queue up, so the batch grows with the load.
+
+Closed-loop clients (each sends its next request when the last one is answered)
+all come back at about the same moment, after a batch finishes. Starting the
+next pass on the first arrival would split them into a pass of one or two and a
+pass of the rest, which is far slower than one pass of all of them. So the
+worker may hold a batch open for up to max_wait, but only for the requests it
+expects: as many as the larger of the last two batches held. A lone client is
+never delayed, and the expectation falls back within two batches when the load
+drops.
 
 Back-pressure: a full queue refuses new requests at once (429, Retry-After)
 instead of letting them wait without bound, and a request whose deadline passed
@@ -50,17 +58,19 @@ class Batcher:
         max_batch_size: int = 32,
         max_wait_s: float = 0.0,
         max_queue: int = 256,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
         self._run = run
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
-        self._on_batch = on_batch or (lambda size: None)
+        self._on_batch = on_batch or (lambda size, seconds: None)
         self._queue: deque[_Request] = deque()
         self._ready = threading.Condition()
         self._closed = False
+        # Requests in each of the last two batches: how many to expect in the next.
+        self._recent_batches = (1, 1)
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -98,9 +108,14 @@ class Batcher:
                 self._ready.wait()
             if not self._queue:
                 return []
-            if self.max_wait_s:
+            expected = max(self._recent_batches)
+            if self.max_wait_s and expected > 1:
                 deadline = time.monotonic() + self.max_wait_s
-                while self._queued_items() < self.max_batch_size and not self._closed:
+                while (
+                    len(self._queue) < expected
+                    and self._queued_items() < self.max_batch_size
+                    and not self._closed
+                ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self._ready.wait(remaining):
                         break
@@ -117,6 +132,8 @@ class Batcher:
                     continue
                 batch.append(request)
                 size += len(request.items)
+            if batch:
+                self._recent_batches = (self._recent_batches[1], len(batch))
             return batch
 
     def _queued_items(self) -> int:
@@ -155,8 +172,9 @@ class Batcher:
             request.future.set_exception(PredictionFailed(f"Model {self.name} failed on this input: {exc}"))
 
     def _run_checked(self, items: list) -> list:
+        started = time.perf_counter()
         outputs = self._run(items)
         if len(outputs) != len(items):
             raise RuntimeError(f"returned {len(outputs)} outputs for {len(items)} inputs")
-        self._on_batch(len(items))
+        self._on_batch(len(items), time.perf_counter() - started)
         return outputs

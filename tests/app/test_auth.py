@@ -1,5 +1,7 @@
 """API keys: required everywhere but health, hashed at rest, revocable, per account."""
 
+from datetime import datetime, timezone
+
 import pytest
 from sqlalchemy import select
 
@@ -112,3 +114,60 @@ def test_first_start_creates_and_prints_one_key_then_never_again(tmp_path, capsy
 @pytest.mark.parametrize("method,path", [("get", "/keys"), ("post", "/text-vectorisation"), ("delete", "/keys/1")])
 def test_every_api_endpoint_needs_a_key(client, method, path):
     assert getattr(client, method)(path, json={}).status_code == 401
+
+
+def test_a_verified_key_skips_the_database_until_its_cache_entry_expires(app, client, headers):
+    from sqlalchemy import event
+
+    lookups = []
+    event.listen(
+        app.extensions["db"].engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: lookups.append(statement) if "key_hash =" in statement else None,
+    )
+    for _ in range(3):
+        assert client.get("/keys", headers=headers).status_code == 200
+    assert len(lookups) == 1  # the first request looked the key up; the next two trusted the cache
+
+
+def test_a_key_revoked_by_another_process_stops_working_when_the_cache_entry_expires(make_app):
+    from app.auth import KeyCache
+
+    app = make_app()
+    now = [1000.0]
+    app.extensions["key_cache"] = KeyCache(ttl_s=2, clock=lambda: now[0])
+    client, key = app.test_client(), new_key(app, "alice")
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 200
+
+    # Revoked in the database directly, as the CLI or another worker would.
+    with app.extensions["db"].sessions() as session:
+        session.scalars(select(ApiKey)).one().revoked_at = datetime.now(timezone.utc)
+        session.commit()
+
+    now[0] += 1.5
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 200  # still within the TTL
+    now[0] += 1
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 401
+
+
+def test_with_no_cache_a_revocation_anywhere_takes_effect_at_once(make_app):
+    app = make_app(AUTH_CACHE_TTL_S=0)
+    client, key = app.test_client(), new_key(app, "alice")
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 200
+    with app.extensions["db"].sessions() as session:
+        session.scalars(select(ApiKey)).one().revoked_at = datetime.now(timezone.utc)
+        session.commit()
+    assert client.get("/keys", headers={"x-api-key": key}).status_code == 401
+
+
+def test_the_key_cache_holds_only_valid_keys_and_is_bounded(client):
+    from app.auth import KeyCache
+
+    for n in range(5):
+        assert client.get("/keys", headers={"x-api-key": f"ik_wrong-{n}"}).status_code == 401
+    assert client.application.extensions["key_cache"]._entries == {}
+
+    cache = KeyCache(ttl_s=60, max_entries=3)
+    for n in range(4):
+        cache.put(f"hash-{n}", n, 1)
+    assert len(cache._entries) <= 3 and cache.get("hash-3") == (3, 1)

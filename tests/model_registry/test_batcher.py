@@ -58,23 +58,64 @@ def test_batches_never_exceed_the_max_size_and_requests_are_not_split():
     assert all(size <= 4 and size % 2 == 0 for size in model.batch_sizes)
 
 
-def test_a_lone_request_is_not_delayed_by_max_wait_zero():
-    batcher = Batcher(lambda items: items, "echo", max_wait_s=0)
-    started = time.perf_counter()
-    assert batcher.submit(["x"], 10) == ["x"]
-    assert time.perf_counter() - started < 0.5
+def test_a_lone_client_is_never_held_open_for_max_wait():
+    batcher = Batcher(lambda items: items, "echo", max_wait_s=5)
+    for n in range(5):  # one request at a time: no batch ever expects company
+        started = time.perf_counter()
+        assert batcher.submit([n], 10) == [n]
+        assert time.perf_counter() - started < 2.5
 
 
-def test_max_wait_gathers_requests_that_arrive_shortly_after():
-    model = SlowDoubler(delay=0)
-    batcher = Batcher(model, "double", max_wait_s=0.3, max_batch_size=8)
-    with ThreadPoolExecutor(4) as pool:
+def _batch_of_four_then(batcher, model, pool):
+    """Run one request, then four queued behind it as one batch: the batcher
+    now expects four requests at a time."""
+    first = pool.submit(batcher.submit, [0], 10)
+    time.sleep(0.1)
+    queued = [pool.submit(batcher.submit, [i], 10) for i in (1, 2, 3, 4)]
+    time.sleep(0.1)
+    model.gate.set()
+    assert [f.result() for f in [first, *queued]] == [[0], [2], [4], [6], [8]]
+    assert model.batch_sizes == [1, 4]
+
+
+def test_after_a_batch_of_several_requests_the_next_batch_waits_for_as_many():
+    # Closed-loop clients come back one by one after their batch: the batch is
+    # held open until as many as last time have arrived.
+    model = SlowDoubler(delay=0, gate=threading.Event())
+    batcher = Batcher(model, "double", max_wait_s=5, max_batch_size=8)
+    with ThreadPoolExecutor(8) as pool:
+        _batch_of_four_then(batcher, model, pool)
         futures = []
         for i in range(4):
-            futures.append(pool.submit(batcher.submit, [i], 10))
-            time.sleep(0.02)
-        assert [f.result() for f in futures] == [[0], [2], [4], [6]]
-    assert model.batch_sizes == [4]
+            futures.append(pool.submit(batcher.submit, [10 + i], 10))
+            time.sleep(0.05)
+        assert [f.result() for f in futures] == [[20], [22], [24], [26]]
+    assert model.batch_sizes == [1, 4, 4]
+
+
+def test_a_batch_is_held_open_no_longer_than_max_wait():
+    model = SlowDoubler(delay=0, gate=threading.Event())
+    batcher = Batcher(model, "double", max_wait_s=0.3, max_batch_size=8)
+    with ThreadPoolExecutor(8) as pool:
+        _batch_of_four_then(batcher, model, pool)
+        started = time.perf_counter()
+        assert batcher.submit([7], 10) == [14]  # three expected companions never come
+        waited = time.perf_counter() - started
+    assert 0.25 <= waited < 3
+    assert model.batch_sizes == [1, 4, 1]
+
+
+def test_with_max_wait_zero_a_batch_is_never_held_open():
+    model = SlowDoubler(delay=0, gate=threading.Event())
+    batcher = Batcher(model, "double", max_wait_s=0, max_batch_size=8)
+    with ThreadPoolExecutor(8) as pool:
+        _batch_of_four_then(batcher, model, pool)
+        futures = []
+        for i in range(2):
+            futures.append(pool.submit(batcher.submit, [10 + i], 10))
+            time.sleep(0.2)
+        assert [f.result() for f in futures] == [[20], [22]]
+    assert model.batch_sizes == [1, 4, 1, 1]
 
 
 def test_a_full_queue_is_refused_at_once_with_retry_after():

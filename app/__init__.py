@@ -11,6 +11,7 @@ from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
 from .db import Database
+from .json_provider import OrjsonProvider
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .health import health
@@ -51,6 +52,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     CLI command never claims a build job; gunicorn starts it in each worker.
     """
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     config = load_config()
     config.update(test_config or {})
     config = finalise(config)

@@ -1,20 +1,24 @@
 """Benchmark /text-vectorisation on the real all-MiniLM-L6-v2 against the raw model.
 
-One run, one machine:
-1. the ceiling: sentence-transformers' own encode in this process (all cores),
-   batched, on the same sentences; and its single-sentence latency;
-2. the service under the production configuration (gunicorn.conf.py, settings
-   from the environment), driven with single-sentence requests at concurrency
-   1, 16 and 64, and 32-sentence requests at concurrency 16;
-3. for comparison, the same service with batching off (INFER_BATCH_MAX_SIZE=1)
-   at concurrency 16, single sentences;
-4. the ceiling again: this machine's speed drifts, so ratios use the mean of
-   the two ceiling measurements, and latency overheads the faster raw encode.
+One run, one machine. The raw model is sentence-transformers' own encode in
+this process, on the same sentences: batched (32) on all cores for the
+throughput ceiling, and one sentence at a time for latency. This machine's
+speed drifts by tens of percent within a minute, so each scenario is run in
+rounds, each round a window of the raw model followed by a window of the
+service, and every scenario is compared with the raw windows interleaved with
+it (side by side, not minutes apart).
+
+Scenarios, against the service under the production configuration
+(gunicorn.conf.py, settings from the environment): single-sentence requests at
+concurrency 1, 16 and 64, and 32-sentence requests at concurrency 16; then, for
+comparison, the same service with batching off (INFER_BATCH_MAX_SIZE=1) at
+concurrency 16. Concurrency 1 is compared with a raw single-sentence encode,
+both on the torch threads one server worker uses and on all cores.
 
 Prints requests/s, sentences/s, p50/p99 latency and the ratio to the ceiling,
 and writes everything as JSON (--out).
 
-    .venv/bin/python bench/text_vectorisation.py [--seconds 10] [--out bench/results/latest.json]
+    .venv/bin/python bench/text_vectorisation.py [--seconds 10] [--rounds 4] [--out bench/results/latest.json]
 """
 
 import argparse
@@ -53,51 +57,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_ceiling(sentences: list[str], seconds: float, batch_size: int, server_threads: int) -> dict:
-    """The raw model in this process: batched throughput on all cores (best of
-    three windows: this machine's speed wanders), and single-sentence latency
-    both on all cores and on the torch threads one server worker uses."""
-    import torch
-    from sentence_transformers import SentenceTransformer
+class RawModel:
+    """sentence-transformers' own encode, in this process."""
 
-    sys.path.insert(0, ROOT)
-    from model_registry.catalogue import MODELS
-    from model_registry.resolve import resolve_model_dir
+    def __init__(self, sentences: list[str], batch_size: int):
+        from sentence_transformers import SentenceTransformer
 
-    path, _source = resolve_model_dir(MODELS["all-MiniLM-L6-v2"], os.path.join(ROOT, "data", "models"))
-    model = SentenceTransformer(path, device="cpu")
-    torch.set_num_threads(os.cpu_count())
-    model.encode(sentences[:batch_size], batch_size=batch_size)  # warm up
+        sys.path.insert(0, ROOT)
+        from model_registry.catalogue import MODELS
+        from model_registry.resolve import resolve_model_dir
 
-    windows = []
-    for _ in range(3):
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds / 3:
-            chunk = sentences[done % len(sentences):][:batch_size] or sentences[:batch_size]
-            model.encode(chunk, batch_size=batch_size)
-            done += len(chunk)
-        windows.append(done / (time.perf_counter() - started))
+        path, _source = resolve_model_dir(MODELS["all-MiniLM-L6-v2"], os.path.join(ROOT, "data", "models"))
+        self.model = SentenceTransformer(path, device="cpu")
+        self.sentences = sentences
+        self.batch_size = batch_size
+        self._set_threads(os.cpu_count())
+        self.model.encode(sentences[:batch_size], batch_size=batch_size, show_progress_bar=False)  # warm up
 
-    def single_p50(threads: int) -> float:
+    @staticmethod
+    def _set_threads(threads: int) -> None:
+        import torch
+
         torch.set_num_threads(threads)
+
+    def throughput(self, seconds: float) -> tuple[int, float]:
+        """Batched encode on all cores: (sentences, elapsed seconds)."""
+        self._set_threads(os.cpu_count())
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            chunk = self.sentences[done % len(self.sentences):][: self.batch_size] or self.sentences[: self.batch_size]
+            self.model.encode(chunk, batch_size=self.batch_size, show_progress_bar=False)
+            done += len(chunk)
+        return done, time.perf_counter() - started
+
+    def single_latencies(self, seconds: float, threads: int) -> list[float]:
+        """One sentence per encode call, on `threads` torch threads."""
+        self._set_threads(threads)
         latencies, started, i = [], time.perf_counter(), 0
-        while time.perf_counter() - started < seconds / 2:
+        while time.perf_counter() - started < seconds:
             t0 = time.perf_counter()
-            model.encode([sentences[i % len(sentences)]])
+            self.model.encode([self.sentences[i % len(self.sentences)]], show_progress_bar=False)
             latencies.append(time.perf_counter() - t0)
             i += 1
-        return percentile(latencies, 0.5) * 1000
-
-    result = {
-        "threads": os.cpu_count(),
-        "batch_size": batch_size,
-        "sentences_per_s": max(windows),
-        "sentences_per_s_windows": windows,
-        "single_p50_ms": single_p50(os.cpu_count()),
-        "single_p50_ms_at_server_threads": single_p50(server_threads),
-        "server_torch_threads": server_threads,
-    }
-    return result
+        return latencies
 
 
 class Server:
@@ -206,88 +208,110 @@ def drive(server: Server, sentences: list[str], concurrency: int, per_request: i
         thread.join()
     elapsed = time.perf_counter() - started
     return {
-        "concurrency": concurrency,
-        "sentences_per_request": per_request,
         "requests": len(latencies),
         "errors": errors[0],
-        "requests_per_s": len(latencies) / elapsed,
+        "elapsed_s": elapsed,
         "sentences_per_s": len(latencies) * per_request / elapsed,
-        "p50_ms": percentile(latencies, 0.5) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "latencies": latencies,
     }
 
 
-def run_scenarios(server, sentences, scenarios, seconds) -> list[dict]:
-    drive(server, sentences, 4, 1, 2)  # warm up every worker
-    return [drive(server, sentences, c, n, seconds) for c, n in scenarios]
+def run_scenario(server, raw: RawModel, sentences, concurrency, per_request, seconds, rounds, server_threads):
+    """`rounds` x (raw window, service window), each seconds/rounds long."""
+    window = seconds / rounds
+    raw_done = raw_elapsed = 0.0
+    raw_single = {"server_threads": [], "all_cores": []}
+    service = []
+    for _ in range(rounds):
+        if concurrency == 1:  # latency: compare with single-sentence encodes
+            raw_single["server_threads"] += raw.single_latencies(window / 2, server_threads)
+            raw_single["all_cores"] += raw.single_latencies(window / 2, os.cpu_count())
+        else:
+            done, elapsed = raw.throughput(window)
+            raw_done, raw_elapsed = raw_done + done, raw_elapsed + elapsed
+        service.append(drive(server, sentences, concurrency, per_request, window))
+
+    requests = sum(row["requests"] for row in service)
+    elapsed = sum(row["elapsed_s"] for row in service)
+    latencies = [value for row in service for value in row.pop("latencies")]
+    result = {
+        "concurrency": concurrency,
+        "sentences_per_request": per_request,
+        "requests": requests,
+        "errors": sum(row["errors"] for row in service),
+        "requests_per_s": requests / elapsed,
+        "sentences_per_s": requests * per_request / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "windows_sentences_per_s": [row["sentences_per_s"] for row in service],
+    }
+    if concurrency == 1:
+        for name, values in raw_single.items():
+            result[f"raw_single_p50_ms_{name}"] = percentile(values, 0.5) * 1000
+            result[f"overhead_p50_ms_vs_{name}"] = result["p50_ms"] - result[f"raw_single_p50_ms_{name}"]
+    else:
+        result["ceiling_sentences_per_s"] = raw_done / raw_elapsed
+        result["ratio_to_ceiling"] = result["sentences_per_s"] / result["ceiling_sentences_per_s"]
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10, help="duration of each scenario")
+    parser.add_argument("--seconds", type=float, default=10, help="service time per scenario (as much again for the raw model)")
+    parser.add_argument("--rounds", type=int, default=4, help="raw/service window pairs per scenario")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "text_vectorisation.json"))
     parser.add_argument("--no-baseline", action="store_true", help="skip the unbatched comparison server")
     args = parser.parse_args()
     sentences = make_sentences(2048)
-
     server_threads = int(os.environ.get("INFER_TORCH_THREADS", "1"))
-    ceiling = measure_ceiling(sentences, args.seconds, batch_size=32, server_threads=server_threads)
-    print(f"ceiling: sentence-transformers encode, batch 32, {ceiling['threads']} threads: "
-          f"{ceiling['sentences_per_s']:.0f} sentences/s (windows: "
-          f"{', '.join(f'{w:.0f}' for w in ceiling['sentences_per_s_windows'])}); single-sentence encode p50 "
-          f"{ceiling['single_p50_ms']:.2f} ms on {ceiling['threads']} threads, "
-          f"{ceiling['single_p50_ms_at_server_threads']:.2f} ms on {server_threads} (as in a server worker)")
+    raw = RawModel(sentences, batch_size=32)
+
+    def scenarios(server, plan):
+        drive(server, sentences, 4, 1, 2)  # warm up every worker
+        return [
+            run_scenario(server, raw, sentences, c, n, args.seconds, args.rounds, server_threads) for c, n in plan
+        ]
 
     production = Server({})
     try:
+        rss_at_start = production.worker_rss_mib()
+        results = scenarios(production, [(1, 1), (16, 1), (64, 1), (16, 32)])
         rss = production.worker_rss_mib()
-        results = run_scenarios(production, sentences, [(1, 1), (16, 1), (64, 1), (16, 32)], args.seconds)
-        rss_after = production.worker_rss_mib()
     finally:
         production.stop()
     baseline = []
     if not args.no_baseline:
         unbatched = Server({"INFER_BATCH_MAX_SIZE": "1"})
         try:
-            baseline = run_scenarios(unbatched, sentences, [(16, 1)], args.seconds)
+            baseline = scenarios(unbatched, [(16, 1)])
         finally:
             unbatched.stop()
 
-    # This machine's speed drifts; measure the ceiling again after the servers ran
-    # and compare against the mean of the two measurements.
-    ceiling_after = measure_ceiling(sentences, args.seconds, batch_size=32, server_threads=server_threads)
-    print(f"ceiling again after the servers: {ceiling_after['sentences_per_s']:.0f} sentences/s")
-    reference = (ceiling["sentences_per_s"] + ceiling_after["sentences_per_s"]) / 2
-
-    print(f"\n{'scenario':<26}{'req/s':>9}{'sent/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x ceiling':>11}{'errors':>8}")
+    print(f"\n{'scenario':<26}{'req/s':>9}{'sent/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ceiling':>9}{'x ceiling':>11}{'errors':>8}")
     for label, rows in (("production", results), ("unbatched", baseline)):
         for row in rows:
-            row["ratio_to_ceiling"] = row["sentences_per_s"] / reference
             name = f"{label} c={row['concurrency']} n={row['sentences_per_request']}"
+            ceiling = f"{row['ceiling_sentences_per_s']:>9.1f}{row['ratio_to_ceiling']:>11.2f}" if "ratio_to_ceiling" in row else f"{'-':>9}{'-':>11}"
             print(f"{name:<26}{row['requests_per_s']:>9.1f}{row['sentences_per_s']:>9.1f}{row['p50_ms']:>9.2f}"
-                  f"{row['p99_ms']:>9.2f}{row['ratio_to_ceiling']:>11.2f}{row['errors']:>8}")
+                  f"{row['p99_ms']:>9.2f}{ceiling}{row['errors']:>8}")
     c1 = results[0]
-    ceiling["single_p50_ms_at_server_threads"] = min(
-        ceiling["single_p50_ms_at_server_threads"], ceiling_after["single_p50_ms_at_server_threads"])
-    ceiling["single_p50_ms"] = min(ceiling["single_p50_ms"], ceiling_after["single_p50_ms"])
-    overhead = c1["p50_ms"] - ceiling["single_p50_ms_at_server_threads"]
-    print(f"\nconcurrency 1: p50 {c1['p50_ms']:.2f} ms vs raw encode on the same torch threads "
-          f"{ceiling['single_p50_ms_at_server_threads']:.2f} ms (+{overhead:.2f} ms); "
-          f"vs raw encode on all cores {ceiling['single_p50_ms']:.2f} ms (+{c1['p50_ms'] - ceiling['single_p50_ms']:.2f} ms)")
-    print(f"worker resident memory with the model loaded: {', '.join(f'{m:.0f} MiB' for m in rss_after)}")
+    print(f"\nconcurrency 1: p50 {c1['p50_ms']:.2f} ms; raw single-sentence encode p50 "
+          f"{c1['raw_single_p50_ms_server_threads']:.2f} ms on {server_threads} torch thread(s) as in a server worker "
+          f"(+{c1['overhead_p50_ms_vs_server_threads']:.2f} ms), {c1['raw_single_p50_ms_all_cores']:.2f} ms on all "
+          f"{os.cpu_count()} cores (+{c1['overhead_p50_ms_vs_all_cores']:.2f} ms)")
+    print(f"worker resident memory with the model loaded: {', '.join(f'{m:.0f} MiB' for m in rss)}")
 
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {k: v for k, v in os.environ.items() if k.startswith("INFER_")},
         "seconds_per_scenario": args.seconds,
-        "ceiling": ceiling,
-        "ceiling_after": ceiling_after,
-        "ceiling_reference_sentences_per_s": reference,
+        "rounds": args.rounds,
+        "ceiling_batch_size": raw.batch_size,
+        "server_torch_threads": server_threads,
         "production": results,
         "unbatched_baseline": baseline,
-        "c1_p50_overhead_ms": overhead,
-        "worker_rss_mib_at_start": rss,
-        "worker_rss_mib_after": rss_after,
+        "worker_rss_mib_at_start": rss_at_start,
+        "worker_rss_mib_after": rss,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as out:

@@ -66,6 +66,55 @@ def test_a_lone_client_is_never_held_open_for_max_wait():
         assert time.perf_counter() - started < 2.5
 
 
+def test_a_lone_request_runs_in_its_callers_thread_and_the_others_queue():
+    # Idle model, nothing queued: no hand-off to the worker thread and back.
+    threads = []
+    gate = threading.Event()
+
+    def model(items):
+        threads.append(threading.current_thread().name)
+        gate.wait(10)
+        return items
+
+    batcher = Batcher(model, "echo", max_wait_s=0)
+    with ThreadPoolExecutor(2, thread_name_prefix="caller") as pool:
+        lone = pool.submit(batcher.submit, ["a"], 10)
+        time.sleep(0.1)
+        queued = pool.submit(batcher.submit, ["b"], 10)  # arrives while "a" runs
+        time.sleep(0.1)
+        gate.set()
+        assert lone.result() == ["a"] and queued.result() == ["b"]
+    assert threads[0].startswith("caller") and threads[1] == "batcher-echo"
+
+
+def test_never_two_forward_passes_at_once():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def model(items):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return [item * 2 for item in items]
+
+    batcher = Batcher(model, "double", max_wait_s=0.005)
+
+    def client(n):
+        out = []
+        for i in range(20):
+            out.append(batcher.submit([n * 100 + i], 10))
+            time.sleep(0.001 * (n % 3))
+        return out
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(client, range(12)))
+    assert results == [[[2 * (n * 100 + i)] for i in range(20)] for n in range(12)]
+    assert most[0] == 1
+
+
 def _batch_of_four_then(batcher, model, pool):
     """Run one request, then four queued behind it as one batch: the batcher
     now expects four requests at a time."""

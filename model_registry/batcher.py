@@ -5,9 +5,11 @@ worker takes whole requests off the queue until the batch holds max_batch_size
 items (a request is never split), runs them as one call, and hands each request
 its own slice of the outputs. While one forward pass runs, the next requests
 queue up, so the batch grows with the load. A request that finds the model idle
-and nothing queued runs at once in its own thread: handing it to the worker and
-back would cost two thread wake-ups, a noticeable share of a small model's
-latency.
+and nothing queued runs at once in its own thread (run_alone_inline): handing it
+to the worker and back would cost two thread wake-ups, a noticeable share of a
+small model's latency. Not with several torch threads: OpenMP keeps a team of
+threads per calling thread, and passes started from many web threads would make
+many teams fight over the cores.
 
 Closed-loop clients (each sends its next request when the last one is answered)
 all come back at about the same moment, after a batch finishes. Starting the
@@ -61,6 +63,7 @@ class Batcher:
         max_batch_size: int = 32,
         max_wait_s: float = 0.0,
         max_queue: int = 256,
+        run_alone_inline: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
     ):
         self._run = run
@@ -68,6 +71,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.run_alone_inline = run_alone_inline
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._queue: deque[_Request] = deque()
         self._ready = threading.Condition()
@@ -91,7 +95,7 @@ class Batcher:
             # Not while batches are expected to gather several requests: this one
             # would run alone ahead of the others the worker is holding a batch for.
             alone = max(self._recent_batches) <= 1 or not self.max_wait_s
-            run_here = alone and not self._busy and not self._queue and not self._closed
+            run_here = self.run_alone_inline and alone and not self._busy and not self._queue and not self._closed
             if run_here:
                 self._busy = True
                 request.future.set_running_or_notify_cancel()

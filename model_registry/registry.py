@@ -23,6 +23,9 @@ class ModelRegistry:
             max_wait_s=float(config["BATCH_MAX_WAIT_MS"]) / 1000,
             max_queue=int(config["BATCH_MAX_QUEUE"]),
             timeout_s=float(config["REQUEST_TIMEOUT_S"]),
+            # With several torch threads, every thread that runs a forward pass
+            # gets its own OpenMP team; passes must then stay on the batch worker.
+            run_alone_inline=int(config["TORCH_THREADS"]) == 1,
             on_batch=on_batch,
         )
         self.device = pick_device(config["DEVICE"])

@@ -13,6 +13,7 @@ class BatchSettings:
     max_wait_s: float = 0.0
     max_queue: int = 256
     timeout_s: float = 60.0
+    run_alone_inline: bool = True
     on_batch: Callable[[str, str, int, float], None] | None = None  # (model, task, batch size, seconds)
 
 
@@ -58,6 +59,7 @@ class ServedModel:
                         max_batch_size=settings.max_batch_size,
                         max_wait_s=settings.max_wait_s,
                         max_queue=settings.max_queue,
+                        run_alone_inline=settings.run_alone_inline,
                         on_batch=(lambda size, seconds: on_batch(self.key, task, size, seconds)) if on_batch else None,
                     )
         return batcher

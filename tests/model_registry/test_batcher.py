@@ -87,6 +87,15 @@ def test_a_lone_request_runs_in_its_callers_thread_and_the_others_queue():
     assert threads[0].startswith("caller") and threads[1] == "batcher-echo"
 
 
+def test_without_inline_runs_every_pass_is_on_the_batch_worker():
+    # For models on several torch threads: one OpenMP team, on one thread.
+    threads = []
+    batcher = Batcher(lambda items: threads.append(threading.current_thread().name) or items, "echo",
+                      run_alone_inline=False)
+    assert batcher.submit(["a"], 10) == ["a"]
+    assert threads == ["batcher-echo"]
+
+
 def test_never_two_forward_passes_at_once():
     running, most = [0], [0]
     lock = threading.Lock()

@@ -11,10 +11,10 @@ from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
 from .db import Database
-from .json_provider import OrjsonProvider
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .health import health
+from .json_provider import OrjsonProvider
 from .keys_api import blp as keys_blp
 
 API_TITLE = "Task inference API"

@@ -136,6 +136,15 @@ def _batch_of_four_then(batcher, model, pool):
     assert model.batch_sizes == [1, 4]
 
 
+def _one_by_one(batcher, pool, values, gap_s):
+    """Submit one request per value, gap_s apart (clients coming back one by one)."""
+    futures = []
+    for value in values:
+        futures.append(pool.submit(batcher.submit, [value], 10))
+        time.sleep(gap_s)
+    return [f.result() for f in futures]
+
+
 def test_after_a_batch_of_several_requests_the_next_batch_waits_for_as_many():
     # Closed-loop clients come back one by one after their batch: the batch is
     # held open until as many as last time have arrived.
@@ -143,11 +152,7 @@ def test_after_a_batch_of_several_requests_the_next_batch_waits_for_as_many():
     batcher = Batcher(model, "double", max_wait_s=5, max_batch_size=8)
     with ThreadPoolExecutor(8) as pool:
         _batch_of_four_then(batcher, model, pool)
-        futures = []
-        for i in range(4):
-            futures.append(pool.submit(batcher.submit, [10 + i], 10))
-            time.sleep(0.05)
-        assert [f.result() for f in futures] == [[20], [22], [24], [26]]
+        assert _one_by_one(batcher, pool, [10, 11, 12, 13], gap_s=0.05) == [[20], [22], [24], [26]]
     assert model.batch_sizes == [1, 4, 4]
 
 
@@ -168,11 +173,7 @@ def test_with_max_wait_zero_a_batch_is_never_held_open():
     batcher = Batcher(model, "double", max_wait_s=0, max_batch_size=8)
     with ThreadPoolExecutor(8) as pool:
         _batch_of_four_then(batcher, model, pool)
-        futures = []
-        for i in range(2):
-            futures.append(pool.submit(batcher.submit, [10 + i], 10))
-            time.sleep(0.2)
-        assert [f.result() for f in futures] == [[20], [22]]
+        assert _one_by_one(batcher, pool, [10, 11], gap_s=0.2) == [[20], [22]]
     assert model.batch_sizes == [1, 4, 1, 1]
 
 

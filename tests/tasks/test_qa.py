@@ -95,7 +95,59 @@ def test_inconsistent_shapes_are_422_naming_the_field(task_client, body, field):
     assert field in response.json["errors"], response.json
 
 
-def test_over_long_context_is_truncated_not_a_crash(task_client):
+def test_a_very_long_context_is_answered_not_a_crash(task_client):
     response = task_client("/qa", {"question": "What?", "context": "The meaning of life is 42. " * 500})
     assert response.status_code == 200
     assert isinstance(response.json["answer"], str)
+
+
+@pytest.fixture(scope="module")
+def zebra_model_dir(tmp_path_factory):
+    """A QA model rigged to answer the word "zebra" wherever it stands: no
+    transformer layers, "zebra"'s embedding and both span heads along one
+    direction, so its start and end logits dwarf every other token's."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from ..tiny_models import _bert_config, _save_with_bert_tokenizer, packaged_minilm_dir
+
+    torch.manual_seed(5)
+    model = BertForQuestionAnswering(_bert_config(num_hidden_layers=0))
+    zebra = AutoTokenizer.from_pretrained(packaged_minilm_dir()).convert_tokens_to_ids("zebra")
+    direction = torch.sign(torch.randn(model.config.hidden_size))
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[zebra] = 50 * direction
+        model.qa_outputs.weight[:] = direction
+        model.qa_outputs.bias.zero_()
+    root = tmp_path_factory.mktemp("zebra-models")
+    _save_with_bert_tokenizer(model, str(root / "distilbert-base-cased-distilled-squad"))
+    return str(root)
+
+
+def test_an_answer_beyond_the_models_input_limit_is_found(make_app, zebra_model_dir):
+    # The model reads 128 tokens; the answer stands after about 600.
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=zebra_model_dir)
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    filler = "The river runs past the old mill and the green fields. " * 50
+    body = {
+        "question": ["Which animal?", "Which animal?", "Which animal?"],
+        "context": [filler + "Then came a zebra.", "A zebra came first. " + filler, "A zebra."],
+    }
+    response = client.post("/qa", json=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json["answer"] == ["zebra", "zebra", "zebra"]
+
+
+def test_a_long_history_is_cut_from_the_oldest_end(task_client, reference):
+    history_q = [f"Old question number {n} about the weather?" for n in range(30)]
+    body = {"question": "Where does Sally live?", "context": CONTEXT, "prev_q": history_q, "prev_a": ["no"] * 30}
+    response = task_client("/qa", body)
+    assert response.status_code == 200
+    assert isinstance(response.json["answer"], str)
+
+
+def test_a_question_longer_than_the_model_reads_is_422(task_client):
+    response = task_client("/qa", {"question": "Which animal is it really? " * 30, "context": "A zebra came."})
+    assert response.status_code == 422
+    assert "Shorten the question" in response.json["message"]

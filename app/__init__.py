@@ -79,8 +79,11 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from uploads.user_models import UserModels
 
     app.extensions["storage"] = storage = make_storage(config)
-    app.extensions["user_models"] = UserModels(config, registry)
-    app.extensions["builder"] = builder = Builder(config, database.sessions, storage, registry.device, registry.half)
+    app.extensions["user_models"] = user_models = UserModels(config, registry)
+    app.extensions["builder"] = builder = Builder(
+        config, database.sessions, storage, registry.device, registry.half,
+        after_poll=lambda: user_models.unload_stale(database.sessions),
+    )
 
     metrics.init_app(app)
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))

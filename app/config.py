@@ -88,8 +88,13 @@ DEFAULTS = {
     "UPLOAD_MAX_UNCOMPRESSED_BYTES": 10 * 1024**3,
     "UPLOAD_MAX_RATIO": 200,
     # Whether this process runs build jobs (every gunicorn worker does; the
-    # database decides which one builds what).
+    # database decides which one builds what). Its loop also unloads the user
+    # model versions this process holds that were replaced or deleted elsewhere.
     "BUILDER": True,
+    # Successful versions of a user model whose files stay on disk: the serving
+    # one and those before it (a worker may still be loading the previous one).
+    # Older versions keep their record; their files are removed.
+    "USER_MODEL_VERSIONS_KEPT": 2,
     # Build jobs: how often to look for uploads and abandoned builds, and limits.
     "BUILD_POLL_S": 2.0,
     "BUILD_REQUIREMENTS_TIMEOUT_S": 900.0,

@@ -16,7 +16,7 @@ from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
 
 from .archive import remove_tree
-from .serving import version_dirs
+from .serving import cache_key, version_dirs
 from .user_models import find_model, lookup_model
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
@@ -210,7 +210,7 @@ class Model(MethodView):
         db_session.commit()
         registry = current_app.extensions["models"]
         for version_id in version_ids:
-            registry.cache.evict(f"user-{version_id}")
+            registry.cache.evict(cache_key(version_id))
             remove_tree(os.path.dirname(version_dirs(current_app.config["DATA_DIR"], version_id)[0]))
         return None
 

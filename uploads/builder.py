@@ -27,7 +27,7 @@ from model_registry.catalogue import TASK_MODELS
 
 from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree
 from .samples import sample_item, shape_problem
-from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
+from .serving import CODE_FORMATS, cache_key, code_model, hf_loader, hf_model, version_dirs
 from .venvs import RequirementsFailed, create_model_venv, install_requirements
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ def detect_format(files_dir: str, config: dict) -> str:
 
 
 class Builder:
-    def __init__(self, config: dict, sessions, storage, device: str, half: bool):
+    def __init__(self, config: dict, sessions, storage, device: str, half: bool, after_poll=None):
         self.config = config
+        # Run after each look for work (the app unloads stale user models there).
+        self.after_poll = after_poll or (lambda: None)
         self.sessions = sessions
         self.storage = storage
         self.device = device
@@ -108,6 +110,7 @@ class Builder:
                 self.notice_s3_uploads()
                 while not self._stopped.is_set() and (version_id := self.claim()) is not None:
                     self.build(version_id)
+                self.after_poll()
             except Exception:  # the loop must survive anything a build or the database throws
                 log.exception("builder loop")
             self._wake.wait(float(self.config["BUILD_POLL_S"]))
@@ -192,7 +195,7 @@ class Builder:
         model_format = detect_format(files_dir, config)
         tasks = config["tasks"]
         say(f"format {model_format}, tasks {tasks}")
-        key = f"user-{version_id}"
+        key = cache_key(version_id)
         if model_format in CODE_FORMATS:
             python = create_model_venv(venv_dir)
             say(install_requirements(python, os.path.join(files_dir, "requirements.txt"),
@@ -212,6 +215,21 @@ class Builder:
         finally:
             served.close()
         return {"format": model_format, "tasks": tasks, "description": config.get("description", "")}
+
+    def _remove_old_versions(self, serving_id: int) -> None:
+        """Remove the files of the model's successful versions beyond the newest
+        USER_MODEL_VERSIONS_KEPT (failed ones never keep theirs)."""
+        kept = max(1, int(self.config["USER_MODEL_VERSIONS_KEPT"]))
+        with self.sessions() as session:
+            model_id = session.get(ModelVersion, serving_id).model_id
+            older = session.scalars(
+                select(ModelVersion.id)
+                .where(ModelVersion.model_id == model_id, ModelVersion.status == "success")
+                .order_by(ModelVersion.id.desc())
+                .offset(kept)
+            ).all()
+        for version_id in older:
+            remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
 
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
@@ -246,5 +264,7 @@ class Builder:
             session.commit()
         if cleanup:
             remove_tree(os.path.dirname(cleanup))
+        if result:
+            self._remove_old_versions(version_id)
         self.storage.delete(version_id)
         log.info("build of model version %s: %s: %s", version_id, status, message.splitlines()[0])

@@ -34,6 +34,14 @@ HF_LOADER_FOR_TASK = {
 }
 
 
+KEY_PREFIX = "user-"
+
+
+def cache_key(version_id: int) -> str:
+    """A user model version's key in the model cache (never a catalogue key)."""
+    return f"{KEY_PREFIX}{version_id}"
+
+
 def version_dirs(data_dir: str, version_id: int) -> tuple[str, str]:
     """(the extracted files, the virtual environment) of a model version."""
     root = os.path.join(data_dir, "user_models", str(version_id))

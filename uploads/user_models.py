@@ -13,7 +13,7 @@ from app.db import ModelVersion, UserModel
 from app.errors import NotFound
 from model_registry.catalogue import TASK_MODELS
 
-from .serving import CODE_FORMATS, code_model, hf_loader, hf_model, version_dirs
+from .serving import CODE_FORMATS, KEY_PREFIX, cache_key, code_model, hf_loader, hf_model, version_dirs
 
 
 def lookup_model(session, account_id: int, name: str) -> UserModel | None:
@@ -45,7 +45,20 @@ class UserModels:
         if task not in version.tasks:
             raise NotFound(f"Model {name!r} does not do {task}; its config.json declares {', '.join(version.tasks)}.")
         details = (version.id, version.format, list(version.tasks))
-        return self.registry.cache.get(f"user-{version.id}", load=lambda key: self._load(key, *details))
+        return self.registry.cache.get(cache_key(version.id), load=lambda key: self._load(key, *details))
+
+    def unload_stale(self, sessions) -> list[str]:
+        """Unload the versions this process holds that no model serves any more
+        (replaced by a newer build, or deleted, possibly through another worker)."""
+        loaded = [key for key in self.registry.cache.loaded() if key.startswith(KEY_PREFIX)]
+        if not loaded:
+            return []
+        with sessions() as session:
+            serving = set(session.scalars(select(UserModel.current_version_id)).all())
+        stale = [key for key in loaded if int(key.removeprefix(KEY_PREFIX)) not in serving]
+        for key in stale:
+            self.registry.cache.evict(key)
+        return stale
 
     def _load(self, key: str, version_id: int, model_format: str, tasks: list[str]):
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)

@@ -1,5 +1,7 @@
 """The whole deployment flow over HTTP with local storage, for each accepted format."""
 
+import time
+
 import pytest
 
 from ..conftest import new_key
@@ -183,3 +185,56 @@ def test_an_answer_of_the_wrong_shape_fails_the_build(service):
     details = deploy(client, headers, "misshapen", archive)
     assert details["build_status"] == "fail"
     assert "should return a list of numbers" in details["build_message"]
+
+
+def _version_ids_and_files(app) -> list[tuple[int, bool]]:
+    import os
+
+    from sqlalchemy import select
+
+    from app.db import ModelVersion
+    from uploads.serving import version_dirs
+
+    with app.extensions["db"].sessions() as session:
+        ids = session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)).all()
+    return [(i, os.path.isdir(os.path.dirname(version_dirs(app.config["DATA_DIR"], i)[0]))) for i in ids]
+
+
+def test_only_the_newest_versions_keep_their_files(service):
+    app, client, headers = service
+    for scale in ("1", "2", "3"):
+        assert deploy(client, headers, "rolling", inference_zip(scale))["build_status"] == "success"
+
+    # INFER_USER_MODEL_VERSIONS_KEPT=2: the serving version and the one before it.
+    assert [has_files for _id, has_files in _version_ids_and_files(app)] == [False, True, True]
+    vectors = client.post("/text-vectorisation", json={"text": "ab", "model": "rolling"}, headers=headers)
+    assert vectors.json["vector"] == [6.0, 1.0]
+    assert client.get("/models/rolling", headers=headers).json["build_status"] == "success"
+
+
+def _wait_unloaded(app, key: str, timeout=20) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if key not in app.extensions["models"].cache.loaded():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_version_replaced_or_deleted_through_another_worker_is_unloaded_in_this_one(make_app):
+    # Two apps on one database and data dir, as two gunicorn workers.
+    builder, other = (make_app(BUILDER=True, BUILD_POLL_S=0.2) for _ in range(2))
+    headers = {"x-api-key": new_key(builder, "alice")}
+    deploy(builder.test_client(), headers, "shared", inference_zip("2"))
+    body = {"text": "ab", "model": "shared"}
+    assert other.test_client().post("/text-vectorisation", json=body, headers=headers).json["vector"] == [4.0, 1.0]
+    (first_version, _), = _version_ids_and_files(builder)
+    assert f"user-{first_version}" in other.extensions["models"].cache.loaded()
+
+    deploy(builder.test_client(), headers, "shared", inference_zip("3"))
+    assert _wait_unloaded(other, f"user-{first_version}")
+    assert other.test_client().post("/text-vectorisation", json=body, headers=headers).json["vector"] == [6.0, 1.0]
+
+    second_version = _version_ids_and_files(builder)[-1][0]
+    assert builder.test_client().delete("/models/shared", headers=headers).status_code == 200
+    assert _wait_unloaded(other, f"user-{second_version}")

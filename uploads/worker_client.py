@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import resource
+import select
 import subprocess
 import threading
+import time
 
 from app.errors import ApiError
 
@@ -38,6 +40,7 @@ class WorkerProcess:
         self.load_timeout_s = load_timeout_s
         self.memory_limit_bytes = memory_limit_mb * 2**20
         self._process: subprocess.Popen | None = None
+        self._received = b""  # what the worker wrote past the last full line
         self._lock = threading.Lock()
         self.restarts = 0
 
@@ -49,9 +52,10 @@ class WorkerProcess:
         self._process = subprocess.Popen(
             [self.python, WORKER_SCRIPT, self.model_dir, self.format],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, preexec_fn=self._limit_memory,
+            bufsize=0, preexec_fn=self._limit_memory,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self._received = b""
         threading.Thread(target=self._drain_stderr, args=(self._process,), daemon=True).start()
         message = self._read(self.load_timeout_s, "loading")
         if "error" in message:
@@ -60,26 +64,36 @@ class WorkerProcess:
 
     def _drain_stderr(self, process) -> None:
         for line in process.stderr:
-            log.info("[%s] %s", self.name, line.rstrip())
+            log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
     def _read(self, timeout: float, doing: str) -> dict:
-        result: dict = {}
+        """The worker's next line, waiting at most `timeout` (select on the pipe:
+        no thread per call, and the wait ends the moment the worker answers)."""
+        deadline = time.monotonic() + timeout
+        stdout = self._process.stdout.fileno()
+        while b"\n" not in self._received:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill()
+                raise WorkerTimeout(
+                    f"Model {self.name} did not answer within {timeout:g}s while {doing}; it was restarted."
+                )
+            if not select.select([stdout], [], [], remaining)[0]:
+                continue
+            chunk = os.read(stdout, 1 << 16)
+            if not chunk:
+                code = self._process.wait()
+                self._process = None
+                raise WorkerFailed(f"Model {self.name}'s worker exited (code {code}) while {doing}; it will be restarted.")
+            self._received += chunk
+        line, _, self._received = self._received.partition(b"\n")
+        return json.loads(line)
 
-        def reader():
-            line = self._process.stdout.readline()
-            result["line"] = line
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if thread.is_alive():
-            self._kill()
-            raise WorkerTimeout(f"Model {self.name} did not answer within {timeout:g}s while {doing}; it was restarted.")
-        if not result.get("line"):
-            code = self._process.wait()
-            self._process = None
-            raise WorkerFailed(f"Model {self.name}'s worker exited (code {code}) while {doing}; it will be restarted.")
-        return json.loads(result["line"])
+    def _send(self, data: bytes) -> None:
+        # An unbuffered pipe may take a large message in several writes.
+        view = memoryview(data)
+        while view:
+            view = view[self._process.stdin.write(view):]
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -94,8 +108,7 @@ class WorkerProcess:
                 self._process = None
                 self._start()
             try:
-                self._process.stdin.write(json.dumps({"task": task, "input": task_input}) + "\n")
-                self._process.stdin.flush()
+                self._send(json.dumps({"task": task, "input": task_input}).encode() + b"\n")
             except (BrokenPipeError, OSError):
                 self._kill()
                 raise WorkerFailed(f"Model {self.name}'s worker had exited; it will be restarted.") from None

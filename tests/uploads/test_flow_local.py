@@ -33,6 +33,10 @@ def test_pickle_model_upload_build_call_list_delete(service):
     custom = client.post("/custom", json={"model": "keywords", "anything": [1, 2]}, headers=headers)
     assert custom.status_code == 200
     assert custom.json["output"] == {"greeting": "hi there", "echo": {"anything": [1, 2]}}
+    # Far more than a pipe holds at once, both ways.
+    big = list(range(100_000))
+    echoed = client.post("/custom", json={"model": "keywords", "big": big}, headers=headers)
+    assert echoed.status_code == 200 and echoed.json["output"]["echo"]["big"] == big
 
     classified = client.post("/text-classification", json={"text": "my sofa broke", "labels": ["sofa", "space"],
                                                            "model": "keywords"}, headers=headers)

@@ -229,6 +229,8 @@ class Builder:
                 .offset(kept)
             ).all()
         for version_id in older:
+            if version_id == serving_id:  # builds may finish out of upload order
+                continue
             remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
 
     def _check_task(self, served, task: str, say) -> None:

@@ -26,11 +26,9 @@ WINDOW_OVERLAP = 128
 # Windows per forward pass: a batch of long documents must not become one pass
 # over hundreds of windows (activation memory grows with it).
 WINDOWS_PER_PASS = 16
-UNKNOWN = "unknown"
-
-
 # Each window must hold at least this many context tokens beside the question.
 MIN_NEW_CONTEXT_TOKENS = 32
+UNKNOWN = "unknown"
 
 
 def question_with_history(item: dict) -> str:

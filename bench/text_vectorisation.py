@@ -263,7 +263,8 @@ def main():
     parser.add_argument("--no-baseline", action="store_true", help="skip the unbatched comparison server")
     args = parser.parse_args()
     sentences = make_sentences(2048)
-    server_threads = int(os.environ.get("INFER_TORCH_THREADS", "1"))
+    # The torch threads one server worker uses (INFER_TORCH_THREADS; 0 leaves torch's default: all cores).
+    server_threads = int(os.environ.get("INFER_TORCH_THREADS", "1")) or os.cpu_count()
     raw = RawModel(sentences, batch_size=32)
 
     def scenarios(server, plan):

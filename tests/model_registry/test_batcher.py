@@ -125,8 +125,8 @@ def test_never_two_forward_passes_at_once():
 
 
 def _batch_of_four_then(batcher, model, pool):
-    """Run one request, then four queued behind it as one batch: the batcher
-    now expects four requests at a time."""
+    """Run one request, then four queued behind it as one batch: five requests
+    were in flight at once, so the batcher now expects five at a time."""
     first = pool.submit(batcher.submit, [0], 10)
     time.sleep(0.1)
     queued = [pool.submit(batcher.submit, [i], 10) for i in (1, 2, 3, 4)]
@@ -145,15 +145,35 @@ def _one_by_one(batcher, pool, values, gap_s):
     return [f.result() for f in futures]
 
 
-def test_after_a_batch_of_several_requests_the_next_batch_waits_for_as_many():
-    # Closed-loop clients come back one by one after their batch: the batch is
-    # held open until as many as last time have arrived.
+def test_after_several_requests_in_flight_the_next_batch_waits_for_as_many():
+    # Closed-loop clients come back one by one after their pass: the batch is
+    # held open until as many as were in flight at once have arrived.
     model = SlowDoubler(delay=0, gate=threading.Event())
     batcher = Batcher(model, "double", max_wait_s=5, max_batch_size=8)
     with ThreadPoolExecutor(8) as pool:
         _batch_of_four_then(batcher, model, pool)
-        assert _one_by_one(batcher, pool, [10, 11, 12, 13], gap_s=0.05) == [[20], [22], [24], [26]]
-    assert model.batch_sizes == [1, 4, 4]
+        started = time.perf_counter()
+        results = _one_by_one(batcher, pool, [10, 11, 12, 13, 14], gap_s=0.05)
+        assert results == [[20], [22], [24], [26], [28]]
+        assert time.perf_counter() - started < 2.5  # released by the fifth arrival, not by max_wait
+    assert model.batch_sizes == [1, 4, 5]
+
+
+def test_two_staggered_clients_are_brought_into_one_pass():
+    # Two clients whose requests never arrive together: each finds the other's
+    # request running. Expecting two in flight, the batcher holds the next pass
+    # for the other client instead of alternating passes of one.
+    model = SlowDoubler(delay=0.05)
+    batcher = Batcher(model, "double", max_wait_s=0.5, max_batch_size=8)
+
+    def client(offset):
+        time.sleep(offset)
+        return [batcher.submit([offset], 10) for _ in range(8)]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(client, [0, 0.02]))
+    assert results == [[[0]] * 8, [[0.04]] * 8]
+    assert model.batch_sizes.count(2) >= 6, model.batch_sizes  # of 16 requests, at most 4 alone
 
 
 def test_a_batch_is_held_open_no_longer_than_max_wait():

@@ -13,6 +13,8 @@ from ..tiny_models import packaged_minilm_dir
 
 BATCHES = 'infer_batch_size_count{model="all-MiniLM-L6-v2",task="text-vectorisation"}'
 ITEMS = 'infer_batch_size_sum{model="all-MiniLM-L6-v2",task="text-vectorisation"}'
+PASS_SECONDS = 'infer_batch_seconds_sum{model="all-MiniLM-L6-v2",task="text-vectorisation"}'
+TIMED_PASSES = 'infer_batch_seconds_count{model="all-MiniLM-L6-v2",task="text-vectorisation"}'
 
 
 @pytest.mark.packaged_model
@@ -45,6 +47,9 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_vectors(app,
     items = metric_value(after, ITEMS) - metric_value(before, ITEMS)
     assert items == 64
     assert forward_passes < 64  # some batches held more than one request
+    # Every pass is timed too.
+    assert metric_value(after, TIMED_PASSES) - metric_value(before, TIMED_PASSES) == forward_passes
+    assert metric_value(after, PASS_SECONDS) > metric_value(before, PASS_SECONDS)
 
 
 def test_a_full_queue_answers_429_with_retry_after(make_app, tiny_sentence_model_dir, tmp_path):

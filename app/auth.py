@@ -54,13 +54,13 @@ def revoke_key(session, key_id: int, account_id: int | None = None) -> ApiKey:
     return row
 
 
-def find_active_key(session, key: str):
-    """(key id, account id) of an active key, or None.
+def find_active_key(session, key_hash: str):
+    """(key id, account id) of the active key with this hash, or None.
 
     A plain column query, not an ORM object: this runs on every request.
     """
     row = session.execute(
-        select(ApiKey.id, ApiKey.account_id, ApiKey.revoked_at).where(ApiKey.key_hash == hash_key(key))
+        select(ApiKey.id, ApiKey.account_id, ApiKey.revoked_at).where(ApiKey.key_hash == key_hash)
     ).first()
     if row is None or row.revoked_at is not None:
         return None
@@ -136,7 +136,7 @@ def require_api_key():
     cache: KeyCache = current_app.extensions["key_cache"]
     cached = cache.get(key_hash)
     if cached is None:
-        row = find_active_key(request_session(), key)
+        row = find_active_key(request_session(), key_hash)
         if row is None:
             raise Unauthorized("Invalid or revoked API key.")
         cached = (row.id, row.account_id)

@@ -5,7 +5,7 @@ from flask.views import MethodView
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, model_field, run_task
+from .common import StrictSchema, as_batch, model_field, run_task
 from .images import ImageOrImages
 from .text_vectorisation import TextVectorisationResponse
 
@@ -25,7 +25,6 @@ class ImageVectorisation(MethodView):
     @blp.response(200, TextVectorisationResponse)
     def post(self, body):
         """Vectorise an image (or a list of images)"""
-        images = body["image"]
-        is_batch = isinstance(images, list)
-        vectors = run_task(TASK, body["model"], images if is_batch else [images])
+        images, is_batch = as_batch(body["image"])
+        vectors = run_task(TASK, body["model"], images)
         return {"vector": vectors if is_batch else vectors[0]}

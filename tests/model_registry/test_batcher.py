@@ -182,7 +182,7 @@ def test_a_batch_is_held_open_no_longer_than_max_wait():
     with ThreadPoolExecutor(8) as pool:
         _batch_of_four_then(batcher, model, pool)
         started = time.perf_counter()
-        assert batcher.submit([7], 10) == [14]  # three expected companions never come
+        assert batcher.submit([7], 10) == [14]  # the four expected companions never come
         waited = time.perf_counter() - started
     assert 0.25 <= waited < 3
     assert model.batch_sizes == [1, 4, 1]

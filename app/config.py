@@ -33,6 +33,11 @@ DEFAULTS = {
     "MAX_LABELS": 32,
     # Largest decoded image, in pixels (400 above): guards against decompression bombs.
     "MAX_IMAGE_PIXELS": 40_000_000,
+    # Most decoded pixels in one request, all its images together (400 above): a
+    # batch of small files that each decode to a large image must not take
+    # gigabytes (16 PNGs of 6300x6300 1-bit pixels are 104 KB on the wire and
+    # ~1.9 GB as RGB).
+    "MAX_REQUEST_PIXELS": 50_000_000,
     # Generation bounds (422 above): new tokens per output, beams, outputs per input.
     "GEN_MAX_NEW_TOKENS": 256,
     "GEN_MAX_BEAMS": 8,

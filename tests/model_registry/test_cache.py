@@ -2,7 +2,7 @@
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -100,3 +100,125 @@ def test_load_callback_sees_each_load_once():
     cache.get("a")
     cache.get("a")
     assert loads == ["a"]
+
+
+# A safety net, not a timing assertion: a thread still blocked after this long is
+# waiting forever, and the test fails instead of hanging the suite.
+STUCK_S = 30
+
+
+class Gate:
+    """A loader that blocks until released, and a Future whose result() says when a
+    waiter has reached it, so a test can line up owner and waiter without sleeps."""
+
+    def __init__(self, monkeypatch):
+        self.loading = threading.Event()
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+        self.calls = 0
+        gate = self
+
+        class SignallingFuture(Future):
+            def result(self, timeout=None):
+                gate.waiting.set()
+                return super().result(timeout)
+
+        monkeypatch.setattr("model_registry.cache.Future", SignallingFuture)
+
+    def __call__(self, key):
+        self.calls += 1
+        self.loading.set()
+        assert self.release.wait(STUCK_S)
+        return ServedModel(key, object(), MiB, "cpu", {"echo": lambda xs: xs})
+
+
+def get_in_thread(cache, key):
+    """Start cache.get(key) in a thread; finish() joins it and returns (model, error)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["model"] = cache.get(key)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def finish():
+        thread.join(STUCK_S)
+        assert not thread.is_alive(), f"cache.get({key!r}) is still waiting"
+        return outcome.get("model"), outcome.get("error")
+
+    return finish
+
+
+def owner_and_waiter(cache, gate, key="m"):
+    """Run one loading get and one waiting get of `key`; their (model, error) pairs."""
+    owner = get_in_thread(cache, key)
+    assert gate.loading.wait(STUCK_S)
+    waiter = get_in_thread(cache, key)
+    assert gate.waiting.wait(STUCK_S)
+    gate.release.set()
+    return owner(), waiter()
+
+
+def test_a_failing_load_callback_still_hands_the_model_to_everyone(monkeypatch, caplog):
+    gate = Gate(monkeypatch)
+
+    def on_load(model, seconds):
+        raise RuntimeError("metrics are down")
+
+    cache = ModelCache(gate, on_load=on_load)
+
+    (owned, owner_error), (waited, waiter_error) = owner_and_waiter(cache, gate)
+
+    assert owner_error is None and waiter_error is None
+    assert owned is waited and owned.key == "m"
+    assert cache.get("m") is owned and gate.calls == 1  # registered: the next request does not reload
+    assert "on_load callback failed for m" in caplog.text and "metrics are down" in caplog.text
+
+
+def test_a_failing_evict_callback_still_registers_the_new_model(monkeypatch, caplog):
+    evicted = []
+
+    def on_evict(model):
+        evicted.append(model.key)
+        raise RuntimeError("the worker would not stop")
+
+    loader = CountingLoader(sizes={"a": 4 * MiB, "b": 4 * MiB, "c": 4 * MiB})
+    cache = ModelCache(loader, 8 * MiB, on_evict=on_evict)
+    cache.get("a")
+    cache.get("b")
+
+    model = cache.get("c")  # a and b cannot both stay: a goes
+
+    assert model.key == "c"
+    assert evicted == ["a"]
+    assert cache.loaded() == ["b", "c"]
+    assert cache.get("c") is model and loader.calls == ["a", "b", "c"]
+    assert "on_evict callback failed for a" in caplog.text
+
+
+def test_a_failure_while_making_room_fails_everyone_and_the_next_request_loads(monkeypatch):
+    gate = Gate(monkeypatch)
+    closed = []
+    cache = ModelCache(gate, budget_bytes=10 * MiB)
+    real_make_room = cache._make_room
+
+    def broken_make_room(incoming):
+        monkeypatch.setattr(cache, "_make_room", real_make_room)  # fail once
+        raise RuntimeError("bookkeeping broke")
+
+    monkeypatch.setattr(cache, "_make_room", broken_make_room)
+    monkeypatch.setattr(ServedModel, "close", lambda model: closed.append(model.key))
+
+    (owned, owner_error), (waited, waiter_error) = owner_and_waiter(cache, gate)
+
+    assert owned is None and waited is None
+    assert str(owner_error) == str(waiter_error) == "bookkeeping broke"
+    assert closed == ["m"]  # loaded but never registered: released, not leaked
+    assert cache.loaded() == []
+    model, error = get_in_thread(cache, "m")()
+    assert error is None and model.key == "m" and gate.calls == 2
+    assert cache.loaded() == ["m"]

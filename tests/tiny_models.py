@@ -147,3 +147,25 @@ def build_tiny_clip(path: str) -> None:
     )
     _save_with_bert_tokenizer(CLIPModel(config), path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+def build_tiny_t5(path: str) -> None:
+    """A 1+1-layer T5 (seq2seq LM head only) with the BERT tokenizer."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(7)
+    config = T5Config(
+        vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
+        pad_token_id=0, eos_token_id=102, decoder_start_token_id=0,
+    )
+    _save_with_bert_tokenizer(T5ForConditionalGeneration(config), path)
+
+
+def build_tiny_bert_base(path: str) -> None:
+    """A 2-layer BERT without any task head (what a base checkpoint is)."""
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(8)
+    _save_with_bert_tokenizer(BertModel(_bert_config()), path)

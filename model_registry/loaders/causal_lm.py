@@ -9,7 +9,7 @@ the most recent text is kept, leaving room for max_length new tokens.
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 
@@ -23,7 +23,7 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> Serve
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = place(AutoModelForCausalLM.from_pretrained(path, **gguf), device, half)
+    model = place(from_pretrained(AutoModelForCausalLM, path, "text-generation", **gguf), device, half)
     context = max_input_tokens(tokenizer, model.config, default=2048)
 
     def text_generation(items: list[dict]) -> list:

@@ -5,7 +5,7 @@ import torch
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
 
 
 def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
@@ -13,7 +13,7 @@ def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(AutoModelForSequenceClassification.from_pretrained(path), device, half)
+    model = place(from_pretrained(AutoModelForSequenceClassification, path, "emotion"), device, half)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_tokens = max_input_tokens(tokenizer, model.config)
 

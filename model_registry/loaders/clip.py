@@ -10,7 +10,9 @@ import torch
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+
+PURPOSE = "CLIP text and image vectors"
 
 
 def _image_processor(path: str):
@@ -36,7 +38,7 @@ def load_clip(spec: ModelSpec, path: str, device: str, half: bool) -> ServedMode
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     images = _image_processor(path)
-    model = place(CLIPModel.from_pretrained(path), device, half)
+    model = place(from_pretrained(CLIPModel, path, PURPOSE), device, half)
     dtype = next(model.parameters()).dtype
     max_tokens = max_input_tokens(tokenizer, model.config.text_config, default=77)
 

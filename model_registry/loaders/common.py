@@ -1,4 +1,5 @@
-"""What the loaders share: safe first imports, device placement, input length limits."""
+"""What the loaders share: safe first imports, checked weights, device placement,
+input length limits."""
 
 import threading
 
@@ -8,6 +9,58 @@ import torch
 # endpoints do not need them); their first import is not thread-safe, and two
 # models may load at once in two threads.
 import_lock = threading.Lock()
+
+# How many parameter names a MissingWeights message lists before "and N more".
+SHOWN_KEYS = 6
+
+
+class MissingWeights(ValueError):
+    """The checkpoint does not cover every parameter of the model built from it.
+
+    transformers fills such parameters (typically a task head: a base BERT read as
+    a classifier, a T5 read as extractive QA) with random numbers and only warns;
+    served, that model answers with noise, so the load is refused instead.
+    """
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    return shown if len(keys) <= SHOWN_KEYS else f"{shown} and {len(keys) - SHOWN_KEYS} more"
+
+
+def check_weights(model, info: dict, purpose: str) -> None:
+    """Raise MissingWeights if `info` (from output_loading_info=True) shows parameters
+    of `model` that the checkpoint did not fill."""
+    # Only parameters count: buffers are recomputed or default sensibly (position_ids,
+    # final_logits_bias). transformers has already taken out of missing_keys what it
+    # may leave missing: weights tied to others (lm_head to the embeddings) and the
+    # model's _keys_to_ignore_on_load_missing.
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    missing = sorted(key for key in info["missing_keys"] if key in parameters)
+    # (name, shape in the checkpoint, shape the model needs)
+    mismatched = sorted(info["mismatched_keys"], key=lambda entry: entry[0])
+    problems = []
+    if missing:
+        problems.append(f"has no weights for {_names(missing)}")
+    if mismatched:
+        shapes = [f"{name} ({list(got)}, the model needs {list(wanted)})" for name, got, wanted in mismatched]
+        problems.append(f"has weights of the wrong shape for {_names(shapes)}")
+    if problems:
+        raise MissingWeights(
+            f"The checkpoint {' and '.join(problems)} ({type(model).__name__} needs them for {purpose}): "
+            f"the model would answer with random numbers. Upload a checkpoint trained for {purpose}."
+        )
+
+
+def from_pretrained(model_class, path: str, purpose: str, **kwargs):
+    """`model_class.from_pretrained(path)`, refusing a checkpoint that leaves any
+    parameter to random initialisation (see MissingWeights)."""
+    # ignore_mismatched_sizes: a wrong shape is then reported in loading info and
+    # refused by check_weights with a message naming it, instead of transformers'
+    # "look at the above report", which a build's message cannot show.
+    model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    check_weights(model, info, purpose)
+    return model
 
 
 def place(model, device: str, half: bool):

@@ -19,7 +19,7 @@ from app.errors import InvalidInput
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
 
 MAX_ANSWER_TOKENS = 30
 WINDOW_OVERLAP = 128
@@ -70,7 +70,7 @@ def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool) -> S
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(AutoModelForQuestionAnswering.from_pretrained(path), device, half)
+    model = place(from_pretrained(AutoModelForQuestionAnswering, path, "qa"), device, half)
     max_tokens = max_input_tokens(tokenizer, model.config)
     accepted = set(inspect.signature(model.forward).parameters)
 

@@ -11,12 +11,13 @@ import torch
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
 
 HYPOTHESIS_TEMPLATE = "This example is {}."
 # Pairs per forward pass: a batch of 32 texts with 32 labels each is 1024 pairs,
 # too many activations to hold at once for a large NLI model.
 PAIRS_PER_PASS = 64
+PURPOSE = "text-classification (an NLI model: entailment, neutral, contradiction)"
 
 
 def entailment_ids(config) -> tuple[int, int]:
@@ -31,7 +32,7 @@ def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool) -> S
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(AutoModelForSequenceClassification.from_pretrained(path), device, half)
+    model = place(from_pretrained(AutoModelForSequenceClassification, path, PURPOSE), device, half)
     contradiction, entailment = entailment_ids(model.config)
     max_tokens = max_input_tokens(tokenizer, model.config)
 

@@ -8,12 +8,13 @@ long documents cover their beginning; see README).
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock, inference, max_input_tokens, place
+from .common import from_pretrained, import_lock, inference, max_input_tokens, place
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 # Backprop's t5-base-qa-summary-emotion was trained on these prompts, and
 # answered with greedy decoding up to 96 tokens.
 BACKPROP_T5_MAX_LENGTH = 96
+PURPOSE = "text-to-text generation"
 
 
 def backprop_t5_qa_prompt(item: dict) -> str:
@@ -26,7 +27,7 @@ def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool) -> ServedM
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(AutoModelForSeq2SeqLM.from_pretrained(path), device, half)
+    model = place(from_pretrained(AutoModelForSeq2SeqLM, path, PURPOSE), device, half)
     max_tokens = max_input_tokens(tokenizer, model.config)
     backprop_t5 = spec.prompts == "backprop-t5"
 

@@ -1,0 +1,45 @@
+"""A Hugging Face folder whose weights lack the head its declared task needs fails
+its build, naming the missing weights, instead of serving a random head."""
+
+import json
+import os
+
+import pytest
+
+from tests import tiny_models
+
+from ..conftest import new_key
+from .helpers import deploy, make_zip
+
+
+def hf_folder_zip(folder: str, tasks: list[str]) -> bytes:
+    """The folder's files, its config.json carrying the upload's description and tasks."""
+    files = {}
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as model_file:
+            files[name] = model_file.read()
+    config = json.loads(files["config.json"])
+    config.update(description="a T5 declared as extractive QA", tasks=tasks)
+    files["config.json"] = json.dumps(config)
+    return make_zip(files)
+
+
+@pytest.fixture
+def service(make_app):
+    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
+    return app.test_client(), {"x-api-key": new_key(app, "alice")}
+
+
+def test_a_t5_declared_as_qa_fails_its_build_naming_the_missing_head(service, tmp_path):
+    client, headers = service
+    folder = str(tmp_path / "t5")
+    tiny_models.build_tiny_t5(folder)
+
+    details = deploy(client, headers, "t5-as-qa", hf_folder_zip(folder, ["qa"]))
+
+    assert details["build_status"] == "fail"
+    message = details["build_message"]
+    assert "MissingWeights" in message and "qa_outputs.bias, qa_outputs.weight" in message, message
+    assert "Upload a checkpoint trained for qa" in message
+    answer = client.post("/qa", json={"question": "q?", "context": "c.", "model": "t5-as-qa"}, headers=headers)
+    assert answer.status_code == 404  # never served

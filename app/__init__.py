@@ -61,7 +61,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.config["PUBLIC_ENDPOINTS"] = set(PUBLIC_ENDPOINTS)
     if config["METRICS_REQUIRE_KEY"]:
         app.config["PUBLIC_ENDPOINTS"].discard("health.metrics")
-    os.makedirs(config["DATA_DIR"], exist_ok=True)
+    make_data_dir_private(config["DATA_DIR"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     _configure_torch(config)
@@ -75,13 +75,15 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["models"] = registry
 
     from uploads.builder import Builder
+    from uploads.model_sandbox import ModelSandbox, sandbox_from_config
     from uploads.storage import make_storage
     from uploads.user_models import UserModels
 
+    app.extensions["sandbox"] = model_sandbox = ModelSandbox(config, sandbox_from_config(config))
     app.extensions["storage"] = storage = make_storage(config)
-    app.extensions["user_models"] = user_models = UserModels(config, registry)
+    app.extensions["user_models"] = user_models = UserModels(config, registry, model_sandbox)
     app.extensions["builder"] = builder = Builder(
-        config, database.sessions, storage, registry.device, registry.half,
+        config, database.sessions, storage, registry.device, registry.half, model_sandbox,
         after_poll=lambda: user_models.unload_stale(database.sessions),
     )
 
@@ -120,6 +122,7 @@ def prepare_database(test_config: dict | None = None) -> None:
     config = load_config()
     config.update(test_config or {})
     config = finalise(config)
+    make_data_dir_private(config["DATA_DIR"])
     database = Database(config["DATABASE_URL"])
     try:
         if config["BOOTSTRAP_KEY"]:
@@ -127,6 +130,20 @@ def prepare_database(test_config: dict | None = None) -> None:
                 ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     finally:
         database.engine.dispose()
+
+
+def make_data_dir_private(data_dir: str) -> None:
+    """The data dir holds the database, the URL-signing secret and every
+    account's models: owner-only, and so is everything the service creates
+    (a restrictive umask), so no other user of the host, and no sandboxed
+    model, can read any of it."""
+    os.umask(0o077)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    # A data dir made by an older release (or by hand) may be readable by all.
+    for name in ("", "infer.db", "infer.db-wal", "infer.db-shm", "secret_key"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path) and os.stat(path).st_uid == os.geteuid():
+            os.chmod(path, 0o700 if name == "" else 0o600)
 
 
 def _configure_torch(config: dict) -> None:

@@ -89,9 +89,15 @@ DEFAULTS = {
     "PUBLIC_URL": "",
     # Upload and archive limits (the build fails above them).
     "UPLOAD_MAX_BYTES": 5 * 1024**3,
+    # Files and folders in the zip, counted from its central directory before it is parsed.
     "UPLOAD_MAX_MEMBERS": 10_000,
     "UPLOAD_MAX_UNCOMPRESSED_BYTES": 10 * 1024**3,
+    # Most times a zip may expand (zip bombs): the whole archive (uncompressed
+    # total over the file's size), and each member over 1 MB on its own.
     "UPLOAD_MAX_RATIO": 200,
+    # Seconds an upload PUT may go without receiving a byte of its body (408):
+    # a client that stops sending must not hold a server thread forever.
+    "UPLOAD_IDLE_TIMEOUT_S": 60.0,
     # Whether this process runs build jobs (every gunicorn worker does; the
     # database decides which one builds what). Its loop also unloads the user
     # model versions this process holds that were replaced or deleted elsewhere.
@@ -103,10 +109,55 @@ DEFAULTS = {
     # Build jobs: how often to look for uploads and abandoned builds, and limits.
     "BUILD_POLL_S": 2.0,
     "BUILD_REQUIREMENTS_TIMEOUT_S": 900.0,
-    # A user model's worker process: seconds per call and to load, memory cap.
+    # A user model's worker process: seconds per call and to load, and the
+    # address-space cap of every sandboxed process (workers and installs).
     "WORKER_CALL_TIMEOUT_S": 60.0,
     "WORKER_LOAD_TIMEOUT_S": 300.0,
     "WORKER_MEMORY_MB": 4096,
+    # Largest answer a worker may send for one call (502 and a restart above).
+    "WORKER_MAX_REPLY_MB": 64,
+    # --- The sandbox of uploaded code (sandbox/, uploads/model_sandbox.py) ---
+    # "bwrap": every process that runs uploaded code or installs its packages
+    # runs under bubblewrap (own user, namespaces, no network, seccomp, limits).
+    # "none": no isolation at all; only for a trusted single-user install, as
+    # any account that can upload a model can then act as the service.
+    "SANDBOX": "bwrap",
+    # As root, each model version's sandbox runs as uid BASE + (version id mod
+    # COUNT): uids that own nothing on the host. Pick a free range (a rootless
+    # container may map only 65536 uids).
+    "SANDBOX_UID_BASE": 200_000,
+    "SANDBOX_UID_COUNT": 100_000,
+    # Limits of every sandboxed process: processes and threads (per sandbox
+    # uid), CPU seconds (a worker that reaches it is killed and restarted on
+    # its next call), open files, largest file written, size of its private
+    # /tmp and of /dev/shm (each, in RAM), and its scheduling niceness.
+    "SANDBOX_MAX_PROCESSES": 256,
+    "SANDBOX_CPU_S": 3600,
+    "SANDBOX_MAX_OPEN_FILES": 1024,
+    "SANDBOX_MAX_FILE_MB": 2048,
+    "SANDBOX_TMP_MB": 512,
+    "SANDBOX_NICE": 10,
+    # Comma-separated names of environment variables passed into sandboxes
+    # (say PIP_INDEX_URL); nothing else of the service's environment is. Names
+    # starting with INFER_ or AWS_, and DATABASE_URL, are refused.
+    "SANDBOX_ENV_ALLOW": "",
+    # The network of a requirements.txt install: "index" reaches only the hosts
+    # of SANDBOX_INSTALL_HOSTS through a filtering proxy ("host" means port 443,
+    # or "host:port"); "none" reaches nothing (packages must be in the service
+    # already or in SANDBOX_PIP_FIND_LINKS). Model workers never have a network.
+    "SANDBOX_INSTALL_NETWORK": "index",
+    "SANDBOX_INSTALL_HOSTS": "pypi.org,files.pythonhosted.org",
+    # Comma-separated host folders of wheels/sdists that installs may use
+    # (mounted read-only, passed to pip as --find-links).
+    "SANDBOX_PIP_FIND_LINKS": "",
+    # Most a model's venv may grow to during its install (the install is stopped).
+    "SANDBOX_INSTALL_MAX_MB": 4096,
+    # --- Per-account limits on user models ---
+    "ACCOUNT_MAX_MODELS": 100,
+    # Versions awaiting their upload (unexpired URLs), queued or building.
+    "ACCOUNT_MAX_PENDING_UPLOADS": 5,
+    # Disk taken by all the account's model versions (files and venvs).
+    "ACCOUNT_MAX_STORED_MB": 20_480,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

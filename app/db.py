@@ -8,7 +8,20 @@ import os
 from datetime import datetime, timezone
 
 from flask import current_app, g
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 
@@ -87,6 +100,9 @@ class ModelVersion(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Bytes this version's files and venv take on disk (0 once they are removed):
+    # the account's stored-bytes quota adds these up.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     model: Mapped[UserModel] = relationship(back_populates="versions")
 
@@ -116,6 +132,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def init_app(self, app):
         app.extensions["db"] = self
@@ -138,6 +155,30 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
+
+
+def add_missing_columns(engine) -> list[str]:
+    """Add the columns a newer release defines to the tables of an older database.
+
+    create_all makes missing tables only. Every column added since a table
+    first shipped has a server default (or is nullable), so adding it keeps
+    every row valid; nothing is ever dropped or changed.
+    """
+    added = []
+    existing_tables = set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = f" DEFAULT {column.server_default.arg}" if column.server_default is not None else ""
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def _sqlite_pragmas(dbapi_conn, _record):

@@ -1,12 +1,14 @@
 """/upload-url, the local upload PUT, and /models: Backprop's deployment flow, self-hosted."""
 
 import os
+import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, request, send_file
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
@@ -16,7 +18,9 @@ from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
 
 from .archive import remove_tree
+from .quotas import check_new_upload
 from .serving import cache_key, version_dirs
+from .storage import UploadRejected
 from .user_models import find_model, lookup_model
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
@@ -27,6 +31,10 @@ RESERVED_NAMES = {name for names in TASK_MODELS.values() for name in names} | se
 
 class Conflict(ApiError):
     status = 409
+
+
+class UploadTimeout(ApiError):
+    status = 408
 
 
 class UploadUrlBody(StrictSchema):
@@ -61,12 +69,13 @@ class BuildLog(Schema):
     log = fields.String()
 
 
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite hands datetimes back without their zone; they are UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite hands datetimes back without their zone; they are UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else _as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _latest(model: UserModel) -> ModelVersion | None:
@@ -116,6 +125,7 @@ class UploadUrl(MethodView):
         db_session = session()
         account_id = current_account_id()
         model = lookup_model(db_session, account_id, name)
+        check_new_upload(db_session, current_app.config, account_id, new_model=model is None)
         if model is None:
             model = UserModel(account_id=account_id, name=name, tasks=[])
             db_session.add(model)
@@ -135,11 +145,18 @@ def receive_upload(version_id):
     storage = current_app.extensions["storage"]
     if getattr(storage, "kind", "") != "local":
         raise NotFound("Uploads go to the S3 bucket; ask POST /upload-url for the URL.")
-    storage.verify(version_id, request.args.get("expires"), request.args.get("signature"))
+    expires = request.args.get("expires")
+    storage.verify(version_id, expires, request.args.get("signature"))
     db_session = session()
     version = db_session.get(ModelVersion, version_id)
     if version is None or version.status != "awaiting_upload":
         raise Conflict("This upload URL was used already; ask POST /upload-url for a new one.")
+    # The URL must carry the expiry the service stored for it, not merely a
+    # validly signed one (a signing secret that leaked would otherwise make
+    # URLs that never expire), and that expiry must not have passed.
+    stored = int(_as_utc(version.upload_expires_at).timestamp())
+    if str(stored) != expires or stored < utcnow().timestamp():
+        raise UploadRejected("This upload URL has expired or is not the one issued; ask POST /upload-url for a new one.")
     limit = int(current_app.config["UPLOAD_MAX_BYTES"])
     # Archives are far larger than API bodies: this request has its own limit.
     request.max_content_length = limit
@@ -147,23 +164,55 @@ def receive_upload(version_id):
         raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
     path = storage.archive_path(version_id)
     partial = path + ".partial"
-    written = 0
-    with open(partial, "wb") as out:
-        while chunk := request.stream.read(1 << 20):
-            written += len(chunk)
-            if written > limit:
-                out.close()
-                os.remove(partial)
-                raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
-            out.write(chunk)
-    if not written:
-        os.remove(partial)
-        raise BadRequest("The upload is empty: PUT the zip file as the request body.")
-    os.replace(partial, path)
+    try:
+        written = receive_body(partial, limit, float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"]))
+        if not written:
+            raise BadRequest("The upload is empty: PUT the zip file as the request body.")
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     version.status = "queued"
     db_session.commit()
     current_app.extensions["builder"].wake()
     return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
+
+
+def receive_body(path: str, limit: int, idle_timeout_s: float) -> int:
+    """Write the request body to `path`; its length. A body that stops arriving
+    for idle_timeout_s is a 408, one shorter than its Content-Length a 400, one
+    over `limit` (chunked bodies have no length up front) a 413."""
+    connection = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    previous_timeout = connection.gettimeout() if connection is not None else None
+    if connection is not None:
+        connection.settimeout(idle_timeout_s)
+    written = 0
+    last_byte = time.monotonic()
+    try:
+        with open(path, "wb") as out:
+            while chunk := request.stream.read(1 << 20):
+                last_byte = time.monotonic()
+                written += len(chunk)
+                if written > limit:
+                    raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+                out.write(chunk)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).") from None
+    except (ClientDisconnected, OSError):
+        if time.monotonic() - last_byte >= idle_timeout_s * 0.9:
+            raise UploadTimeout(f"No data arrived for {idle_timeout_s:g}s (INFER_UPLOAD_IDLE_TIMEOUT_S); "
+                                "PUT the zip again with the same URL.", headers={"Connection": "close"}) from None
+        raise BadRequest("The upload ended before its end: PUT the whole zip again with the same URL.") from None
+    finally:
+        if connection is not None:
+            try:
+                connection.settimeout(previous_timeout)
+            except OSError:
+                pass
+    if request.content_length is not None and written != request.content_length:
+        raise BadRequest(f"The upload ended after {written} of its {request.content_length} bytes "
+                         "(Content-Length): PUT the whole zip again with the same URL.")
+    return written
 
 
 @blp.route("/models")

@@ -25,10 +25,16 @@ from sqlalchemy import or_, select, update
 from app.db import ModelVersion, UserModel, utcnow
 from model_registry.catalogue import TASK_MODELS
 
+from sandbox import SandboxUnavailable
+
 from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree
+from .model_sandbox import RequirementsFailed
+from .quotas import QuotaExceeded, check_stored_bytes, tree_bytes
+from .requirements_check import RequirementsRejected
 from .samples import sample_item, shape_problem
 from .serving import CODE_FORMATS, cache_key, code_model, hf_loader, hf_model, version_dirs
-from .venvs import RequirementsFailed, create_model_venv, install_requirements
+from .storage import UploadTooLarge
+from .venvs import create_model_venv
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +81,9 @@ def detect_format(files_dir: str, config: dict) -> str:
 
 
 class Builder:
-    def __init__(self, config: dict, sessions, storage, device: str, half: bool, after_poll=None):
+    def __init__(self, config: dict, sessions, storage, device: str, half: bool, model_sandbox, after_poll=None):
         self.config = config
+        self.model_sandbox = model_sandbox
         # Run after each look for work (the app unloads stale user models there).
         self.after_poll = after_poll or (lambda: None)
         self.sessions = sessions
@@ -166,7 +173,8 @@ class Builder:
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
         try:
             result = self._build_steps(version_id, files_dir, venv_dir, lines.append)
-        except (BuildFailed, ArchiveRejected) as exc:
+        except (BuildFailed, ArchiveRejected, RequirementsRejected, SandboxUnavailable, QuotaExceeded,
+                UploadTooLarge) as exc:
             self._finish(version_id, "fail", str(exc), lines, files_dir)
         except RequirementsFailed as exc:
             lines.append(exc.log)
@@ -181,9 +189,10 @@ class Builder:
             done.set()
 
     def _build_steps(self, version_id: int, files_dir: str, venv_dir: str, say) -> dict:
-        remove_tree(os.path.dirname(files_dir))  # a resumed build starts clean
-        os.makedirs(os.path.dirname(files_dir))
-        archive = self.storage.fetch(version_id, os.path.dirname(files_dir))
+        root = os.path.dirname(files_dir)
+        remove_tree(root)  # a resumed build starts clean
+        os.makedirs(root)
+        archive = self.storage.fetch(version_id, root, self.limits.max_archive_bytes)
         if not os.path.isfile(archive):
             raise BuildFailed("The upload is missing: PUT the zip to the upload URL again (ask for a new one).")
         say(f"checking and extracting {os.path.getsize(archive)} bytes")
@@ -191,16 +200,21 @@ class Builder:
         extract_archive(archive, extracted, self.limits)
         os.rename(model_root(extracted), files_dir)
         remove_tree(extracted)
+        if archive.startswith(root + os.sep):
+            os.remove(archive)  # fetched from S3: the extracted files are what is kept
         config = read_model_config(files_dir)
         model_format = detect_format(files_dir, config)
         tasks = config["tasks"]
         say(f"format {model_format}, tasks {tasks}")
         key = cache_key(version_id)
         if model_format in CODE_FORMATS:
-            python = create_model_venv(venv_dir)
-            say(install_requirements(python, os.path.join(files_dir, "requirements.txt"),
-                                     float(self.config["BUILD_REQUIREMENTS_TIMEOUT_S"])))
-            served = code_model(key, files_dir, venv_dir, model_format, tasks, self.config)
+            self.model_sandbox.sandbox.require()
+            create_model_venv(venv_dir)
+            self.model_sandbox.grant(version_id, files_dir, venv_dir)
+            say(self.model_sandbox.install(version_id, files_dir, venv_dir, os.path.join(root, "install")))
+            remove_tree(os.path.join(root, "install"))
+            served = code_model(key, version_id, files_dir, venv_dir, model_format, tasks, self.config,
+                                self.model_sandbox)
         else:
             if "custom" in tasks:
                 raise BuildFailed("A Hugging Face folder serves built-in tasks only; custom needs model.bin or inference.py.")
@@ -214,24 +228,35 @@ class Builder:
                 self._check_task(served, task, say)
         finally:
             served.close()
-        return {"format": model_format, "tasks": tasks, "description": config.get("description", "")}
+        stored = tree_bytes(root)
+        with self.sessions() as session:
+            check_stored_bytes(session, self.config, version_id, stored)
+        say(f"stored: {stored} bytes")
+        return {"format": model_format, "tasks": tasks, "description": config.get("description", ""),
+                "stored_bytes": stored}
 
-    def _remove_old_versions(self, serving_id: int) -> None:
+    def _remove_old_versions(self, built_id: int) -> None:
         """Remove the files of the model's successful versions beyond the newest
-        USER_MODEL_VERSIONS_KEPT (failed ones never keep theirs)."""
+        USER_MODEL_VERSIONS_KEPT (failed ones never keep theirs); they no longer
+        count against the account's stored bytes."""
         kept = max(1, int(self.config["USER_MODEL_VERSIONS_KEPT"]))
         with self.sessions() as session:
-            model_id = session.get(ModelVersion, serving_id).model_id
+            version = session.get(ModelVersion, built_id)
+            if version is None:
+                return
+            serving_id = session.get(UserModel, version.model_id).current_version_id
             older = session.scalars(
                 select(ModelVersion.id)
-                .where(ModelVersion.model_id == model_id, ModelVersion.status == "success")
+                .where(ModelVersion.model_id == version.model_id, ModelVersion.status == "success",
+                       ModelVersion.id != serving_id)  # builds may finish out of upload order
                 .order_by(ModelVersion.id.desc())
-                .offset(kept)
+                .offset(kept - 1)
             ).all()
-        for version_id in older:
-            if version_id == serving_id:  # builds may finish out of upload order
-                continue
-            remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
+            for version_id in older:
+                remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
+            if older:
+                session.execute(update(ModelVersion).where(ModelVersion.id.in_(older)).values(stored_bytes=0))
+                session.commit()
 
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
@@ -258,11 +283,18 @@ class Builder:
                 version.format = result["format"]
                 version.tasks = result["tasks"]
                 version.description = result["description"]
+                version.stored_bytes = result["stored_bytes"]
                 model = session.get(UserModel, version.model_id)
-                model.current_version_id = version.id
-                model.tasks = result["tasks"]
-                model.description = result["description"]
-                model.last_deployment = utcnow()
+                # Builds may finish out of upload order: an older version that
+                # finishes after a newer one must not take its place.
+                if model.current_version_id is None or version.id > model.current_version_id:
+                    model.current_version_id = version.id
+                    model.tasks = result["tasks"]
+                    model.description = result["description"]
+                    model.last_deployment = utcnow()
+                else:
+                    version.build_message = (f"{message} A newer version (id {model.current_version_id}) already "
+                                             "serves; this one does not replace it.")
             session.commit()
         if cleanup:
             remove_tree(os.path.dirname(cleanup))

@@ -81,12 +81,16 @@ def user_input(task: str, item):
     return item
 
 
-def code_model(key: str, files_dir: str, venv_dir: str, model_format: str, tasks: list[str], config: dict) -> ServedModel:
+def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_format: str, tasks: list[str],
+               config: dict, model_sandbox) -> ServedModel:
+    """A model whose pickle or code runs in its worker, in the version's sandbox."""
     worker = WorkerProcess(
-        key, os.path.join(venv_dir, "bin", "python"), files_dir, model_format,
+        key,
+        launch=lambda: model_sandbox.start_worker(version_id, files_dir, venv_dir, model_format),
+        stop=model_sandbox.stop,
         call_timeout_s=float(config["WORKER_CALL_TIMEOUT_S"]),
         load_timeout_s=float(config["WORKER_LOAD_TIMEOUT_S"]),
-        memory_limit_mb=int(config["WORKER_MEMORY_MB"]),
+        max_reply_bytes=int(config["WORKER_MAX_REPLY_MB"]) * 2**20,
     )
 
     def runner(task):

@@ -15,6 +15,10 @@ class UploadRejected(ApiError):
     status = 403
 
 
+class UploadTooLarge(Exception):
+    """An archive in the bucket over INFER_UPLOAD_MAX_BYTES: its build fails."""
+
+
 def load_secret(config: dict) -> bytes:
     """The signing secret: INFER_SECRET_KEY, else one generated once and kept in the data dir."""
     if config.get("SECRET_KEY"):
@@ -70,8 +74,8 @@ class LocalStorage:
     def archive_path(self, version_id: int) -> str:
         return os.path.join(self.folder, f"{version_id}.zip")
 
-    def fetch(self, version_id: int, destination: str) -> str:
-        return self.archive_path(version_id)
+    def fetch(self, version_id: int, destination: str, max_bytes: int) -> str:
+        return self.archive_path(version_id)  # its PUT already held it to max_bytes
 
     def delete(self, version_id: int) -> None:
         try:
@@ -115,9 +119,30 @@ class S3Storage:
         except ClientError:
             return False
 
-    def fetch(self, version_id: int, destination: str) -> str:
+    def fetch(self, version_id: int, destination: str, max_bytes: int) -> str:
+        """Download the archive, unless the bucket holds more than max_bytes.
+
+        A presigned PUT URL cannot bound the size of what is put (only a
+        presigned POST can, and Backprop's clients PUT), so the size is checked
+        here, before a byte is downloaded, and again while downloading: the
+        object could be replaced in between."""
+        from botocore.exceptions import ClientError
+
         path = os.path.join(destination, "upload.zip")
-        self.client.download_file(self.bucket, self.key(version_id), path)
+        try:
+            size = self.client.head_object(Bucket=self.bucket, Key=self.key(version_id))["ContentLength"]
+        except ClientError:
+            return path  # missing: the build says so
+        if size > max_bytes:
+            raise UploadTooLarge(f"The zip is {size} bytes; the limit is {max_bytes} (INFER_UPLOAD_MAX_BYTES).")
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(version_id))["Body"]
+        written = 0
+        with open(path, "wb") as out:
+            for chunk in body.iter_chunks(1 << 20):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise UploadTooLarge(f"The zip is over {max_bytes} bytes (INFER_UPLOAD_MAX_BYTES).")
+                out.write(chunk)
         return path
 
     def delete(self, version_id: int) -> None:

@@ -10,8 +10,9 @@ import os
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
-from app.errors import NotFound
+from app.errors import ModelUnavailable, NotFound
 from model_registry.catalogue import TASK_MODELS
+from sandbox import SandboxUnavailable
 
 from .serving import CODE_FORMATS, KEY_PREFIX, cache_key, code_model, hf_loader, hf_model, version_dirs
 
@@ -29,9 +30,10 @@ def find_model(session, account_id: int, name: str) -> UserModel:
 
 
 class UserModels:
-    def __init__(self, config: dict, registry):
+    def __init__(self, config: dict, registry, model_sandbox):
         self.config = config
         self.registry = registry
+        self.model_sandbox = model_sandbox
 
     def get(self, session, account_id: int, task: str, name: str):
         model = lookup_model(session, account_id, name)
@@ -63,7 +65,12 @@ class UserModels:
     def _load(self, key: str, version_id: int, model_format: str, tasks: list[str]):
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
         if model_format in CODE_FORMATS:
-            served = code_model(key, files_dir, venv_dir, model_format, tasks, self.config)
+            try:
+                self.model_sandbox.sandbox.require()
+            except SandboxUnavailable as exc:
+                raise ModelUnavailable(str(exc)) from None
+            served = code_model(key, version_id, files_dir, venv_dir, model_format, tasks, self.config,
+                                self.model_sandbox)
         else:
             with open(os.path.join(files_dir, "config.json")) as config_file:
                 loader = hf_loader(tasks, files_dir, json.load(config_file))

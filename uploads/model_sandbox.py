@@ -1,0 +1,177 @@
+"""The sandboxes of user models: the install of a version's requirements and the
+worker that runs its code, as the settings describe them.
+
+Each version runs under its own uid (as root; see sandbox/runner.py) and sees:
+its venv at /venv (writable only while its requirements install), its files at
+/model (read-only; the worker only), the one script it runs under /opt/infer,
+the Python and the service's installed packages (read-only), and a private
+/tmp. Nothing of the data dir, the database, the secret, other models or the
+service's code and environment.
+"""
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections import deque
+
+from sandbox import Bind, Job, Limits, Sandbox
+from sandbox.egress import EgressProxy, parse_allowed
+
+from .quotas import tree_bytes
+from .requirements_check import check_requirements
+
+log = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER_SCRIPT = os.path.join(HERE, "user_worker.py")
+INSTALL_SCRIPT = os.path.join(HERE, "install_inside.py")
+INSTALL_NETWORKS = ("none", "index")
+# What a build keeps of pip's output: enough for any real failure; a package
+# that prints gigabytes cannot fill the service's memory.
+LOG_KEEP_BYTES = 256 * 1024
+
+
+class RequirementsFailed(Exception):
+    def __init__(self, message: str, log: str):
+        super().__init__(message)
+        self.log = log
+
+
+def sandbox_from_config(config: dict) -> Sandbox:
+    allowed_env = tuple(n.strip() for n in config["SANDBOX_ENV_ALLOW"].split(",") if n.strip())
+    forbidden = [n for n in allowed_env if n.startswith(("INFER_", "AWS_")) or n == "DATABASE_URL"]
+    if forbidden:
+        raise ValueError(f"INFER_SANDBOX_ENV_ALLOW must not name the service's own secrets: {', '.join(forbidden)}")
+    return Sandbox(config["SANDBOX"], env_allow=allowed_env, threads=max(1, int(config["TORCH_THREADS"])),
+                   uid_base=int(config["SANDBOX_UID_BASE"]), uid_count=int(config["SANDBOX_UID_COUNT"]))
+
+
+class ModelSandbox:
+    def __init__(self, config: dict, sandbox: Sandbox):
+        self.config = config
+        self.sandbox = sandbox
+        if config["SANDBOX_INSTALL_NETWORK"] not in INSTALL_NETWORKS:
+            raise ValueError(f"INFER_SANDBOX_INSTALL_NETWORK must be one of {', '.join(INSTALL_NETWORKS)}")
+        self.find_links = [p.strip() for p in config["SANDBOX_PIP_FIND_LINKS"].split(",") if p.strip()]
+
+    def limits(self) -> Limits:
+        config = self.config
+        return Limits(
+            memory_bytes=int(config["WORKER_MEMORY_MB"]) * 2**20,
+            processes=int(config["SANDBOX_MAX_PROCESSES"]),
+            cpu_seconds=int(config["SANDBOX_CPU_S"]),
+            open_files=int(config["SANDBOX_MAX_OPEN_FILES"]),
+            file_bytes=int(config["SANDBOX_MAX_FILE_MB"]) * 2**20,
+            tmp_bytes=int(config["SANDBOX_TMP_MB"]) * 2**20,
+            nice=int(config["SANDBOX_NICE"]),
+        )
+
+    # --- the model's worker ---------------------------------------------------------
+
+    def grant(self, version_id: int, files_dir: str, venv_dir: str) -> None:
+        """Let the version's sandbox user read its files and own its venv (which
+        is mounted writable only while its requirements install)."""
+        uid = self.sandbox.uid_for(version_id)
+        self.sandbox.grant(files_dir, uid)
+        self.sandbox.grant(venv_dir, uid, writable=True)
+
+    def start_worker(self, version_id: int, files_dir: str, venv_dir: str, model_format: str) -> subprocess.Popen:
+        job = Job(
+            ["/venv/bin/python", "/opt/infer/user_worker.py", "/model", model_format],
+            [Bind(venv_dir, "/venv"), Bind(files_dir, "/model"), Bind(WORKER_SCRIPT, "/opt/infer/user_worker.py")],
+            uid=self.sandbox.uid_for(version_id), limits=self.limits(), workdir="/model",
+        )
+        return self.sandbox.spawn(job, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+
+    def stop(self, process: subprocess.Popen) -> None:
+        self.sandbox.kill(process)
+
+    # --- the install of requirements.txt ----------------------------------------------
+
+    def install(self, version_id: int, files_dir: str, venv_dir: str, scratch_dir: str) -> str:
+        """pip install the version's requirements.txt into its venv, in a sandbox;
+        pip's output. RequirementsRejected for a file that is more than a list of
+        packages, RequirementsFailed when pip fails."""
+        path = os.path.join(files_dir, "requirements.txt")
+        text = ""
+        if os.path.isfile(path):
+            with open(path, "rb") as requirements_file:
+                text = requirements_file.read(64 * 1024 + 1).decode("utf-8", errors="replace")
+        requirements = check_requirements(text)
+        if not requirements:
+            return "no requirements to install\n"
+        uid = self.sandbox.uid_for(version_id)
+        os.makedirs(scratch_dir, exist_ok=True)
+        clean = os.path.join(scratch_dir, "requirements.txt")
+        with open(clean, "w") as out:
+            out.write("\n".join(requirements) + "\n")
+        self.sandbox.grant(clean, uid)
+        binds = [Bind(venv_dir, "/venv", writable=True), Bind(INSTALL_SCRIPT, "/opt/infer/install_inside.py"),
+                 Bind(clean, "/install/requirements.txt")]
+        pip = ["install", "--no-input", "--disable-pip-version-check", "--no-cache-dir", "--prefer-binary",
+               "--progress-bar", "off", "--no-warn-script-location", "-r", "/install/requirements.txt"]
+        for index, folder in enumerate(self.find_links):
+            binds.append(Bind(folder, f"/find-links/{index}"))
+            pip += ["--find-links", f"/find-links/{index}"]
+        inside = ["/venv/bin/python", "/opt/infer/install_inside.py"]
+        proxy = None
+        if self.config["SANDBOX_INSTALL_NETWORK"] == "index":
+            socket_path = os.path.join(scratch_dir, "egress.sock")
+            proxy = EgressProxy(socket_path, parse_allowed(self.config["SANDBOX_INSTALL_HOSTS"]))
+            binds.append(Bind(socket_path, "/install/egress.sock"))
+            inside += ["--proxy-socket", "/install/egress.sock"]
+        else:
+            pip.append("--no-index")
+        job = Job([*inside, "--", *pip], binds, uid=uid, limits=self.limits(), workdir="/tmp")
+        try:
+            code, output = self._run(job, venv_dir)
+        finally:
+            if proxy:
+                proxy.close()
+        if proxy and proxy.refused:
+            output += ("\nThe install network refused: " + ", ".join(sorted(set(proxy.refused)))
+                       + " (only INFER_SANDBOX_INSTALL_HOSTS are reachable).\n")
+        if code == "timeout":
+            raise RequirementsFailed(
+                f"installing requirements.txt took over {self.config['BUILD_REQUIREMENTS_TIMEOUT_S']:g}s", output)
+        if code == "too big":
+            raise RequirementsFailed(
+                f"the installed packages grew past {self.config['SANDBOX_INSTALL_MAX_MB']} MiB "
+                "(INFER_SANDBOX_INSTALL_MAX_MB)", output)
+        if code != 0:
+            raise RequirementsFailed("installing requirements.txt failed", output)
+        return output
+
+    def _run(self, job: Job, venv_dir: str) -> tuple[int | str, str]:
+        """Run to the end, the timeout or the size limit; (exit code or why it
+        was stopped, the end of its output)."""
+        process = self.sandbox.spawn(job, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        kept: deque[bytes] = deque()
+        reader = threading.Thread(target=_keep_tail, args=(process.stdout, kept), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + float(self.config["BUILD_REQUIREMENTS_TIMEOUT_S"])
+        size_limit = int(self.config["SANDBOX_INSTALL_MAX_MB"]) * 2**20
+        outcome: int | str | None = None
+        while outcome is None:
+            try:
+                outcome = process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    outcome = "timeout"
+                elif tree_bytes(venv_dir) > size_limit:
+                    outcome = "too big"
+        self.sandbox.kill(process)
+        reader.join(timeout=5)
+        return outcome, b"".join(kept).decode("utf-8", errors="replace")
+
+
+def _keep_tail(stream, kept: deque) -> None:
+    size = 0
+    while chunk := stream.read1(65536):
+        kept.append(chunk)
+        size += len(chunk)
+        while size > LOG_KEEP_BYTES and len(kept) > 1:
+            size -= len(kept.popleft())
+

@@ -3,12 +3,13 @@
 import logging
 import threading
 
-from app.errors import NotFound
+from app.errors import ModelUnavailable, NotFound
 
 from .cache import ModelCache
 from .catalogue import MODELS, TASK_MODELS, default_name
 from .device import pick_device, use_half_precision
 from .loaders import loader_for
+from .loaders.common import MissingWeights
 from .resolve import resolve_model_dir
 from .served_model import BatchSettings, ServedModel
 
@@ -58,7 +59,10 @@ class ModelRegistry:
         public_names = sorted({n for names in TASK_MODELS.values() for n, k in names.items() if k == key})
         path, source = resolve_model_dir(spec, self.model_dir, public_names)
         log.info("loading model %s from %s (%s)", key, path, source)
-        served = loader_for(spec)(spec, path, self.device, self.half)
+        try:
+            served = loader_for(spec)(spec, path, self.device, self.half)
+        except MissingWeights as exc:  # the operator's files are wrong: say which, as for a missing model
+            raise ModelUnavailable(f"Model {key} cannot be served from {path}: {exc}") from None
         served.batch_settings = self.batch_settings
         return served
 

@@ -24,6 +24,7 @@ from sqlalchemy import or_, select, update
 
 from app.db import ModelVersion, UserModel, utcnow
 from model_registry.catalogue import TASK_MODELS
+from model_registry.loaders.common import MissingWeights
 
 from sandbox import SandboxUnavailable
 
@@ -174,7 +175,7 @@ class Builder:
         try:
             result = self._build_steps(version_id, files_dir, venv_dir, lines.append)
         except (BuildFailed, ArchiveRejected, RequirementsRejected, SandboxUnavailable, QuotaExceeded,
-                UploadTooLarge) as exc:
+                UploadTooLarge, MissingWeights) as exc:
             self._finish(version_id, "fail", str(exc), lines, files_dir)
         except RequirementsFailed as exc:
             lines.append(exc.log)

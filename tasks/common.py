@@ -19,9 +19,11 @@ def _limit(key: str) -> int:
     return int(current_app.config[key])
 
 
-def check_text(value) -> str:
+def check_text(value, empty_error: str | None = None) -> str:
     if not isinstance(value, str):
         raise ValidationError("Not a valid string.")
+    if empty_error and not value:
+        raise ValidationError(empty_error)
     limit = _limit("MAX_TEXT_LENGTH")
     if len(value) > limit:
         raise ValidationError(
@@ -42,9 +44,14 @@ def check_batch(values: list, what: str = "items") -> list:
 
 
 class TextOrTexts(fields.Field):
-    """A string, or a list of strings for a batch; each within the text length limit."""
+    """A string, or a list of strings for a batch; each within the text length limit.
 
-    def __init__(self, **kwargs):
+    With `empty_error`, an empty string is refused with that message (for tasks
+    whose models cannot start from nothing).
+    """
+
+    def __init__(self, empty_error: str | None = None, **kwargs):
+        self.empty_error = empty_error
         metadata = kwargs.pop("metadata", {})
         metadata.setdefault(
             "oneOf",
@@ -61,14 +68,14 @@ class TextOrTexts(fields.Field):
             errors = {}
             for index, item in enumerate(value):
                 try:
-                    check_text(item)
+                    check_text(item, self.empty_error)
                 except ValidationError as exc:
                     errors[index] = exc.messages
             if errors:
                 raise ValidationError(errors)
             return value
         if isinstance(value, str):
-            return check_text(value)
+            return check_text(value, self.empty_error)
         raise ValidationError("Send a string, or a list of strings for a batch.")
 
 
@@ -145,15 +152,17 @@ def per_item(values, count: int, field_name: str, is_batch: bool, default=None) 
     return values
 
 
-def run_task(task: str, model_name: str | None, items: list) -> list:
-    """Look the model up (a global one by its public name, else one of the caller's
-    own), load it if need be, and run the items through its batcher."""
+def find_model(task: str, model_name: str | None):
+    """A global model by its public name, else one of the caller's own (404 if
+    neither), loaded if need be. Its `run(task, items)` goes through its batcher."""
     registry = current_app.extensions["models"]
     if model_name is None or model_name in registry.names(task):
-        model = registry.get(task, model_name)
-    else:
-        model = current_app.extensions["user_models"].get(session(), current_account_id(), task, model_name)
-    return model.run(task, items)
+        return registry.get(task, model_name)
+    return current_app.extensions["user_models"].get(session(), current_account_id(), task, model_name)
+
+
+def run_task(task: str, model_name: str | None, items: list) -> list:
+    return find_model(task, model_name).run(task, items)
 
 
 def require_labels(labels: list[str], field_name: str) -> list[str]:

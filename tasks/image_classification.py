@@ -6,8 +6,8 @@ from marshmallow import ValidationError, fields, post_load
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, StringList, model_field, require_labels, run_task
-from .images import ImageOrImages
+from .common import StrictSchema, StringList, find_model, model_field, require_labels
+from .images import ImageOrImages, decode_images
 
 TASK = "image-classification"
 
@@ -20,10 +20,11 @@ class ImageClassificationBody(StrictSchema):
     model = model_field("english or clip (default: CLIP), or your own uploaded model.")
 
     @post_load
-    def to_item(self, data, **kwargs):
+    def check_labels(self, data, **kwargs):
         if data["labels"] and isinstance(data["labels"][0], list):
             raise ValidationError({"labels": ["Send one flat list of labels for the image."]})
-        return {"item": {"image": data["image"], "labels": require_labels(data["labels"], "labels")}, "model": data["model"]}
+        require_labels(data["labels"], "labels")
+        return data
 
 
 class ImageClassificationResponse(StrictSchema):
@@ -37,4 +38,6 @@ class ImageClassification(MethodView):
     @blp.response(200, ImageClassificationResponse)
     def post(self, body):
         """Score the caller's labels for an image"""
-        return {"probabilities": run_task(TASK, body["model"], [body["item"]])[0]}
+        model = find_model(TASK, body["model"])  # an unknown model is a 404 before any image is decoded
+        item = {"image": decode_images(body["image"]), "labels": body["labels"]}
+        return {"probabilities": model.run(TASK, [item])[0]}

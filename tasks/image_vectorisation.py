@@ -5,8 +5,8 @@ from flask.views import MethodView
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, as_batch, model_field, run_task
-from .images import ImageOrImages
+from .common import StrictSchema, as_batch, find_model, model_field
+from .images import ImageOrImages, decode_images
 from .text_vectorisation import TextVectorisationResponse
 
 TASK = "image-vectorisation"
@@ -25,6 +25,7 @@ class ImageVectorisation(MethodView):
     @blp.response(200, TextVectorisationResponse)
     def post(self, body):
         """Vectorise an image (or a list of images)"""
-        images, is_batch = as_batch(body["image"])
-        vectors = run_task(TASK, body["model"], images)
+        model = find_model(TASK, body["model"])  # an unknown model is a 404 before any image is decoded
+        images, is_batch = as_batch(decode_images(body["image"]))
+        vectors = model.run(TASK, images)
         return {"vector": vectors if is_batch else vectors[0]}

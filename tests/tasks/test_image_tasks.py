@@ -1,5 +1,6 @@
 """CLIP tasks: image vectors, clip text vectors in the same space, zero-shot image labels;
-non-images and corrupt images are a 400 that says so."""
+non-images and corrupt images are a 400 that says so; no image is decoded before the model
+is found, nor past the pixel limits per image and per request."""
 
 import base64
 import io
@@ -125,3 +126,77 @@ def test_images_over_the_pixel_limit_are_refused(make_app, tiny_model_dir):
 def test_image_classification_needs_labels(task_client):
     assert task_client("/image-classification", {"image": png((1, 1, 1)), "labels": []}).status_code == 422
     assert task_client("/image-classification", {"image": png((1, 1, 1))}).status_code == 422
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Records every image whose pixel data PIL decodes (opening reads only the header)."""
+    from PIL import ImageFile
+
+    calls = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(image):
+        if image.tile:  # pixel data still to decode (later calls find it done)
+            calls.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    return calls
+
+
+def budget_client(make_app, tiny_model_dir, **limits):
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, **limits)
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "a")}
+    return lambda path, body: client.post(path, json=body, headers=headers)
+
+
+def test_images_each_within_the_limit_but_together_over_the_request_budget_are_refused_undecoded(
+        make_app, tiny_model_dir, decoded):
+    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=2500)
+    images = [png((i, i, i), size=(40, 20)) for i in range(4)]  # 800 pixels each
+
+    refused = post("/image-vectorisation", {"image": images})
+    assert refused.status_code == 400, refused.json
+    assert "INFER_MAX_REQUEST_PIXELS" in refused.json["message"] and "3200" in refused.json["message"]
+    assert "image" in refused.json["errors"]
+    assert decoded == []
+
+    within = post("/image-vectorisation", {"image": images[:3]})  # 2400 pixels: the budget is a sum
+    assert within.status_code == 200
+    assert len(within.json["vector"]) == 3 and decoded == [(40, 20)] * 3
+
+
+def test_image_classification_holds_its_image_to_the_request_budget(make_app, tiny_model_dir, decoded):
+    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=500)
+    response = post("/image-classification", {"image": png((1, 1, 1), size=(40, 20)), "labels": ["a", "b"]})
+    assert response.status_code == 400
+    assert "INFER_MAX_REQUEST_PIXELS" in response.json["message"]
+    assert decoded == []
+
+
+def one_bit_png(side: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_reported_batch_of_small_one_bit_pngs_is_refused_with_the_default_limits(task_client, decoded):
+    # The incident: 6300x6300 1-bit PNGs, a few KB each, ~119 MB each as RGB.
+    bomb = one_bit_png(6300)
+    response = task_client("/image-vectorisation", {"image": [bomb] * 16})
+    assert response.status_code == 400
+    assert "INFER_MAX_REQUEST_PIXELS" in response.json["message"]
+    assert decoded == []
+
+
+def test_an_unknown_model_is_404_before_any_image_is_decoded(task_client, decoded):
+    corrupt = base64.b64encode(base64.b64decode(png((9, 9, 9)))[:60]).decode()  # a 400 once decoded
+    for path, body in (("/image-vectorisation", {"image": [corrupt, one_bit_png(6300)]}),
+                       ("/image-classification", {"image": corrupt, "labels": ["a"]})):
+        response = task_client(path, {**body, "model": "no-such-model"})
+        assert response.status_code == 404, response.json
+        assert "no-such-model" in response.json["message"]
+    assert decoded == []

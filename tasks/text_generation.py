@@ -28,7 +28,9 @@ def _bounded(setting: str, name: str, value: int) -> None:
 
 
 class TextGenerationBody(StrictSchema):
-    text = TextOrTexts(required=True, metadata={"description": "Text to continue, or a list for a batch."})
+    # A causal model (gpt2) cannot start from zero tokens: "" would fail inside generate().
+    text = TextOrTexts(required=True, empty_error="The text is empty: send at least one character for the model to continue.",
+                       metadata={"description": "Text to continue, or a list for a batch."})
     min_length = fields.Integer(load_default=DEFAULTS["min_length"], validate=validate.Range(min=0),
                                 metadata={"description": "Fewest tokens to generate."})
     max_length = fields.Integer(load_default=DEFAULTS["max_length"], validate=validate.Range(min=1),

@@ -84,6 +84,21 @@ def test_parameters_out_of_range_are_422_naming_the_parameter(task_client, param
     assert field in response.json["errors"], response.json
 
 
+@pytest.mark.parametrize("model", ["gpt2-large", "t5-base-qa-summary-emotion"])
+def test_an_empty_text_is_422_naming_the_field_and_saying_what_to_send(task_client, model):
+    response = task_client("/text-generation", {"text": "", "model": model})
+    assert response.status_code == 422, response.json
+    assert response.json["errors"] == {"text": [response.json["errors"]["text"][0]]}
+    assert "empty" in response.json["message"] and "send at least one character" in response.json["message"]
+
+
+def test_an_empty_text_in_a_batch_is_422_naming_its_index(task_client):
+    response = task_client("/text-generation", {"text": ["Once upon a time", ""], **GREEDY})
+    assert response.status_code == 422, response.json
+    assert list(response.json["errors"]["text"]) == ["1"]
+    assert "item 1" in response.json["message"] and "empty" in response.json["message"]
+
+
 def test_t5_generation_is_selectable_by_name(task_client):
     response = task_client("/text-generation", {"text": PROMPTS, **GREEDY, "model": "t5-base-qa-summary-emotion"})
     assert response.status_code == 200

@@ -4,6 +4,8 @@ import flask_smorest
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
+from .json_provider import NESTED_TOO_DEEPLY
+
 
 class JsonBodyParser(FlaskParser):
     """Reads the body as JSON whatever the Content-Type says.
@@ -16,7 +18,10 @@ class JsonBodyParser(FlaskParser):
         data = req.get_data(cache=True)
         if not data:
             return core.missing
-        return core.parse_json(data)
+        try:
+            return core.parse_json(data)
+        except RecursionError:  # the stdlib parser recurses once per level: '[' * 100000
+            self._handle_invalid_json_error(NESTED_TOO_DEEPLY, req)
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         abort(400, message=f"The request body is not valid JSON ({error}). Send a JSON object.")

@@ -15,7 +15,18 @@ from flask.json.provider import DefaultJSONProvider
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
+# The standard library's parser recurses once per nesting level and raises
+# RecursionError (a 500) near the interpreter's recursion limit.
+NESTED_TOO_DEEPLY = "it is nested too deeply: keep it within a few hundred levels"
+
+
 class OrjsonProvider(DefaultJSONProvider):
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError(NESTED_TOO_DEEPLY) from None  # request.get_json answers a ValueError with a 400
+
     def dumps(self, obj, **kwargs) -> str:
         return orjson.dumps(obj, default=self.default, option=_OPTIONS).decode()
 

@@ -104,5 +104,41 @@ def test_an_unexpected_error_is_a_json_500_without_details(app, client, headers,
 
     monkeypatch.setattr(app.extensions["models"], "get", broken)
     response = post(client, headers, {"text": "hi"})
-    assert_error(response, 500, "service log")
+    assert_error(response, 500, "service log", f"request id {response.headers['X-Request-Id']}")
     assert "secret" not in response.get_data(as_text=True)
+
+
+def json_post_paths(app) -> list[str]:
+    return sorted(rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods)
+
+
+@pytest.mark.parametrize("raw", ["[" * 100_000, '{"a": ' * 100_000])
+def test_a_body_nested_too_deeply_is_400_on_every_json_endpoint(app, client, headers, raw):
+    paths = json_post_paths(app)
+    assert {"/text-vectorisation", "/custom", "/keys", "/upload-url"} <= set(paths)
+    for path in paths:
+        response = client.post(path, data=raw, headers={**headers, "content-type": "application/json"})
+        assert_error(response, 400, "not valid JSON", "nested too deeply")
+
+
+def nested(depth: int):
+    value = "leaf"
+    for _ in range(depth):
+        value = {"inner": [value]}
+    return value
+
+
+def test_a_nested_body_within_reason_is_still_read(client, headers):
+    # /custom accepts any fields: the body is parsed and the model looked up (none here).
+    response = client.post("/custom", json={"model": "mine", "data": nested(100)}, headers=headers)
+    assert_error(response, 404, "mine")
+
+
+def test_request_get_json_answers_a_body_nested_too_deeply_with_a_400_not_a_recursion_error(app):
+    from flask import request
+    from werkzeug.exceptions import BadRequest
+
+    with app.test_request_context("/", method="POST", data="[" * 100_000, content_type="application/json"):
+        with pytest.raises(BadRequest) as refused:
+            request.get_json()
+    assert refused.value.code == 400  # Flask hides the parser's message unless debugging

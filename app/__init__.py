@@ -6,7 +6,7 @@ import os
 from flask import Flask
 from flask_smorest import Api
 
-from . import errors, metrics
+from . import errors, metrics, request_id
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
@@ -89,6 +89,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     metrics.init_app(app)
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
+    request_id.init_app(app)  # before require_api_key: a 401 carries an id too
     app.before_request(require_api_key)
 
     api = Api(app)

@@ -13,6 +13,8 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .request_id import current_request_id
+
 log = logging.getLogger(__name__)
 
 
@@ -109,8 +111,9 @@ def handle_database_down(error: Exception):
 
 
 def handle_unexpected(error: Exception):
-    log.exception("unhandled error")
-    return error_response(500, "Internal server error; the details are in the service log.")
+    request_id = current_request_id.get()
+    log.exception("unhandled error on request %s", request_id)
+    return error_response(500, f"Internal server error; the details are in the service log under request id {request_id}.")
 
 
 def init_app(app):

@@ -25,6 +25,10 @@ at 4, 245 -> 263 at 16, over expecting as many as the last batches held.
 Back-pressure: a full queue refuses new requests at once (429, Retry-After)
 instead of letting them wait without bound, and a request whose deadline passed
 before its turn is dropped unrun: its client has given up.
+
+A model's own exception can quote the input or internals: it is logged with the
+traceback and the request's id (taken at submit, as the worker thread runs
+outside the request), and the client is told that id, not the exception.
 """
 
 import logging
@@ -36,6 +40,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from app.errors import ApiError, ModelUnavailable, TooManyRequests
+from app.request_id import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +54,13 @@ class PredictionFailed(ApiError):
 
 
 class _Request:
-    __slots__ = ("items", "future", "deadline")
+    __slots__ = ("items", "future", "deadline", "request_id")
 
-    def __init__(self, items: list, deadline: float):
+    def __init__(self, items: list, deadline: float, request_id: str | None):
         self.items = items
         self.future: Future = Future()
         self.deadline = deadline
+        self.request_id = request_id
 
 
 class Batcher:
@@ -90,7 +96,7 @@ class Batcher:
 
     def submit(self, items: list, timeout_s: float) -> list:
         """Run `items` in a shared batch; return their outputs in order."""
-        request = _Request(items, time.monotonic() + timeout_s)
+        request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
         with self._ready:
             if self._closed:  # the model was unloaded after this request looked it up
                 raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
@@ -216,9 +222,11 @@ class Batcher:
             request.future.set_result(self._run_checked(request.items))
         except ApiError as exc:  # the task's own input checks: keep their status
             request.future.set_exception(exc)
-        except Exception as exc:
-            log.warning("model %s failed on a request: %s", self.name, exc)
-            request.future.set_exception(PredictionFailed(f"Model {self.name} failed on this input: {exc}"))
+        except Exception:
+            log.exception("model %s failed on request %s", self.name, request.request_id)
+            under = f" under request id {request.request_id}" if request.request_id else ""
+            request.future.set_exception(PredictionFailed(
+                f"Model {self.name} failed on this input; the details are in the service log{under}."))
 
     def _run_checked(self, items: list) -> list:
         started = time.perf_counter()

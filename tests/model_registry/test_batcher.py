@@ -1,6 +1,7 @@
 """Batcher: concurrent calls share forward passes, each caller gets its own outputs in order,
 a full queue refuses at once, a bad input fails only its own request, deadlines drop work."""
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.errors import BadRequest, ModelUnavailable, TooManyRequests
+from app.request_id import current_request_id
 from model_registry.batcher import Batcher, DeadlineExceeded, PredictionFailed
 
 
@@ -228,9 +230,10 @@ def test_an_error_in_one_item_fails_only_its_own_request():
         assert first.result() == [0]
         assert good.result() == [2, 4]
         assert other.result() == [8]
-        with pytest.raises(PredictionFailed, match="cannot double 'bad'") as failed:
+        with pytest.raises(PredictionFailed, match="failed on this input") as failed:
             bad.result()
     assert failed.value.status == 500
+    assert "cannot double" not in failed.value.message  # the model's own text stays in the log
     assert 5 in model.batch_sizes  # the three requests (5 items) were first tried together
 
 
@@ -240,6 +243,38 @@ def test_a_task_error_keeps_its_own_status():
 
     with pytest.raises(BadRequest):
         Batcher(reject, "reject").submit(["x"], 10)
+
+
+def test_a_failure_on_the_worker_thread_is_logged_under_the_request_id_taken_at_submit(caplog):
+    # The pass runs on the batcher's thread, where the request's context is not set.
+    def broken(items):
+        raise ValueError("token=hunter2 in the input")
+
+    batcher = Batcher(broken, "broken", run_alone_inline=False)
+    token = current_request_id.set("req-abc.1")
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(PredictionFailed) as failed:
+            batcher.submit(["x"], 10)
+    finally:
+        current_request_id.reset(token)
+
+    assert "hunter2" not in failed.value.message
+    assert "request id req-abc.1" in failed.value.message and "service log" in failed.value.message
+    [record] = [r for r in caplog.records if r.name == "model_registry.batcher"]
+    assert record.threadName == "batcher-broken"
+    assert "req-abc.1" in record.getMessage()
+    assert record.exc_info and "hunter2" in str(record.exc_info[1])
+
+
+def test_a_user_models_worker_error_keeps_its_message():
+    # The user sees their own model's error: it is theirs, not the service's internals.
+    from uploads.worker_client import WorkerFailed
+
+    def failing(items):
+        raise WorkerFailed("Model mine failed: KeyError: 'colour'")
+
+    with pytest.raises(WorkerFailed, match="KeyError: 'colour'"):
+        Batcher(failing, "mine").submit(["x"], 10)
 
 
 def test_work_past_its_deadline_is_dropped_unrun():

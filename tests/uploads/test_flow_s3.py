@@ -75,3 +75,25 @@ def test_full_flow_through_a_real_s3_server(s3_service, seaweed, tiny_dir, model
 
     assert client.delete("/models/s3-model", headers=headers).status_code == 200
     assert client.get("/models/s3-model", headers=headers).status_code == 404
+
+
+def test_an_archive_over_the_upload_limit_in_the_bucket_fails_its_build_before_download(
+        make_app, seaweed, monkeypatch, tmp_path):
+    # A presigned PUT cannot bound what is put; the service checks the object's size first.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    app = make_app(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
+                   BUILDER=True, BUILD_POLL_S=0.3, UPLOAD_MAX_BYTES=4096)
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    downloads = []
+    storage = app.extensions["storage"]
+    monkeypatch.setattr(storage.client, "get_object",
+                        lambda **kw: downloads.append(kw) or pytest.fail("downloaded an over-limit archive"))
+    url = client.post("/upload-url", json={"model_name": "too-big"}, headers=headers).json
+
+    assert requests.put(url, data=os.urandom(64 * 1024), timeout=30).status_code == 200
+    details = wait_built(client, headers, "too-big")
+
+    assert details["build_status"] == "fail"
+    assert "65536 bytes" in details["build_message"] and "INFER_UPLOAD_MAX_BYTES" in details["build_message"]
+    assert downloads == []

@@ -1,0 +1,96 @@
+"""What a build may and may not do: an older version never replaces a newer one,
+requirements.txt lists packages and nothing else, and an account stays within
+its quotas."""
+
+import json
+import os
+from urllib.parse import urlsplit
+
+import pytest
+
+from app.db import ModelVersion, UserModel
+
+from ..conftest import new_key
+from .helpers import deploy, make_zip, pickle_zip, put_local, upload_url
+
+
+def _version_id(url: str) -> int:
+    return int(urlsplit(url).path.rsplit("/", 1)[1])
+
+
+def test_an_older_build_finishing_after_a_newer_one_does_not_replace_it(make_app):
+    app = make_app()  # no builder thread: the test runs the builds in the order it wants
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    old_url, new_url = upload_url(client, headers, "racing"), upload_url(client, headers, "racing")
+    assert put_local(client, old_url, pickle_zip("old")).status_code == 200
+    assert put_local(client, new_url, pickle_zip("new")).status_code == 200
+    builder = app.extensions["builder"]
+
+    builder.build(_version_id(new_url))
+    builder.build(_version_id(old_url))  # slower, finishing last
+
+    with app.extensions["db"].sessions() as session:
+        assert session.query(UserModel).one().current_version_id == _version_id(new_url)
+        old = session.get(ModelVersion, _version_id(old_url))
+        assert old.status == "success" and "does not replace it" in old.build_message
+    answer = client.post("/custom", json={"model": "racing"}, headers=headers)
+    assert answer.json["output"]["greeting"] == "new"
+
+
+@pytest.mark.parametrize("line,kind", [
+    ("-r /proc/self/environ", "includes another file (-r)"),
+    ("--index-url http://127.0.0.1:1/simple", "sets the package index (--index-url)"),
+    ("./vendor/evil", "is a file path"),
+    ("https://example.com/evil-1.0.tar.gz", "is a URL"),
+    ("evil @ https://example.com/evil-1.0.whl", "installs from a URL"),
+])
+def test_requirements_beyond_package_lines_fail_the_build_without_reading_anything(make_app, monkeypatch, line, kind):
+    canary = "canary-environ-value-0451"
+    monkeypatch.setenv("INFER_TEST_CANARY", canary)  # in /proc/self/environ of the service
+    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+
+    details = deploy(client, headers, "reqs", pickle_zip(requirements=f"cloudpickle\n{line}\n"))
+
+    assert details["build_status"] == "fail"
+    assert f"requirements.txt line 2 {kind}" in details["build_message"]
+    log = client.get("/models/reqs/build-log", headers=headers).json["log"]
+    for text in (details["build_message"], log):
+        assert canary not in text and "PATH=" not in text and line not in text
+
+
+def test_an_account_holds_at_most_its_models_and_pending_uploads(make_app):
+    app = make_app(ACCOUNT_MAX_MODELS=2, ACCOUNT_MAX_PENDING_UPLOADS=3)
+    client = app.test_client()
+    alice, bob = {"x-api-key": new_key(app, "alice")}, {"x-api-key": new_key(app, "bob")}
+    upload_url(client, alice, "first")
+    upload_url(client, alice, "second")
+
+    third_model = client.post("/upload-url", json={"model_name": "third"}, headers=alice)
+    assert third_model.status_code == 403 and "INFER_ACCOUNT_MAX_MODELS" in third_model.json["message"]
+    upload_url(client, alice, "second")  # a new version of a model it has is fine...
+    pending = client.post("/upload-url", json={"model_name": "first"}, headers=alice)
+    assert pending.status_code == 429 and "INFER_ACCOUNT_MAX_PENDING_UPLOADS" in pending.json["message"]
+    assert client.post("/upload-url", json={"model_name": "first"}, headers=bob).status_code == 200  # per account
+
+
+def _big_model(seed: bytes) -> bytes:
+    # 600 KB that does not compress, so the stored version takes about that much.
+    code = "def load_model(d):\n    return None\ndef call_model(m, i, t):\n    return 'ok'\n"
+    return make_zip({"inference.py": code, "blob.bin": os.urandom(600 * 1024) + seed,
+                     "config.json": json.dumps({"tasks": ["custom"]})})
+
+
+def test_a_build_that_would_take_the_account_past_its_stored_bytes_fails_and_keeps_nothing(make_app):
+    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, ACCOUNT_MAX_STORED_MB=1)
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    assert deploy(client, headers, "big-one", _big_model(b"1"))["build_status"] == "success"
+
+    second = deploy(client, headers, "big-two", _big_model(b"2"))
+
+    assert second["build_status"] == "fail" and "INFER_ACCOUNT_MAX_STORED_MB" in second["build_message"]
+    user_models = os.path.join(app.config["DATA_DIR"], "user_models")
+    assert len(os.listdir(user_models)) == 1  # the failed version's files are gone
+    assert client.post("/custom", json={"model": "big-one"}, headers=headers).json["output"] == "ok"
+    assert client.delete("/models/big-one", headers=headers).status_code == 200
+    assert deploy(client, headers, "big-two", _big_model(b"2"))["build_status"] == "success"

@@ -1,6 +1,10 @@
 FROM python:3.11-slim
 
 WORKDIR /srv
+# bubblewrap sandboxes uploaded models' code (util-linux, in the base image,
+# brings prlimit and setpriv).
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt requirements-models.txt ./
 # torch first and pinned: the CPU wheel; see requirements.txt.
 RUN pip install --no-cache-dir torch==2.13.0 \

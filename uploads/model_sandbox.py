@@ -11,7 +11,9 @@ service's code and environment.
 
 import logging
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -117,8 +119,12 @@ class ModelSandbox:
             pip += ["--find-links", f"/find-links/{index}"]
         inside = ["/venv/bin/python", "/opt/infer/install_inside.py"]
         proxy = None
+        socket_dir = None
         if self.config["SANDBOX_INSTALL_NETWORK"] == "index":
-            socket_path = os.path.join(scratch_dir, "egress.sock")
+            # Its own short folder (0700): a unix socket's path holds at most 107
+            # bytes, which a data dir's path can take up on its own.
+            socket_dir = tempfile.mkdtemp(prefix="infer-egress-")
+            socket_path = os.path.join(socket_dir, "egress.sock")
             proxy = EgressProxy(socket_path, parse_allowed(self.config["SANDBOX_INSTALL_HOSTS"]))
             binds.append(Bind(socket_path, "/install/egress.sock"))
             inside += ["--proxy-socket", "/install/egress.sock"]
@@ -130,6 +136,8 @@ class ModelSandbox:
         finally:
             if proxy:
                 proxy.close()
+            if socket_dir:
+                shutil.rmtree(socket_dir, ignore_errors=True)
         if proxy and proxy.refused:
             output += ("\nThe install network refused: " + ", ".join(sorted(set(proxy.refused)))
                        + " (only INFER_SANDBOX_INSTALL_HOSTS are reachable).\n")

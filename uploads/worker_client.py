@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 STDERR_LINE_CHARS = 2000
 # How often a call waiting on its worker looks whether the model was closed.
 CLOSE_CHECK_S = 0.5
+# Deepest answer passed on: the JSON writer of responses stops near 255 levels.
+MAX_REPLY_DEPTH = 200
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in `value` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class WorkerFailed(ApiError):
@@ -60,8 +73,10 @@ class WorkerProcess:
             raise WorkerFailed(f"Model {self.name} could not load: {message['error']}")
 
     def _drain_stderr(self, process) -> None:
-        for line in process.stderr:
-            log.info("[%s] %s", self.name, line[:STDERR_LINE_CHARS].decode(errors="replace").rstrip())
+        # readline with a size: a "line" of gigabytes without a newline is read
+        # (and logged) in pieces, never held whole.
+        while line := process.stderr.readline(STDERR_LINE_CHARS):
+            log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
     def _read(self, timeout: float, doing: str) -> dict:
         """The worker's next line, waiting at most `timeout` (select on the pipe:
@@ -100,12 +115,14 @@ class WorkerProcess:
         del self._received[:end + 1]
         try:
             message = json.loads(line)
-        except ValueError:
-            self._kill()
-            raise WorkerFailed(f"Model {self.name}'s worker wrote something that is not its protocol; it was restarted.") from None
+        except (ValueError, RecursionError):
+            message = None
         if not isinstance(message, dict):
             self._kill()
             raise WorkerFailed(f"Model {self.name}'s worker wrote something that is not its protocol; it was restarted.")
+        if _depth(message) > MAX_REPLY_DEPTH:
+            raise WorkerFailed(f"Model {self.name} answered a value nested more than {MAX_REPLY_DEPTH} levels deep; "
+                               "answer a flatter structure.")
         return message
 
     def _send(self, data: bytes) -> None:

@@ -5,6 +5,7 @@ one pass and bounded."""
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -109,3 +110,49 @@ def test_a_large_reply_arriving_in_many_reads_comes_back_whole(launcher):
 
     assert client.call("custom", {"size": 20 << 20}) == "x" * (20 << 20)
     assert client.call("custom", {"size": 2}) == "xx"
+
+
+def test_an_answer_nested_deeper_than_responses_can_carry_fails_with_a_message(launcher, tmp_path):
+    nested = "[" * 300 + "]" * 300
+    script = tmp_path / "deep.py"
+    script.write_text(
+        "import sys\nprint('{\"ready\": true}', flush=True)\n"
+        f"for line in sys.stdin:\n    print('{{\"output\": {nested}}}', flush=True)\n")
+
+    def launch():
+        process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, bufsize=0)
+        launcher.started.append(process)
+        return process
+
+    client = WorkerProcess("m", launch, stop, call_timeout_s=60, load_timeout_s=60, max_reply_bytes=1 << 20)
+    with pytest.raises(WorkerFailed) as failed:
+        client.call("custom", {})
+    assert "nested more than 200 levels" in failed.value.message
+
+
+def test_a_worker_writing_an_endless_line_to_stderr_is_logged_in_pieces(launcher, tmp_path, caplog):
+    script = tmp_path / "noisy.py"
+    script.write_text("import sys\nsys.stderr.write('e' * 100000); sys.stderr.flush()\n"
+                      "print('{\"ready\": true}', flush=True)\nfor line in sys.stdin:\n"
+                      "    print('{\"output\": 1}', flush=True)\n")
+
+    def launch():
+        process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, bufsize=0)
+        launcher.started.append(process)
+        return process
+
+    client = WorkerProcess("m", launch, stop, call_timeout_s=60, load_timeout_s=60, max_reply_bytes=1 << 20)
+    with caplog.at_level("INFO", logger="uploads.worker_client"):
+        assert client.call("custom", {}) == 1
+        client.close()
+
+        def pieces():
+            return [r.getMessage() for r in caplog.records if r.getMessage().startswith("[m] e")]
+
+        deadline = time.monotonic() + 30  # the log thread reads what the worker left in the pipe
+        while sum(len(p) - len("[m] ") for p in pieces()) < 100000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sum(len(p) - len("[m] ") for p in pieces()) == 100000  # all of it, in pieces
+    assert max(len(p) for p in pieces()) <= 2000 + len("[m] ")

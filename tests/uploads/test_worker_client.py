@@ -28,11 +28,14 @@ for line in sys.stdin:
 
 
 class Launcher:
+    """Starts a worker from `source` (FAKE_WORKER unless a test gives its own) and keeps them all."""
+
     def __init__(self):
         self.started: list[subprocess.Popen] = []
+        self.source = FAKE_WORKER
 
     def __call__(self) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-c", FAKE_WORKER], stdin=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-c", self.source], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self.started.append(process)
         return process
@@ -112,38 +115,23 @@ def test_a_large_reply_arriving_in_many_reads_comes_back_whole(launcher):
     assert client.call("custom", {"size": 2}) == "xx"
 
 
-def test_an_answer_nested_deeper_than_responses_can_carry_fails_with_a_message(launcher, tmp_path):
+def test_an_answer_nested_deeper_than_responses_can_carry_fails_with_a_message(launcher):
     nested = "[" * 300 + "]" * 300
-    script = tmp_path / "deep.py"
-    script.write_text(
-        "import sys\nprint('{\"ready\": true}', flush=True)\n"
-        f"for line in sys.stdin:\n    print('{{\"output\": {nested}}}', flush=True)\n")
+    launcher.source = ("import sys\nprint('{\"ready\": true}', flush=True)\n"
+                       f"for line in sys.stdin:\n    print('{{\"output\": {nested}}}', flush=True)\n")
+    client = worker(launcher)
 
-    def launch():
-        process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, bufsize=0)
-        launcher.started.append(process)
-        return process
-
-    client = WorkerProcess("m", launch, stop, call_timeout_s=60, load_timeout_s=60, max_reply_bytes=1 << 20)
     with pytest.raises(WorkerFailed) as failed:
         client.call("custom", {})
     assert "nested more than 200 levels" in failed.value.message
 
 
-def test_a_worker_writing_an_endless_line_to_stderr_is_logged_in_pieces(launcher, tmp_path, caplog):
-    script = tmp_path / "noisy.py"
-    script.write_text("import sys\nsys.stderr.write('e' * 100000); sys.stderr.flush()\n"
-                      "print('{\"ready\": true}', flush=True)\nfor line in sys.stdin:\n"
-                      "    print('{\"output\": 1}', flush=True)\n")
+def test_a_worker_writing_an_endless_line_to_stderr_is_logged_in_pieces(launcher, caplog):
+    launcher.source = ("import sys\nsys.stderr.write('e' * 100000); sys.stderr.flush()\n"
+                       "print('{\"ready\": true}', flush=True)\nfor line in sys.stdin:\n"
+                       "    print('{\"output\": 1}', flush=True)\n")
+    client = worker(launcher)
 
-    def launch():
-        process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, bufsize=0)
-        launcher.started.append(process)
-        return process
-
-    client = WorkerProcess("m", launch, stop, call_timeout_s=60, load_timeout_s=60, max_reply_bytes=1 << 20)
     with caplog.at_level("INFO", logger="uploads.worker_client"):
         assert client.call("custom", {}) == 1
         client.close()

@@ -278,6 +278,11 @@ class Sandbox:
         ]
         for name, value in self.inner_env(job).items():
             args += ["--setenv", name, value]
+        # The scratch mounts first: a service installed under /tmp must stay
+        # visible, mounted over the sandbox's own /tmp rather than hidden by it.
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        for scratch in ("/tmp", "/dev/shm"):  # in RAM, so each has a size
+            args += ["--perms", "1777", "--size", str(job.limits.tmp_bytes), "--tmpfs", scratch]
         folders = _Folders()
         for kind, source, target in system_binds():
             if kind == "symlink":
@@ -286,9 +291,6 @@ class Sandbox:
                 args += folders.parents(target) + ["--ro-bind-try" if kind == "ro-try" else "--ro-bind", source, target]
                 folders.bound(target)
         args += ["--ro-bind-data", "{fd1}", "/etc/passwd", "--ro-bind-data", "{fd2}", "/etc/group"]
-        args += ["--proc", "/proc", "--dev", "/dev"]
-        for scratch in ("/tmp", "/dev/shm"):  # in RAM, so each has a size
-            args += ["--perms", "1777", "--size", str(job.limits.tmp_bytes), "--tmpfs", scratch]
         for bind in job.binds:
             args += folders.parents(bind.target) + ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
         args += ["--chdir", job.workdir, "--seccomp", "{fd0}", "--"]

@@ -86,3 +86,26 @@ def test_the_filter_is_refused_for_an_architecture_it_does_not_know():
     with pytest.raises(seccomp.UnsupportedArchitecture):
         seccomp.build_filter("riscv64")
     assert len(seccomp.build_filter("aarch64")) % 8 == 0  # whole sock_filter instructions
+
+
+def test_service_packages_installed_under_tmp_stay_visible_over_the_private_tmp(monkeypatch, tmp_path):
+    # A checkout under /tmp (CI clones there) has its venv's packages there too.
+    import sandbox.runner
+    from sandbox import Job, Limits, Sandbox
+
+    packages = tempfile.mkdtemp(prefix="site-packages-", dir="/tmp")
+    os.chmod(packages, 0o755)
+    pathlib.Path(packages, "marker.txt").write_text("visible")
+    os.chmod(os.path.join(packages, "marker.txt"), 0o644)
+    real = sandbox.runner.system_binds
+    monkeypatch.setattr(sandbox.runner, "system_binds", lambda: [*real(), ("ro", packages, packages)])
+    box = Sandbox()
+    try:
+        job = Job(["/bin/sh", "-c", f"cat {packages}/marker.txt && touch /tmp/writable && echo ok"], [],
+                  uid=box.uid_for(1), limits=Limits(1 << 30, 64, 30, 256, 1 << 24, 1 << 24))
+        process = box.spawn(job, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output = process.communicate(timeout=60)[0]
+    finally:
+        shutil.rmtree(packages, ignore_errors=True)
+
+    assert output == "visibleok\n", output

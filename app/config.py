@@ -148,7 +148,8 @@ DEFAULTS = {
     "SANDBOX_INSTALL_NETWORK": "index",
     "SANDBOX_INSTALL_HOSTS": "pypi.org,files.pythonhosted.org",
     # Comma-separated host folders of wheels/sdists that installs may use
-    # (mounted read-only, passed to pip as --find-links).
+    # (mounted read-only, passed to pip as --find-links; as root, make their
+    # files readable by all: sandboxes run under uids of their own).
     "SANDBOX_PIP_FIND_LINKS": "",
     # Most a model's venv may grow to during its install (the install is stopped).
     "SANDBOX_INSTALL_MAX_MB": 4096,

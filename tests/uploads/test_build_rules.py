@@ -94,3 +94,44 @@ def test_a_build_that_would_take_the_account_past_its_stored_bytes_fails_and_kee
     assert client.post("/custom", json={"model": "big-one"}, headers=headers).json["output"] == "ok"
     assert client.delete("/models/big-one", headers=headers).status_code == 200
     assert deploy(client, headers, "big-two", _big_model(b"2"))["build_status"] == "success"
+
+
+def _wheel(folder, name: str, version: str, source: str) -> None:
+    """A pure-Python wheel of one module, written by hand (no build tools needed)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": source, f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    with zipfile.ZipFile(os.path.join(folder, f"{name}-{version}-py3-none-any.whl"), "w") as wheel:
+        for path, text in files.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+            wheel.writestr(path, text)
+            record.append(f"{path},sha256={digest},{len(text.encode())}")
+        wheel.writestr(f"{dist}/RECORD", "\n".join([*record, f"{dist}/RECORD,,"]) + "\n")
+
+
+def test_without_install_network_packages_come_from_the_operators_find_links_folder(make_app, tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(str(wheels), "tinypkg", "1.0", "VALUE = 42\n")
+    os.chmod(tmp_path, 0o755)  # the sandbox's uid reads the operator's folder
+    for path in (wheels, *wheels.iterdir()):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_INSTALL_NETWORK="none",
+                   SANDBOX_PIP_FIND_LINKS=str(wheels))
+    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    code = "import tinypkg\ndef load_model(d):\n    return None\ndef call_model(m, i, t):\n    return tinypkg.VALUE\n"
+
+    def model(requirement):
+        return make_zip({"inference.py": code, "requirements.txt": requirement,
+                         "config.json": json.dumps({"tasks": ["custom"]})})
+
+    assert deploy(client, headers, "from-wheel", model("tinypkg==1.0\n"))["build_status"] == "success"
+    assert client.post("/custom", json={"model": "from-wheel"}, headers=headers).json["output"] == 42
+    missing = deploy(client, headers, "not-there", model("tinypkg==2.0\n"))
+    assert missing["build_status"] == "fail" and "installing requirements.txt failed" in missing["build_message"]
+    assert "from versions: 1.0" in missing["build_message"]  # pip looked in the folder, and nowhere else

@@ -8,6 +8,7 @@ Once the model is closed (unloaded, deleted, replaced) it refuses calls and
 never starts a worker again: a request still queued for it gets a 503.
 """
 
+import io
 import json
 import logging
 import os
@@ -74,8 +75,10 @@ class WorkerProcess:
 
     def _drain_stderr(self, process) -> None:
         # readline with a size: a "line" of gigabytes without a newline is read
-        # (and logged) in pieces, never held whole.
-        while line := process.stderr.readline(STDERR_LINE_CHARS):
+        # (and logged) in pieces, never held whole; buffered, as the pipe is
+        # unbuffered and its readline would read a byte per system call.
+        stderr = io.BufferedReader(process.stderr, 1 << 16)
+        while line := stderr.readline(STDERR_LINE_CHARS):
             log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
     def _read(self, timeout: float, doing: str) -> dict:

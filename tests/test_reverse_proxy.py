@@ -11,13 +11,9 @@ Only functional timeouts are asserted (a request answers, or does not, within
 a generous client timeout); nothing about speed.
 """
 
-import os
 import re
 import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,9 +21,9 @@ import uuid
 import pytest
 import requests
 
-from .nginx import Nginx, free_port
+from .gunicorn import production_server
+from .nginx import Nginx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 4
 SLOW = 3 * THREADS  # more slow connections than gunicorn has threads, by far
 # The test config's header and body timeouts (deploy/nginx.conf has 10 s):
@@ -41,41 +37,14 @@ ACCESS_FORMAT = "%(r)s|rid=%({x-request-id}i)s|xff=%({x-forwarded-for}i)s|host=%
 def gunicorn_server(tmp_path_factory):
     """gunicorn -c gunicorn.conf.py wsgi:app, started as tests/test_serve.py starts it."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
-    log = open(tmp / "server.log", "w+")
-    env = {**os.environ, "INFER_DATA_DIR": str(tmp / "data"), "INFER_BIND": f"127.0.0.1:{port}",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "INFER_WORKERS": "1",
-           "INFER_THREADS": str(THREADS), "INFER_ACCESS_LOG": str(tmp / "access.log"),
-           # Overrides the config file's access log format only: it records
-           # what nginx forwarded, for test_proxy_forwards_client_headers.
-           "GUNICORN_CMD_ARGS": f"--access-logformat '{ACCESS_FORMAT}'"}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {open(log.name).read()}")
-            try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or the worker still booting
-                time.sleep(0.3)
-        else:
-            raise AssertionError(open(log.name).read())
-        log.flush()
-        keys = re.findall(r"ik_[A-Za-z0-9_-]+", open(log.name).read())
+    access_log = str(tmp / "access.log")
+    # GUNICORN_CMD_ARGS overrides the config file's access log format only: it
+    # records what nginx forwarded, for test_proxy_forwards_client_headers.
+    with production_server(tmp, INFER_WORKERS="1", INFER_THREADS=str(THREADS), INFER_ACCESS_LOG=access_log,
+                           GUNICORN_CMD_ARGS=f"--access-logformat '{ACCESS_FORMAT}'") as server:
+        keys = server.printed_keys()
         assert len(keys) == 1, "the first start prints one API key"
-        yield {"url": url, "port": port, "key": keys[0], "access_log": str(tmp / "access.log")}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        yield {"url": server.url, "port": server.port, "key": keys[0], "access_log": access_log}
 
 
 @pytest.fixture(scope="module")

@@ -208,3 +208,15 @@ def model_root(folder: str) -> str:
 
 def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def tree_bytes(path: str) -> int:
+    """Bytes of the files under `path` (links not followed)."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total

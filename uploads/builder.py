@@ -28,9 +28,9 @@ from model_registry.loaders.common import MissingWeights
 
 from sandbox import SandboxUnavailable
 
-from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree
+from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree, tree_bytes
 from .model_sandbox import RequirementsFailed
-from .quotas import QuotaExceeded, check_stored_bytes, tree_bytes
+from .quotas import QuotaExceeded, check_stored_bytes
 from .requirements_check import RequirementsRejected
 from .samples import sample_item, shape_problem
 from .serving import CODE_FORMATS, cache_key, code_model, hf_loader, hf_model, version_dirs

@@ -21,7 +21,7 @@ from collections import deque
 from sandbox import Bind, Job, Limits, Sandbox
 from sandbox.egress import EgressProxy, parse_allowed
 
-from .quotas import tree_bytes
+from .archive import tree_bytes
 from .requirements_check import check_requirements
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,6 @@ it before uploading gigabytes) and again when a build has measured what its
 version takes (a build that would go over fails, and its files are removed).
 """
 
-import os
-
 from sqlalchemy import func, or_, select
 
 from app.db import ModelVersion, UserModel, utcnow
@@ -16,18 +14,6 @@ from app.errors import ApiError, TooManyRequests
 
 class QuotaExceeded(ApiError):
     status = 403
-
-
-def tree_bytes(path: str) -> int:
-    """Bytes of the files under `path` (links not followed)."""
-    total = 0
-    for directory, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def stored_bytes(session, account_id: int, excluding_version: int | None = None) -> int:

@@ -18,6 +18,7 @@ from model_registry.catalogue import (
 from model_registry.loaders import LOADERS
 from model_registry.served_model import ServedModel
 
+from .archive import tree_bytes
 from .worker_client import WorkerProcess
 
 CODE_FORMATS = ("pickle", "inference")
@@ -97,8 +98,7 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
         return lambda items: [worker.call(task, user_input(task, item)) for item in items]
 
     # The worker's memory is outside this process; count the files as its weight.
-    nbytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(files_dir) for f in fs)
-    served = ServedModel(key, worker, nbytes, "worker process", {task: runner(task) for task in tasks})
+    served = ServedModel(key, worker, tree_bytes(files_dir), "worker process", {task: runner(task) for task in tasks})
     served.on_close = worker.close
     return served
 

@@ -153,15 +153,12 @@ def receive_upload(version_id):
         raise Conflict("This upload URL was used already; ask POST /upload-url for a new one.")
     # The URL must carry the expiry the service stored for it, not merely a
     # validly signed one (a signing secret that leaked would otherwise make
-    # URLs that never expire), and that expiry must not have passed.
-    stored = int(_as_utc(version.upload_expires_at).timestamp())
-    if str(stored) != expires or stored < utcnow().timestamp():
-        raise UploadRejected("This upload URL has expired or is not the one issued; ask POST /upload-url for a new one.")
+    # URLs that never expire); verify() has checked that it has not passed.
+    if expires != str(int(_as_utc(version.upload_expires_at).timestamp())):
+        raise UploadRejected("This upload URL is not the one issued; ask POST /upload-url for a new one.")
     limit = int(current_app.config["UPLOAD_MAX_BYTES"])
     # Archives are far larger than API bodies: this request has its own limit.
     request.max_content_length = limit
-    if request.content_length and request.content_length > limit:
-        raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
     path = storage.archive_path(version_id)
     partial = path + ".partial"
     try:
@@ -182,6 +179,9 @@ def receive_body(path: str, limit: int, idle_timeout_s: float) -> int:
     """Write the request body to `path`; its length. A body that stops arriving
     for idle_timeout_s is a 408, one shorter than its Content-Length a 400, one
     over `limit` (chunked bodies have no length up front) a 413."""
+    too_large = PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+    if request.content_length and request.content_length > limit:
+        raise too_large  # said before a byte is read
     connection = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
     previous_timeout = connection.gettimeout() if connection is not None else None
     if connection is not None:
@@ -194,10 +194,10 @@ def receive_body(path: str, limit: int, idle_timeout_s: float) -> int:
                 last_byte = time.monotonic()
                 written += len(chunk)
                 if written > limit:
-                    raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+                    raise too_large
                 out.write(chunk)
-    except RequestEntityTooLarge:
-        raise PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).") from None
+    except RequestEntityTooLarge:  # werkzeug's own count, on a chunked body
+        raise too_large from None
     except (ClientDisconnected, OSError):
         if time.monotonic() - last_byte >= idle_timeout_s * 0.9:
             raise UploadTimeout(f"No data arrived for {idle_timeout_s:g}s (INFER_UPLOAD_IDLE_TIMEOUT_S); "

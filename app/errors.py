@@ -57,6 +57,11 @@ class ModelUnavailable(ApiError):
 
     status = 503
 
+    @classmethod
+    def just_unloaded(cls, name: str) -> "ModelUnavailable":
+        """For a request that reached a model as it was unloaded: a retry finds it loaded again."""
+        return cls(f"Model {name} was just unloaded. Retry.", headers={"Retry-After": "1"})
+
 
 def error_response(status: int, message: str, errors: dict | None = None, headers: dict | None = None):
     payload = {"code": status, "status": HTTP_STATUS_CODES.get(status, "Error"), "message": message}

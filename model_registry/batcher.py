@@ -99,7 +99,7 @@ class Batcher:
         request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
         with self._ready:
             if self._closed:  # the model was unloaded after this request looked it up
-                raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
+                raise ModelUnavailable.just_unloaded(self.name)
             if len(self._queue) >= self.max_queue:
                 raise TooManyRequests(
                     f"Model {self.name} is busy: {len(self._queue)} requests are queued "

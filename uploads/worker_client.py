@@ -101,14 +101,14 @@ class WorkerProcess:
                 )
             if self._closed:  # close() killed it, or is about to: do not wait for the timeout
                 self._kill()
-                raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
+                raise ModelUnavailable.just_unloaded(self.name)
             if not select.select([stdout], [], [], min(remaining, CLOSE_CHECK_S))[0]:
                 continue
             chunk = os.read(stdout, 1 << 20)
             if not chunk:
                 if self._closed:
                     self._kill()
-                    raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
+                    raise ModelUnavailable.just_unloaded(self.name)
                 code = self._process.wait()
                 self._stop(self._process)
                 self._process = None
@@ -143,7 +143,7 @@ class WorkerProcess:
     def call(self, task: str, task_input):
         with self._lock:
             if self._closed:
-                raise ModelUnavailable(f"Model {self.name} was just unloaded. Retry.", headers={"Retry-After": "1"})
+                raise ModelUnavailable.just_unloaded(self.name)
             if self._process is None or self._process.poll() is not None:
                 if self._process is not None:
                     self._stop(self._process)  # whatever it left running in its sandbox goes too

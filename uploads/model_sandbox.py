@@ -22,6 +22,7 @@ from sandbox import Bind, Job, Limits, Sandbox
 from sandbox.egress import EgressProxy, parse_allowed
 
 from .archive import tree_bytes
+from .requirements_check import MAX_BYTES as REQUIREMENTS_MAX_BYTES
 from .requirements_check import check_requirements
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class ModelSandbox:
         text = ""
         if os.path.isfile(path):
             with open(path, "rb") as requirements_file:
-                text = requirements_file.read(64 * 1024 + 1).decode("utf-8", errors="replace")
+                text = requirements_file.read(REQUIREMENTS_MAX_BYTES + 1).decode("utf-8", errors="replace")
         requirements = check_requirements(text)
         if not requirements:
             return "no requirements to install\n"

@@ -98,16 +98,7 @@ class Batcher:
         """Run `items` in a shared batch; return their outputs in order."""
         request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
         with self._ready:
-            if self._closed:  # the model was unloaded after this request looked it up
-                raise ModelUnavailable.just_unloaded(self.name)
-            if len(self._queue) >= self.max_queue:
-                raise TooManyRequests(
-                    f"Model {self.name} is busy: {len(self._queue)} requests are queued "
-                    "(INFER_BATCH_MAX_QUEUE). Retry shortly.",
-                    headers={"Retry-After": "1"},
-                )
-            self._in_flight += 1
-            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._admit()
             # Not while batches are expected to gather several requests: this one
             # would run alone ahead of the others the worker is holding a batch for.
             alone = self._expected() <= 1 or not self.max_wait_s
@@ -133,8 +124,41 @@ class Batcher:
                     f"Model {self.name} did not answer within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S)."
                 ) from None
         finally:
-            with self._ready:
-                self._in_flight -= 1
+            self._left()
+
+    def submit_nowait(self, items: list, timeout_s: float) -> Future:
+        """Queue `items` for the worker and return their future at once.
+
+        For a caller that must keep its own thread while the pass runs (a
+        streaming response writes tokens as they come). It waits in the same
+        queue, under the same limits, as every other request; past `timeout_s`
+        in the queue it is dropped with DeadlineExceeded. Cancelling the
+        future before its pass starts takes it out of the queue.
+        """
+        request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
+        with self._ready:
+            self._admit()
+            self._queue.append(request)
+            self._ready.notify()
+        request.future.add_done_callback(lambda _future: self._left())
+        return request.future
+
+    def _admit(self) -> None:
+        """Count a new request in, or refuse it (call with the lock held)."""
+        if self._closed:  # the model was unloaded after this request looked it up
+            raise ModelUnavailable.just_unloaded(self.name)
+        if len(self._queue) >= self.max_queue:
+            raise TooManyRequests(
+                f"Model {self.name} is busy: {len(self._queue)} requests are queued "
+                "(INFER_BATCH_MAX_QUEUE). Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def _left(self) -> None:
+        with self._ready:
+            self._in_flight -= 1
 
     def close(self) -> None:
         with self._ready:

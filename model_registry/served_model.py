@@ -2,6 +2,7 @@
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .batcher import Batcher
@@ -36,6 +37,14 @@ class ServedModel:
         self._lock = threading.Lock()
         # Extra clean-up on eviction (a user model's worker process).
         self.on_close: Callable[[], None] | None = None
+        # What the OpenAI-compatible API needs beyond the task runners (set by
+        # the loaders that can provide it; None where a model cannot, such as
+        # uploaded code): token counts of texts as the model reads them ...
+        self.count_tokens: Callable[[list[str]], list[int]] | None = None
+        # ... whether its vectors may be cut short (trained Matryoshka-style) ...
+        self.truncatable_vectors: bool = False
+        # ... and token-level generation (model_registry/loaders/completion.py).
+        self.completion = None
 
     @property
     def tasks(self) -> list[str]:
@@ -44,6 +53,10 @@ class ServedModel:
     def run(self, task: str, inputs: list) -> list:
         settings = self.batch_settings
         return self._batcher(task).submit(inputs, settings.timeout_s)
+
+    def run_nowait(self, task: str, inputs: list) -> Future:
+        """Queue `inputs` and return the future of their outputs (Batcher.submit_nowait)."""
+        return self._batcher(task).submit_nowait(inputs, self.batch_settings.timeout_s)
 
     def _batcher(self, task: str) -> Batcher:
         batcher = self._batchers.get(task)

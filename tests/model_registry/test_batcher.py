@@ -310,3 +310,36 @@ def test_a_request_reaching_a_closed_batcher_is_refused_at_once_not_left_waiting
         batcher.submit([1], timeout_s=30)
     assert time.perf_counter() - started < 5
     assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+
+
+def test_submit_nowait_returns_at_once_and_its_future_carries_the_outputs():
+    gate = threading.Event()
+    model = SlowDoubler(gate=gate)
+    batcher = Batcher(model, "double")
+
+    future = batcher.submit_nowait([1, 2], timeout_s=10)
+    assert not future.done()  # the pass waits on the gate, and the caller did not
+    gate.set()
+
+    assert future.result(timeout=10) == [2, 4]
+
+
+def test_submit_nowait_shares_the_queue_limit_and_a_cancelled_one_never_runs():
+    gate = threading.Event()
+    model = SlowDoubler(gate=gate)
+    batcher = Batcher(model, "double", max_queue=2, max_batch_size=1)
+    running = batcher.submit_nowait([1], timeout_s=10)
+    deadline = time.monotonic() + 5
+    while not running.running() and time.monotonic() < deadline:  # the worker took it
+        time.sleep(0.01)
+    cancelled = batcher.submit_nowait([100], timeout_s=10)
+    queued = batcher.submit_nowait([3], timeout_s=10)
+
+    with pytest.raises(TooManyRequests):
+        batcher.submit_nowait([4], timeout_s=10)
+    assert cancelled.cancel()  # its client went away while it queued
+    gate.set()
+
+    assert running.result(timeout=10) == [2] and queued.result(timeout=10) == [6]
+    assert sum(model.batch_sizes) == 2  # 100 was never doubled
+    assert batcher._in_flight == 0

@@ -15,7 +15,7 @@ from model_registry.catalogue import (
     ZERO_SHOT_NLI,
     ModelSpec,
 )
-from model_registry.loaders import LOADERS
+from model_registry.loaders import LOADERS, completion
 from model_registry.served_model import ServedModel
 
 from .archive import tree_bytes
@@ -106,5 +106,7 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
 def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool) -> ServedModel:
     spec = ModelSpec(key, key, "uploaded", loader, "user model")
     served = LOADERS[loader](spec, files_dir, device, half)
-    served.runners = {task: run for task, run in served.runners.items() if task in tasks}
+    # A generation model's token-level runner (the /v1 routes) comes with its task.
+    runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())
+    served.runners = {task: run for task, run in served.runners.items() if task in runners}
     return served

@@ -9,7 +9,9 @@ the most recent text is kept, leaving room for max_length new tokens.
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
+from . import completion
 from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .serial_tokenizer import SerialTokenizer
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 
@@ -25,6 +27,7 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> Serve
         tokenizer.pad_token = tokenizer.eos_token
     model = place(from_pretrained(AutoModelForCausalLM, path, "text-generation", **gguf), device, half)
     context = max_input_tokens(tokenizer, model.config, default=2048)
+    tokenizer = SerialTokenizer(tokenizer)  # from here on, used by several threads
 
     def text_generation(items: list[dict]) -> list:
         outputs: list = [None] * len(items)
@@ -49,4 +52,9 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> Serve
                 outputs[i] = text
         return outputs
 
-    return ServedModel(spec.key, model, module_nbytes(model), device, {"text-generation": text_generation})
+    engine = completion.CompletionEngine(model, tokenizer, device, context)
+    served = ServedModel(spec.key, model, module_nbytes(model), device,
+                         {"text-generation": text_generation, completion.RUNNER: engine.run})
+    served.completion = engine
+    served.count_tokens = lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    return served

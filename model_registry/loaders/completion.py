@@ -1,0 +1,249 @@
+"""Token-level generation for the OpenAI-compatible routes (/v1/completions,
+/v1/chat/completions) on decoder-only models.
+
+Where /text-generation answers Backprop's way (the prompt followed by its
+continuation, lengths in tokens, beams), these routes need what OpenAI's
+clients read: the continuation alone, `stop` strings, `n` choices, the reason
+each choice ended, token counts, and the text as it is generated (streaming).
+
+Every choice is one row of a batched generate() call (a prompt with n choices
+is n rows), so requests with the same sampling settings share forward passes
+through the model's batcher like every other task. One object, `_Rows`, follows
+all rows step by step as a stopping criterion: it decodes each row's tokens,
+ends a row at its end-of-text token, its stop string, its own max_tokens or
+when its client has gone away (streaming), and hands a streaming row's new
+text to its TokenStream. Streamed and non-streamed choices are built by the
+same code, so they are the same text.
+"""
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from .common import inference
+
+# The name of the completion runner in a ServedModel's runners (its own batcher),
+# and the task whose models carry it.
+RUNNER = "completions"
+SERVES = "text-generation"
+
+# What a streamed choice yields that is not text.
+END = "end"
+# Printed by decode() for a token that ends inside a multi-byte character: its
+# text is held back until the rest arrives.
+INCOMPLETE = "\ufffd"
+
+
+class TokenStream:
+    """Where a streaming request's choices arrive while the model generates them.
+
+    `events` gets (choice index, text) for new text and (choice index, END,
+    finish reason) when a choice ends. `cancel()` (its client went away) ends
+    every one of its choices at the next generated token.
+    """
+
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class CompletionRequest:
+    """One prompt, already tokenized, and how to continue it."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    stream: TokenStream | None = field(default=None, compare=False)
+    # The index of this prompt's first choice in the stream (prompt i of a
+    # list, with n choices each, starts at i * n).
+    first_choice: int = 0
+
+    def sampling_key(self):
+        """Requests that may share one generate() call. Stops and lengths are per
+        row; a seeded request runs alone, so its seed decides its output."""
+        if self.temperature == 0:
+            return ("greedy",)
+        return ("sample", self.temperature, self.top_p, id(self) if self.seed is not None else None)
+
+
+@dataclass
+class Choice:
+    text: str
+    # "stop" (end-of-text or a stop string), "length" (max_tokens), "cancelled".
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass
+class Completion:
+    prompt_tokens: int
+    choices: list[Choice]
+
+
+class _Row:
+    """One choice being generated."""
+
+    def __init__(self, decode, eos_ids: set[int], request: CompletionRequest, index: int):
+        self.decode = decode
+        self.eos_ids = eos_ids
+        self.request = request
+        self.index = index
+        self.tokens: list[int] = []
+        self.text = ""
+        self.streamed = 0  # characters of text already handed to the stream
+        self.finish_reason: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def add(self, token: int) -> None:
+        stream = self.request.stream
+        if stream is not None and stream.cancelled.is_set():
+            return self._finish("cancelled")
+        self.tokens.append(token)
+        if token in self.eos_ids:
+            return self._finish("stop")
+        text = self.decode(self.tokens)
+        cut = min((i for i in (text.find(s) for s in self.request.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = text[:cut]
+            return self._finish("stop")
+        self.text = text
+        if len(self.tokens) >= self.request.max_tokens:
+            return self._finish("length")
+        self._stream(self._safe_length(text))
+
+    def end(self) -> None:
+        """generate() returned; a row still open reached the call's length limit."""
+        if not self.done:
+            self._finish("length")
+
+    def choice(self) -> Choice:
+        return Choice(self.text, self.finish_reason, len(self.tokens))
+
+    def _safe_length(self, text: str) -> int:
+        """How much of the text can be streamed now: not an incomplete character,
+        nor the start of what may become a stop string (it would be cut)."""
+        safe = len(text.rstrip(INCOMPLETE))
+        for stop in self.request.stop:
+            for size in range(min(len(stop) - 1, safe), 0, -1):
+                if text[safe - size : safe] == stop[:size]:
+                    safe -= size
+                    break
+        return safe
+
+    def _stream(self, upto: int) -> None:
+        stream = self.request.stream
+        if stream is not None and upto > self.streamed:
+            stream.events.put((self.index, self.text[self.streamed : upto]))
+            self.streamed = upto
+
+    def _finish(self, reason: str) -> None:
+        self.finish_reason = reason
+        if self.request.stream is not None:
+            if reason != "cancelled":
+                self._stream(len(self.text))
+            self.request.stream.events.put((self.index, END, reason))
+
+
+class _Rows:
+    """The stopping criterion of one generate() call: feeds each row its newest
+    token, and tells generate() which rows are done."""
+
+    def __init__(self, rows: list[_Row]):
+        self.rows = rows
+
+    def __call__(self, input_ids, scores, **kwargs):
+        for row, token in zip(self.rows, input_ids[:, -1].tolist()):
+            if not row.done:
+                row.add(token)
+        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+
+
+class CompletionEngine:
+    """A decoder-only model and its tokenizer, seen as OpenAI's routes need them."""
+
+    def __init__(self, model, tokenizer, device: str, context_length: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.context_length = context_length
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {token for token in [*eos, tokenizer.eos_token_id] if token is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """The conversation rendered with the model's own chat template, ready for
+        the assistant's turn."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def run(self, requests: list[CompletionRequest]) -> list[Completion]:
+        groups: dict = {}
+        for position, request in enumerate(requests):
+            groups.setdefault(request.sampling_key(), []).append(position)
+        rows_of: dict[int, list[_Row]] = {}
+        for positions in groups.values():
+            group = [requests[p] for p in positions]
+            rows = self._generate(group)
+            for position, request in zip(positions, group):
+                rows_of[position] = [row for row in rows if row.request is request]
+        return [
+            Completion(len(request.prompt_ids), [row.choice() for row in rows_of[position]])
+            for position, request in enumerate(requests)
+        ]
+
+    def _generate(self, requests: list[CompletionRequest]) -> list[_Row]:
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        rows = [_Row(self.decode, self.eos_ids, request, request.first_choice + index)
+                for request in requests for index in range(request.n)]
+        width = max(len(row.request.prompt_ids) for row in rows)
+        # Left padding: every row's next token goes in the same column.
+        input_ids = [[self.pad_id] * (width - len(r.request.prompt_ids)) + r.request.prompt_ids for r in rows]
+        attention = [[0] * (width - len(r.request.prompt_ids)) + [1] * len(r.request.prompt_ids) for r in rows]
+        first = requests[0]
+        sampling = first.temperature > 0
+        # A config of our own, not the model's: its defaults (top_k, repetition
+        # penalties, minimum lengths) are not part of OpenAI's parameters.
+        config = GenerationConfig(
+            max_new_tokens=max(request.max_tokens for request in requests),
+            do_sample=sampling,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+            **({"temperature": first.temperature, "top_p": first.top_p, "top_k": 0} if sampling else {}),
+        )
+        if sampling and first.seed is not None:
+            torch.manual_seed(first.seed)
+        with inference():
+            self.model.generate(
+                input_ids=torch.tensor(input_ids, device=self.device),
+                attention_mask=torch.tensor(attention, device=self.device),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([_Rows(rows)]),
+            )
+        for row in rows:
+            row.end()
+        return rows

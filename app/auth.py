@@ -20,6 +20,9 @@ from .errors import NotFound, Unauthorized
 
 KEY_PREFIX = "ik_"
 HEADER = "x-api-key"
+# Where the key may be sent, for messages: our header, or OpenAI's way (its SDKs
+# and every client built on them send Authorization: Bearer).
+HOW_TO_SEND = f"send it in the {HEADER} header or as Authorization: Bearer <key>"
 
 
 def hash_key(key: str) -> str:
@@ -115,7 +118,8 @@ def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
     _row, key = create_key(session, account_name, label="bootstrap")
     print(
         f"\nCreated the first API key (account {account_name!r}). It is shown only once:\n\n"
-        f"    {key}\n\nSend it as the x-api-key header. Manage keys with `flask --app wsgi keys --help`.\n",
+        f"    {key}\n\nSend it in the x-api-key header (or as Authorization: Bearer). "
+        "Manage keys with `flask --app wsgi keys --help`.\n",
         file=out or sys.stdout,
         flush=True,
     )
@@ -129,20 +133,39 @@ def require_api_key():
         return None
     if endpoint.startswith("api-docs.") or endpoint == "static":
         return None
-    key = request.headers.get(HEADER)
-    if not key:
-        raise Unauthorized(f"Missing API key: send it in the {HEADER} header.")
-    key_hash = hash_key(key)
+    key_hash = hash_key(presented_key())
     cache: KeyCache = current_app.extensions["key_cache"]
     cached = cache.get(key_hash)
     if cached is None:
         row = find_active_key(request_session(), key_hash)
         if row is None:
-            raise Unauthorized("Invalid or revoked API key.")
+            raise key_refused("Invalid or revoked API key.")
         cached = (row.id, row.account_id)
         cache.put(key_hash, *cached)
     g.api_key_id, g.account_id = cached
     return None
+
+
+def presented_key() -> str:
+    """The key the request sends: the x-api-key header when present, else the
+    Authorization header's Bearer credentials; 401 when neither holds one."""
+    key = request.headers.get(HEADER)
+    if key:
+        return key
+    authorization = request.headers.get("Authorization", "").strip()
+    if not authorization:
+        raise key_refused(f"Missing API key: {HOW_TO_SEND}.")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        raise key_refused(f"The Authorization header's {scheme[:20]} scheme is not accepted: {HOW_TO_SEND}.")
+    if not credentials.strip():
+        raise key_refused(f"The Authorization header has no key after Bearer: {HOW_TO_SEND}.")
+    return credentials.strip()
+
+
+def key_refused(message: str) -> Unauthorized:
+    # invalid_api_key: OpenAI's code for any key problem (missing, unknown, revoked), which its clients know.
+    return Unauthorized(message, reason="invalid_api_key")
 
 
 def current_account_id() -> int:

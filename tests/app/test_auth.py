@@ -171,3 +171,66 @@ def test_the_key_cache_holds_only_valid_keys_and_is_bounded(client):
     for n in range(4):
         cache.put(f"hash-{n}", n, 1)
     assert len(cache._entries) <= 3 and cache.get("hash-3") == (3, 1)
+
+
+# Authorization: Bearer, as OpenAI's SDKs send the key.
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_bearer_key_works_on_a_task_endpoint(make_app, tiny_sentence_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_sentence_model_dir, tmp_path / "models" / "multilingual")
+    app = make_app(MODEL_DIR=str(tmp_path / "models"))
+    response = app.test_client().post(
+        "/text-vectorisation", json={"text": "hello", "model": "multilingual"}, headers=bearer(new_key(app, "alice"))
+    )
+    assert response.status_code == 200, response.json
+    assert len(response.json["vector"]) == 32
+
+
+def test_a_bearer_key_works_on_keys_and_acts_for_its_own_account(app, client):
+    alice, bob = new_key(app, "alice"), new_key(app, "bob")
+    listed = client.get("/keys", headers=bearer(alice))
+    assert listed.status_code == 200
+    assert [item["prefix"] for item in listed.json] == [alice[:10]]  # alice's key, not bob's
+    # The scheme is case-insensitive (RFC 9110).
+    assert client.get("/keys", headers={"Authorization": f"bearer {bob}"}).json[0]["prefix"] == bob[:10]
+
+
+def test_x_api_key_wins_over_bearer_when_both_are_sent(app, client):
+    key = new_key(app, "alice")
+    assert client.get("/keys", headers={"x-api-key": key, **bearer("ik_wrong")}).status_code == 200
+    assert client.get("/keys", headers={"x-api-key": "ik_wrong", **bearer(key)}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "authorization,words",
+    [
+        ("Basic YWxpY2U6c2VjcmV0", ["Basic", "Bearer", "x-api-key"]),
+        ("Bearer", ["Bearer", "x-api-key"]),
+        ("Bearer    ", ["Bearer", "x-api-key"]),
+        ("Bearer ik_not-a-real-key", ["Invalid or revoked"]),
+    ],
+)
+def test_a_wrong_scheme_an_empty_or_unknown_bearer_is_401_saying_how_to_send_the_key(
+    client, authorization, words
+):
+    response = client.get("/keys", headers={"Authorization": authorization})
+    assert response.status_code == 401
+    for word in words:
+        assert word in response.json["message"]
+
+
+def test_the_missing_key_message_names_both_ways(client):
+    message = client.get("/keys").json["message"]
+    assert "x-api-key" in message and "Authorization: Bearer" in message
+
+
+def test_a_revoked_key_is_401_as_a_bearer_too(app, client):
+    key = new_key(app, "alice")
+    own_key_id = client.get("/keys", headers=bearer(key)).json[0]["id"]
+    assert client.delete(f"/keys/{own_key_id}", headers=bearer(key)).status_code == 200
+    assert client.get("/keys", headers=bearer(key)).status_code == 401

@@ -31,10 +31,18 @@ OPENAPI_SETTINGS = {
     "API_SPEC_OPTIONS": {
         "info": {
             "description": "Self-hosted task inference, compatible with the Backprop API. "
-            "Every task and model endpoint needs an API key in the x-api-key header."
+            "Every task and model endpoint needs an API key, in the x-api-key header or as "
+            "Authorization: Bearer <key>. /v1 follows OpenAI's API: OpenAI SDKs work by changing their base URL."
         },
-        "components": {"securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
-        "security": [{"ApiKeyAuth": []}],
+        "components": {
+            "securitySchemes": {
+                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                # OpenAI's SDKs send the key this way.
+                "BearerAuth": {"type": "http", "scheme": "bearer"},
+            }
+        },
+        # Either one: a list of alternatives.
+        "security": [{"ApiKeyAuth": []}, {"BearerAuth": []}],
     },
 }
 
@@ -93,10 +101,12 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.before_request(require_api_key)
 
     api = Api(app)
+    import openai_api
     import tasks
     from uploads.api import blp as models_blp
 
     tasks.register(api)
+    openai_api.register(api)
     api.register_blueprint(models_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)

@@ -48,6 +48,17 @@ BATCH_SECONDS = Histogram(
 )
 
 
+GENERATED_TOKENS = Counter(
+    "infer_generated_tokens_total",
+    "Tokens generated on the /v1 routes, by why each choice ended (cancelled: its stream's client went away)",
+    ["model", "finish_reason"],
+)
+
+
+def on_generation(model: str, finish_reason: str, tokens: int) -> None:
+    GENERATED_TOKENS.labels(model, finish_reason).inc(tokens)
+
+
 def on_batch(model: str, task: str, size: int, seconds: float) -> None:
     BATCH_SIZE.labels(model, task).observe(size)
     BATCH_SECONDS.labels(model, task).observe(seconds)

@@ -34,6 +34,10 @@ class ModelSpec:
     filename: str | None = None
     # The prompt format a multi-task model was trained on (see loaders/seq2seq.py).
     prompts: str | None = None
+    # Trained Matryoshka-style, so that a prefix of a vector, re-normalised, is a
+    # good shorter vector (OpenAI's `dimensions`). A model not trained for it
+    # loses much of its quality when cut: the service then refuses shorter vectors.
+    matryoshka: bool = False
 
 
 MODELS = {
@@ -143,6 +147,10 @@ TASK_MODELS = {
         "clip": "clip-vit-base-patch32",
     },
     "image-vectorisation": {
+        "clip": "clip-vit-base-patch32",
+    },
+    # Not in the Backprop API reference; Backprop's Python client 0.1.x calls it.
+    "image-text-vectorisation": {
         "clip": "clip-vit-base-patch32",
     },
     "text-generation": {

@@ -37,6 +37,10 @@ class ServedModel:
         self._lock = threading.Lock()
         # Extra clean-up on eviction (a user model's worker process).
         self.on_close: Callable[[], None] | None = None
+        # Uploaded code (model.bin, inference.py) answering in its sandboxed
+        # worker: it may do anything its author chose, e.g. classify without
+        # being sent labels.
+        self.runs_uploaded_code = False
         # What the OpenAI-compatible API needs beyond the task runners (set by
         # the loaders that can provide it; None where a model cannot, such as
         # uploaded code): token counts of texts as the model reads them ...

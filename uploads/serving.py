@@ -30,6 +30,7 @@ HF_LOADER_FOR_TASK = {
     "text-classification": ZERO_SHOT_NLI,
     "image-classification": CLIP,
     "image-vectorisation": CLIP,
+    "image-text-vectorisation": CLIP,
     "summarisation": SEQ2SEQ,
     "emotion": EMOTION_CLASSIFIER,
 }
@@ -75,6 +76,8 @@ def user_input(task: str, item):
         return {"image": _encode_image(item)}
     if task == "image-classification":
         return {"image": _encode_image(item["image"]), "labels": item["labels"]}
+    if task == "image-text-vectorisation":
+        return {"image": _encode_image(item["image"]), "text": item["text"]}
     if task == "text-generation":
         return {"text": item["text"], **item["params"]}
     if task == "emotion":
@@ -100,6 +103,7 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
     # The worker's memory is outside this process; count the files as its weight.
     served = ServedModel(key, worker, tree_bytes(files_dir), "worker process", {task: runner(task) for task in tasks})
     served.on_close = worker.close
+    served.runs_uploaded_code = True
     return served
 
 
@@ -109,4 +113,6 @@ def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: st
     # A generation model's token-level runner (the /v1 routes) comes with its task.
     runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())
     served.runners = {task: run for task, run in served.runners.items() if task in runners}
+    if served.completion is not None:
+        served.completion.runs_chat_template = False  # uploaded Jinja is uploaded code
     return served

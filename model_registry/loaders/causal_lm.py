@@ -11,7 +11,7 @@ from ..device import module_nbytes
 from ..served_model import ServedModel
 from . import completion
 from .common import from_pretrained, import_lock, inference, max_input_tokens, place
-from .serial_tokenizer import SerialTokenizer
+from .shared_tokenizers import SerialTokenizer
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 

@@ -1,5 +1,5 @@
 """CLIP through transformers' CLIP classes: text vectors, image vectors and zero-shot
-image labels, all in one embedding space.
+image labels, all in one embedding space, and Backprop's joined image-text vectors.
 
 open_clip needs torchvision, whose PyPI build does not load beside the CPU torch
 used here, so it is not a loader of this service.
@@ -11,6 +11,7 @@ from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
 from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .shared_tokenizers import token_counter
 
 PURPOSE = "CLIP text and image vectors"
 
@@ -74,9 +75,20 @@ def load_clip(spec: ModelSpec, path: str, device: str, half: bool) -> ServedMode
             results.append(dict(zip(item["labels"], probabilities)))
         return results
 
+    def vectorise_image_texts(items: list[dict]) -> list[list[float]]:
+        # Backprop's CLIP (0.1.x): the raw image and text vectors joined, image
+        # first, and the joined vector scaled to length 1.
+        joined = torch.cat([image_features([item["image"] for item in items]),
+                            text_features([item["text"] for item in items])], dim=1)
+        return (joined / joined.norm(dim=-1, keepdim=True)).cpu().tolist()
+
     runners = {
         "text-vectorisation": vectorise_texts,
         "image-vectorisation": vectorise_images,
         "image-classification": classify_images,
+        "image-text-vectorisation": vectorise_image_texts,
     }
-    return ServedModel(spec.key, model, module_nbytes(model), device, runners)
+    served = ServedModel(spec.key, model, module_nbytes(model), device, runners)
+    served.count_tokens = token_counter(tokenizer, max_tokens)  # the text side: what text_features reads
+    served.truncatable_vectors = spec.matryoshka
+    return served

@@ -183,6 +183,11 @@ class CompletionEngine:
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {token for token in [*eos, tokenizer.eos_token_id] if token is not None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        # A chat template is a Jinja program that runs in this process. Jinja's
+        # sandbox keeps it from Python's internals but not from looping for
+        # hours, so only the templates of the service's own models are run;
+        # uploads.serving turns this off for uploaded models.
+        self.runs_chat_template = True
 
     @property
     def has_chat_template(self) -> bool:

@@ -4,6 +4,7 @@ from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
 from .common import import_lock
+from .shared_tokenizers import token_counter
 
 
 def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
@@ -21,4 +22,9 @@ def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: boo
         vectors = model.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype("float32").tolist()
 
-    return ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": vectorise})
+    served = ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": vectorise})
+    if model.tokenizer is not None:  # None for a model whose first module reads no text
+        served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
+    served.truncatable_vectors = spec.matryoshka
+    return served
+

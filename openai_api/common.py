@@ -1,0 +1,69 @@
+"""What every /v1 route shares: finding the model a request names, and OpenAI's timestamps."""
+
+from datetime import datetime, timezone
+
+from flask import current_app
+
+from app.auth import current_account_id
+from app.db import session
+from app.errors import NotFound
+from model_registry.catalogue import MODELS, TASK_MODELS
+from tasks.common import find_model
+from uploads.user_models import lookup_model
+
+# The /v1 routes that take a model serving each task.
+ENDPOINTS_FOR_TASK = {
+    "text-vectorisation": ["/v1/embeddings"],
+    "text-generation": ["/v1/completions", "/v1/chat/completions"],
+}
+
+
+def catalogue_tasks(key: str) -> list[str]:
+    """The tasks a catalogue model serves under one public name or another."""
+    return [task for task, names in TASK_MODELS.items() if key in names.values()]
+
+
+def endpoints_for(tasks: list[str]) -> list[str]:
+    return [endpoint for task in tasks for endpoint in ENDPOINTS_FOR_TASK.get(task, [])]
+
+
+def resolve_model(task: str, name: str):
+    """(the loaded model, the name as sent) for a /v1 request's `model`.
+
+    In order: a catalogue model key serving `task` ("all-MiniLM-L6-v2", the ids
+    GET /v1/models lists), a Backprop public name of the task ("english"), one
+    of the caller's own models (never another account's: the same lookup as
+    the task endpoints; /upload-url reserves the global names, so an own model
+    is never hidden by a global one). Anything else is a 404 naming the choices.
+    """
+    registry = current_app.extensions["models"]
+    if name in MODELS and task in catalogue_tasks(name):
+        return registry.cache.get(name), name
+    if name in TASK_MODELS.get(task, {}):
+        return registry.get(task, name), name
+    try:
+        return find_model(task, name), name
+    except NotFound as exc:
+        if lookup_model(session(), current_account_id(), name) is not None:
+            # Theirs, but not usable here (no successful build, another task): say why.
+            raise NotFound(exc.message, reason="model_not_found", param="model") from None
+        raise model_not_found(name, task) from None
+
+
+def model_not_found(name: str, task: str | None = None) -> NotFound:
+    keys = [key for key in MODELS if task in catalogue_tasks(key)] if task else []
+    if keys:
+        choices = (f"Models for {task}: {', '.join(keys)} (also known as {', '.join(TASK_MODELS[task])}), "
+                   f"or one of your own models that declares {task}; GET /v1/models lists them.")
+    elif task:
+        choices = f"Name one of your own models that declares {task}; GET /v1/models lists them."
+    else:
+        choices = "GET /v1/models lists the models your key can use."
+    return NotFound(f"The model {name!r} does not exist or you do not have access to it. {choices}",
+                    reason="model_not_found", param="model")
+
+
+def unix_time(moment: datetime) -> int:
+    """OpenAI's timestamps: whole seconds since the epoch."""
+    # SQLite hands datetimes back without their zone; they are UTC.
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())

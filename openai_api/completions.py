@@ -1,0 +1,384 @@
+"""POST /v1/chat/completions and POST /v1/completions on text-generation models.
+
+Chat messages are rendered with the model's own chat template; prompts are
+tokenized here, in the request, so that usage counts and the context check are
+exact and a prompt that cannot fit is refused before it queues. Generation runs
+through the model's batcher (model_registry/loaders/completion.py), streamed
+or not.
+"""
+
+import time
+import uuid
+
+from flask import current_app
+from flask.views import MethodView
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from app import metrics
+from app.blueprint import Blueprint
+from app.errors import ApiError, BadRequest, ErrorDetails
+from model_registry.loaders import completion
+from model_registry.loaders.completion import TokenStream
+from tasks.common import StrictSchema, check_batch, check_text
+
+from .common import resolve_model
+from .errors import documented_errors, openai_format
+from .sampling import SamplingBody, completion_request, max_new_tokens, only_default
+from .sse import ChunkShape, event_stream
+
+TASK = "text-generation"
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# OpenAI's default for /v1/completions (chat has none: as much as fits).
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+blp = Blueprint("openai-completions", __name__, url_prefix="/v1",
+                description="OpenAI-compatible text generation (chat and completions).")
+
+
+def _engine(served, name: str, chat: bool):
+    engine = served.completion
+    if engine is None:
+        raise BadRequest(
+            f"Model {name!r} cannot be used on the /v1 generation routes (only decoder-only language models "
+            "loaded by the service can; uploaded code and encoder-decoder models cannot). Use POST /text-generation.",
+            errors={"model": ["Not a decoder-only language model."]}, param="model")
+    if chat and not engine.runs_chat_template:
+        raise BadRequest(
+            f"Model {name!r} is an uploaded model: its chat template is code, and the service runs uploaded code "
+            "only in its sandbox. Render the conversation yourself and send it to POST /v1/completions.",
+            errors={"model": ["Uploaded models take prompts on /v1/completions."]}, param="model")
+    if chat and not engine.has_chat_template:
+        raise BadRequest(
+            f"Model {name!r} has no chat template: send a plain prompt to POST /v1/completions instead.",
+            errors={"model": ["No chat template."]}, param="model")
+    return engine
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _include_usage(body: dict) -> bool:
+    return bool((body["stream_options"] or {}).get("include_usage"))
+
+
+def _total_usage(results) -> dict:
+    return _usage(sum(result.prompt_tokens for result in results),
+                  sum(choice.completion_tokens for result in results for choice in result.choices))
+
+
+def _count_generated(model_key: str, results) -> None:
+    for result in results:
+        for choice in result.choices:
+            metrics.on_generation(model_key, choice.finish_reason, choice.completion_tokens)
+
+
+def _error_body(exc: ApiError) -> dict:
+    """An error in a stream's last event, in OpenAI's shape (the SDK raises it)."""
+    return openai_format(ErrorDetails(exc.status, exc.message, exc.errors, exc.reason, exc.param))[1]
+
+
+def _generate(served, requests: list, shape: ChunkShape, stream: TokenStream | None, include_usage: bool):
+    """Run the requests: their Completions in order, or a streaming response."""
+    if stream is None:
+        results = served.run(completion.RUNNER, requests)
+        _count_generated(served.key, results)
+        return results
+    future = served.run_nowait(completion.RUNNER, requests)
+    future.add_done_callback(
+        lambda done: _count_generated(served.key, done.result()) if not done.cancelled() and not done.exception()
+        else None)
+    return event_stream(future, stream, shape, include_usage, served.batch_settings.timeout_s, _error_body)
+
+
+class Usage(Schema):
+    prompt_tokens = fields.Integer(metadata={"description": "Tokens of the prompt(s), as the model's tokenizer counts."})
+    completion_tokens = fields.Integer(metadata={"description": "Tokens generated, end-of-text tokens included."})
+    total_tokens = fields.Integer()
+
+
+# ---- /v1/chat/completions ------------------------------------------------------
+
+
+class ContentPart(StrictSchema):
+    type = fields.String(required=True, validate=validate.Equal("text", error=(
+        "Only text parts are supported: this service's chat models read text.")))
+    text = fields.String(required=True)
+
+
+class ContentField(fields.Field):
+    """A string, or a list of text parts (joined), as OpenAI accepts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return check_text(value)
+        if isinstance(value, list):
+            parts = ContentPart(many=True).load(value)
+            return check_text("".join(part["text"] for part in parts))
+        raise ValidationError("Send the content as a string or a list of text parts.")
+
+
+class Message(StrictSchema):
+    role = fields.String(required=True, validate=validate.OneOf(list(ROLES), error=(
+        "Roles are system, developer, user and assistant (tools and functions are not supported).")))
+    content = ContentField(required=True, metadata={"type": "string"})
+    name = fields.String(load_default=None, allow_none=True, metadata={"description": "Accepted and ignored."})
+
+
+class ChatCompletionBody(SamplingBody):
+    messages = fields.List(fields.Nested(Message), required=True, metadata={
+        "description": "The conversation; rendered with the model's own chat template (at most INFER_MAX_BATCH_SIZE)."})
+    max_completion_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1),
+                                           metadata={"description": "Newer name of max_tokens."})
+    logprobs = fields.Boolean(load_default=None, allow_none=True, validate=only_default(False, "logprobs"),
+                              metadata={"description": "Only false (not supported)."})
+    top_logprobs = fields.Integer(load_default=None, allow_none=True, validate=only_default(0, "top_logprobs"),
+                                  metadata={"description": "Only 0 (not supported)."})
+    response_format = fields.Dict(load_default=None, allow_none=True, metadata={
+        "description": 'Only {"type": "text"}: structured output is not supported.'})
+    tools = fields.List(fields.Dict(), load_default=None, allow_none=True, metadata={
+        "description": "Only empty: tool calls are not supported."})
+    tool_choice = fields.Raw(load_default=None, allow_none=True, metadata={"description": "Only none/null."})
+    functions = fields.List(fields.Dict(), load_default=None, allow_none=True, metadata={"description": "Only empty."})
+    function_call = fields.Raw(load_default=None, allow_none=True, metadata={"description": "Only none/null."})
+    parallel_tool_calls = fields.Boolean(load_default=None, allow_none=True, metadata={"description": "Ignored."})
+    store = fields.Boolean(load_default=None, allow_none=True, metadata={"description": "Ignored: nothing is stored."})
+    metadata_ = fields.Dict(data_key="metadata", load_default=None, allow_none=True,
+                            metadata={"description": "Ignored."})
+    service_tier = fields.String(load_default=None, allow_none=True, metadata={"description": "Ignored."})
+
+    @validates("messages")
+    def some_messages(self, messages, **kwargs):
+        check_batch(messages, "messages")
+
+    @validates("response_format")
+    def text_only(self, value, **kwargs):
+        if value not in (None, {"type": "text"}):
+            raise ValidationError('Only {"type": "text"}: structured (JSON) output is not supported.')
+
+    @validates("tools")
+    def no_tools(self, value, **kwargs):
+        if value:
+            raise ValidationError("Tool calls are not supported by this service.")
+
+    @validates("functions")
+    def no_functions(self, value, **kwargs):
+        if value:
+            raise ValidationError("Function calls are not supported by this service.")
+
+    @validates("tool_choice")
+    def no_tool_choice(self, value, **kwargs):
+        if value not in (None, "none"):
+            raise ValidationError("Tool calls are not supported by this service.")
+
+    @validates("function_call")
+    def no_function_call(self, value, **kwargs):
+        if value not in (None, "none"):
+            raise ValidationError("Function calls are not supported by this service.")
+
+
+class ChatChunks(ChunkShape):
+    def __init__(self, reply_id: str, created: int, model: str, choices: int, include_usage: bool):
+        self.base = {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        if include_usage:
+            self.base["usage"] = None
+        self.choices = choices
+
+    def _chunk(self, choice: dict) -> dict:
+        return {**self.base, "choices": [{"logprobs": None, "finish_reason": None, **choice}]}
+
+    def opening(self):
+        return [self._chunk({"index": i, "delta": {"role": "assistant", "content": ""}}) for i in range(self.choices)]
+
+    def text(self, index, text):
+        return self._chunk({"index": index, "delta": {"content": text}})
+
+    def end(self, index, finish_reason):
+        return self._chunk({"index": index, "delta": {}, "finish_reason": finish_reason})
+
+    def usage(self, results):
+        return {**self.base, "choices": [], "usage": _total_usage(results)}
+
+
+class ReplyMessage(Schema):
+    role = fields.String(metadata={"description": "Always assistant."})
+    content = fields.String()
+
+
+class ChatChoice(Schema):
+    index = fields.Integer()
+    message = fields.Nested(ReplyMessage)
+    logprobs = fields.Raw(allow_none=True, metadata={"description": "Always null."})
+    finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
+
+
+class ChatCompletion(Schema):
+    id = fields.String()
+    object = fields.String(metadata={"description": "chat.completion"})
+    created = fields.Integer()
+    model = fields.String(metadata={"description": "The model as the request named it."})
+    choices = fields.List(fields.Nested(ChatChoice))
+    usage = fields.Nested(Usage)
+
+
+def answer_doc(schema) -> dict:
+    """The 200 answer: JSON, or server-sent events with stream: true."""
+    events = {"type": "string", "description": (
+        "With stream: true: OpenAI's chunks as `data: {...}` lines, then `data: [DONE]`.")}
+    content = {"application/json": {"schema": schema}, "text/event-stream": {"schema": events}}
+    return {"responses": {"200": {"description": "OK", "content": content}}}
+
+
+@blp.route("/chat/completions")
+class ChatCompletions(MethodView):
+    @blp.arguments(ChatCompletionBody, error_status_code=400)
+    @blp.response(200, ChatCompletion)
+    @blp.doc(**answer_doc(ChatCompletion))
+    @documented_errors("400")
+    def post(self, body):
+        """Chat with a text-generation model (OpenAI-compatible)"""
+        if body["max_tokens"] is None:
+            body["max_tokens"] = body["max_completion_tokens"]
+        served, name = resolve_model(TASK, body["model"])
+        engine = _engine(served, name, chat=True)
+        messages = [{"role": ROLES[m["role"]], "content": m["content"]} for m in body["messages"]]
+        try:
+            prompt_ids = engine.encode_chat(messages)
+        except Exception as exc:  # a template may refuse an order of roles (raise_exception in Jinja)
+            raise BadRequest(f"The model's chat template refused these messages: {exc}",
+                             errors={"messages": [str(exc)]}, param="messages") from None
+        max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length, None, "messages")
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        stream = TokenStream() if body["stream"] else None
+        request = completion_request(body, prompt_ids, max_tokens, stream)
+        include_usage = _include_usage(body)
+        shape = ChatChunks(reply_id, created, body["model"], request.n, include_usage)
+        answer = _generate(served, [request], shape, stream, include_usage)
+        if stream is not None:
+            return answer
+        [result] = answer
+        return {
+            "id": reply_id, "object": "chat.completion", "created": created, "model": body["model"],
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": choice.text}, "logprobs": None,
+                 "finish_reason": choice.finish_reason}
+                for i, choice in enumerate(result.choices)
+            ],
+            "usage": _total_usage([result]),
+        }
+
+
+# ---- /v1/completions -------------------------------------------------------------
+
+
+class PromptField(fields.Field):
+    """A string or a list of strings; token arrays are refused with a reason."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return [check_text(value)]
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            check_batch(value, "prompts")
+            return [check_text(item) for item in value]
+        if isinstance(value, list) and value and all(isinstance(item, (int, list)) for item in value):
+            raise ValidationError("Token arrays are not accepted: token ids differ between models. Send the text.")
+        raise ValidationError("Send a string, or a list of strings for several prompts.")
+
+
+class CompletionBody(SamplingBody):
+    prompt = PromptField(required=True, metadata={"oneOf": [
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})
+    echo = fields.Boolean(load_default=False, allow_none=True, metadata={
+        "description": "Put the prompt before each choice's text."})
+    suffix = fields.String(load_default=None, allow_none=True, validate=only_default("", "suffix"),
+                           metadata={"description": "Only empty (not supported)."})
+    best_of = fields.Integer(load_default=None, allow_none=True, metadata={"description": "Only equal to n."})
+    logprobs = fields.Integer(load_default=None, allow_none=True, validate=only_default(0, "logprobs"),
+                              metadata={"description": "Only 0 (not supported)."})
+
+
+class CompletionChunks(ChunkShape):
+    def __init__(self, reply_id: str, created: int, model: str, include_usage: bool, prefixes: list[str]):
+        self.base = {"id": reply_id, "object": "text_completion", "created": created, "model": model}
+        if include_usage:
+            self.base["usage"] = None
+        self.prefixes = prefixes  # echoed prompts, by choice index
+
+    def _chunk(self, index: int, text: str, finish_reason=None) -> dict:
+        return {**self.base, "choices": [{"text": text, "index": index, "logprobs": None,
+                                          "finish_reason": finish_reason}]}
+
+    def opening(self):
+        return [self._chunk(i, prefix) for i, prefix in enumerate(self.prefixes) if prefix]
+
+    def text(self, index, text):
+        return self._chunk(index, text)
+
+    def end(self, index, finish_reason):
+        return self._chunk(index, "", finish_reason)
+
+    def usage(self, results):
+        return {**self.base, "choices": [], "usage": _total_usage(results)}
+
+
+class TextChoice(Schema):
+    text = fields.String()
+    index = fields.Integer()
+    logprobs = fields.Raw(allow_none=True, metadata={"description": "Always null."})
+    finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
+
+
+class TextCompletion(Schema):
+    id = fields.String()
+    object = fields.String(metadata={"description": "text_completion"})
+    created = fields.Integer()
+    model = fields.String(metadata={"description": "The model as the request named it."})
+    choices = fields.List(fields.Nested(TextChoice))
+    usage = fields.Nested(Usage)
+
+
+@blp.route("/completions")
+class Completions(MethodView):
+    @blp.arguments(CompletionBody, error_status_code=400)
+    @blp.response(200, TextCompletion)
+    @blp.doc(**answer_doc(TextCompletion))
+    @documented_errors("400")
+    def post(self, body):
+        """Continue a prompt with a text-generation model (OpenAI-compatible)"""
+        n = body["n"] or 1
+        if body["best_of"] not in (None, n):
+            raise BadRequest("best_of is supported only equal to n.", errors={"best_of": ["Must equal n."]},
+                             param="best_of")
+        prompts = body["prompt"]
+        limit = int(current_app.config["MAX_BATCH_SIZE"])
+        if len(prompts) * n > limit:
+            raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {limit} (INFER_MAX_BATCH_SIZE).",
+                             errors={"n": ["Too many choices in all."]}, param="n")
+        served, name = resolve_model(TASK, body["model"])
+        engine = _engine(served, name, chat=False)
+        stream = TokenStream() if body["stream"] else None
+        requests = []
+        for position, prompt in enumerate(prompts):
+            prompt_ids = engine.encode(prompt)
+            max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length,
+                                        COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+            request = completion_request(body, prompt_ids, max_tokens, stream)
+            request.first_choice = position * n
+            requests.append(request)
+        echoed = [prompt if body["echo"] else "" for prompt in prompts for _ in range(n)]
+        reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        include_usage = _include_usage(body)
+        shape = CompletionChunks(reply_id, created, body["model"], include_usage, echoed)
+        answer = _generate(served, requests, shape, stream, include_usage)
+        if stream is not None:
+            return answer
+        choices = [choice for result in answer for choice in result.choices]
+        return {
+            "id": reply_id, "object": "text_completion", "created": created, "model": body["model"],
+            "choices": [
+                {"text": echoed[i] + choice.text, "index": i, "logprobs": None, "finish_reason": choice.finish_reason}
+                for i, choice in enumerate(choices)
+            ],
+            "usage": _total_usage(answer),
+        }

@@ -1,11 +1,14 @@
-"""What every task shares: the strict base schema, text fields with limits, model lookup."""
+"""What every task shares: the strict base schema, text fields with limits, model lookup,
+the labels and top_k of the classification tasks."""
 
 from flask import current_app
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.auth import current_account_id
 from app.config import ENV_PREFIX
 from app.db import session
+from app.errors import InvalidInput
+from model_registry.catalogue import default_name
 
 
 class StrictSchema(Schema):
@@ -79,8 +82,31 @@ class TextOrTexts(fields.Field):
         raise ValidationError("Send a string, or a list of strings for a batch.")
 
 
-def model_field(description: str) -> fields.String:
-    return fields.String(load_default=None, metadata={"description": description})
+class ModelName(fields.String):
+    """A model's public name; "" means the task's default, as a missing one does.
+
+    Backprop's Python client 0.1.x sends `"model": ""` whenever its user names no
+    model (0.0.x sent the default's name), expecting the service's default."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs) or None
+
+
+def model_field(description: str) -> ModelName:
+    return ModelName(load_default=None, metadata={
+        "description": f"{description} Left out, null or \"\" (what Backprop's Python client 0.1.x sends "
+                       "when its user names no model): the default."})
+
+
+def string_or_list(**metadata) -> fields.Raw:
+    """A response value: a string, or a list of strings for a batch (a fresh schema
+    each time: a shared one would be written into openapi.yaml as a YAML anchor)."""
+    return fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                                **metadata})
+
+
+class OutputResponse(StrictSchema):
+    output = string_or_list()
 
 
 def as_batch(value) -> tuple[list, bool]:
@@ -172,3 +198,43 @@ def require_labels(labels: list[str], field_name: str) -> list[str]:
     if len(set(labels)) != len(labels):
         raise ValidationError({field_name: ["Labels must be different from each other."]})
     return labels
+
+
+def labels_field(description: str) -> StringList:
+    return StringList("labels", "MAX_LABELS", load_default=None, allow_none=True, metadata={"description": (
+        f"{description} null or left out (Backprop's Python client sends null when its user gives no labels): "
+        "only for your own uploaded code (model.bin or inference.py), which then gets labels None; "
+        "the built-in zero-shot models answer 422, as they score the labels they are sent.")})
+
+
+def top_k_field() -> fields.Integer:
+    return fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0), metadata={
+        "description": "Answer only the k likeliest labels (likeliest first), as Backprop's Python client 0.1.x "
+                       "asks with top_k; 0 (the default) answers every label."})
+
+
+def checked_labels(labels: list | None) -> list | None:
+    return None if labels is None else require_labels(labels, "labels")
+
+
+def require_labels_for(model, model_name: str | None, task: str, labels: list) -> None:
+    """A 422 when an item has no labels and `model` cannot classify without them.
+
+    Only uploaded code (model.bin, inference.py) can: it may be a classifier
+    trained on its own labels. The built-in classifiers, global or an uploaded
+    Hugging Face folder, are zero-shot: they score the labels they are sent."""
+    if model.runs_uploaded_code or all(item is not None for item in labels):
+        return
+    name = repr(model_name) if model_name else f"{default_name(task)!r} (the default)"
+    problem = (f"Labels are required for model {name}: it is a zero-shot classifier that scores the labels you "
+               "send. Only your own uploaded model code (model.bin or inference.py) can classify without labels.")
+    raise InvalidInput(f"Invalid request. labels: {problem}", errors={"labels": [problem]})
+
+
+def keep_top_k(probabilities: dict[str, float], k: int) -> dict[str, float]:
+    """The k likeliest labels, likeliest first (Backprop's top_k); all, as answered, for 0."""
+    # Uploaded code may answer anything JSON carries: only {label: number} is ranked.
+    if not k or not isinstance(probabilities, dict) or not all(
+            isinstance(p, (int, float)) for p in probabilities.values()):
+        return probabilities
+    return dict(sorted(probabilities.items(), key=lambda pair: pair[1], reverse=True)[:k])

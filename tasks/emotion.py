@@ -3,6 +3,10 @@
 The labels whose probability reaches INFER_EMOTION_THRESHOLD, likeliest first;
 when none does, the likeliest label alone, so the answer is never empty. Texts
 longer than the model's limit are truncated to it.
+
+The answer carries it twice: under `emotion`, the key Backprop's Python client
+reads (every release), and under `output`, the key the Backprop API reference
+documents.
 """
 
 from flask import current_app
@@ -10,8 +14,7 @@ from flask.views import MethodView
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
-from .summarisation import OutputResponse
+from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
 
 TASK = "emotion"
 
@@ -23,13 +26,20 @@ class EmotionBody(StrictSchema):
     model = model_field("english (default): a GoEmotions classifier; t5-base-qa-summary-emotion; or your own model.")
 
 
+class EmotionResponse(StrictSchema):
+    emotion = string_or_list(description="Comma-separated emotions, likeliest first, or a list for a batch: "
+                                         "the key Backprop's Python client reads.")
+    output = string_or_list(description="The same value: the key the Backprop API reference documents.")
+
+
 @blp.route("")
 class Emotion(MethodView):
     @blp.arguments(EmotionBody)
-    @blp.response(200, OutputResponse)
+    @blp.response(200, EmotionResponse)
     def post(self, body):
         """Detect the emotions in a text (or a batch of texts)"""
         texts, is_batch = as_batch(body["text"])
         threshold = float(current_app.config["EMOTION_THRESHOLD"])
         outputs = run_task(TASK, body["model"], [{"text": text, "threshold": threshold} for text in texts])
-        return {"output": outputs if is_batch else outputs[0]}
+        emotion = outputs if is_batch else outputs[0]
+        return {"emotion": emotion, "output": emotion}

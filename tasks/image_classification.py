@@ -1,12 +1,23 @@
-"""POST /image-classification: CLIP zero-shot probabilities of the caller's labels for
-one base64 image; the probabilities sum to 1 over the labels."""
+"""POST /image-classification: CLIP zero-shot probabilities of the caller's labels for a
+base64 image (or each of a batch); the probabilities of an image sum to 1 over its labels."""
 
 from flask.views import MethodView
-from marshmallow import ValidationError, fields, post_load
+from marshmallow import fields, post_load
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, StringList, find_model, model_field, require_labels
+from .common import (
+    StrictSchema,
+    as_batch,
+    checked_labels,
+    find_model,
+    keep_top_k,
+    labels_field,
+    model_field,
+    per_item,
+    require_labels_for,
+    top_k_field,
+)
 from .images import ImageOrImages, decode_images
 
 TASK = "image-classification"
@@ -15,21 +26,26 @@ blp = Blueprint(TASK, __name__, url_prefix="/image-classification", description=
 
 
 class ImageClassificationBody(StrictSchema):
-    image = ImageOrImages(allow_batch=False, required=True, metadata={"description": "A base64 image or data: URI."})
-    labels = StringList("labels", "MAX_LABELS", required=True, metadata={"description": "Labels to score."})
+    image = ImageOrImages(required=True, metadata={"description": (
+        "A base64 image (plain, as Backprop's Python client sends it, or a data: URI), or a list for a batch.")})
+    labels = labels_field("Labels to score; for a batch, a list of labels per image (or one list for all).")
+    top_k = top_k_field()
     model = model_field("english or clip (default: CLIP), or your own uploaded model.")
 
     @post_load
-    def check_labels(self, data, **kwargs):
-        if data["labels"] and isinstance(data["labels"][0], list):
-            raise ValidationError({"labels": ["Send one flat list of labels for the image."]})
-        require_labels(data["labels"], "labels")
-        return data
+    def to_items(self, data, **kwargs):
+        images, is_batch = as_batch(data["image"])
+        labels = [checked_labels(item) for item in per_item(data["labels"], len(images), "labels", is_batch)]
+        return {"image": data["image"], "labels": labels, "is_batch": is_batch, "top_k": data["top_k"],
+                "model": data["model"]}
 
 
 class ImageClassificationResponse(StrictSchema):
-    probabilities = fields.Dict(keys=fields.String(), values=fields.Float(),
-                                metadata={"description": "{label: probability}, summing to 1."})
+    probabilities = fields.Raw(metadata={
+        "description": "{label: probability} per image, summing to 1 over its labels; a list for a batch. "
+                       "With top_k, the k likeliest, likeliest first.",
+        "oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
+                  {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
 
 
 @blp.route("")
@@ -37,7 +53,11 @@ class ImageClassification(MethodView):
     @blp.arguments(ImageClassificationBody)
     @blp.response(200, ImageClassificationResponse)
     def post(self, body):
-        """Score the caller's labels for an image"""
-        model = find_model(TASK, body["model"])  # an unknown model is a 404 before any image is decoded
-        item = {"image": decode_images(body["image"]), "labels": body["labels"]}
-        return {"probabilities": model.run(TASK, [item])[0]}
+        """Score the caller's labels for an image (or a batch of images)"""
+        # An unknown model, or one that needs the labels it was not sent, fails before any image is decoded.
+        model = find_model(TASK, body["model"])
+        require_labels_for(model, body["model"], TASK, body["labels"])
+        images, _ = as_batch(decode_images(body["image"]))
+        items = [{"image": image, "labels": labels} for image, labels in zip(images, body["labels"])]
+        results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, items)]
+        return {"probabilities": results if body["is_batch"] else results[0]}

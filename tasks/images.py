@@ -57,7 +57,8 @@ class ImageOrImages(fields.Field):
         metadata = kwargs.pop("metadata", {})
         single = {"type": "string", "format": "byte"}
         if allow_batch:
-            metadata.setdefault("oneOf", [single, {"type": "array", "items": single, "minItems": 1}])
+            # A copy for the items: one object twice would be a YAML anchor in openapi.yaml.
+            metadata.setdefault("oneOf", [single, {"type": "array", "items": dict(single), "minItems": 1}])
         else:
             metadata.update(single)
         super().__init__(metadata=metadata, **kwargs)

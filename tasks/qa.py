@@ -15,10 +15,12 @@ blp = Blueprint(TASK, __name__, url_prefix="/qa", description="Question answerin
 class QABody(StrictSchema):
     question = TextOrTexts(required=True, metadata={"description": "A question, or a list for a batch."})
     context = TextOrTexts(required=True, metadata={"description": "The text to answer from; one per question."})
-    prev_q = StringList("previous questions", "MAX_BATCH_SIZE", load_default=None,
-                        metadata={"description": "Earlier questions of the conversation (a list per item in a batch)."})
-    prev_a = StringList("previous answers", "MAX_BATCH_SIZE", load_default=None,
-                        metadata={"description": "Their answers, one per earlier question."})
+    prev_q = StringList("previous questions", "MAX_BATCH_SIZE", load_default=None, metadata={"description": (
+        "Earlier questions of the conversation; for a batch, a list per item, or one flat list shared by every "
+        "item (Backprop's Python client 0.0.x flattened a batch's histories into one list; every release sends "
+        "[] for no history).")})
+    prev_a = StringList("previous answers", "MAX_BATCH_SIZE", load_default=None, metadata={"description": (
+        "Their answers, one per earlier question, in the same shape as prev_q.")})
     model = model_field(
         "english (default): extractive QA, answers 'unknown' when the context holds no answer; "
         "t5-base-qa-summary-emotion: Backprop's generative T5; or your own uploaded model."

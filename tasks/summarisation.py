@@ -1,16 +1,19 @@
 """POST /summarisation: a summary of a text (or of each text in a batch).
 
+The answer carries it twice: under `summary`, the key Backprop's Python client
+reads (every release), and under `output`, the key the Backprop API reference
+documents.
+
 Texts longer than the model's input limit (1024 tokens for the default
 distilbart-cnn-12-6, 512 for T5) are truncated to it: the summary covers the
 beginning of the text.
 """
 
 from flask.views import MethodView
-from marshmallow import fields
 
 from app.blueprint import Blueprint
 
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
 
 TASK = "summarisation"
 
@@ -22,16 +25,18 @@ class SummarisationBody(StrictSchema):
     model = model_field("english (default), t5-base-qa-summary-emotion, or your own uploaded model.")
 
 
-class OutputResponse(StrictSchema):
-    output = fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+class SummarisationResponse(StrictSchema):
+    summary = string_or_list(description="The summary, or a list for a batch: the key Backprop's Python client reads.")
+    output = string_or_list(description="The same value: the key the Backprop API reference documents.")
 
 
 @blp.route("")
 class Summarisation(MethodView):
     @blp.arguments(SummarisationBody)
-    @blp.response(200, OutputResponse)
+    @blp.response(200, SummarisationResponse)
     def post(self, body):
         """Summarise a text (or a batch of texts)"""
         texts, is_batch = as_batch(body["text"])
         summaries = run_task(TASK, body["model"], [{"text": text} for text in texts])
-        return {"output": summaries if is_batch else summaries[0]}
+        summary = summaries if is_batch else summaries[0]
+        return {"summary": summary, "output": summary}

@@ -7,13 +7,16 @@ from app.blueprint import Blueprint
 
 from .common import (
     StrictSchema,
-    StringList,
     TextOrTexts,
     as_batch,
+    checked_labels,
+    find_model,
+    keep_top_k,
+    labels_field,
     model_field,
     per_item,
-    require_labels,
-    run_task,
+    require_labels_for,
+    top_k_field,
 )
 
 TASK = "text-classification"
@@ -23,27 +26,24 @@ blp = Blueprint(TASK, __name__, url_prefix="/text-classification", description="
 
 class TextClassificationBody(StrictSchema):
     text = TextOrTexts(required=True, metadata={"description": "Text to classify, or a list for a batch."})
-    labels = StringList("labels", "MAX_LABELS", required=True, metadata={
-        "description": "Labels to score; for a batch, a list of labels per text (or one list for all)."})
+    labels = labels_field("Labels to score; for a batch, a list of labels per text (or one list for all).")
+    top_k = top_k_field()
     model = model_field("english (default), multilingual (100+ languages), or your own uploaded model.")
 
     @post_load
     def to_items(self, data, **kwargs):
         texts, is_batch = as_batch(data["text"])
         labels = per_item(data["labels"], len(texts), "labels", is_batch)
-        items = [{"text": text, "labels": require_labels(item_labels, "labels")} for text, item_labels in zip(texts, labels)]
-        return {"items": items, "is_batch": is_batch, "model": data["model"]}
+        items = [{"text": text, "labels": checked_labels(item_labels)} for text, item_labels in zip(texts, labels)]
+        return {"items": items, "is_batch": is_batch, "top_k": data["top_k"], "model": data["model"]}
 
 
 class TextClassificationResponse(StrictSchema):
     probabilities = fields.Raw(metadata={
-        "description": "{label: probability} per text; each label is scored on its own (entailment vs contradiction).",
+        "description": "{label: probability} per text; each label is scored on its own (entailment vs contradiction). "
+                       "With top_k, the k likeliest, likeliest first.",
         "oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
                   {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
-
-
-def predict(model_name: str | None, items: list[dict]) -> list[dict]:
-    return run_task(TASK, model_name, items)
 
 
 @blp.route("")
@@ -52,5 +52,7 @@ class TextClassification(MethodView):
     @blp.response(200, TextClassificationResponse)
     def post(self, body):
         """Score the caller's labels for a text (or a batch of texts)"""
-        results = predict(body["model"], body["items"])
+        model = find_model(TASK, body["model"])
+        require_labels_for(model, body["model"], TASK, [item["labels"] for item in body["items"]])
+        results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, body["items"])]
         return {"probabilities": results if body["is_batch"] else results[0]}

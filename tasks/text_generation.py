@@ -1,8 +1,12 @@
 """POST /text-generation with every Backprop parameter, each bounded.
 
-min_length and max_length count generated tokens; temperature 0 is greedy
-(deterministic); num_generations > 1 answers a list per input. Prompts longer
-than the model's context are cut from the left, keeping the latest text.
+min_length and max_length count generated tokens; temperature 0 (or do_sample
+false, which Backprop's Python client sends) is deterministic: greedy, or beam
+search with num_generations beams when more outputs than beams are asked for;
+num_generations > 1 answers a list per input. Every parameter left out takes
+the reference's default (Backprop's client sends only those its user set).
+Prompts longer than the model's context are cut from the left, keeping the
+latest text.
 """
 
 from flask import current_app
@@ -13,8 +17,7 @@ from app.blueprint import Blueprint
 from app.config import ENV_PREFIX
 from model_registry.loaders.generation import DEFAULTS
 
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
-from .summarisation import OutputResponse
+from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, model_field, run_task
 
 TASK = "text-generation"
 
@@ -31,8 +34,10 @@ class TextGenerationBody(StrictSchema):
     # A causal model (gpt2) cannot start from zero tokens: "" would fail inside generate().
     text = TextOrTexts(required=True, empty_error="The text is empty: send at least one character for the model to continue.",
                        metadata={"description": "Text to continue, or a list for a batch."})
-    min_length = fields.Integer(load_default=DEFAULTS["min_length"], validate=validate.Range(min=0),
-                                metadata={"description": "Fewest tokens to generate."})
+    # Left out, it is 10, or max_length when that is lower (a client setting only max_length=5).
+    min_length = fields.Integer(load_default=None, validate=validate.Range(min=0), metadata={
+        "default": DEFAULTS["min_length"],
+        "description": "Fewest tokens to generate; left out: 10, or max_length if that is lower."})
     max_length = fields.Integer(load_default=DEFAULTS["max_length"], validate=validate.Range(min=1),
                                 metadata={"description": "Most tokens to generate (at most INFER_GEN_MAX_NEW_TOKENS)."})
     temperature = fields.Float(load_default=DEFAULTS["temperature"], validate=validate.Range(min=0, max=10),
@@ -50,6 +55,10 @@ class TextGenerationBody(StrictSchema):
                                metadata={"description": "Beam search width; 1 is no beam search (at most INFER_GEN_MAX_BEAMS)."})
     num_generations = fields.Integer(load_default=DEFAULTS["num_generations"], validate=validate.Range(min=1),
                                      metadata={"description": "Outputs per input (at most INFER_GEN_MAX_GENERATIONS)."})
+    do_sample = fields.Boolean(load_default=None, truthy={True}, falsy={False}, metadata={
+        "description": "Not in the Backprop API reference; Backprop's Python client sends it. false: deterministic, "
+                       "as temperature 0 (temperature, top_k and top_p are then not used); true: sample (temperature "
+                       "must then be above 0). Left out: temperature decides."})
     model = model_field("gpt2-large (default), t5-base-qa-summary-emotion, smollm2-135m-instruct, or your own model.")
 
     @post_load
@@ -57,12 +66,19 @@ class TextGenerationBody(StrictSchema):
         _bounded("GEN_MAX_NEW_TOKENS", "max_length", data["max_length"])
         _bounded("GEN_MAX_BEAMS", "num_beams", data["num_beams"])
         _bounded("GEN_MAX_GENERATIONS", "num_generations", data["num_generations"])
+        if data["min_length"] is None:
+            data["min_length"] = min(DEFAULTS["min_length"], data["max_length"])
         if data["min_length"] > data["max_length"]:
             raise ValidationError({"min_length": ["min_length must not exceed max_length."]})
+        do_sample = data.pop("do_sample")
+        if do_sample is False:
+            data["temperature"] = 0
+        elif do_sample and data["temperature"] == 0:
+            raise ValidationError({"do_sample": ["do_sample true samples: send a temperature above 0 with it."]})
         if data["temperature"] == 0 and data["num_generations"] > data["num_beams"]:
-            raise ValidationError({"num_generations": [
-                "Greedy decoding (temperature 0) gives one output per beam: "
-                "raise temperature or num_beams, or ask for fewer generations."]})
+            # Deterministic decoding gives one output per beam: the n best beams are n different outputs.
+            _bounded("GEN_MAX_BEAMS", "num_generations", data["num_generations"])
+            data["num_beams"] = data["num_generations"]
         texts, is_batch = as_batch(data.pop("text"))
         model = data.pop("model")
         return {"items": [{"text": text, "params": data} for text in texts], "is_batch": is_batch, "model": model}

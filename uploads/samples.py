@@ -24,6 +24,7 @@ def sample_item(task: str, emotion_threshold: float):
         "text-classification": lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
         "image-classification": lambda: {"image": _sample_image(), "labels": ["purple", "green"]},
         "image-vectorisation": _sample_image,
+        "image-text-vectorisation": lambda: {"image": _sample_image(), "text": SAMPLE_TEXT},
         "text-generation": lambda: {"text": SAMPLE_TEXT,
                                     "params": {**DEFAULTS, "min_length": 1, "max_length": 4, "temperature": 0}},
         "summarisation": lambda: {"text": SAMPLE_TEXT},
@@ -42,7 +43,7 @@ def _is_probabilities(value, labels) -> bool:
 
 def shape_problem(task: str, item, output) -> str | None:
     """None if the output fits the task, else what is wrong."""
-    if task in ("text-vectorisation", "image-vectorisation"):
+    if task in ("text-vectorisation", "image-vectorisation", "image-text-vectorisation"):
         return None if _is_vector(output) else "should return a list of numbers (a vector)"
     if task in ("text-classification", "image-classification"):
         ok = _is_probabilities(output, item["labels"])

@@ -195,8 +195,88 @@ def test_the_reported_batch_of_small_one_bit_pngs_is_refused_with_the_default_li
 def test_an_unknown_model_is_404_before_any_image_is_decoded(task_client, decoded):
     corrupt = base64.b64encode(base64.b64decode(png((9, 9, 9)))[:60]).decode()  # a 400 once decoded
     for path, body in (("/image-vectorisation", {"image": [corrupt, one_bit_png(6300)]}),
-                       ("/image-classification", {"image": corrupt, "labels": ["a"]})):
+                       ("/image-classification", {"image": corrupt, "labels": ["a"]}),
+                       ("/image-text-vectorisation", {"image": corrupt, "text": "a"})):
         response = task_client(path, {**body, "model": "no-such-model"})
         assert response.status_code == 404, response.json
         assert "no-such-model" in response.json["message"]
+    assert decoded == []
+
+
+def test_image_text_vectors_join_clips_image_and_text_vectors_as_backprop_did(task_client, clip):
+    # Backprop's CLIP (0.1.x): cat([image vector, text vector]) scaled to length 1.
+    images, texts = [png((200, 10, 10)), noise_jpeg(2)], ["a red square", "noise"]
+    single = task_client("/image-text-vectorisation", {"image": images[0], "text": texts[0], "model": ""})
+    batch = task_client("/image-text-vectorisation", {"image": images, "text": texts, "model": "clip"})
+
+    joined = torch.cat([image_vectors(clip, images), text_vectors(clip, texts)], dim=1)
+    want = torch.nn.functional.normalize(joined, dim=-1)
+    assert single.status_code == 200 and batch.status_code == 200
+    assert np.allclose(single.json["vector"], want[0], atol=1e-5)
+    assert np.allclose(batch.json["vector"], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("body", [
+    {"image": [png((1, 1, 1)), png((2, 2, 2))], "text": ["one"]},
+    {"image": [png((1, 1, 1))], "text": "one"},
+    {"image": png((1, 1, 1)), "text": ["one"]},
+])
+def test_image_text_pairs_must_match_one_to_one(task_client, body):
+    response = task_client("/image-text-vectorisation", body)
+    assert response.status_code == 422
+    assert "text" in response.json["errors"]
+
+
+def test_image_text_vectorisation_holds_its_images_to_the_request_budget(make_app, tiny_model_dir, decoded):
+    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=1000)
+    image = png((1, 1, 1), size=(40, 20))
+    response = post("/image-text-vectorisation", {"image": [image, image], "text": ["a", "b"]})
+    assert response.status_code == 400
+    assert "INFER_MAX_REQUEST_PIXELS" in response.json["message"]
+    assert decoded == []
+
+
+def test_an_image_classification_batch_answers_each_image_as_alone(task_client):
+    images, labels = [png((200, 10, 10)), noise_jpeg(3)], [["red", "blue"], ["noise", "cat", "dog"]]
+    batch = task_client("/image-classification", {"image": images, "labels": labels})
+    alone = [task_client("/image-classification", {"image": i, "labels": l}).json["probabilities"]
+             for i, l in zip(images, labels)]
+    shared = task_client("/image-classification", {"image": images, "labels": labels[1]})
+
+    assert batch.status_code == 200
+    for got, want in zip(batch.json["probabilities"], alone):
+        assert got == pytest.approx(want, abs=1e-5)
+    assert shared.json["probabilities"][1] == pytest.approx(alone[1], abs=1e-5)
+    assert set(shared.json["probabilities"][0]) == set(labels[1])
+
+
+def test_image_top_k_answers_the_k_likeliest_likeliest_first(task_client):
+    labels = ["a", "b", "c", "d"]
+    image = noise_jpeg(4)
+    every = task_client("/image-classification", {"image": image, "labels": labels, "top_k": 0}).json["probabilities"]
+    top = task_client("/image-classification", {"image": image, "labels": labels, "top_k": 2}).json["probabilities"]
+
+    assert list(every) == labels
+    ranked = sorted(every.items(), key=lambda pair: pair[1], reverse=True)
+    assert list(top) == [label for label, _ in ranked[:2]]
+    assert top == pytest.approx(dict(ranked[:2]), abs=1e-6)
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"image": [png((1, 1, 1))] * 2, "labels": [["a"], ["b"], ["c"]]}, "labels"),
+    ({"image": png((1, 1, 1)), "labels": [["a"]]}, "labels"),
+    ({"image": png((1, 1, 1)), "labels": ["a", "a"]}, "labels"),
+    ({"image": png((1, 1, 1)), "labels": ["a"], "top_k": -1}, "top_k"),
+])
+def test_bad_image_labels_are_422_naming_the_field(task_client, body, field):
+    response = task_client("/image-classification", body)
+    assert response.status_code == 422
+    assert field in response.json["errors"], response.json
+
+
+def test_no_labels_for_clip_is_422_before_any_image_is_decoded(task_client, decoded):
+    response = task_client("/image-classification", {"image": [png((1, 1, 1))], "labels": None, "model": ""})
+    assert response.status_code == 422
+    assert "Labels are required for model 'english' (the default)" in response.json["message"]
+    assert "labels" in response.json["errors"]
     assert decoded == []

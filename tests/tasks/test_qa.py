@@ -60,6 +60,20 @@ def test_batch_with_per_item_history(task_client, reference):
     ]
 
 
+def test_a_flat_history_with_a_batch_is_shared_by_every_item(task_client, reference):
+    # Backprop's client 0.0.x flattened a batch's histories into one list.
+    body = {"question": ["Where does she live?", "Where did she go to school?"], "context": [CONTEXT, CONTEXT],
+            "prev_q": ["Who went to Leeds?"], "prev_a": ["Sally"]}
+    response = task_client("/qa", body)
+    assert response.json["answer"] == [reference(f"Who went to Leeds? Sally {q}", CONTEXT) for q in body["question"]]
+
+
+def test_an_empty_history_with_a_batch_is_no_history(task_client, reference):
+    questions = ["What is the meaning of life?", "Where does Sally live?"]
+    response = task_client("/qa", {"question": questions, "context": [CONTEXT] * 2, "prev_q": [], "prev_a": []})
+    assert response.json["answer"] == [reference(q, CONTEXT) for q in questions]
+
+
 def test_backprop_t5_gets_its_own_prompt_format(task_client, tiny_dir):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -54,6 +54,10 @@ def test_batch_with_one_label_list_for_all(task_client, reference):
         ({"text": "x", "labels": [["a"]]}, "labels"),
         ({"text": ["x", "y"], "labels": [["a"]]}, "labels"),
         ({"text": "x"}, "labels"),
+        ({"text": "x", "labels": None, "model": ""}, "labels"),
+        ({"text": ["x", "y"], "labels": None, "model": "multilingual"}, "labels"),
+        ({"text": "x", "labels": ["a"], "top_k": -1}, "top_k"),
+        ({"text": "x", "labels": ["a"], "top_k": 1.5}, "top_k"),
     ],
 )
 def test_bad_labels_are_422_naming_the_field(task_client, body, field):
@@ -89,3 +93,23 @@ def test_many_pairs_are_split_over_several_passes_with_the_same_result(task_clie
     assert response.status_code == 200
     for got, text in zip(response.json["probabilities"], texts):
         assert_close(got, expected(reference, text, labels))
+
+
+def test_top_k_answers_the_k_likeliest_of_every_label_likeliest_first(task_client):
+    labels = ["product issue", "furniture", "space", "sales"]
+    texts = ["I am really mad because my product broke.", "Let us work together"]
+    every = task_client("/text-classification", {"text": texts, "labels": labels}).json["probabilities"]
+    top = task_client("/text-classification", {"text": texts, "labels": labels, "top_k": 2}).json["probabilities"]
+    beyond = task_client("/text-classification", {"text": texts[0], "labels": labels, "top_k": 9}).json["probabilities"]
+
+    for got, full in zip(top, every):
+        ranked = sorted(full.items(), key=lambda pair: pair[1], reverse=True)
+        assert list(got) == [label for label, _ in ranked[:2]]
+        assert got == pytest.approx(dict(ranked[:2]), abs=1e-6)
+    assert list(beyond) == [label for label, _ in sorted(every[0].items(), key=lambda pair: pair[1], reverse=True)]
+
+
+def test_no_labels_for_a_zero_shot_model_says_labels_are_required_for_it(task_client):
+    response = task_client("/text-classification", {"text": "x", "labels": None, "model": "multilingual"})
+    assert response.status_code == 422
+    assert "Labels are required for model 'multilingual'" in response.json["message"]

@@ -49,6 +49,64 @@ def test_beam_search_parameters_reach_generate(task_client, reference):
     assert response.json["output"] == want
 
 
+@pytest.mark.parametrize("deterministic", [{"temperature": 0}, {"do_sample": False, "temperature": 0.7, "top_k": 5}])
+def test_deterministic_decoding_with_more_generations_than_beams_answers_the_best_beams(
+        task_client, reference, deterministic):
+    response = task_client("/text-generation", {"text": PROMPTS[0], "min_length": 2, "max_length": 6,
+                                                "num_generations": 3, **deterministic})
+
+    want = reference([PROMPTS[0]], do_sample=False, min_new_tokens=2, max_new_tokens=6, num_beams=3,
+                     num_return_sequences=3)
+    assert response.status_code == 200, response.json
+    assert response.json["output"] == want
+
+
+def test_deterministic_generations_are_bounded_by_the_beam_limit(make_app, tiny_model_dir):
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, GEN_MAX_BEAMS=2)
+    response = app.test_client().post("/text-generation", json={"text": "x", "do_sample": False, "num_generations": 3},
+                                      headers={"x-api-key": new_key(app, "a")})
+    assert response.status_code == 422
+    assert "INFER_GEN_MAX_BEAMS" in response.json["errors"]["num_generations"][0]
+
+
+def test_do_sample_false_is_greedy_whatever_the_sampling_parameters(task_client, reference):
+    body = {"text": PROMPTS[1], "min_length": 3, "max_length": 8, "temperature": 1.5, "top_k": 2}
+    greedy = reference([PROMPTS[1]], do_sample=False, min_new_tokens=3, max_new_tokens=8)[0]
+    torch.manual_seed(2)
+    assert task_client("/text-generation", body).json["output"] != greedy  # these parameters alone sample
+    torch.manual_seed(2)
+    assert task_client("/text-generation", {**body, "do_sample": False}).json["output"] == greedy
+
+
+def test_do_sample_true_samples_as_generate_does(task_client, reference):
+    params = {"temperature": 0.9, "top_k": 4, "min_length": 2, "max_length": 5}
+    torch.manual_seed(5)
+    response = task_client("/text-generation", {"text": PROMPTS[0], **params, "do_sample": True})
+    torch.manual_seed(5)
+    want = reference([PROMPTS[0]], do_sample=True, temperature=0.9, top_k=4, top_p=1.0, min_new_tokens=2,
+                     max_new_tokens=5)[0]
+    assert response.json["output"] == want
+
+
+def test_only_text_and_model_gets_the_reference_defaults(task_client, reference):
+    torch.manual_seed(3)
+    response = task_client("/text-generation", {"text": PROMPTS[0], "model": ""})
+    torch.manual_seed(3)
+    # min_length 10, max_length 20, temperature 1, top_k 0 (all), top_p 1, one beam, one output.
+    want = reference([PROMPTS[0]], do_sample=True, temperature=1.0, top_k=0, top_p=1.0, min_new_tokens=10,
+                     max_new_tokens=20)[0]
+    assert response.status_code == 200
+    assert response.json["output"] == want
+
+
+def test_a_max_length_below_the_default_min_length_lowers_it(task_client, reference):
+    response = task_client("/text-generation", {"text": PROMPTS[0], "max_length": 4, "temperature": 0})
+    assert response.status_code == 200, response.json
+    assert response.json["output"] == reference([PROMPTS[0]], do_sample=False, min_new_tokens=4, max_new_tokens=4)[0]
+
+
 def test_sampling_with_a_seeded_generator_is_what_generate_samples(task_client, reference):
     params = {"temperature": 0.7, "top_k": 5, "top_p": 0.9, "min_length": 2, "max_length": 5, "num_generations": 3}
     torch.manual_seed(11)
@@ -73,7 +131,8 @@ def test_sampling_with_a_seeded_generator_is_what_generate_samples(task_client, 
         ({"top_k": -1}, "top_k"),
         ({"num_beams": 100}, "num_beams"),
         ({"num_generations": 100}, "num_generations"),
-        ({"temperature": 0, "num_generations": 2}, "num_generations"),
+        ({"do_sample": True, "temperature": 0}, "do_sample"),
+        ({"do_sample": "false"}, "do_sample"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
         ({"max_lenght": 5}, "max_lenght"),
     ],

@@ -10,24 +10,11 @@ import openai
 import pytest
 
 from tests.conftest import LiveServer, new_key
-from tests.uploads.helpers import make_zip, upload_url, put_local, wait_built
+from tests.uploads.helpers import hf_folder_zip, put_local, upload_url, wait_built
 
 from .test_chat_completions import assert_openai_error, raw
 
 CHAT = [{"role": "user", "content": "Hi"}]
-
-
-def hf_zip(folder: str, tasks: list[str]) -> bytes:
-    import json
-
-    files = {}
-    for name in os.listdir(folder):
-        with open(os.path.join(folder, name), "rb") as model_file:
-            files[name] = model_file.read()
-    config = json.loads(files["config.json"])
-    config.update(description="a tiny language model", tasks=tasks)
-    files["config.json"] = json.dumps(config)
-    return make_zip(files)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def server(tiny_dir, tmp_path_factory):
         live.other_key = new_key(app, "mallory")
         test_client, headers = app.test_client(), {"x-api-key": live.key}
         response = put_local(test_client, upload_url(test_client, headers, "my-lm"),
-                             hf_zip(tiny_dir["causal_lm"], ["text-generation"]))
+                             hf_folder_zip(tiny_dir["causal_lm"], ["text-generation"]))
         assert response.status_code == 200
         assert wait_built(test_client, headers, "my-lm")["build_status"] == "success"
         yield live

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import stat
 import time
 import zipfile
@@ -22,6 +23,18 @@ def make_zip(files: dict[str, bytes | str], symlinks: dict[str, str] | None = No
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, target)
     return buffer.getvalue()
+
+
+def hf_folder_zip(folder: str, tasks: list[str], description: str = "a Hugging Face folder") -> bytes:
+    """The folder's files, its config.json carrying the upload's description and tasks."""
+    files = {}
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as model_file:
+            files[name] = model_file.read()
+    config = json.loads(files["config.json"])
+    config.update(description=description, tasks=tasks)
+    files["config.json"] = json.dumps(config)
+    return make_zip(files)
 
 
 class KeywordModel:

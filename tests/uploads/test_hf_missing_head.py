@@ -1,27 +1,12 @@
 """A Hugging Face folder whose weights lack the head its declared task needs fails
 its build, naming the missing weights, instead of serving a random head."""
 
-import json
-import os
-
 import pytest
 
 from tests import tiny_models
 
 from ..conftest import new_key
-from .helpers import deploy, make_zip
-
-
-def hf_folder_zip(folder: str, tasks: list[str]) -> bytes:
-    """The folder's files, its config.json carrying the upload's description and tasks."""
-    files = {}
-    for name in os.listdir(folder):
-        with open(os.path.join(folder, name), "rb") as model_file:
-            files[name] = model_file.read()
-    config = json.loads(files["config.json"])
-    config.update(description="a T5 declared as extractive QA", tasks=tasks)
-    files["config.json"] = json.dumps(config)
-    return make_zip(files)
+from .helpers import deploy, hf_folder_zip
 
 
 @pytest.fixture

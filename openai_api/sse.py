@@ -97,4 +97,23 @@ def event_stream(future: Future, stream: TokenStream, shape: ChunkShape, include
             future.cancel()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(chunks(), mimetype="text/event-stream", headers=headers)
+    return Response(_Closing(chunks(), stream, future), mimetype="text/event-stream", headers=headers)
+
+
+class _Closing:
+    """The chunks, with a close() that stops the generation even if the server
+    never started iterating them (a generator's `finally` runs only once it has
+    started): WSGI servers call close() on every response they are handed."""
+
+    def __init__(self, chunks: Iterator[bytes], stream: TokenStream, future: Future):
+        self._chunks = chunks
+        self._stream = stream
+        self._future = future
+
+    def __iter__(self):
+        return self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._stream.cancel()
+        self._future.cancel()

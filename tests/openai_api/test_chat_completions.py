@@ -227,3 +227,19 @@ def test_the_sdk_raises_authentication_error_for_a_bad_key(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="ik_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model=MODEL, messages=QUESTION)
+
+
+def test_a_stream_closed_before_it_is_read_stops_its_generation():
+    """WSGI servers close every response they were handed, even one never iterated
+    (the client left before the first write): that alone must stop the generation."""
+    from concurrent.futures import Future
+
+    from model_registry.loaders.completion import TokenStream
+    from openai_api.sse import ChunkShape, event_stream
+
+    stream, future = TokenStream(), Future()
+    response = event_stream(future, stream, ChunkShape(), False, 60, lambda exc: {})
+
+    response.close()
+
+    assert stream.cancelled.is_set() and future.cancelled()

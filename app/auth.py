@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from .db import Account, ApiKey, utcnow
 from .db import session as request_session
-from .errors import NotFound, Unauthorized
+from core.errors import NotFound, Unauthorized
 
 KEY_PREFIX = "ik_"
 HEADER = "x-api-key"

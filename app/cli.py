@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from .auth import create_key, revoke_key
 from .db import Account, ApiKey, get_db
-from .errors import NotFound
+from core.errors import NotFound
 
 keys_cli = AppGroup("keys", help="Manage API keys.")
 

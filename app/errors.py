@@ -3,8 +3,8 @@
 Every error the service returns looks like
 ``{"code": 404, "status": "Not Found", "message": "...", "errors": {...}}``;
 ``errors`` (field name -> list of problems) is present for validation errors.
-Code below the HTTP layer raises an ``ApiError`` subclass; the handlers here are
-the only place that turns errors into responses.
+Code at every layer raises an ``ApiError`` subclass (core/errors.py, free of
+Flask); the handlers here are the only place that turns errors into responses.
 
 An API that lives under its own path prefix and promises another shape (the
 OpenAI-compatible /v1) registers an error format for that prefix with
@@ -21,65 +21,19 @@ from flask import has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .request_id import current_request_id
+from core.errors import (  # noqa: F401 - also importable from here
+    ApiError,
+    BadRequest,
+    InvalidInput,
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
+from core.request_context import current_request_id
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error with its HTTP status.
-
-    ``reason`` is a machine-readable cause ("model_not_found",
-    "context_length_exceeded", "invalid_api_key": OpenAI's ``code``) and
-    ``param`` the request field at fault; formats that have no place for them
-    (the service's own) leave them out.
-    """
-
-    status = 500
-
-    def __init__(self, message: str, errors: dict | None = None, headers: dict | None = None,
-                 reason: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors
-        self.headers = headers or {}
-        self.reason = reason
-        self.param = param
-
-
-class BadRequest(ApiError):
-    status = 400
-
-
-class Unauthorized(ApiError):
-    status = 401
-
-
-class NotFound(ApiError):
-    status = 404
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-
-
-class InvalidInput(ApiError):
-    status = 422
-
-
-class TooManyRequests(ApiError):
-    status = 429
-
-
-class ModelUnavailable(ApiError):
-    """The model exists in the catalogue but its weights cannot be had."""
-
-    status = 503
-
-    @classmethod
-    def just_unloaded(cls, name: str) -> "ModelUnavailable":
-        """For a request that reached a model as it was unloaded: a retry finds it loaded again."""
-        return cls(f"Model {name} was just unloaded. Retry.", headers={"Retry-After": "1"})
 
 
 @dataclass(frozen=True)

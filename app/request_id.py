@@ -3,20 +3,19 @@ log lines about the request, so that a client's error can be found in the log.
 
 A proxy's or client's own id is kept when it is sane (1-64 characters of
 [A-Za-z0-9._-]: nothing that could forge a log line or a header); otherwise a
-new one is made. It is kept in a ContextVar, not only on flask.g, because model
-code below the web layer reads it (model_registry's batcher, at submit).
+new one is made. It is kept in a ContextVar (core.request_context), not only on flask.g,
+because model code below the web layer reads it (model_registry's batcher).
 """
 
 import re
 import uuid
-from contextvars import ContextVar
 
 from flask import g, request
 
+from core.request_context import current_request_id
+
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# The id of the request being handled in this context; None outside one.
-current_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def _assign() -> None:

@@ -39,8 +39,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from app.errors import ApiError, ModelUnavailable, TooManyRequests
-from app.request_id import current_request_id
+from core.errors import ApiError, ModelUnavailable, TooManyRequests
+from core.request_context import current_request_id
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import logging
 import threading
 
-from app.errors import ModelUnavailable, NotFound
+from core.errors import ModelUnavailable, NotFound
 
 from .cache import ModelCache
 from .catalogue import MODELS, TASK_MODELS, default_name

@@ -12,7 +12,7 @@ import os
 # (the preload thread and a request thread).
 from huggingface_hub import snapshot_download
 
-from app.errors import ModelUnavailable
+from core.errors import ModelUnavailable
 
 from .catalogue import ModelSpec
 

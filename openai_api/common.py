@@ -6,7 +6,7 @@ from flask import current_app
 
 from app.auth import current_account_id
 from app.db import session
-from app.errors import NotFound
+from core.errors import NotFound
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import find_model
 from uploads.user_models import lookup_model

@@ -16,7 +16,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from app import metrics
 from app.blueprint import Blueprint
-from app.errors import ApiError, BadRequest, ErrorDetails
+from core.errors import ApiError, BadRequest
+from app.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
 from tasks.common import StrictSchema, check_batch, check_text

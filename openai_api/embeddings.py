@@ -7,7 +7,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.blueprint import Blueprint
-from app.errors import BadRequest
+from core.errors import BadRequest
 from tasks.common import StrictSchema, TextOrTexts, as_batch
 
 from .common import resolve_model

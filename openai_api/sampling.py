@@ -15,7 +15,7 @@ from flask import current_app
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.config import ENV_PREFIX
-from app.errors import BadRequest
+from core.errors import BadRequest
 from model_registry.loaders.completion import CompletionRequest, TokenStream
 from tasks.common import StrictSchema
 

@@ -22,7 +22,7 @@ from concurrent.futures import CancelledError, Future
 import orjson
 from flask import Response
 
-from app.errors import ApiError
+from core.errors import ApiError
 from model_registry.batcher import DeadlineExceeded
 from model_registry.loaders.completion import END, TokenStream
 

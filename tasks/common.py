@@ -7,7 +7,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from app.auth import current_account_id
 from app.config import ENV_PREFIX
 from app.db import session
-from app.errors import InvalidInput
+from core.errors import InvalidInput
 from model_registry.catalogue import default_name
 
 

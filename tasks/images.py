@@ -17,7 +17,7 @@ from flask import current_app
 from marshmallow import ValidationError, fields
 
 from app.config import ENV_PREFIX
-from app.errors import BadRequest
+from core.errors import BadRequest
 
 from .common import as_batch, check_batch
 

@@ -13,7 +13,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import ModelVersion, UserModel, session, utcnow
-from app.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
 

@@ -9,7 +9,7 @@ version takes (a build that would go over fails, and its files are removed).
 from sqlalchemy import func, or_, select
 
 from app.db import ModelVersion, UserModel, utcnow
-from app.errors import ApiError, TooManyRequests
+from core.errors import ApiError, TooManyRequests
 
 
 class QuotaExceeded(ApiError):

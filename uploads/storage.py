@@ -8,7 +8,7 @@ import secrets
 import tempfile
 import time
 
-from app.errors import ApiError
+from core.errors import ApiError
 
 
 class UploadRejected(ApiError):

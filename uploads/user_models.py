@@ -10,7 +10,7 @@ import os
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
-from app.errors import ModelUnavailable, NotFound
+from core.errors import ModelUnavailable, NotFound
 from model_registry.catalogue import TASK_MODELS
 from sandbox import SandboxUnavailable
 

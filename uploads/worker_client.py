@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.errors import ApiError, ModelUnavailable
+from core.errors import ApiError, ModelUnavailable
 
 log = logging.getLogger(__name__)
 

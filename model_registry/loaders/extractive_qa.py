@@ -14,7 +14,7 @@ import inspect
 
 import torch
 
-from app.errors import InvalidInput
+from core.errors import InvalidInput
 
 from ..catalogue import ModelSpec
 from ..device import module_nbytes

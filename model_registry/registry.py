@@ -8,7 +8,7 @@ from core.errors import ModelUnavailable, NotFound
 from .cache import ModelCache
 from .catalogue import MODELS, TASK_MODELS, default_name
 from .device import pick_device, use_half_precision
-from .loaders import loader_for
+from .loaders import LoadSettings, loader_for
 from .loaders.common import MissingWeights
 from .resolve import resolve_model_dir
 from .served_model import BatchSettings, ServedModel
@@ -29,6 +29,8 @@ class ModelRegistry:
             run_alone_inline=int(config["TORCH_THREADS"]) == 1,
             on_batch=on_batch,
         )
+        # What a loaded model's answers depend on, given at load time.
+        self.load_settings = LoadSettings.from_config(config)
         self.device = pick_device(config["DEVICE"])
         self.half = use_half_precision(config["HALF_PRECISION"], self.device)
         budget = int(config["MODEL_MEMORY_BUDGET_MB"]) * 2**20
@@ -60,7 +62,7 @@ class ModelRegistry:
         path, source = resolve_model_dir(spec, self.model_dir, public_names)
         log.info("loading model %s from %s (%s)", key, path, source)
         try:
-            served = loader_for(spec)(spec, path, self.device, self.half)
+            served = loader_for(spec)(spec, path, self.device, self.half, self.load_settings)
         except MissingWeights as exc:  # the operator's files are wrong: say which, as for a missing model
             raise ModelUnavailable(f"Model {key} cannot be served from {path}: {exc}") from None
         served.batch_settings = self.batch_settings

@@ -105,6 +105,18 @@ def string_or_list(**metadata) -> fields.Raw:
                                 **metadata})
 
 
+class TextVectorisationResponse(StrictSchema):
+    vector = fields.Raw(
+        metadata={
+            "description": "One vector for a single text, a list of vectors for a batch.",
+            "oneOf": [
+                {"type": "array", "items": {"type": "number"}},
+                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            ],
+        }
+    )
+
+
 class OutputResponse(StrictSchema):
     output = string_or_list()
 

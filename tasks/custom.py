@@ -6,6 +6,7 @@ from marshmallow import INCLUDE, Schema, fields
 from app.blueprint import Blueprint
 
 from .common import run_task
+from .spec import TaskSpec, register
 
 TASK = "custom"
 
@@ -32,4 +33,8 @@ class Custom(MethodView):
     def post(self, body):
         """Call your model with the request's fields (all but model)"""
         task_input = {key: value for key, value in body.items() if key != "model"}
-        return {"output": run_task(TASK, body["model"], [task_input])[0]}
+        return SPEC.answer(run_task(TASK, body["model"], [task_input]), False)
+
+
+# Only uploaded models serve it: whatever they answer is theirs to choose.
+SPEC = register(TaskSpec(TASK, blp, response_keys=("output",), sample=dict))

@@ -9,12 +9,14 @@ reads (every release), and under `output`, the key the Backprop API reference
 documents.
 """
 
-from flask import current_app
 from flask.views import MethodView
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import EMOTION_CLASSIFIER
 
+from .answers import SAMPLE_TEXT, string_answer
 from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
+from .spec import TaskSpec, register
 
 TASK = "emotion"
 
@@ -39,7 +41,11 @@ class Emotion(MethodView):
     def post(self, body):
         """Detect the emotions in a text (or a batch of texts)"""
         texts, is_batch = as_batch(body["text"])
-        threshold = float(current_app.config["EMOTION_THRESHOLD"])
-        outputs = run_task(TASK, body["model"], [{"text": text, "threshold": threshold} for text in texts])
-        emotion = outputs if is_batch else outputs[0]
-        return {"emotion": emotion, "output": emotion}
+        outputs = run_task(TASK, body["model"], [{"text": text} for text in texts])
+        return SPEC.answer(outputs, is_batch)
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("emotion", "output"), sample=lambda: {"text": SAMPLE_TEXT},
+    check_answer=string_answer, hf_loader=EMOTION_CLASSIFIER,
+))

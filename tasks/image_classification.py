@@ -5,7 +5,9 @@ from flask.views import MethodView
 from marshmallow import fields, post_load
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import CLIP
 
+from .answers import encode_png, sample_image, probabilities_answer
 from .common import (
     StrictSchema,
     as_batch,
@@ -19,6 +21,7 @@ from .common import (
     top_k_field,
 )
 from .images import ImageOrImages, decode_images
+from .spec import TaskSpec, register
 
 TASK = "image-classification"
 
@@ -60,4 +63,11 @@ class ImageClassification(MethodView):
         images, _ = as_batch(decode_images(body["image"]))
         items = [{"image": image, "labels": labels} for image, labels in zip(images, body["labels"])]
         results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, items)]
-        return {"probabilities": results if body["is_batch"] else results[0]}
+        return SPEC.answer(results, body["is_batch"])
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("probabilities",), sample=lambda: {"image": sample_image(), "labels": ["purple", "green"]},
+    check_answer=probabilities_answer,
+    to_user_input=lambda item: {"image": encode_png(item["image"]), "labels": item["labels"]}, hf_loader=CLIP,
+))

@@ -7,9 +7,12 @@ from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import CLIP
 
+from .answers import SAMPLE_TEXT, encode_png, sample_image, vector_answer
 from .common import StrictSchema, TextOrTexts, as_batch, find_model, model_field
 from .images import ImageOrImages, decode_images
+from .spec import TaskSpec, register
 
 TASK = "image-text-vectorisation"
 
@@ -50,4 +53,11 @@ class ImageTextVectorisation(MethodView):
         images, _ = as_batch(decode_images(body["image"]))
         texts, _ = as_batch(body["text"])
         vectors = model.run(TASK, [{"image": image, "text": text} for image, text in zip(images, texts)])
-        return {"vector": vectors if body["is_batch"] else vectors[0]}
+        return SPEC.answer(vectors, body["is_batch"])
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("vector",), sample=lambda: {"image": sample_image(), "text": SAMPLE_TEXT},
+    check_answer=vector_answer, to_user_input=lambda item: {"image": encode_png(item["image"]), "text": item["text"]},
+    hf_loader=CLIP,
+))

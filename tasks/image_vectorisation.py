@@ -4,10 +4,12 @@
 from flask.views import MethodView
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import CLIP
 
-from .common import StrictSchema, as_batch, find_model, model_field
+from .answers import encode_png, sample_image, vector_answer
+from .common import StrictSchema, TextVectorisationResponse, as_batch, find_model, model_field
 from .images import ImageOrImages, decode_images
-from .text_vectorisation import TextVectorisationResponse
+from .spec import TaskSpec, register
 
 TASK = "image-vectorisation"
 
@@ -28,4 +30,10 @@ class ImageVectorisation(MethodView):
         model = find_model(TASK, body["model"])  # an unknown model is a 404 before any image is decoded
         images, is_batch = as_batch(decode_images(body["image"]))
         vectors = model.run(TASK, images)
-        return {"vector": vectors if is_batch else vectors[0]}
+        return SPEC.answer(vectors, is_batch)
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("vector",), sample=sample_image, check_answer=vector_answer,
+    to_user_input=lambda image: {"image": encode_png(image)}, hf_loader=CLIP,
+))

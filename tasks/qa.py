@@ -4,8 +4,11 @@ from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import EXTRACTIVE_QA
 
+from .answers import SAMPLE_TEXT, string_answer
 from .common import StrictSchema, StringList, TextOrTexts, as_batch, model_field, per_item, run_task
+from .spec import TaskSpec, register
 
 TASK = "qa"
 
@@ -62,4 +65,11 @@ class QA(MethodView):
     def post(self, body):
         """Answer a question (or a batch) from its context and the conversation so far"""
         answers = predict(body["model"], body["items"])
-        return {"answer": answers if body["is_batch"] else answers[0]}
+        return SPEC.answer(answers, body["is_batch"])
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("answer",),
+    sample=lambda: {"question": "What is checked?", "context": SAMPLE_TEXT, "prev_q": [], "prev_a": []},
+    check_answer=string_answer, hf_loader=EXTRACTIVE_QA,
+))

@@ -12,8 +12,11 @@ beginning of the text.
 from flask.views import MethodView
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import SEQ2SEQ
 
+from .answers import SAMPLE_TEXT, string_answer
 from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
+from .spec import TaskSpec, register
 
 TASK = "summarisation"
 
@@ -38,5 +41,10 @@ class Summarisation(MethodView):
         """Summarise a text (or a batch of texts)"""
         texts, is_batch = as_batch(body["text"])
         summaries = run_task(TASK, body["model"], [{"text": text} for text in texts])
-        summary = summaries if is_batch else summaries[0]
-        return {"summary": summary, "output": summary}
+        return SPEC.answer(summaries, is_batch)
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("summary", "output"), sample=lambda: {"text": SAMPLE_TEXT},
+    check_answer=string_answer, hf_loader=SEQ2SEQ,
+))

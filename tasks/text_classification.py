@@ -4,7 +4,9 @@ from flask.views import MethodView
 from marshmallow import fields, post_load
 
 from app.blueprint import Blueprint
+from model_registry.catalogue import ZERO_SHOT_NLI
 
+from .answers import SAMPLE_TEXT, probabilities_answer
 from .common import (
     StrictSchema,
     TextOrTexts,
@@ -18,6 +20,7 @@ from .common import (
     require_labels_for,
     top_k_field,
 )
+from .spec import TaskSpec, register
 
 TASK = "text-classification"
 
@@ -55,4 +58,10 @@ class TextClassification(MethodView):
         model = find_model(TASK, body["model"])
         require_labels_for(model, body["model"], TASK, [item["labels"] for item in body["items"]])
         results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, body["items"])]
-        return {"probabilities": results if body["is_batch"] else results[0]}
+        return SPEC.answer(results, body["is_batch"])
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("probabilities",), sample=lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
+    check_answer=probabilities_answer, hf_loader=ZERO_SHOT_NLI,
+))

@@ -15,9 +15,12 @@ from marshmallow import ValidationError, fields, post_load, validate
 
 from app.blueprint import Blueprint
 from app.config import ENV_PREFIX
+from model_registry.catalogue import CAUSAL_LM
 from model_registry.loaders.generation import DEFAULTS
 
+from .answers import SAMPLE_TEXT, strings_answer
 from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from .spec import TaskSpec, register
 
 TASK = "text-generation"
 
@@ -91,4 +94,14 @@ class TextGeneration(MethodView):
     def post(self, body):
         """Continue a text (or a batch of texts)"""
         outputs = run_task(TASK, body["model"], body["items"])
-        return {"output": outputs if body["is_batch"] else outputs[0]}
+        return SPEC.answer(outputs, body["is_batch"])
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("output",),
+    sample=lambda: {"text": SAMPLE_TEXT, "params": {**DEFAULTS, "min_length": 1, "max_length": 4, "temperature": 0}},
+    check_answer=strings_answer, to_user_input=lambda item: {"text": item["text"], **item["params"]},
+    # A Hugging Face folder of an encoder-decoder model goes to the seq2seq loader
+    # instead (uploads.serving.hf_loader reads its config.json).
+    hf_loader=CAUSAL_LM,
+))

@@ -1,10 +1,13 @@
 """POST /text-vectorisation: a text (or list of texts) in, a vector (or list) out."""
 
 from flask.views import MethodView
-from app.blueprint import Blueprint
-from marshmallow import fields
 
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from app.blueprint import Blueprint
+from model_registry.catalogue import SENTENCE_TRANSFORMER
+
+from .answers import SAMPLE_TEXT, vector_answer
+from .common import StrictSchema, TextOrTexts, TextVectorisationResponse, as_batch, model_field, run_task
+from .spec import TaskSpec, register
 
 TASK = "text-vectorisation"
 
@@ -20,18 +23,6 @@ class TextVectorisationBody(StrictSchema):
     )
 
 
-class TextVectorisationResponse(StrictSchema):
-    vector = fields.Raw(
-        metadata={
-            "description": "One vector for a single text, a list of vectors for a batch.",
-            "oneOf": [
-                {"type": "array", "items": {"type": "number"}},
-                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-            ],
-        }
-    )
-
-
 def predict(model_name: str | None, texts: list[str]) -> list[list[float]]:
     return run_task(TASK, model_name, texts)
 
@@ -44,4 +35,10 @@ class TextVectorisation(MethodView):
         """Vectorise a text or a list of texts"""
         texts, is_batch = as_batch(body["text"])
         vectors = predict(body["model"], texts)
-        return {"vector": vectors if is_batch else vectors[0]}
+        return SPEC.answer(vectors, is_batch)
+
+
+SPEC = register(TaskSpec(
+    TASK, blp, response_keys=("vector",), sample=lambda: SAMPLE_TEXT, check_answer=vector_answer,
+    to_user_input=lambda text: {"text": text}, hf_loader=SENTENCE_TRANSFORMER,
+))

@@ -1,40 +1,17 @@
 """Serve a built user model: its code in its worker process, or a plain Hugging Face
 folder through the built-in loaders (no user code runs at all)."""
 
-import base64
-import io
 import os
 
-from model_registry.catalogue import (
-    CAUSAL_LM,
-    CLIP,
-    EMOTION_CLASSIFIER,
-    EXTRACTIVE_QA,
-    SENTENCE_TRANSFORMER,
-    SEQ2SEQ,
-    ZERO_SHOT_NLI,
-    ModelSpec,
-)
-from model_registry.loaders import LOADERS, completion
+from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, ModelSpec
+from model_registry.loaders import DEFAULT_SETTINGS, LOADERS, LoadSettings, completion
 from model_registry.served_model import ServedModel
+from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every task's spec
 
 from .archive import tree_bytes
 from .worker_client import WorkerProcess
 
 CODE_FORMATS = ("pickle", "inference")
-
-# A Hugging Face folder declaring this task is served by this built-in loader.
-HF_LOADER_FOR_TASK = {
-    "text-vectorisation": SENTENCE_TRANSFORMER,
-    "qa": EXTRACTIVE_QA,
-    "text-classification": ZERO_SHOT_NLI,
-    "image-classification": CLIP,
-    "image-vectorisation": CLIP,
-    "image-text-vectorisation": CLIP,
-    "summarisation": SEQ2SEQ,
-    "emotion": EMOTION_CLASSIFIER,
-}
-
 
 KEY_PREFIX = "user-"
 
@@ -51,38 +28,25 @@ def version_dirs(data_dir: str, version_id: int) -> tuple[str, str]:
 
 
 def hf_loader(tasks: list[str], files_dir: str, config: dict) -> str:
-    """Which built-in loader serves a Hugging Face folder declaring these tasks."""
+    """Which built-in loader serves a Hugging Face folder declaring these tasks:
+    a generator by its architecture (encoder-decoder or not), a
+    sentence-transformers folder as one, else by the first declared task that a
+    loader serves (its TaskSpec.hf_loader)."""
     if "text-generation" in tasks:
-        return SEQ2SEQ if config.get("is_encoder_decoder") else CAUSAL_LM
+        return SEQ2SEQ if config.get("is_encoder_decoder") else task_spec("text-generation").hf_loader
     if os.path.isfile(os.path.join(files_dir, "modules.json")):
         return SENTENCE_TRANSFORMER
     for task in tasks:
-        if task in HF_LOADER_FOR_TASK:
-            return HF_LOADER_FOR_TASK[task]
-    raise ValueError(f"a Hugging Face folder can serve {', '.join(HF_LOADER_FOR_TASK)} or text-generation, not {tasks}")
-
-
-def _encode_image(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+        loader = task_spec(task).hf_loader
+        if loader is not None:
+            return loader
+    servable = sorted(spec.name for spec in TASK_SPECS.values() if spec.hf_loader)
+    raise ValueError(f"a Hugging Face folder can serve {', '.join(servable)}, not {tasks}")
 
 
 def user_input(task: str, item):
     """One batch item as the user's code receives it: the request's fields for that item."""
-    if task == "text-vectorisation":
-        return {"text": item}
-    if task == "image-vectorisation":
-        return {"image": _encode_image(item)}
-    if task == "image-classification":
-        return {"image": _encode_image(item["image"]), "labels": item["labels"]}
-    if task == "image-text-vectorisation":
-        return {"image": _encode_image(item["image"]), "text": item["text"]}
-    if task == "text-generation":
-        return {"text": item["text"], **item["params"]}
-    if task == "emotion":
-        return {"text": item["text"]}
-    return item
+    return task_spec(task).to_user_input(item)
 
 
 def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_format: str, tasks: list[str],
@@ -107,9 +71,10 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
     return served
 
 
-def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool) -> ServedModel:
+def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool,
+             settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     spec = ModelSpec(key, key, "uploaded", loader, "user model")
-    served = LOADERS[loader](spec, files_dir, device, half)
+    served = LOADERS[loader].load(spec, files_dir, device, half, settings)
     # A generation model's token-level runner (the /v1 routes) comes with its task.
     runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())
     served.runners = {task: run for task, run in served.runners.items() if task in runners}

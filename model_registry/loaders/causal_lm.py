@@ -10,12 +10,25 @@ from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
 from . import completion
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 from .shared_tokenizers import SerialTokenizer
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 
-def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"text-generation"})
+
+
+def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
+                   settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

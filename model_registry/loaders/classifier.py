@@ -1,14 +1,28 @@
-"""Multi-label emotion classifiers (GoEmotions): labels above a threshold."""
+"""Multi-label emotion classifiers (GoEmotions): labels at or above the service's threshold
+(settings.emotion_threshold, INFER_EMOTION_THRESHOLD), given at load time."""
 
 import torch
 
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 
 
-def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"emotion"})
+
+
+def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool,
+                            settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -27,7 +41,7 @@ def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool)
         results = []
         for item, by_label in zip(items, scores([item["text"] for item in items])):
             ranked = sorted(by_label.items(), key=lambda pair: pair[1], reverse=True)
-            chosen = [label for label, p in ranked if p >= item["threshold"]]
+            chosen = [label for label, p in ranked if p >= settings.emotion_threshold]
             # Never an empty answer: with nothing above the threshold, the likeliest label.
             results.append(", ".join(chosen or [ranked[0][0]]))
         return results

@@ -10,7 +10,15 @@ import torch
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 from .shared_tokenizers import token_counter
 
 PURPOSE = "CLIP text and image vectors"
@@ -33,7 +41,12 @@ def _features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_clip(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"text-vectorisation", "image-vectorisation", "image-classification", "image-text-vectorisation"})
+
+
+def load_clip(spec: ModelSpec, path: str, device: str, half: bool,
+              settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoTokenizer, CLIPModel
 

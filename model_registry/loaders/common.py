@@ -2,6 +2,7 @@
 input length limits."""
 
 import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -9,6 +10,21 @@ import torch
 # endpoints do not need them); their first import is not thread-safe, and two
 # models may load at once in two threads.
 import_lock = threading.Lock()
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The service's settings that shape what a loaded model answers, given to every
+    loader when it loads a model (not carried inside every batch item)."""
+
+    # The emotion classifier answers the labels at least this likely (INFER_EMOTION_THRESHOLD).
+    emotion_threshold: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LoadSettings":
+        return cls(emotion_threshold=float(config["EMOTION_THRESHOLD"]))
+
+
+DEFAULT_SETTINGS = LoadSettings()
 
 # How many parameter names a MissingWeights message lists before "and N more".
 SHOWN_KEYS = 6

@@ -19,7 +19,15 @@ from core.errors import InvalidInput
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 
 MAX_ANSWER_TOKENS = 30
 WINDOW_OVERLAP = 128
@@ -65,7 +73,12 @@ def best_span(start: torch.Tensor, end: torch.Tensor, in_context: torch.Tensor) 
     return flat // n, flat % n, float(scores.flatten()[flat])
 
 
-def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"qa"})
+
+
+def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool,
+                       settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 

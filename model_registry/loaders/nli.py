@@ -11,7 +11,15 @@ import torch
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 
 HYPOTHESIS_TEMPLATE = "This example is {}."
 # Pairs per forward pass: a batch of 32 texts with 32 labels each is 1024 pairs,
@@ -27,7 +35,12 @@ def entailment_ids(config) -> tuple[int, int]:
     return contradiction, entailment
 
 
-def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"text-classification"})
+
+
+def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool,
+                       settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

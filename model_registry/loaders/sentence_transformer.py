@@ -3,11 +3,16 @@
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import import_lock
+from .common import DEFAULT_SETTINGS, LoadSettings, import_lock
 from .shared_tokenizers import token_counter
 
 
-def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"text-vectorisation"})
+
+
+def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool,
+                              settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from sentence_transformers import SentenceTransformer
 

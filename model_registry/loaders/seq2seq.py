@@ -8,7 +8,15 @@ long documents cover their beginning; see README).
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import from_pretrained, import_lock, inference, max_input_tokens, place
+from .common import (
+    DEFAULT_SETTINGS,
+    LoadSettings,
+    from_pretrained,
+    import_lock,
+    inference,
+    max_input_tokens,
+    place,
+)
 from .generation import generate_kwargs, group_by_params, shape_outputs
 
 # Backprop's t5-base-qa-summary-emotion was trained on these prompts, and
@@ -22,7 +30,12 @@ def backprop_t5_qa_prompt(item: dict) -> str:
     return " ".join([*history, f"q: {item['question']}", f"c: {item['context']}"])
 
 
-def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool) -> ServedModel:
+# The tasks this loader's models serve (checked against the catalogue at import).
+TASKS = frozenset({"summarisation", "emotion", "qa", "text-generation"})
+
+
+def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool,
+                 settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

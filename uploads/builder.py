@@ -6,11 +6,12 @@ being renewed, and the next process to look takes it over. Every process runs
 one builder thread; claiming a job is one conditional UPDATE, so two processes
 never build the same version.
 
-A build: fetch the archive; check and extract it; read config.json; create the
-model's own venv and install its requirements.txt (user code formats); load the
-model (in its worker process for user code) and run each declared task once on
-a sample, checking the output's shape. Success makes the version current; a
-failure records why (with the log's tail) and leaves the previous version serving.
+A build: fetch the archive; check and extract it; read config.json; detect the
+upload's format, which does its own part (uploads/formats: for code, its
+requirements.txt installed in the sandbox) and loads the model; run each
+declared task once on a sample, checking the output's shape. Success makes the
+version current; a failure records why (with the log's tail) and leaves the
+previous version serving.
 """
 
 import json
@@ -23,29 +24,28 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from app.db import ModelVersion, UserModel, utcnow
-from model_registry.catalogue import TASK_MODELS
+from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
-
 from sandbox import SandboxUnavailable
+from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every task's spec
 
 from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree, tree_bytes
+from .formats import BuildFailed, Version, detect
 from .model_sandbox import RequirementsFailed
 from .quotas import QuotaExceeded, check_stored_bytes
 from .requirements_check import RequirementsRejected
-from .samples import sample_item, shape_problem
-from .serving import CODE_FORMATS, cache_key, code_model, hf_loader, hf_model, version_dirs
+from .serving import version_dirs
 from .storage import UploadTooLarge
-from .venvs import create_model_venv
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
-KNOWN_TASKS = sorted([*TASK_MODELS, "custom"])
 LOG_TAIL_CHARS = 4000
 
 
-class BuildFailed(Exception):
-    pass
+def known_tasks() -> list[str]:
+    """The tasks a model may declare: every registered task spec, as it stands now."""
+    return sorted(TASK_SPECS)
 
 
 def read_model_config(files_dir: str) -> dict:
@@ -60,25 +60,15 @@ def read_model_config(files_dir: str) -> dict:
     if not isinstance(config, dict):
         raise BuildFailed("config.json must hold a JSON object.")
     tasks = config.get("tasks")
+    known = known_tasks()
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise BuildFailed(f"config.json needs \"tasks\": a list with some of {', '.join(KNOWN_TASKS)}.")
-    unknown = [t for t in tasks if t not in KNOWN_TASKS]
+        raise BuildFailed(f"config.json needs \"tasks\": a list with some of {', '.join(known)}.")
+    unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise BuildFailed(f"config.json names unknown tasks {unknown}; known tasks: {', '.join(KNOWN_TASKS)}.")
+        raise BuildFailed(f"config.json names unknown tasks {unknown}; known tasks: {', '.join(known)}.")
     if not isinstance(config.get("description", ""), str):
         raise BuildFailed("config.json's description must be a string.")
     return config
-
-
-def detect_format(files_dir: str, config: dict) -> str:
-    if os.path.isfile(os.path.join(files_dir, "inference.py")):
-        return "inference"
-    if os.path.isfile(os.path.join(files_dir, "model.bin")):
-        return "pickle"
-    if "model_type" in config or "architectures" in config or os.path.isfile(os.path.join(files_dir, "modules.json")):
-        return "huggingface"
-    raise BuildFailed("No model found: the archive needs model.bin (a pickled callable), inference.py "
-                      "(load_model and call_model), or a Hugging Face model folder.")
 
 
 class Builder:
@@ -91,6 +81,7 @@ class Builder:
         self.storage = storage
         self.device = device
         self.half = half
+        self.load_settings = LoadSettings.from_config(config)
         self.limits = ArchiveLimits(
             int(config["UPLOAD_MAX_BYTES"]), int(config["UPLOAD_MAX_MEMBERS"]),
             int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_RATIO"]),
@@ -204,26 +195,12 @@ class Builder:
         if archive.startswith(root + os.sep):
             os.remove(archive)  # fetched from S3: the extracted files are what is kept
         config = read_model_config(files_dir)
-        model_format = detect_format(files_dir, config)
+        upload_format = detect(files_dir, config)
         tasks = config["tasks"]
-        say(f"format {model_format}, tasks {tasks}")
-        key = cache_key(version_id)
-        if model_format in CODE_FORMATS:
-            self.model_sandbox.sandbox.require()
-            create_model_venv(venv_dir)
-            self.model_sandbox.grant(version_id, files_dir, venv_dir)
-            say(self.model_sandbox.install(version_id, files_dir, venv_dir, os.path.join(root, "install")))
-            remove_tree(os.path.join(root, "install"))
-            served = code_model(key, version_id, files_dir, venv_dir, model_format, tasks, self.config,
-                                self.model_sandbox)
-        else:
-            if "custom" in tasks:
-                raise BuildFailed("A Hugging Face folder serves built-in tasks only; custom needs model.bin or inference.py.")
-            try:
-                loader = hf_loader(tasks, files_dir, config)
-            except ValueError as exc:
-                raise BuildFailed(str(exc)) from None
-            served = hf_model(key, files_dir, tasks, loader, self.device, self.half)
+        say(f"format {upload_format.name}, tasks {tasks}")
+        version = Version(version_id, tasks, files_dir, venv_dir, self.config, self.model_sandbox,
+                          self.device, self.half, self.load_settings)
+        served = upload_format.build(version, config, say)
         try:
             for task in tasks:
                 self._check_task(served, task, say)
@@ -233,7 +210,7 @@ class Builder:
         with self.sessions() as session:
             check_stored_bytes(session, self.config, version_id, stored)
         say(f"stored: {stored} bytes")
-        return {"format": model_format, "tasks": tasks, "description": config.get("description", ""),
+        return {"format": upload_format.name, "tasks": tasks, "description": config.get("description", ""),
                 "stored_bytes": stored}
 
     def _remove_old_versions(self, built_id: int) -> None:
@@ -262,9 +239,11 @@ class Builder:
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
             raise BuildFailed(f"This kind of model cannot serve {task}.")
-        item = sample_item(task, float(self.config["EMOTION_THRESHOLD"]))
+        # The task's spec gives the sample and judges the answer.
+        spec = task_spec(task)
+        item = spec.sample()
         output = served.runners[task]([item])[0]
-        problem = shape_problem(task, item, output)
+        problem = spec.check_answer(item, output)
         if problem:
             raise BuildFailed(f"{task}: on its sample input the model returned {str(output)[:200]!r}; it {problem}.")
         say(f"{task}: sample answered")

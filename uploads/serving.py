@@ -11,8 +11,6 @@ from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every 
 from .archive import tree_bytes
 from .worker_client import WorkerProcess
 
-CODE_FORMATS = ("pickle", "inference")
-
 KEY_PREFIX = "user-"
 
 

@@ -4,17 +4,14 @@ A key only ever sees its own account's models: every lookup filters by account,
 and another account's model answers exactly as a model that does not exist.
 """
 
-import json
-import os
-
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
-from core.errors import ModelUnavailable, NotFound
+from core.errors import NotFound
 from model_registry.catalogue import TASK_MODELS
-from sandbox import SandboxUnavailable
 
-from .serving import CODE_FORMATS, KEY_PREFIX, cache_key, code_model, hf_loader, hf_model, version_dirs
+from . import formats
+from .serving import KEY_PREFIX, cache_key, version_dirs
 
 
 def lookup_model(session, account_id: int, name: str) -> UserModel | None:
@@ -64,16 +61,8 @@ class UserModels:
 
     def _load(self, key: str, version_id: int, model_format: str, tasks: list[str]):
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
-        if model_format in CODE_FORMATS:
-            try:
-                self.model_sandbox.sandbox.require()
-            except SandboxUnavailable as exc:
-                raise ModelUnavailable(str(exc)) from None
-            served = code_model(key, version_id, files_dir, venv_dir, model_format, tasks, self.config,
-                                self.model_sandbox)
-        else:
-            with open(os.path.join(files_dir, "config.json")) as config_file:
-                loader = hf_loader(tasks, files_dir, json.load(config_file))
-            served = hf_model(key, files_dir, tasks, loader, self.registry.device, self.registry.half)
+        version = formats.Version(version_id, tasks, files_dir, venv_dir, self.config, self.model_sandbox,
+                                  self.registry.device, self.registry.half, self.registry.load_settings)
+        served = formats.named(model_format).serve(version)
         served.batch_settings = self.registry.batch_settings
         return served

@@ -162,3 +162,28 @@ def test_every_loader_serves_exactly_the_tasks_it_declares(tiny_dir):
         spec = ModelSpec("tiny", "tiny", "uploaded", loader_name, "test")
         served = loader.load(spec, tiny_dir[folder], "cpu", False, DEFAULT_SETTINGS)
         assert set(served.runners) - {RUNNER} == loader.tasks, loader_name
+
+
+def test_no_task_module_imports_another():
+    """Task modules share only the shared modules (schemas, answers, images, spec)."""
+    import ast
+    import importlib
+    import inspect
+
+    import tasks
+
+    task_modules = {spec.blueprint.import_name.rsplit(".", 1)[-1] for spec in TASK_SPECS.values()
+                    if spec.blueprint.import_name.startswith("tasks.")}
+    assert len(task_modules) >= 10
+    for name in task_modules:
+        tree = ast.parse(inspect.getsource(importlib.import_module(f"tasks.{name}")))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1:
+                    imported.add(module.split(".")[0])
+                elif module.startswith("tasks."):
+                    imported.add(module.split(".")[1])
+        assert not (imported & task_modules) - {name}, f"tasks/{name}.py imports {imported & task_modules}"
+    assert tasks.SHARED.isdisjoint(task_modules)

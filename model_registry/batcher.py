@@ -73,8 +73,11 @@ class Batcher:
         max_queue: int = 256,
         run_alone_inline: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        # `clock` measures deadlines and max_wait (monotonic seconds); tests pass their own.
         self._run = run
+        self._clock = clock
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -96,7 +99,7 @@ class Batcher:
 
     def submit(self, items: list, timeout_s: float) -> list:
         """Run `items` in a shared batch; return their outputs in order."""
-        request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
+        request = _Request(items, self._clock() + timeout_s, current_request_id.get())
         with self._ready:
             self._admit()
             # Not while batches are expected to gather several requests: this one
@@ -135,7 +138,7 @@ class Batcher:
         in the queue it is dropped with DeadlineExceeded. Cancelling the
         future before its pass starts takes it out of the queue.
         """
-        request = _Request(items, time.monotonic() + timeout_s, current_request_id.get())
+        request = _Request(items, self._clock() + timeout_s, current_request_id.get())
         with self._ready:
             self._admit()
             self._queue.append(request)
@@ -176,15 +179,16 @@ class Batcher:
                 return []
             expected = self._expected()
             if self.max_wait_s and expected > 1:
-                deadline = time.monotonic() + self.max_wait_s
+                deadline = self._clock() + self.max_wait_s
                 while (
                     len(self._queue) < expected
                     and self._queued_items() < self.max_batch_size
                     and not self._closed
                 ):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not self._ready.wait(remaining):
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
                         break
+                    self._ready.wait(remaining)  # woken or timed out: look at the queue and the clock again
             batch, size = [], 0
             while self._queue:
                 request = self._queue[0]
@@ -193,7 +197,7 @@ class Batcher:
                 self._queue.popleft()
                 if not request.future.set_running_or_notify_cancel():
                     continue  # cancelled: its caller timed out
-                if time.monotonic() > request.deadline:
+                if self._clock() > request.deadline:
                     request.future.set_exception(DeadlineExceeded(f"Model {self.name}: dropped, past its deadline."))
                     continue
                 batch.append(request)

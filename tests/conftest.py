@@ -15,6 +15,7 @@ for _name in list(os.environ):
 
 import shutil  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
@@ -77,6 +78,26 @@ def new_key(app, account: str) -> str:
     return key
 
 
+class ApiClient:
+    """An app, its test client and alice's key, as headers."""
+
+    def __init__(self, app):
+        self.app = app
+        self.client = app.test_client()
+        self.key = new_key(app, "alice")
+        self.headers = {"x-api-key": self.key}
+
+    def headers_for(self, account: str) -> dict:
+        """Headers with a new key of `account` (another account's, say)."""
+        return {"x-api-key": new_key(self.app, account)}
+
+
+@pytest.fixture
+def client_for(make_app):
+    """client_for(**config): an ApiClient for an app with these settings (see make_app)."""
+    return lambda **config: ApiClient(make_app(**config))
+
+
 @pytest.fixture
 def api_key(app):
     return new_key(app, "alice")
@@ -93,6 +114,15 @@ def tiny_sentence_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-st") / "model"
     build_tiny_sentence_transformer(str(path))
     return str(path)
+
+
+def until(condition, timeout_s: float = 10) -> None:
+    """Wait until `condition()` holds, for a state another thread reaches that no event
+    announces (a request it sent is queued). It polls; it orders nothing by time."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.001)
 
 
 def metric_value(metrics_text: str, sample: str) -> float:

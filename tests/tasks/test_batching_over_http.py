@@ -1,14 +1,13 @@
 """Batching seen from HTTP: concurrent requests share forward passes; a full queue is 429."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 
-from ..conftest import LiveServer, metric_value, new_key
+from ..conftest import LiveServer, metric_value, until
 from ..tiny_models import packaged_minilm_dir
 
 BATCHES = 'infer_batch_size_count{model="all-MiniLM-L6-v2",task="text-vectorisation"}'
@@ -52,27 +51,27 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_vectors(app,
     assert metric_value(after, PASS_SECONDS) > metric_value(before, PASS_SECONDS)
 
 
-def test_a_full_queue_answers_429_with_retry_after(make_app, tiny_sentence_model_dir, tmp_path):
+def test_a_full_queue_answers_429_with_retry_after(client_for, tiny_sentence_model_dir, tmp_path):
     import shutil
 
     shutil.copytree(tiny_sentence_model_dir, tmp_path / "models" / "multilingual")
-    app = make_app(MODEL_DIR=str(tmp_path / "models"), BATCH_MAX_QUEUE=1)
-    headers = {"x-api-key": new_key(app, "alice")}
+    api = client_for(MODEL_DIR=str(tmp_path / "models"), BATCH_MAX_QUEUE=1)
+    app, client, headers = api.app, api.client, api.headers
     body = {"text": "x", "model": "multilingual"}
-    client = app.test_client()
     assert client.post("/text-vectorisation", json=body, headers=headers).status_code == 200
 
     served = app.extensions["models"].get("text-vectorisation", "multilingual")
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
     real_runner = served.runners["text-vectorisation"]
-    served._batchers["text-vectorisation"]._run = lambda items: (gate.wait(10), real_runner(items))[1]
+    batcher = served._batchers["text-vectorisation"]
+    batcher._run = lambda items: (started.set(), gate.wait(10), real_runner(items))[2]
 
     with LiveServer(app) as server, ThreadPoolExecutor(2) as pool:
         post = lambda: requests.post(server.url + "/text-vectorisation", json=body, headers=headers, timeout=30)
-        running = pool.submit(post)  # taken by the worker, held at the gate
-        time.sleep(0.3)
-        queued = pool.submit(post)  # fills the queue of one
-        time.sleep(0.3)
+        running = pool.submit(post)
+        assert started.wait(10)  # its pass runs, held at the gate
+        queued = pool.submit(post)
+        until(lambda: batcher.queued() == 1)  # it fills the queue of one
         refused = post()
         gate.set()
         assert running.result().status_code == 200

@@ -53,14 +53,13 @@ def test_health_probes_need_no_key(client):
     assert client.get("/metrics").status_code == 200
 
 
-def test_metrics_can_require_a_key(make_app):
-    app = make_app(METRICS_REQUIRE_KEY=True)
-    assert app.test_client().get("/metrics").status_code == 401
+def test_metrics_can_require_a_key(client_for):
+    assert client_for(METRICS_REQUIRE_KEY=True).client.get("/metrics").status_code == 401
 
 
-def test_an_account_sees_and_revokes_only_its_own_keys(app, client):
-    alice = {"x-api-key": new_key(app, "alice")}
-    bob = {"x-api-key": new_key(app, "bob")}
+def test_an_account_sees_and_revokes_only_its_own_keys(client_for):
+    api = client_for()
+    client, alice, bob = api.client, api.headers, api.headers_for("bob")
     alice_ids = [k["id"] for k in client.get("/keys", headers=alice).json]
     bob_ids = [k["id"] for k in client.get("/keys", headers=bob).json]
     assert len(alice_ids) == 1 and len(bob_ids) == 1 and alice_ids != bob_ids
@@ -130,13 +129,13 @@ def test_a_verified_key_skips_the_database_until_its_cache_entry_expires(app, cl
     assert len(lookups) == 1  # the first request looked the key up; the next two trusted the cache
 
 
-def test_a_key_revoked_by_another_process_stops_working_when_the_cache_entry_expires(make_app):
+def test_a_key_revoked_by_another_process_stops_working_when_the_cache_entry_expires(client_for):
     from app.auth import KeyCache
 
-    app = make_app()
+    api = client_for()
+    app, client, key = api.app, api.client, api.key
     now = [1000.0]
     app.extensions["key_cache"] = KeyCache(ttl_s=2, clock=lambda: now[0])
-    client, key = app.test_client(), new_key(app, "alice")
     assert client.get("/keys", headers={"x-api-key": key}).status_code == 200
 
     # Revoked in the database directly, as the CLI or another worker would.
@@ -150,9 +149,9 @@ def test_a_key_revoked_by_another_process_stops_working_when_the_cache_entry_exp
     assert client.get("/keys", headers={"x-api-key": key}).status_code == 401
 
 
-def test_with_no_cache_a_revocation_anywhere_takes_effect_at_once(make_app):
-    app = make_app(AUTH_CACHE_TTL_S=0)
-    client, key = app.test_client(), new_key(app, "alice")
+def test_with_no_cache_a_revocation_anywhere_takes_effect_at_once(client_for):
+    api = client_for(AUTH_CACHE_TTL_S=0)
+    app, client, key = api.app, api.client, api.key
     assert client.get("/keys", headers={"x-api-key": key}).status_code == 200
     with app.extensions["db"].sessions() as session:
         session.scalars(select(ApiKey)).one().revoked_at = datetime.now(timezone.utc)
@@ -179,13 +178,13 @@ def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_a_bearer_key_works_on_a_task_endpoint(make_app, tiny_sentence_model_dir, tmp_path):
+def test_a_bearer_key_works_on_a_task_endpoint(client_for, tiny_sentence_model_dir, tmp_path):
     import shutil
 
     shutil.copytree(tiny_sentence_model_dir, tmp_path / "models" / "multilingual")
-    app = make_app(MODEL_DIR=str(tmp_path / "models"))
-    response = app.test_client().post(
-        "/text-vectorisation", json={"text": "hello", "model": "multilingual"}, headers=bearer(new_key(app, "alice"))
+    api = client_for(MODEL_DIR=str(tmp_path / "models"))
+    response = api.client.post(
+        "/text-vectorisation", json={"text": "hello", "model": "multilingual"}, headers=bearer(api.key)
     )
     assert response.status_code == 200, response.json
     assert len(response.json["vector"]) == 32

@@ -2,14 +2,10 @@
 
 from sqlalchemy import inspect
 
-from ..conftest import new_key
 
-
-def test_key_life_cycle_over_http(make_app, database_url):
-    app = make_app(DATABASE_URL=database_url)
-    client = app.test_client()
-    alice = {"x-api-key": new_key(app, "alice")}
-    bob = {"x-api-key": new_key(app, "bob")}
+def test_key_life_cycle_over_http(client_for, database_url):
+    api = client_for(DATABASE_URL=database_url)
+    client, alice, bob = api.client, api.headers, api.headers_for("bob")
 
     created = client.post("/keys", json={"label": "second"}, headers=alice)
     assert created.status_code == 201
@@ -22,14 +18,13 @@ def test_key_life_cycle_over_http(make_app, database_url):
     assert client.get("/readyz").json["checks"]["database"] == "ok"
 
 
-def test_schema_survives_a_restart_and_keys_stay_valid(make_app, database_url):
-    first = make_app(DATABASE_URL=database_url)
-    key = new_key(first, "alice")
-    first.extensions["db"].engine.dispose()
+def test_schema_survives_a_restart_and_keys_stay_valid(make_app, client_for, database_url):
+    first = client_for(DATABASE_URL=database_url)
+    first.app.extensions["db"].engine.dispose()
 
     second = make_app(DATABASE_URL=database_url)
 
-    assert second.test_client().get("/keys", headers={"x-api-key": key}).status_code == 200
+    assert second.test_client().get("/keys", headers=first.headers).status_code == 200
     tables = set(inspect(second.extensions["db"].engine).get_table_names())
     assert {"accounts", "api_keys"} <= tables
     assert second.extensions["db"].engine.dialect.name == database_url.split(":")[0].split("+")[0]

@@ -45,15 +45,14 @@ def test_readyz_is_503_when_a_preloaded_model_cannot_load(make_app):
     assert "unknown model" in problems["no-such-model"]
 
 
-def test_a_database_outage_is_503_and_readyz_says_so(make_app):
-    from ..conftest import new_key
+def test_a_database_outage_is_503_and_readyz_says_so(client_for):
     from ..postgres import PostgresServer
 
     server = PostgresServer()  # its own server, so stopping it harms no other test
     server.start()
     try:
-        app = make_app(DATABASE_URL=server.new_database())
-        client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+        api = client_for(DATABASE_URL=server.new_database())
+        client, headers = api.client, api.headers
         assert client.get("/keys", headers=headers).status_code == 200
     finally:
         server.stop()

@@ -6,8 +6,6 @@ import re
 
 import pytest
 
-from ..conftest import new_key
-
 SECRET = "sk_live_51HxSecretLooking0123456789"
 
 
@@ -31,16 +29,16 @@ def test_each_request_gets_its_own_id(client):
 
 
 @pytest.fixture
-def failing_emotion_model(make_app, tiny_model_dir, monkeypatch):
+def failing_emotion_model(client_for, tiny_model_dir, monkeypatch):
     """The built-in emotion model (tiny), rigged so that its forward pass raises."""
-    app = make_app(MODEL_DIR=tiny_model_dir)
-    model = app.extensions["models"].get("emotion", None)
+    api = client_for(MODEL_DIR=tiny_model_dir)
+    model = api.app.extensions["models"].get("emotion", None)
 
     def broken(items):
         raise RuntimeError(f"tensor dump {SECRET} for input {items[0]['text']!r}")
 
     monkeypatch.setitem(model.runners, "emotion", broken)  # read when its batcher is made, on first use
-    return app.test_client(), {"x-api-key": new_key(app, "a")}
+    return api.client, api.headers
 
 
 @pytest.mark.parametrize("incoming", ["req-from-proxy-7", None])
@@ -53,7 +51,10 @@ def test_a_failing_model_answers_500_with_the_request_id_and_logs_the_exception(
         response = client.post("/emotion", json={"text": "my private note"}, headers=headers)
 
     request_id = response.headers["X-Request-Id"]
-    assert request_id == (incoming or request_id)
+    if incoming:
+        assert request_id == incoming  # the proxy's id is kept
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # a new one was made
     assert response.status_code == 500
     body = response.get_data(as_text=True)
     assert SECRET not in body and "my private note" not in body

@@ -1,23 +1,41 @@
 """The catalogue has Backprop's names; resolution order is local dir, HF cache, package, hub."""
 
+import re
 import shutil
 
 import pytest
 
 from app.errors import ModelUnavailable
 from model_registry.catalogue import MODELS, TASK_MODELS, default_name
-from model_registry.device import pick_device, use_half_precision
 from model_registry.resolve import resolve_model_dir
 
 from ..tiny_models import packaged_minilm_dir
 
+# The catalogue's models whose revision is still "main": their commit could not be
+# looked up from the offline machine that wrote the catalogue (see its docstring).
+# Pinning one means taking it off this list; a model added unpinned fails below.
+NOT_YET_PINNED = {
+    "xlm-roberta-large-xnli",
+    "t5-base-qa-summary-emotion",
+    "gpt2-large",
+    "smollm2-135m-instruct",
+    "roberta-base-go_emotions",
+}
+COMMIT = re.compile(r"[0-9a-f]{7,40}")  # a git commit id, in full or abbreviated
 
-def test_every_backprop_model_name_resolves_to_a_pinned_model():
+
+def test_every_backprop_model_name_resolves_to_a_catalogue_model():
     names = {name for names in TASK_MODELS.values() for name in names}
     assert {"english", "multilingual", "clip", "gpt2-large", "t5-base-qa-summary-emotion"} <= names
-    for names in TASK_MODELS.values():
-        for key in names.values():
-            assert MODELS[key].revision
+    for task, names in TASK_MODELS.items():
+        for name, key in names.items():
+            assert key in MODELS, f"{task}:{name}"
+
+
+def test_every_catalogue_model_is_pinned_to_a_commit_but_the_listed_ones():
+    unpinned = {key for key, spec in MODELS.items() if not COMMIT.fullmatch(spec.revision)}
+    assert unpinned == NOT_YET_PINNED, "pin new models to a commit; take pinned ones off NOT_YET_PINNED"
+    assert {MODELS[key].revision for key in NOT_YET_PINNED} == {"main"}
 
 
 def test_defaults_per_task():
@@ -61,11 +79,3 @@ def test_unavailable_model_names_itself_and_the_ways_to_provide_it(tmp_path):
     assert str(tmp_path / "gpt2-large") in message
     assert "HF_HUB_OFFLINE" in message
     assert caught.value.status == 503
-
-
-def test_device_choice_and_half_precision_policy():
-    assert pick_device("auto") == "cpu"  # no GPU on the test machines
-    assert pick_device("cuda:1") == "cuda:1"
-    assert use_half_precision("auto", "cuda") is True
-    assert use_half_precision("auto", "cpu") is False
-    assert use_half_precision("off", "cuda") is False

@@ -68,17 +68,15 @@ def test_weights_tied_to_the_embeddings_are_not_missing(t5_dir):
     assert isinstance(summary, str)
 
 
-def test_a_catalogue_model_whose_files_lack_its_head_answers_503_naming_it(make_app, tmp_path, t5_dir):
+def test_a_catalogue_model_whose_files_lack_its_head_answers_503_naming_it(client_for, tmp_path, t5_dir):
     import shutil
-
-    from ..conftest import new_key
 
     model_dir = tmp_path / "models"
     shutil.copytree(t5_dir, model_dir / "distilbert-base-cased-distilled-squad")
-    app = make_app(MODEL_DIR=str(model_dir))
+    api = client_for(MODEL_DIR=str(model_dir))
 
-    answer = app.test_client().post("/qa", json={"question": "q?", "context": "c.", "model": "english"},
-                                    headers={"x-api-key": new_key(app, "a")})
+    answer = api.client.post("/qa", json={"question": "q?", "context": "c.", "model": "english"},
+                             headers=api.headers)
 
     assert answer.status_code == 503, answer.json
     assert "distilbert-base-cased-distilled-squad" in answer.json["message"]

@@ -2,20 +2,12 @@
 
 import pytest
 
-from ..conftest import new_key
-
 
 @pytest.fixture
-def task_app(make_app, tiny_model_dir):
-    return make_app(MODEL_DIR=tiny_model_dir)
-
-
-@pytest.fixture
-def task_client(task_app):
-    client = task_app.test_client()
-    headers = {"x-api-key": new_key(task_app, "alice")}
+def task_client(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir)
 
     def post(path, body):
-        return client.post(path, json=body, headers=headers)
+        return api.client.post(path, json=body, headers=api.headers)
 
     return post

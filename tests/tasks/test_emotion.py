@@ -19,12 +19,10 @@ def expected(reference, text, threshold):
     return ", ".join(chosen)
 
 
-def test_single_and_batch_match_the_pipeline(make_app, tiny_model_dir, reference):
-    from ..conftest import new_key
-
+def test_single_and_batch_match_the_pipeline(client_for, tiny_model_dir, reference):
     # The tiny model's scores sit near 0.5: a threshold there splits the labels.
-    app = make_app(MODEL_DIR=tiny_model_dir, EMOTION_THRESHOLD=0.5)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "a")}
+    api = client_for(MODEL_DIR=tiny_model_dir, EMOTION_THRESHOLD=0.5)
+    client, headers = api.client, api.headers
 
     single = client.post("/emotion", json={"text": TEXTS[0]}, headers=headers)
     batch = client.post("/emotion", json={"text": TEXTS}, headers=headers)
@@ -34,11 +32,9 @@ def test_single_and_batch_match_the_pipeline(make_app, tiny_model_dir, reference
     assert batch.json["output"] == [expected(reference, text, 0.5) for text in TEXTS]
 
 
-def test_a_high_threshold_gives_the_likeliest_label_alone(make_app, tiny_model_dir, reference):
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=tiny_model_dir, EMOTION_THRESHOLD=0.99)
-    response = app.test_client().post("/emotion", json={"text": TEXTS[0]}, headers={"x-api-key": new_key(app, "a")})
+def test_a_high_threshold_gives_the_likeliest_label_alone(client_for, tiny_model_dir, reference):
+    api = client_for(MODEL_DIR=tiny_model_dir, EMOTION_THRESHOLD=0.99)
+    response = api.client.post("/emotion", json={"text": TEXTS[0]}, headers=api.headers)
 
     assert response.json["output"] == expected(reference, TEXTS[0], 0.99)
     assert "," not in response.json["output"]

@@ -113,12 +113,9 @@ def test_a_bad_image_in_a_batch_is_named_by_index(task_client):
     assert "image 1" in response.json["message"]
 
 
-def test_images_over_the_pixel_limit_are_refused(make_app, tiny_model_dir):
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=tiny_model_dir, MAX_IMAGE_PIXELS=100)
-    response = app.test_client().post("/image-vectorisation", json={"image": png((1, 1, 1))},
-                                      headers={"x-api-key": new_key(app, "a")})
+def test_images_over_the_pixel_limit_are_refused(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, MAX_IMAGE_PIXELS=100)
+    response = api.client.post("/image-vectorisation", json={"image": png((1, 1, 1))}, headers=api.headers)
     assert response.status_code == 400
     assert "INFER_MAX_IMAGE_PIXELS" in response.json["message"]
 
@@ -145,17 +142,14 @@ def decoded(monkeypatch):
     return calls
 
 
-def budget_client(make_app, tiny_model_dir, **limits):
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=tiny_model_dir, **limits)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "a")}
-    return lambda path, body: client.post(path, json=body, headers=headers)
+def budget_client(client_for, tiny_model_dir, **limits):
+    api = client_for(MODEL_DIR=tiny_model_dir, **limits)
+    return lambda path, body: api.client.post(path, json=body, headers=api.headers)
 
 
 def test_images_each_within_the_limit_but_together_over_the_request_budget_are_refused_undecoded(
-        make_app, tiny_model_dir, decoded):
-    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=2500)
+        client_for, tiny_model_dir, decoded):
+    post = budget_client(client_for, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=2500)
     images = [png((i, i, i), size=(40, 20)) for i in range(4)]  # 800 pixels each
 
     refused = post("/image-vectorisation", {"image": images})
@@ -169,8 +163,8 @@ def test_images_each_within_the_limit_but_together_over_the_request_budget_are_r
     assert len(within.json["vector"]) == 3 and decoded == [(40, 20)] * 3
 
 
-def test_image_classification_holds_its_image_to_the_request_budget(make_app, tiny_model_dir, decoded):
-    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=500)
+def test_image_classification_holds_its_image_to_the_request_budget(client_for, tiny_model_dir, decoded):
+    post = budget_client(client_for, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=500)
     response = post("/image-classification", {"image": png((1, 1, 1), size=(40, 20)), "labels": ["a", "b"]})
     assert response.status_code == 400
     assert "INFER_MAX_REQUEST_PIXELS" in response.json["message"]
@@ -227,8 +221,8 @@ def test_image_text_pairs_must_match_one_to_one(task_client, body):
     assert "text" in response.json["errors"]
 
 
-def test_image_text_vectorisation_holds_its_images_to_the_request_budget(make_app, tiny_model_dir, decoded):
-    post = budget_client(make_app, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=1000)
+def test_image_text_vectorisation_holds_its_images_to_the_request_budget(client_for, tiny_model_dir, decoded):
+    post = budget_client(client_for, tiny_model_dir, MAX_IMAGE_PIXELS=1000, MAX_REQUEST_PIXELS=1000)
     image = png((1, 1, 1), size=(40, 20))
     response = post("/image-text-vectorisation", {"image": [image, image], "text": ["a", "b"]})
     assert response.status_code == 400

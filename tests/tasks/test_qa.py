@@ -137,12 +137,10 @@ def zebra_model_dir(tmp_path_factory):
     return str(root)
 
 
-def test_an_answer_beyond_the_models_input_limit_is_found(make_app, zebra_model_dir):
+def test_an_answer_beyond_the_models_input_limit_is_found(client_for, zebra_model_dir):
     # The model reads 128 tokens; the answer stands after about 600.
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=zebra_model_dir)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(MODEL_DIR=zebra_model_dir)
+    client, headers = api.client, api.headers
     filler = "The river runs past the old mill and the green fields. " * 50
     body = {
         "question": ["Which animal?", "Which animal?", "Which animal?"],

@@ -16,7 +16,6 @@ from model_registry.loaders import LOADERS, CatalogueError, check_catalogue
 from tasks.common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
 from tasks.spec import TASK_SPECS, TaskSpec, TaskSpecError, check_specs, register, unregister
 
-from ..conftest import new_key
 from ..uploads.helpers import deploy, make_zip
 
 TASK = "word-count"
@@ -73,9 +72,9 @@ def word_count_task():
 
 
 @pytest.fixture
-def service(word_count_task, make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    return app.test_client(), {"x-api-key": new_key(app, "alice")}
+def service(word_count_task, client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    return api.client, api.headers
 
 
 def test_a_task_declared_only_by_its_spec_is_built_and_served_over_http(service):
@@ -100,11 +99,10 @@ def test_the_specs_answer_check_fails_a_build_that_answers_wrongly(service):
     assert "should count the words" in details["build_message"]
 
 
-def test_the_task_is_gone_once_its_spec_is(make_app):
+def test_the_task_is_gone_once_its_spec_is(client_for):
     assert TASK not in TASK_SPECS
-    app = make_app()
-    response = app.test_client().post("/word-count", json={"text": "x"}, headers={"x-api-key": new_key(app, "a")})
-    assert response.status_code == 404
+    api = client_for()
+    assert api.client.post("/word-count", json={"text": "x"}, headers=api.headers).status_code == 404
 
 
 # ---- the checks at import ----------------------------------------------------

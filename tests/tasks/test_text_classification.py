@@ -66,12 +66,10 @@ def test_bad_labels_are_422_naming_the_field(task_client, body, field):
     assert field in response.json["errors"]
 
 
-def test_too_many_labels_names_the_setting(make_app, tiny_model_dir):
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=tiny_model_dir, MAX_LABELS=2)
-    response = app.test_client().post(
-        "/text-classification", json={"text": "x", "labels": ["a", "b", "c"]}, headers={"x-api-key": new_key(app, "a")}
+def test_too_many_labels_names_the_setting(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, MAX_LABELS=2)
+    response = api.client.post(
+        "/text-classification", json={"text": "x", "labels": ["a", "b", "c"]}, headers=api.headers
     )
     assert response.status_code == 422
     assert "INFER_MAX_LABELS" in response.json["message"]

@@ -61,12 +61,10 @@ def test_deterministic_decoding_with_more_generations_than_beams_answers_the_bes
     assert response.json["output"] == want
 
 
-def test_deterministic_generations_are_bounded_by_the_beam_limit(make_app, tiny_model_dir):
-    from ..conftest import new_key
-
-    app = make_app(MODEL_DIR=tiny_model_dir, GEN_MAX_BEAMS=2)
-    response = app.test_client().post("/text-generation", json={"text": "x", "do_sample": False, "num_generations": 3},
-                                      headers={"x-api-key": new_key(app, "a")})
+def test_deterministic_generations_are_bounded_by_the_beam_limit(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, GEN_MAX_BEAMS=2)
+    response = api.client.post("/text-generation", json={"text": "x", "do_sample": False, "num_generations": 3},
+                               headers=api.headers)
     assert response.status_code == 422
     assert "INFER_GEN_MAX_BEAMS" in response.json["errors"]["num_generations"][0]
 

@@ -1,5 +1,6 @@
 """POST /text-vectorisation end to end, on the real packaged all-MiniLM-L6-v2 and tiny models."""
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,17 +57,14 @@ def test_english_is_the_default_model(client, headers):
     assert default.json["vector"] == named.json["vector"]
 
 
-def test_multilingual_served_from_the_local_model_dir(make_app, tiny_sentence_model_dir, tmp_path):
+def test_multilingual_served_from_the_local_model_dir(client_for, tiny_sentence_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     model_dir = tmp_path / "models"
     shutil.copytree(tiny_sentence_model_dir, model_dir / "multilingual")
-    app = make_app(MODEL_DIR=str(model_dir))
-    from ..conftest import new_key
-
-    key = new_key(app, "alice")
-    response = app.test_client().post(
-        "/text-vectorisation", json={"text": SENTENCES, "model": "multilingual"}, headers={"x-api-key": key}
+    api = client_for(MODEL_DIR=str(model_dir))
+    response = api.client.post(
+        "/text-vectorisation", json={"text": SENTENCES, "model": "multilingual"}, headers=api.headers
     )
 
     assert response.status_code == 200
@@ -82,7 +80,10 @@ def test_model_that_cannot_be_had_is_503_naming_it_and_how_to_provide_it(client,
     assert response.status_code == 503
     message = response.json["message"]
     assert "paraphrase-multilingual-MiniLM-L12-v2" in message
-    assert "huggingface-cli download" in message and "models" in message
+    # The ways to provide it: its folder in the model dir, or the Hugging Face cache.
+    model_dir = client.application.config["MODEL_DIR"]
+    assert f"put its files in {os.path.join(model_dir, 'paraphrase-multilingual-MiniLM-L12-v2')}" in message
+    assert "huggingface-cli download sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2" in message
 
 
 @pytest.mark.packaged_model
@@ -108,14 +109,12 @@ def test_eight_concurrent_first_requests_load_the_model_once(app, api_key):
 
 
 @pytest.mark.packaged_model
-def test_small_budget_unloads_the_least_recently_used_model(make_app, tiny_sentence_model_dir, tmp_path):
+def test_small_budget_unloads_the_least_recently_used_model(client_for, tiny_sentence_model_dir, tmp_path):
     model_dir = tmp_path / "models"
     shutil.copytree(tiny_sentence_model_dir, model_dir / "multilingual")
     # MiniLM takes ~87 MiB, the tiny model ~4 MiB: a 60 MiB budget holds only one.
-    app = make_app(MODEL_DIR=str(model_dir), MODEL_MEMORY_BUDGET_MB=60)
-    from ..conftest import new_key
-
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(MODEL_DIR=str(model_dir), MODEL_MEMORY_BUDGET_MB=60)
+    app, client, headers = api.app, api.client, api.headers
     registry = app.extensions["models"]
     evictions = 'infer_model_evictions_total{model="all-MiniLM-L6-v2"}'
     evictions_before = metric_value(client.get("/metrics").data.decode(), evictions)

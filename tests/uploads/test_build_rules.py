@@ -10,7 +10,6 @@ import pytest
 
 from app.db import ModelVersion, UserModel
 
-from ..conftest import new_key
 from .helpers import deploy, make_zip, pickle_zip, put_local, upload_url
 
 
@@ -18,9 +17,9 @@ def _version_id(url: str) -> int:
     return int(urlsplit(url).path.rsplit("/", 1)[1])
 
 
-def test_an_older_build_finishing_after_a_newer_one_does_not_replace_it(make_app):
-    app = make_app()  # no builder thread: the test runs the builds in the order it wants
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+def test_an_older_build_finishing_after_a_newer_one_does_not_replace_it(client_for):
+    api = client_for()  # no builder thread: the test runs the builds in the order it wants
+    app, client, headers = api.app, api.client, api.headers
     old_url, new_url = upload_url(client, headers, "racing"), upload_url(client, headers, "racing")
     assert put_local(client, old_url, pickle_zip("old")).status_code == 200
     assert put_local(client, new_url, pickle_zip("new")).status_code == 200
@@ -44,11 +43,11 @@ def test_an_older_build_finishing_after_a_newer_one_does_not_replace_it(make_app
     ("https://example.com/evil-1.0.tar.gz", "is a URL"),
     ("evil @ https://example.com/evil-1.0.whl", "installs from a URL"),
 ])
-def test_requirements_beyond_package_lines_fail_the_build_without_reading_anything(make_app, monkeypatch, line, kind):
+def test_requirements_beyond_package_lines_fail_the_build_without_reading_anything(client_for, monkeypatch, line, kind):
     canary = "canary-environ-value-0451"
     monkeypatch.setenv("INFER_TEST_CANARY", canary)  # in /proc/self/environ of the service
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    client, headers = api.client, api.headers
 
     details = deploy(client, headers, "reqs", pickle_zip(requirements=f"cloudpickle\n{line}\n"))
 
@@ -59,10 +58,9 @@ def test_requirements_beyond_package_lines_fail_the_build_without_reading_anythi
         assert canary not in text and "PATH=" not in text and line not in text
 
 
-def test_an_account_holds_at_most_its_models_and_pending_uploads(make_app):
-    app = make_app(ACCOUNT_MAX_MODELS=2, ACCOUNT_MAX_PENDING_UPLOADS=3)
-    client = app.test_client()
-    alice, bob = {"x-api-key": new_key(app, "alice")}, {"x-api-key": new_key(app, "bob")}
+def test_an_account_holds_at_most_its_models_and_pending_uploads(client_for):
+    api = client_for(ACCOUNT_MAX_MODELS=2, ACCOUNT_MAX_PENDING_UPLOADS=3)
+    client, alice, bob = api.client, api.headers, api.headers_for("bob")
     upload_url(client, alice, "first")
     upload_url(client, alice, "second")
 
@@ -81,9 +79,9 @@ def _big_model(seed: bytes) -> bytes:
                      "config.json": json.dumps({"tasks": ["custom"]})})
 
 
-def test_a_build_that_would_take_the_account_past_its_stored_bytes_fails_and_keeps_nothing(make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, ACCOUNT_MAX_STORED_MB=1)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+def test_a_build_that_would_take_the_account_past_its_stored_bytes_fails_and_keeps_nothing(client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, ACCOUNT_MAX_STORED_MB=1)
+    app, client, headers = api.app, api.client, api.headers
     assert deploy(client, headers, "big-one", _big_model(b"1"))["build_status"] == "success"
 
     second = deploy(client, headers, "big-two", _big_model(b"2"))
@@ -114,16 +112,16 @@ def _wheel(folder, name: str, version: str, source: str) -> None:
         wheel.writestr(f"{dist}/RECORD", "\n".join([*record, f"{dist}/RECORD,,"]) + "\n")
 
 
-def test_without_install_network_packages_come_from_the_operators_find_links_folder(make_app, tmp_path):
+def test_without_install_network_packages_come_from_the_operators_find_links_folder(client_for, tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _wheel(str(wheels), "tinypkg", "1.0", "VALUE = 42\n")
     os.chmod(tmp_path, 0o755)  # the sandbox's uid reads the operator's folder
     for path in (wheels, *wheels.iterdir()):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_INSTALL_NETWORK="none",
-                   SANDBOX_PIP_FIND_LINKS=str(wheels))
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_INSTALL_NETWORK="none",
+                     SANDBOX_PIP_FIND_LINKS=str(wheels))
+    client, headers = api.client, api.headers
     code = "import tinypkg\ndef load_model(d):\n    return None\ndef call_model(m, i, t):\n    return tinypkg.VALUE\n"
 
     def model(requirement):

@@ -9,10 +9,9 @@ from .helpers import deploy, inference_zip, pickle_zip, put_local, upload_url, w
 
 
 @pytest.fixture
-def service(make_app, tiny_model_dir):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, MODEL_DIR=tiny_model_dir)
-    client = app.test_client()
-    return app, client, {"x-api-key": new_key(app, "alice")}
+def service(client_for, tiny_model_dir):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, MODEL_DIR=tiny_model_dir)
+    return api.app, api.client, api.headers
 
 
 def test_pickle_model_upload_build_call_list_delete(service):
@@ -225,10 +224,11 @@ def _wait_unloaded(app, key: str, timeout=20) -> bool:
     return False
 
 
-def test_a_version_replaced_or_deleted_through_another_worker_is_unloaded_in_this_one(make_app):
+def test_a_version_replaced_or_deleted_through_another_worker_is_unloaded_in_this_one(make_app, client_for):
     # Two apps on one database and data dir, as two gunicorn workers.
-    builder, other = (make_app(BUILDER=True, BUILD_POLL_S=0.2) for _ in range(2))
-    headers = {"x-api-key": new_key(builder, "alice")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    builder, headers = api.app, api.headers
+    other = make_app(BUILDER=True, BUILD_POLL_S=0.2)
     deploy(builder.test_client(), headers, "shared", inference_zip("2"))
     body = {"text": "ab", "model": "shared"}
     assert other.test_client().post("/text-vectorisation", json=body, headers=headers).json["vector"] == [4.0, 1.0]

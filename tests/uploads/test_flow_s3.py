@@ -9,7 +9,6 @@ import zipfile
 import pytest
 import requests
 
-from ..conftest import new_key
 from ..seaweedfs import SeaweedS3
 from ..tiny_models import GO_EMOTIONS
 from .helpers import inference_zip, pickle_zip, wait_built
@@ -28,12 +27,12 @@ def seaweed():
 
 
 @pytest.fixture
-def s3_service(make_app, seaweed, monkeypatch, tiny_model_dir):
+def s3_service(client_for, seaweed, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    app = make_app(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
-                   BUILDER=True, BUILD_POLL_S=0.3, MODEL_DIR=tiny_model_dir)
-    return app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
+                     BUILDER=True, BUILD_POLL_S=0.3, MODEL_DIR=tiny_model_dir)
+    return api.client, api.headers
 
 
 def hf_zip(tiny_dir) -> bytes:
@@ -78,13 +77,13 @@ def test_full_flow_through_a_real_s3_server(s3_service, seaweed, tiny_dir, model
 
 
 def test_an_archive_over_the_upload_limit_in_the_bucket_fails_its_build_before_download(
-        make_app, seaweed, monkeypatch, tmp_path):
+        client_for, seaweed, monkeypatch, tmp_path):
     # A presigned PUT cannot bound what is put; the service checks the object's size first.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    app = make_app(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
-                   BUILDER=True, BUILD_POLL_S=0.3, UPLOAD_MAX_BYTES=4096)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
+                     BUILDER=True, BUILD_POLL_S=0.3, UPLOAD_MAX_BYTES=4096)
+    app, client, headers = api.app, api.client, api.headers
     downloads = []
     storage = app.extensions["storage"]
     monkeypatch.setattr(storage.client, "get_object",

@@ -5,14 +5,13 @@ import pytest
 
 from tests import tiny_models
 
-from ..conftest import new_key
 from .helpers import deploy, hf_folder_zip
 
 
 @pytest.fixture
-def service(make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    return app.test_client(), {"x-api-key": new_key(app, "alice")}
+def service(client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    return api.client, api.headers
 
 
 def test_a_t5_declared_as_qa_fails_its_build_naming_the_missing_head(service, tmp_path):

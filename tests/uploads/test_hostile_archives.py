@@ -11,7 +11,6 @@ import pytest
 
 from uploads.archive import ArchiveLimits, ArchiveRejected, check_archive, extract_archive
 
-from ..conftest import new_key
 from .helpers import CONFIG, deploy, make_zip
 
 GOOD_CONFIG = json.dumps(CONFIG)
@@ -52,9 +51,9 @@ HOSTILE = {
 
 
 @pytest.fixture
-def service(make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    return app, app.test_client(), {"x-api-key": new_key(app, "alice")}
+def service(client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    return api.app, api.client, api.headers
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -97,11 +96,11 @@ def test_each_limit_is_a_named_setting(tmp_path, limits, words):
         check_archive(str(path), limits)
 
 
-def test_an_oversized_upload_is_refused_at_the_put(make_app):
+def test_an_oversized_upload_is_refused_at_the_put(client_for):
     from .helpers import put_local, upload_url
 
-    app = make_app(UPLOAD_MAX_BYTES=1000)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "a")}
+    api = client_for(UPLOAD_MAX_BYTES=1000)
+    client, headers = api.client, api.headers
     response = put_local(client, upload_url(client, headers, "big"), b"x" * 5000)
     assert response.status_code == 413
     assert "INFER_UPLOAD_MAX_BYTES" in response.json["message"]

@@ -6,14 +6,14 @@ from sqlalchemy import select, update
 
 from app.db import ModelVersion, utcnow
 
-from ..conftest import new_key
 from .helpers import pickle_zip, put_local, upload_url, wait_built
 
 
-def interrupted_build(make_app, data_dir, database_url, archive: bytes):
+def interrupted_build(client_for, data_dir, database_url, archive: bytes):
     """Upload with a process that has no builder, then leave the job as a dead process would."""
-    first = make_app(DATA_DIR=data_dir, DATABASE_URL=database_url)
-    client, headers = first.test_client(), {"x-api-key": new_key(first, "alice")}
+    api = client_for(DATA_DIR=data_dir, DATABASE_URL=database_url)
+    first = api.app
+    client, headers = api.client, api.headers
     assert put_local(client, upload_url(client, headers, "survivor"), archive).status_code == 200
     with first.extensions["db"].sessions() as session:
         session.execute(update(ModelVersion).values(status="building", lease_until=utcnow() - timedelta(seconds=1)))
@@ -22,9 +22,9 @@ def interrupted_build(make_app, data_dir, database_url, archive: bytes):
     return headers
 
 
-def test_a_restart_resumes_an_interrupted_build(make_app, tmp_path, database_url):
+def test_a_restart_resumes_an_interrupted_build(make_app, client_for, tmp_path, database_url):
     data_dir = str(tmp_path / "data")
-    headers = interrupted_build(make_app, data_dir, database_url, pickle_zip("resumed"))
+    headers = interrupted_build(client_for, data_dir, database_url, pickle_zip("resumed"))
 
     restarted = make_app(DATA_DIR=data_dir, DATABASE_URL=database_url, BUILDER=True, BUILD_POLL_S=0.2)
     client = restarted.test_client()
@@ -33,9 +33,9 @@ def test_a_restart_resumes_an_interrupted_build(make_app, tmp_path, database_url
     assert client.post("/custom", json={"model": "survivor"}, headers=headers).json["output"]["greeting"] == "resumed"
 
 
-def test_a_build_held_by_a_live_process_is_not_taken_over(make_app, tmp_path):
-    app = make_app()
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+def test_a_build_held_by_a_live_process_is_not_taken_over(client_for, tmp_path):
+    api = client_for()
+    app, client, headers = api.app, api.client, api.headers
     put_local(client, upload_url(client, headers, "held"), pickle_zip())
     builder = app.extensions["builder"]
     first_claim = builder.claim()
@@ -46,12 +46,12 @@ def test_a_build_held_by_a_live_process_is_not_taken_over(make_app, tmp_path):
         assert session.scalar(select(ModelVersion.status)) == "building"
 
 
-def test_a_resumed_build_whose_upload_vanished_fails_cleanly(make_app, tmp_path, database_url):
+def test_a_resumed_build_whose_upload_vanished_fails_cleanly(make_app, client_for, tmp_path, database_url):
     import glob
     import os
 
     data_dir = str(tmp_path / "data")
-    headers = interrupted_build(make_app, data_dir, database_url, pickle_zip())
+    headers = interrupted_build(client_for, data_dir, database_url, pickle_zip())
     for path in glob.glob(os.path.join(data_dir, "uploads", "*.zip")):
         os.remove(path)
 

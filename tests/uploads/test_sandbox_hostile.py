@@ -21,7 +21,7 @@ import pytest
 from app.db import ModelVersion, UserModel
 from uploads.serving import version_dirs
 
-from ..conftest import LiveServer, new_key
+from ..conftest import LiveServer
 from . import hostile
 from .helpers import deploy, inference_zip
 
@@ -66,18 +66,19 @@ def package_index(tmp_path):
 
 
 @pytest.fixture
-def service(make_app, monkeypatch, outside_listener, package_index):
+def service(client_for, monkeypatch, outside_listener, package_index):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_CANARY)
     monkeypatch.setenv("INFER_TEST_CANARY", INFER_CANARY)
     index_root, index_port = package_index
     monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{index_port}/simple/")
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_MAX_PROCESSES=MAX_PROCESSES,
-                   SANDBOX_INSTALL_NETWORK="index", SANDBOX_INSTALL_HOSTS=f"127.0.0.1:{index_port}",
-                   SANDBOX_ENV_ALLOW="PIP_INDEX_URL")
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_MAX_PROCESSES=MAX_PROCESSES,
+                     SANDBOX_INSTALL_NETWORK="index", SANDBOX_INSTALL_HOSTS=f"127.0.0.1:{index_port}",
+                     SANDBOX_ENV_ALLOW="PIP_INDEX_URL")
+    app = api.app
     with LiveServer(app) as live:
-        client = app.test_client()
-        victim = {"x-api-key": new_key(app, "victim")}
-        attacker = {"x-api-key": new_key(app, "attacker")}
+        client = api.client
+        victim = api.headers_for("victim")
+        attacker = api.headers_for("attacker")
         assert deploy(client, victim, "victim-model", inference_zip())["build_status"] == "success"
         data_dir = app.config["DATA_DIR"]
         with app.extensions["db"].sessions() as session:

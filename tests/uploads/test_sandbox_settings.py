@@ -13,7 +13,6 @@ import pytest
 import sandbox.runner
 from app import create_app
 
-from ..conftest import new_key
 from .helpers import deploy, make_zip
 
 WHOAMI = ("import os\ndef load_model(d):\n    return None\ndef call_model(m, i, t):\n"
@@ -32,11 +31,11 @@ def test_readyz_reports_the_isolation_user_code_gets(make_app):
         assert isolation["user"] == "one unprivileged uid per model version"
 
 
-def test_without_bubblewrap_code_models_fail_to_build_saying_how_to_fix_it(make_app, monkeypatch):
+def test_without_bubblewrap_code_models_fail_to_build_saying_how_to_fix_it(client_for, monkeypatch):
     real_tool = sandbox.runner._tool
     monkeypatch.setattr(sandbox.runner, "_tool", lambda name: None if name == "bwrap" else real_tool(name))
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    client, headers = api.client, api.headers
 
     ready = client.get("/readyz")
     details = deploy(client, headers, "code", whoami_zip())
@@ -49,9 +48,9 @@ def test_without_bubblewrap_code_models_fail_to_build_saying_how_to_fix_it(make_
     assert "INFER_SANDBOX=none" in details["build_message"]
 
 
-def test_the_opt_out_runs_user_code_unisolated_and_says_so(make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX="none")
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+def test_the_opt_out_runs_user_code_unisolated_and_says_so(client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX="none")
+    client, headers = api.client, api.headers
 
     isolation = client.get("/readyz").json["checks"]["user_code_isolation"]
     assert deploy(client, headers, "trusted", whoami_zip())["build_status"] == "success"
@@ -61,11 +60,11 @@ def test_the_opt_out_runs_user_code_unisolated_and_says_so(make_app):
     assert output["uid"] == os.getuid()  # the service's own user: the documented risk
 
 
-def test_an_allowed_variable_reaches_user_code_and_nothing_else_does(make_app, monkeypatch):
+def test_an_allowed_variable_reaches_user_code_and_nothing_else_does(client_for, monkeypatch):
     monkeypatch.setenv("MODEL_FEATURE_FLAG", "on")
     monkeypatch.setenv("SOMETHING_PRIVATE", "not for models")
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_ENV_ALLOW="MODEL_FEATURE_FLAG")
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, SANDBOX_ENV_ALLOW="MODEL_FEATURE_FLAG")
+    client, headers = api.client, api.headers
     assert deploy(client, headers, "envy", whoami_zip())["build_status"] == "success"
 
     env = client.post("/custom", json={"model": "envy"}, headers=headers).json["output"]["env"]

@@ -10,14 +10,14 @@ import pytest
 
 from app.db import ModelVersion
 
-from ..conftest import LiveServer, new_key
+from ..conftest import LiveServer
 from .helpers import pickle_zip, put_local, upload_url
 
 
 @pytest.fixture
-def service(make_app):
-    app = make_app(UPLOAD_MAX_BYTES=64 * 1024, UPLOAD_IDLE_TIMEOUT_S=1)
-    return app, app.test_client(), {"x-api-key": new_key(app, "alice")}
+def service(client_for):
+    api = client_for(UPLOAD_MAX_BYTES=64 * 1024, UPLOAD_IDLE_TIMEOUT_S=1)
+    return api.app, api.client, api.headers
 
 
 def _status(app, url: str) -> str:

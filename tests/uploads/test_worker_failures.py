@@ -3,14 +3,13 @@ the service and other models keep serving, and the worker comes back."""
 
 import pytest
 
-from ..conftest import new_key
 from .helpers import deploy, inference_zip, pickle_zip
 
 
 @pytest.fixture
-def service(make_app):
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2, WORKER_CALL_TIMEOUT_S=3, WORKER_MEMORY_MB=2048)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "alice")}
+def service(client_for):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, WORKER_CALL_TIMEOUT_S=3, WORKER_MEMORY_MB=2048)
+    client, headers = api.client, api.headers
     assert deploy(client, headers, "fragile", inference_zip())["build_status"] == "success"
     assert deploy(client, headers, "steady", pickle_zip("still here"))["build_status"] == "success"
     return client, headers
@@ -42,7 +41,7 @@ def test_a_misbehaving_model_fails_only_that_request(service, behaviour, status,
     assert client.get("/healthz").status_code == 200
 
 
-def test_user_code_runs_in_its_own_sandboxed_process_and_venv_never_the_web_process(make_app):
+def test_user_code_runs_in_its_own_sandboxed_process_and_venv_never_the_web_process(client_for):
     import json
     import os
 
@@ -50,8 +49,8 @@ def test_user_code_runs_in_its_own_sandboxed_process_and_venv_never_the_web_proc
 
     code = ("import os\ndef load_model(d):\n    return None\ndef call_model(m, i, t):\n"
             "    return {'pid': os.getpid(), 'uid': os.getuid(), 'exe': __import__('sys').executable}\n")
-    app = make_app(BUILDER=True, BUILD_POLL_S=0.2)
-    client, headers = app.test_client(), {"x-api-key": new_key(app, "a")}
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    client, headers = api.client, api.headers
     archive = make_zip({"inference.py": code, "config.json": json.dumps({"tasks": ["custom"]})})
     assert deploy(client, headers, "whoami", archive)["build_status"] == "success"
 

@@ -1,8 +1,7 @@
 """ModelCache: one load under concurrency, LRU eviction within a budget, failed loads leave nothing."""
 
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import pytest
 
@@ -13,9 +12,8 @@ MiB = 2**20
 
 
 class CountingLoader:
-    def __init__(self, sizes=None, delay=0.0, fail=()):
+    def __init__(self, sizes=None, fail=()):
         self.sizes = sizes or {}
-        self.delay = delay
         self.fail = set(fail)
         self.calls = []
         self._lock = threading.Lock()
@@ -23,26 +21,9 @@ class CountingLoader:
     def __call__(self, key):
         with self._lock:
             self.calls.append(key)
-        time.sleep(self.delay)
         if key in self.fail:
             raise RuntimeError(f"cannot load {key}")
         return ServedModel(key, object(), self.sizes.get(key, MiB), "cpu", {"echo": lambda xs: xs})
-
-
-def test_concurrent_first_requests_share_one_load():
-    loader = CountingLoader(delay=0.2)
-    cache = ModelCache(loader)
-    barrier = threading.Barrier(8)
-
-    def get(_):
-        barrier.wait()
-        return cache.get("m")
-
-    with ThreadPoolExecutor(8) as pool:
-        models = list(pool.map(get, range(8)))
-
-    assert loader.calls == ["m"]
-    assert all(model is models[0] for model in models)
 
 
 def test_least_recently_used_model_is_evicted_first():
@@ -73,27 +54,6 @@ def test_no_budget_means_no_eviction():
     assert cache.loaded() == ["a", "b"]
 
 
-def test_a_failed_load_registers_nothing_and_the_next_request_retries():
-    loader = CountingLoader(fail={"bad"}, delay=0.1)
-    cache = ModelCache(loader)
-    errors = []
-
-    def get(_):
-        try:
-            cache.get("bad")
-        except RuntimeError as exc:
-            errors.append(str(exc))
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(get, range(4)))
-
-    assert errors == ["cannot load bad"] * 4
-    assert cache.loaded() == []
-    with pytest.raises(RuntimeError):
-        cache.get("bad")
-    assert len(loader.calls) == 2
-
-
 def test_load_callback_sees_each_load_once():
     loads = []
     cache = ModelCache(CountingLoader(), on_load=lambda model, seconds: loads.append(model.key))
@@ -111,16 +71,20 @@ class Gate:
     """A loader that blocks until released, and a Future whose result() says when a
     waiter has reached it, so a test can line up owner and waiter without sleeps."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, fail: bool = False):
         self.loading = threading.Event()
         self.release = threading.Event()
         self.waiting = threading.Event()
+        # One release per waiter that has reached the owner's Future.
+        self.waiters = threading.Semaphore(0)
+        self.fail = fail
         self.calls = 0
         gate = self
 
         class SignallingFuture(Future):
             def result(self, timeout=None):
                 gate.waiting.set()
+                gate.waiters.release()
                 return super().result(timeout)
 
         monkeypatch.setattr("model_registry.cache.Future", SignallingFuture)
@@ -129,6 +93,8 @@ class Gate:
         self.calls += 1
         self.loading.set()
         assert self.release.wait(STUCK_S)
+        if self.fail:
+            raise RuntimeError(f"cannot load {key}")
         return ServedModel(key, object(), MiB, "cpu", {"echo": lambda xs: xs})
 
 
@@ -222,3 +188,40 @@ def test_a_failure_while_making_room_fails_everyone_and_the_next_request_loads(m
     model, error = get_in_thread(cache, "m")()
     assert error is None and model.key == "m" and gate.calls == 2
     assert cache.loaded() == ["m"]
+
+
+def owner_and_waiters(cache, gate, count: int, key="m"):
+    """One loading get and `count` gets that wait on its load, all lined up before
+    the load finishes; their (model, error) pairs, the owner's first."""
+    owner = get_in_thread(cache, key)
+    assert gate.loading.wait(STUCK_S)
+    waiters = [get_in_thread(cache, key) for _ in range(count)]
+    for _ in range(count):
+        assert gate.waiters.acquire(timeout=STUCK_S)
+    gate.release.set()
+    return [owner(), *(waiter() for waiter in waiters)]
+
+
+def test_concurrent_first_requests_share_one_load(monkeypatch):
+    gate = Gate(monkeypatch)
+    cache = ModelCache(gate)
+
+    outcomes = owner_and_waiters(cache, gate, count=7)
+
+    assert gate.calls == 1
+    assert all(error is None for _model, error in outcomes)
+    assert all(model is outcomes[0][0] for model, _error in outcomes)
+
+
+def test_a_failed_load_registers_nothing_and_the_next_request_retries(monkeypatch):
+    gate = Gate(monkeypatch, fail=True)
+    cache = ModelCache(gate)
+
+    outcomes = owner_and_waiters(cache, gate, count=3)
+
+    assert [str(error) for _model, error in outcomes] == ["cannot load m"] * 4  # the waiters share the failure
+    assert gate.calls == 1
+    assert cache.loaded() == []
+    with pytest.raises(RuntimeError):
+        cache.get("m")  # not registered as failed: it is tried again
+    assert gate.calls == 2

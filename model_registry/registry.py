@@ -43,9 +43,18 @@ class ModelRegistry:
         """The task's global model names (empty for tasks only user models serve)."""
         return TASK_MODELS.get(task, {})
 
+    @staticmethod
+    def serves(task: str, name: str | None) -> bool:
+        """Whether `name` is a global model of `task`: one of its public names, or
+        the catalogue key of a model that serves it (what GET /v1/models lists)."""
+        names = TASK_MODELS.get(task, {})
+        return name in names or name in names.values()
+
     def model_key(self, task: str, name: str | None) -> str:
         names = TASK_MODELS[task]
         name = name or default_name(task)
+        if name in names.values():  # a catalogue key, as /v1 and Backprop's local model names use them
+            return name
         try:
             return names[name]
         except KeyError:

@@ -2,7 +2,6 @@
 
 from datetime import datetime, timezone
 
-from flask import current_app
 
 from app.auth import current_account_id
 from app.db import session
@@ -36,11 +35,6 @@ def resolve_model(task: str, name: str):
     the task endpoints; /upload-url reserves the global names, so an own model
     is never hidden by a global one). Anything else is a 404 naming the choices.
     """
-    registry = current_app.extensions["models"]
-    if name in MODELS and task in catalogue_tasks(name):
-        return registry.cache.get(name), name
-    if name in TASK_MODELS.get(task, {}):
-        return registry.get(task, name), name
     try:
         return find_model(task, name), name
     except NotFound as exc:

@@ -191,10 +191,11 @@ def per_item(values, count: int, field_name: str, is_batch: bool, default=None) 
 
 
 def find_model(task: str, model_name: str | None):
-    """A global model by its public name, else one of the caller's own (404 if
-    neither), loaded if need be. Its `run(task, items)` goes through its batcher."""
+    """A global model by its public name or catalogue key, else one of the caller's
+    own (404 if neither), loaded if need be. Its `run(task, items)` goes through
+    its batcher."""
     registry = current_app.extensions["models"]
-    if model_name is None or model_name in registry.names(task):
+    if model_name is None or registry.serves(task, model_name):
         return registry.get(task, model_name)
     return current_app.extensions["user_models"].get(session(), current_account_id(), task, model_name)
 

@@ -127,3 +127,15 @@ def test_small_budget_unloads_the_least_recently_used_model(client_for, tiny_sen
     metrics = client.get("/metrics").data.decode()
     assert metric_value(metrics, evictions) - evictions_before == 1
     assert 'infer_models_loaded{model="all-MiniLM-L6-v2"} 0.0' in metrics
+
+
+@pytest.mark.packaged_model
+def test_a_catalogue_key_names_its_model_on_the_task_that_model_serves(client, headers):
+    """GET /v1/models lists catalogue keys; Backprop's 0.1.x client sends such names too."""
+    by_key = client.post("/text-vectorisation", json={"text": "hello", "model": "all-MiniLM-L6-v2"}, headers=headers)
+    by_name = client.post("/text-vectorisation", json={"text": "hello", "model": "english"}, headers=headers)
+    assert by_key.status_code == 200
+    assert by_key.json == by_name.json
+
+    wrong_task = client.post("/text-vectorisation", json={"text": "hello", "model": "bart-large-mnli"}, headers=headers)
+    assert wrong_task.status_code == 404  # a catalogue key of a model that does not vectorise text

@@ -173,6 +173,11 @@ def default_name(task: str) -> str:
     return next(iter(TASK_MODELS[task]))
 
 
+def tasks_of(key: str) -> list[str]:
+    """The tasks a catalogue model serves under one public name or another."""
+    return [task for task, names in TASK_MODELS.items() if key in names.values()]
+
+
 def _check():
     for task, names in TASK_MODELS.items():
         assert names, f"task {task} has no models"

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from app.auth import current_account_id
 from app.db import session
 from core.errors import NotFound
-from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
 from tasks.common import find_model
 from uploads.user_models import lookup_model
 
@@ -15,11 +15,6 @@ ENDPOINTS_FOR_TASK = {
     "text-vectorisation": ["/v1/embeddings"],
     "text-generation": ["/v1/completions", "/v1/chat/completions"],
 }
-
-
-def catalogue_tasks(key: str) -> list[str]:
-    """The tasks a catalogue model serves under one public name or another."""
-    return [task for task, names in TASK_MODELS.items() if key in names.values()]
 
 
 def endpoints_for(tasks: list[str]) -> list[str]:
@@ -45,7 +40,7 @@ def resolve_model(task: str, name: str):
 
 
 def model_not_found(name: str, task: str | None = None) -> NotFound:
-    keys = [key for key in MODELS if task in catalogue_tasks(key)] if task else []
+    keys = [key for key in MODELS if task in tasks_of(key)] if task else []
     if keys:
         choices = (f"Models for {task}: {', '.join(keys)} (also known as {', '.join(TASK_MODELS[task])}), "
                    f"or one of your own models that declares {task}; GET /v1/models lists them.")

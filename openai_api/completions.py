@@ -10,7 +10,6 @@ or not.
 import time
 import uuid
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
@@ -20,7 +19,7 @@ from core.errors import ApiError, BadRequest
 from app.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
-from tasks.common import StrictSchema, check_batch, check_text
+from tasks.common import StrictSchema, check_batch, check_text, limit_setting
 
 from .common import resolve_model
 from .errors import documented_errors, openai_format
@@ -352,9 +351,9 @@ class Completions(MethodView):
             raise BadRequest("best_of is supported only equal to n.", errors={"best_of": ["Must equal n."]},
                              param="best_of")
         prompts = body["prompt"]
-        limit = int(current_app.config["MAX_BATCH_SIZE"])
-        if len(prompts) * n > limit:
-            raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {limit} (INFER_MAX_BATCH_SIZE).",
+        most = limit_setting("MAX_BATCH_SIZE")
+        if len(prompts) * n > most:
+            raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {most} (INFER_MAX_BATCH_SIZE).",
                              errors={"n": ["Too many choices in all."]}, param="n")
         served, name = resolve_model(TASK, body["model"])
         engine = _engine(served, name, chat=False)

@@ -8,9 +8,9 @@ from sqlalchemy import select
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Account, ModelVersion, UserModel, session
-from model_registry.catalogue import MODELS
+from model_registry.catalogue import MODELS, tasks_of
 
-from .common import catalogue_tasks, endpoints_for, model_not_found, unix_time
+from .common import endpoints_for, model_not_found, unix_time
 from .errors import documented_errors
 
 blp = Blueprint("openai-models", __name__, url_prefix="/v1/models",
@@ -39,7 +39,7 @@ class OpenAIModelList(Schema):
 
 
 def catalogue_entry(key: str) -> dict:
-    tasks = catalogue_tasks(key)
+    tasks = tasks_of(key)
     return {"id": key, "object": "model", "created": CATALOGUE_CREATED, "owned_by": CATALOGUE_OWNER,
             "tasks": tasks, "endpoints": endpoints_for(tasks)}
 

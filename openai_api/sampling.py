@@ -11,19 +11,13 @@ their default, and a 400 names them otherwise, rather than answering as if
 they had been applied.
 """
 
-from flask import current_app
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from app.config import ENV_PREFIX
 from core.errors import BadRequest
 from model_registry.loaders.completion import CompletionRequest, TokenStream
-from tasks.common import StrictSchema
+from tasks.common import StrictSchema, check_at_most, limit_setting
 
 MAX_STOP_STRINGS = 4  # OpenAI's own limit
-
-
-def _limit(key: str) -> int:
-    return int(current_app.config[key])
 
 
 class StopField(fields.Field):
@@ -90,9 +84,8 @@ class SamplingBody(StrictSchema):
         checks = (("max_tokens", "GEN_MAX_NEW_TOKENS"), ("max_completion_tokens", "GEN_MAX_NEW_TOKENS"),
                   ("n", "GEN_MAX_GENERATIONS"))
         for name, setting in checks:
-            value = data.get(name)
-            if value is not None and value > _limit(setting):
-                raise ValidationError(f"At most {_limit(setting)} ({ENV_PREFIX}{setting}); got {value}.", name)
+            if data.get(name) is not None:
+                check_at_most(setting, name, data[name])
 
 
 def max_new_tokens(body: dict, prompt_tokens: int, context: int, default: int | None, prompt_field: str) -> int:
@@ -109,7 +102,7 @@ def max_new_tokens(body: dict, prompt_tokens: int, context: int, default: int | 
         )
     if asked is not None:
         return asked
-    ceiling = _limit("GEN_MAX_NEW_TOKENS")
+    ceiling = limit_setting("GEN_MAX_NEW_TOKENS")
     return min(room, ceiling, default or ceiling)
 
 

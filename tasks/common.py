@@ -18,8 +18,16 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
-def _limit(key: str) -> int:
+def limit_setting(key: str) -> int:
+    """A numeric limit setting of the running app (INFER_<key>)."""
     return int(current_app.config[key])
+
+
+def check_at_most(setting: str, field_name: str, value: int) -> None:
+    """A validation error on `field_name` when `value` is over the limit setting."""
+    most = limit_setting(setting)
+    if value > most:
+        raise ValidationError({field_name: [f"At most {most} ({ENV_PREFIX}{setting}); got {value}."]})
 
 
 def check_text(value, empty_error: str | None = None) -> str:
@@ -27,7 +35,7 @@ def check_text(value, empty_error: str | None = None) -> str:
         raise ValidationError("Not a valid string.")
     if empty_error and not value:
         raise ValidationError(empty_error)
-    limit = _limit("MAX_TEXT_LENGTH")
+    limit = limit_setting("MAX_TEXT_LENGTH")
     if len(value) > limit:
         raise ValidationError(
             f"Text is {len(value)} characters long; the limit is {limit} (INFER_MAX_TEXT_LENGTH)."
@@ -38,7 +46,7 @@ def check_text(value, empty_error: str | None = None) -> str:
 def check_batch(values: list, what: str = "items") -> list:
     if not values:
         raise ValidationError(f"Send at least one of the {what}; the list is empty.")
-    limit = _limit("MAX_BATCH_SIZE")
+    limit = limit_setting("MAX_BATCH_SIZE")
     if len(values) > limit:
         raise ValidationError(
             f"A batch holds at most {limit} {what} (INFER_MAX_BATCH_SIZE); this one has {len(values)}."
@@ -151,7 +159,7 @@ class StringList(fields.Field):
     def _check_flat(self, values) -> list:
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise ValidationError(f"Send a list of strings ({self.what}).")
-        limit = _limit(self.limit_key)
+        limit = limit_setting(self.limit_key)
         if len(values) > limit:
             raise ValidationError(f"At most {limit} {self.what} ({ENV_PREFIX}{self.limit_key}); got {len(values)}.")
         for value in values:

@@ -9,28 +9,20 @@ Prompts longer than the model's context are cut from the left, keeping the
 latest text.
 """
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.blueprint import Blueprint
-from app.config import ENV_PREFIX
 from model_registry.catalogue import CAUSAL_LM
 from model_registry.loaders.generation import DEFAULTS
 
 from .answers import SAMPLE_TEXT, strings_answer
-from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, model_field, run_task
 from .spec import TaskSpec, register
 
 TASK = "text-generation"
 
 blp = Blueprint(TASK, __name__, url_prefix="/text-generation", description="Text generation.")
-
-
-def _bounded(setting: str, name: str, value: int) -> None:
-    limit = int(current_app.config[setting])
-    if value > limit:
-        raise ValidationError({name: [f"At most {limit} ({ENV_PREFIX}{setting}); got {value}."]})
 
 
 class TextGenerationBody(StrictSchema):
@@ -66,9 +58,9 @@ class TextGenerationBody(StrictSchema):
 
     @post_load
     def to_items(self, data, **kwargs):
-        _bounded("GEN_MAX_NEW_TOKENS", "max_length", data["max_length"])
-        _bounded("GEN_MAX_BEAMS", "num_beams", data["num_beams"])
-        _bounded("GEN_MAX_GENERATIONS", "num_generations", data["num_generations"])
+        check_at_most("GEN_MAX_NEW_TOKENS", "max_length", data["max_length"])
+        check_at_most("GEN_MAX_BEAMS", "num_beams", data["num_beams"])
+        check_at_most("GEN_MAX_GENERATIONS", "num_generations", data["num_generations"])
         if data["min_length"] is None:
             data["min_length"] = min(DEFAULTS["min_length"], data["max_length"])
         if data["min_length"] > data["max_length"]:
@@ -80,7 +72,7 @@ class TextGenerationBody(StrictSchema):
             raise ValidationError({"do_sample": ["do_sample true samples: send a temperature above 0 with it."]})
         if data["temperature"] == 0 and data["num_generations"] > data["num_beams"]:
             # Deterministic decoding gives one output per beam: the n best beams are n different outputs.
-            _bounded("GEN_MAX_BEAMS", "num_generations", data["num_generations"])
+            check_at_most("GEN_MAX_BEAMS", "num_generations", data["num_generations"])
             data["num_beams"] = data["num_generations"]
         texts, is_batch = as_batch(data.pop("text"))
         model = data.pop("model")

@@ -14,7 +14,7 @@ from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import ModelVersion, UserModel, session, utcnow
 from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
-from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
 from tasks.common import StrictSchema
 
 from .archive import remove_tree
@@ -227,9 +227,8 @@ class Models(MethodView):
         listed = [summary(model) for model in models]
         if query["include_global"]:
             for spec in MODELS.values():
-                tasks = [task for task, names in TASK_MODELS.items() if spec.key in names.values()]
                 listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
-                               "tasks": tasks, "build_status": "success", "last_deployment": None})
+                               "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None})
         return listed
 
 

@@ -178,11 +178,26 @@ class ChatCompletionBody(SamplingBody):
             raise ValidationError("Function calls are not supported by this service.")
 
 
-class ChatChunks(ChunkShape):
-    def __init__(self, reply_id: str, created: int, model: str, choices: int, include_usage: bool):
-        self.base = {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model}
+class Chunks(ChunkShape):
+    """What both routes' chunks carry: the reply's id, object, time and model, a
+    null usage on each chunk when the last one will carry it, and that last one."""
+
+    object_name = ""
+
+    def __init__(self, reply_id: str, created: int, model: str, include_usage: bool):
+        self.base = {"id": reply_id, "object": self.object_name, "created": created, "model": model}
         if include_usage:
             self.base["usage"] = None
+
+    def usage(self, results):
+        return {**self.base, "choices": [], "usage": _total_usage(results)}
+
+
+class ChatChunks(Chunks):
+    object_name = "chat.completion.chunk"
+
+    def __init__(self, reply_id: str, created: int, model: str, choices: int, include_usage: bool):
+        super().__init__(reply_id, created, model, include_usage)
         self.choices = choices
 
     def _chunk(self, choice: dict) -> dict:
@@ -197,9 +212,6 @@ class ChatChunks(ChunkShape):
     def end(self, index, finish_reason):
         return self._chunk({"index": index, "delta": {}, "finish_reason": finish_reason})
 
-    def usage(self, results):
-        return {**self.base, "choices": [], "usage": _total_usage(results)}
-
 
 class ReplyMessage(Schema):
     role = fields.String(metadata={"description": "Always assistant."})
@@ -213,13 +225,19 @@ class ChatChoice(Schema):
     finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
 
 
-class ChatCompletion(Schema):
+class Reply(Schema):
+    """What both routes' answers carry around their choices."""
+
     id = fields.String()
-    object = fields.String(metadata={"description": "chat.completion"})
+    object = fields.String()
     created = fields.Integer()
     model = fields.String(metadata={"description": "The model as the request named it."})
-    choices = fields.List(fields.Nested(ChatChoice))
     usage = fields.Nested(Usage)
+
+
+class ChatCompletion(Reply):
+    object = fields.String(metadata={"description": "chat.completion"})
+    choices = fields.List(fields.Nested(ChatChoice))
 
 
 def answer_doc(schema) -> dict:
@@ -298,11 +316,11 @@ class CompletionBody(SamplingBody):
                               metadata={"description": "Only 0 (not supported)."})
 
 
-class CompletionChunks(ChunkShape):
+class CompletionChunks(Chunks):
+    object_name = "text_completion"
+
     def __init__(self, reply_id: str, created: int, model: str, include_usage: bool, prefixes: list[str]):
-        self.base = {"id": reply_id, "object": "text_completion", "created": created, "model": model}
-        if include_usage:
-            self.base["usage"] = None
+        super().__init__(reply_id, created, model, include_usage)
         self.prefixes = prefixes  # echoed prompts, by choice index
 
     def _chunk(self, index: int, text: str, finish_reason=None) -> dict:
@@ -318,9 +336,6 @@ class CompletionChunks(ChunkShape):
     def end(self, index, finish_reason):
         return self._chunk(index, "", finish_reason)
 
-    def usage(self, results):
-        return {**self.base, "choices": [], "usage": _total_usage(results)}
-
 
 class TextChoice(Schema):
     text = fields.String()
@@ -329,13 +344,9 @@ class TextChoice(Schema):
     finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
 
 
-class TextCompletion(Schema):
-    id = fields.String()
+class TextCompletion(Reply):
     object = fields.String(metadata={"description": "text_completion"})
-    created = fields.Integer()
-    model = fields.String(metadata={"description": "The model as the request named it."})
     choices = fields.List(fields.Nested(TextChoice))
-    usage = fields.Nested(Usage)
 
 
 @blp.route("/completions")

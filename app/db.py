@@ -1,4 +1,5 @@
-"""The metadata database: accounts and API keys (user models come later).
+"""The metadata database: accounts and API keys, user models and their versions,
+datasets and training jobs.
 
 Plain SQLAlchemy 2: one engine per process, one session per request. SQLite by
 default, PostgreSQL (or anything SQLAlchemy speaks) through DATABASE_URL.
@@ -104,7 +105,91 @@ class ModelVersion(Base):
     # the account's stored-bytes quota adds these up.
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
+    # Where the version came from: "upload" (a zip) or "training" (a job), and
+    # for a trained one its job, dataset and the kept epoch's metrics.
+    source: Mapped[str] = mapped_column(String(20), default="upload", server_default=text("'upload'"))
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
     model: Mapped[UserModel] = relationship(back_populates="versions")
+
+
+class ServingChange(Base):
+    """One move of a model's serving version: a build or a training job that made
+    a newer version serve, or a promotion back or forth. Never updated."""
+
+    __tablename__ = "serving_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
+    from_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_number: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(20))  # build, training or promote
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    """Training data an account uploaded: awaiting_upload -> processing -> ready | failed."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "ds_" + random: not guessable
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # As sent (may be empty: detected while parsing), then the format found.
+    format: Mapped[str] = mapped_column(String(40), default="")
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="processing", index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    # [{timestamp, message}], as Ersatz's parse_logs.
+    parse_log: Mapped[list] = mapped_column(JSON, default=list)
+    stats: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    upload_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TrainingJob(Base):
+    """A training job: queued -> running -> succeeded | failed | cancelled.
+
+    Like builds, jobs live here: a job whose process died keeps `running` with a
+    lease nobody renews, and the next process to look resumes it from its last
+    epoch checkpoint (attempts counts the starts)."""
+
+    __tablename__ = "training_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "job_" + random
+    # Creation order, for cursor pagination (ids are random).
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(40))
+    base_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    validation_dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    validation_split: Mapped[float | None] = mapped_column(nullable=True)
+    hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    # [{epoch, step, train_loss, validation_loss, learning_rate, elapsed_s, ...}]
+    epochs: Mapped[list] = mapped_column(JSON, default=list)
+    best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    train_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    validation_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    samples_per_second: Mapped[float | None] = mapped_column(nullable=True)
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Database:

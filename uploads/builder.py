@@ -36,6 +36,7 @@ from .quotas import QuotaExceeded, check_stored_bytes
 from .requirements_check import RequirementsRejected
 from .serving import version_dirs
 from .storage import UploadTooLarge
+from .versions import remove_old_versions, serve_if_newest
 
 log = logging.getLogger(__name__)
 
@@ -213,29 +214,6 @@ class Builder:
         return {"format": upload_format.name, "tasks": tasks, "description": config.get("description", ""),
                 "stored_bytes": stored}
 
-    def _remove_old_versions(self, built_id: int) -> None:
-        """Remove the files of the model's successful versions beyond the newest
-        USER_MODEL_VERSIONS_KEPT (failed ones never keep theirs); they no longer
-        count against the account's stored bytes."""
-        kept = max(1, int(self.config["USER_MODEL_VERSIONS_KEPT"]))
-        with self.sessions() as session:
-            version = session.get(ModelVersion, built_id)
-            if version is None:
-                return
-            serving_id = session.get(UserModel, version.model_id).current_version_id
-            older = session.scalars(
-                select(ModelVersion.id)
-                .where(ModelVersion.model_id == version.model_id, ModelVersion.status == "success",
-                       ModelVersion.id != serving_id)  # builds may finish out of upload order
-                .order_by(ModelVersion.id.desc())
-                .offset(kept - 1)
-            ).all()
-            for version_id in older:
-                remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
-            if older:
-                session.execute(update(ModelVersion).where(ModelVersion.id.in_(older)).values(stored_bytes=0))
-                session.commit()
-
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
             raise BuildFailed(f"This kind of model cannot serve {task}.")
@@ -265,20 +243,15 @@ class Builder:
                 version.description = result["description"]
                 version.stored_bytes = result["stored_bytes"]
                 model = session.get(UserModel, version.model_id)
-                # Builds may finish out of upload order: an older version that
-                # finishes after a newer one must not take its place.
-                if model.current_version_id is None or version.id > model.current_version_id:
-                    model.current_version_id = version.id
-                    model.tasks = result["tasks"]
-                    model.description = result["description"]
-                    model.last_deployment = utcnow()
-                else:
+                if not serve_if_newest(session, model, version, "build"):
                     version.build_message = (f"{message} A newer version (id {model.current_version_id}) already "
                                              "serves; this one does not replace it.")
             session.commit()
+            model_id = version.model_id
         if cleanup:
             remove_tree(os.path.dirname(cleanup))
         if result:
-            self._remove_old_versions(version_id)
+            remove_old_versions(self.sessions, self.config["DATA_DIR"], int(self.config["USER_MODEL_VERSIONS_KEPT"]),
+                                model_id)
         self.storage.delete(version_id)
         log.info("build of model version %s: %s: %s", version_id, status, message.splitlines()[0])

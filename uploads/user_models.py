@@ -4,6 +4,8 @@ A key only ever sees its own account's models: every lookup filters by account,
 and another account's model answers exactly as a model that does not exist.
 """
 
+import time
+
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
@@ -12,6 +14,7 @@ from model_registry.catalogue import TASK_MODELS
 
 from . import formats
 from .serving import KEY_PREFIX, cache_key, version_dirs
+from .versions import has_files, split_version_ref, version_numbered
 
 
 def lookup_model(session, account_id: int, name: str) -> UserModel | None:
@@ -26,23 +29,41 @@ def find_model(session, account_id: int, name: str) -> UserModel:
     return model
 
 
+# How long a version called by number (not the serving one) stays loaded unused.
+PINNED_IDLE_S = 600.0
+
+
 class UserModels:
     def __init__(self, config: dict, registry, model_sandbox):
         self.config = config
         self.registry = registry
         self.model_sandbox = model_sandbox
+        self._called_by_number: dict[int, float] = {}
 
     def get(self, session, account_id: int, task: str, name: str):
+        """The account's model `name` (its serving version) or `name@N` (version N)."""
+        name, number = split_version_ref(name)
         model = lookup_model(session, account_id, name)
         choices = ", ".join(TASK_MODELS.get(task, {}))
         if model is None:
             available = f"Available: {choices}, or the name of one of your models." if choices else "Name one of your models."
             raise NotFound(f"Model {name!r} not found for {task}. {available}")
-        version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
-        if version is None:
-            raise NotFound(f"Model {name!r} has no successful build yet; see GET /models/{name} for its build status.")
+        if number is None:
+            version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
+            if version is None:
+                raise NotFound(f"Model {name!r} has no successful build yet; see GET /models/{name} for its build status.")
+        else:
+            version = version_numbered(session, model, number)
+            if version is None or version.status != "success":
+                raise NotFound(f"Model {name!r} has no successful version {number}; "
+                               f"GET /models/{name}/versions lists them.")
+            if not has_files(self.config["DATA_DIR"], version):
+                raise NotFound(f"Version {number} of {name!r} no longer has its files (only the newest "
+                               f"{self.config['USER_MODEL_VERSIONS_KEPT']} keep theirs: INFER_USER_MODEL_VERSIONS_KEPT).")
         if task not in version.tasks:
-            raise NotFound(f"Model {name!r} does not do {task}; its config.json declares {', '.join(version.tasks)}.")
+            raise NotFound(f"Model {name!r} does not do {task}; it serves {', '.join(version.tasks)}.")
+        if number is not None:
+            self._called_by_number[version.id] = time.monotonic()
         details = (version.id, version.format, list(version.tasks))
         return self.registry.cache.get(cache_key(version.id), load=lambda key: self._load(key, *details))
 
@@ -54,6 +75,10 @@ class UserModels:
             return []
         with sessions() as session:
             serving = set(session.scalars(select(UserModel.current_version_id)).all())
+        # A version called by number (name@N) lately stays, or a client pinning a
+        # version would reload it after every poll; it goes once unused that long.
+        now = time.monotonic()
+        serving |= {version_id for version_id, used in self._called_by_number.items() if now - used < PINNED_IDLE_S}
         stale = [key for key in loaded if int(key.removeprefix(KEY_PREFIX)) not in serving]
         for key in stale:
             self.registry.cache.evict(key)

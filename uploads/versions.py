@@ -1,0 +1,88 @@
+"""A user model's versions: which one serves, the record of every move, and
+which versions keep their files. Builds (uploads/builder.py), training jobs
+(training/jobs.py) and promotions (uploads/versions_api.py) all move the
+serving version through here, so each move is recorded the same way.
+
+The newest successful version serves unless its owner promotes another; a
+version finishing out of order (an older upload whose build ends last) never
+takes a newer one's place.
+"""
+
+import os
+import re
+
+from sqlalchemy import select, update
+
+from app.db import ModelVersion, ServingChange, UserModel, utcnow
+
+from .archive import remove_tree
+from .serving import version_dirs
+
+# "name@3": version 3 of the account's model `name`.
+VERSION_REF = re.compile(r"^(?P<name>[^@]+)@(?P<number>[0-9]{1,9})$")
+
+
+def split_version_ref(model: str) -> tuple[str, int | None]:
+    """("name", 3) for "name@3"; ("name", None) for a plain name."""
+    match = VERSION_REF.match(model)
+    if match is None:
+        return model, None
+    return match["name"], int(match["number"])
+
+
+def version_numbered(session, model: UserModel, number: int) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number))
+
+
+def serving_number(session, model: UserModel) -> int | None:
+    if model.current_version_id is None:
+        return None
+    current = session.get(ModelVersion, model.current_version_id)
+    return current.number if current is not None else None
+
+
+def move_serving(session, model: UserModel, version: ModelVersion, reason: str) -> None:
+    """Make `version` the serving one and record the move (the caller commits)."""
+    session.add(ServingChange(model_id=model.id, from_number=serving_number(session, model),
+                              to_number=version.number, reason=reason))
+    model.current_version_id = version.id
+    model.tasks = list(version.tasks)
+    model.description = version.description
+    model.last_deployment = utcnow()
+
+
+def serve_if_newest(session, model: UserModel, version: ModelVersion, reason: str) -> bool:
+    """After a successful build or training: the new version serves, unless a
+    newer one already does (builds may finish out of upload order)."""
+    if model.current_version_id is not None and version.id < model.current_version_id:
+        return False
+    move_serving(session, model, version, reason)
+    return True
+
+
+def has_files(data_dir: str, version: ModelVersion) -> bool:
+    return os.path.isdir(version_dirs(data_dir, version.id)[0])
+
+
+def remove_old_versions(sessions, data_dir: str, kept: int, model_id: int) -> list[int]:
+    """Remove the files of the model's successful versions beyond the newest
+    `kept` (the serving one is always kept; failed ones never keep theirs); they
+    no longer count against the account's stored bytes. Their records stay."""
+    kept = max(1, kept)
+    with sessions() as session:
+        model = session.get(UserModel, model_id)
+        if model is None:
+            return []
+        older = session.scalars(
+            select(ModelVersion.id)
+            .where(ModelVersion.model_id == model_id, ModelVersion.status == "success",
+                   ModelVersion.stored_bytes > 0, ModelVersion.id != model.current_version_id)
+            .order_by(ModelVersion.id.desc())
+            .offset(kept - 1)
+        ).all()
+        for version_id in older:
+            remove_tree(os.path.dirname(version_dirs(data_dir, version_id)[0]))
+        if older:
+            session.execute(update(ModelVersion).where(ModelVersion.id.in_(older)).values(stored_bytes=0))
+            session.commit()
+        return list(older)

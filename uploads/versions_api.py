@@ -1,0 +1,98 @@
+"""GET /models/{name}/versions, POST /models/{name}/versions/{n}/promote and the
+record of serving moves: a model's versions, uploaded or trained, side by side."""
+
+from flask import current_app
+from flask.views import MethodView
+from marshmallow import Schema, fields
+from sqlalchemy import select
+
+from app.auth import current_account_id
+from app.blueprint import Blueprint
+from app.db import ModelVersion, ServingChange, session
+from core.errors import NotFound
+
+from .api import Conflict, iso_time
+from .user_models import find_model
+from .versions import has_files, move_serving, version_numbered
+
+blp = Blueprint("versions", __name__, description="Versions of your models, uploaded or trained.")
+
+
+class VersionSummary(Schema):
+    version = fields.Integer(metadata={"description": "Its number; call it as model \"name@N\"."})
+    status = fields.String(metadata={"description": "awaiting_upload, queued, building, success or fail"})
+    serving = fields.Boolean(metadata={"description": "Whether calls naming the model without @N get this version."})
+    source = fields.String(metadata={"description": "upload (a zip) or training (a job)"})
+    format = fields.String()
+    tasks = fields.List(fields.String())
+    description = fields.String()
+    job_id = fields.String(allow_none=True)
+    dataset_id = fields.String(allow_none=True)
+    metrics = fields.Dict(allow_none=True, metadata={"description": "A trained version's kept epoch's statistics."})
+    message = fields.String()
+    has_files = fields.Boolean(metadata={"description": "False once removed (INFER_USER_MODEL_VERSIONS_KEPT): "
+                                                        "it can no longer serve or be promoted."})
+    created_at = fields.String()
+    finished_at = fields.String(allow_none=True)
+
+
+class ServingMove(Schema):
+    from_version = fields.Integer(allow_none=True)
+    to_version = fields.Integer()
+    reason = fields.String(metadata={"description": "build, training or promote"})
+    created_at = fields.String()
+
+
+def version_summary(version: ModelVersion, serving_id: int | None) -> dict:
+    return {
+        "version": version.number, "status": version.status, "serving": version.id == serving_id,
+        "source": version.source, "format": version.format, "tasks": list(version.tasks or []),
+        "description": version.description, "job_id": version.job_id, "dataset_id": version.dataset_id,
+        "metrics": version.metrics, "message": version.build_message,
+        "has_files": version.status == "success" and has_files(current_app.config["DATA_DIR"], version),
+        "created_at": iso_time(version.created_at), "finished_at": iso_time(version.finished_at),
+    }
+
+
+@blp.route("/models/<string:name>/versions")
+class Versions(MethodView):
+    @blp.response(200, VersionSummary(many=True))
+    def get(self, name):
+        """Every version of one of your models, oldest first"""
+        model = find_model(session(), current_account_id(), name)
+        return [version_summary(version, model.current_version_id) for version in model.versions]
+
+
+@blp.route("/models/<string:name>/versions/<int:number>/promote")
+class Promote(MethodView):
+    @blp.response(200, VersionSummary)
+    def post(self, name, number):
+        """Make version N the one that serves (back or forth); the move is recorded"""
+        db_session = session()
+        model = find_model(db_session, current_account_id(), name)
+        version = version_numbered(db_session, model, number)
+        if version is None:
+            raise NotFound(f"Model {name!r} has no version {number}; GET /models/{name}/versions lists them.")
+        if version.status != "success":
+            raise Conflict(f"Version {number} of {name!r} is {version.status}: only a successful version can serve.")
+        if not has_files(current_app.config["DATA_DIR"], version):
+            raise Conflict(f"Version {number} of {name!r} no longer has its files (only the newest "
+                           f"{current_app.config['USER_MODEL_VERSIONS_KEPT']} keep theirs: "
+                           "INFER_USER_MODEL_VERSIONS_KEPT); it cannot serve again.")
+        if model.current_version_id != version.id:
+            move_serving(db_session, model, version, "promote")
+            db_session.commit()
+        return version_summary(version, model.current_version_id)
+
+
+@blp.route("/models/<string:name>/serving-history")
+class ServingHistory(MethodView):
+    @blp.response(200, ServingMove(many=True))
+    def get(self, name):
+        """Every move of the serving version, oldest first: builds, training jobs and promotions"""
+        db_session = session()
+        model = find_model(db_session, current_account_id(), name)
+        moves = db_session.scalars(select(ServingChange).where(ServingChange.model_id == model.id)
+                                   .order_by(ServingChange.id)).all()
+        return [{"from_version": move.from_number, "to_version": move.to_number, "reason": move.reason,
+                 "created_at": iso_time(move.created_at)} for move in moves]

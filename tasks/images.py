@@ -18,6 +18,7 @@ from marshmallow import ValidationError, fields
 
 from app.config import ENV_PREFIX
 from core.errors import BadRequest
+from core.images import IMAGE_FORMATS
 
 from .common import as_batch, check_batch
 
@@ -105,7 +106,7 @@ def decode_images(value: bytes | list[bytes], field: str = "image"):
     return images if is_batch else images[0]
 
 
-_NOT_AN_IMAGE = "Not an image, or a corrupt one: send a PNG, JPEG, GIF, WebP or BMP file."
+_NOT_AN_IMAGE = "Not an image, or a corrupt one: send a PNG, JPEG, GIF, WebP, BMP or TIFF file."
 
 
 def _open(raw: bytes, limit: int):
@@ -115,7 +116,7 @@ def _open(raw: bytes, limit: int):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
+            image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NotAnImage(f"The image is too large to decode; the limit is {limit} pixels ({ENV_PREFIX}MAX_IMAGE_PIXELS).") from None
     except Exception:  # PIL raises many kinds for a file that is not an image

@@ -41,6 +41,12 @@ class ServedModel:
         # worker: it may do anything its author chose, e.g. classify without
         # being sent labels.
         self.runs_uploaded_code = False
+        # A classifier trained on its own labels (a training job's version): it
+        # answers without labels, and scores only a subset of these when sent some.
+        self.trained_labels: list[str] | None = None
+        # A trained tabular model's columns, {name: "numeric" | "categorical"}:
+        # POST /predict checks a request's rows against them before queueing any.
+        self.input_columns: dict[str, str] | None = None
         # What the OpenAI-compatible API needs beyond the task runners (set by
         # the loaders that can provide it; None where a model cannot, such as
         # uploaded code): token counts of texts as the model reads them ...

@@ -224,7 +224,8 @@ def require_labels(labels: list[str], field_name: str) -> list[str]:
 def labels_field(description: str) -> StringList:
     return StringList("labels", "MAX_LABELS", load_default=None, allow_none=True, metadata={"description": (
         f"{description} null or left out (Backprop's Python client sends null when its user gives no labels): "
-        "only for your own uploaded code (model.bin or inference.py), which then gets labels None; "
+        "only for a model you trained, which then scores all its trained labels (sent labels: a subset of "
+        "them), or your own uploaded code (model.bin or inference.py), which then gets labels None; "
         "the built-in zero-shot models answer 422, as they score the labels they are sent.")})
 
 
@@ -239,17 +240,40 @@ def checked_labels(labels: list | None) -> list | None:
 
 
 def require_labels_for(model, model_name: str | None, task: str, labels: list) -> None:
-    """A 422 when an item has no labels and `model` cannot classify without them.
+    """A 422 when an item has no labels and `model` cannot classify without them,
+    or names labels a trained classifier does not know.
 
-    Only uploaded code (model.bin, inference.py) can: it may be a classifier
-    trained on its own labels. The built-in classifiers, global or an uploaded
-    Hugging Face folder, are zero-shot: they score the labels they are sent."""
+    Uploaded code (model.bin, inference.py) may classify without labels: it may
+    be a classifier trained on its own. A trained version (a training job's)
+    knows its labels: sent some, it scores that subset. The built-in classifiers,
+    global or an uploaded Hugging Face folder, are zero-shot: they score the
+    labels they are sent."""
+    trained = model.trained_labels
+    if trained is not None:
+        unknown = sorted({label for item in labels if item for label in item} - set(trained))
+        if unknown:
+            problem = (f"{unknown} are not labels of model {model_name!r}; it was trained on "
+                       f"{', '.join(map(str, trained))}. Send a subset of those, or no labels.")
+            raise InvalidInput(f"Invalid request. labels: {problem}", errors={"labels": [problem]})
+        return
     if model.runs_uploaded_code or all(item is not None for item in labels):
         return
     name = repr(model_name) if model_name else f"{default_name(task)!r} (the default)"
     problem = (f"Labels are required for model {name}: it is a zero-shot classifier that scores the labels you "
-               "send. Only your own uploaded model code (model.bin or inference.py) can classify without labels.")
+               "send. Only your own uploaded model code (model.bin or inference.py) or a model you trained "
+               "can classify without labels.")
     raise InvalidInput(f"Invalid request. labels: {problem}", errors={"labels": [problem]})
+
+
+def score_subset(probabilities: dict[str, float], labels: list | None) -> dict[str, float]:
+    """A trained classifier's answer restricted to the labels it was sent, which
+    share the probability between them (as a zero-shot model's labels do); all of
+    them, unchanged, when it was sent none."""
+    if not labels:
+        return probabilities
+    kept = {label: probabilities.get(label, 0.0) for label in labels}
+    total = sum(kept.values())
+    return {label: (p / total if total > 0 else 1.0 / len(kept)) for label, p in kept.items()}
 
 
 def keep_top_k(probabilities: dict[str, float], k: int) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """POST /image-classification: CLIP zero-shot probabilities of the caller's labels for a
-base64 image (or each of a batch); the probabilities of an image sum to 1 over its labels."""
+base64 image (or each of a batch); the probabilities of an image sum to 1 over its labels.
+A model you trained (a linear probe on CLIP's image features) knows its labels: it needs
+none, and scores a subset of them when sent some."""
 
 from flask.views import MethodView
 from marshmallow import fields, post_load
@@ -25,15 +27,18 @@ from .spec import TaskSpec, register
 
 TASK = "image-classification"
 
-blp = Blueprint(TASK, __name__, url_prefix="/image-classification", description="Zero-shot image classification.")
+blp = Blueprint(TASK, __name__, url_prefix="/image-classification",
+                description="Zero-shot image classification, or your trained classifier.")
 
 
 class ImageClassificationBody(StrictSchema):
     image = ImageOrImages(required=True, metadata={"description": (
         "A base64 image (plain, as Backprop's Python client sends it, or a data: URI), or a list for a batch.")})
-    labels = labels_field("Labels to score; for a batch, a list of labels per image (or one list for all).")
+    labels = labels_field("Labels to score; for a batch, a list of labels per image (or one list for all). "
+                          "A model you trained needs none (it scores the labels it was trained on), or takes "
+                          "a subset of them.")
     top_k = top_k_field()
-    model = model_field("english or clip (default: CLIP), or your own uploaded model.")
+    model = model_field("english or clip (default: CLIP), or your own model: uploaded, or trained by a training job.")
 
     @post_load
     def to_items(self, data, **kwargs):
@@ -45,7 +50,8 @@ class ImageClassificationBody(StrictSchema):
 
 class ImageClassificationResponse(StrictSchema):
     probabilities = fields.Raw(metadata={
-        "description": "{label: probability} per image, summing to 1 over its labels; a list for a batch. "
+        "description": "{label: probability} per image, summing to 1 over its labels (a trained model's: the labels "
+                       "it was trained on, or the subset sent); a list for a batch. "
                        "With top_k, the k likeliest, likeliest first.",
         "oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
                   {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
@@ -70,4 +76,5 @@ SPEC = register(TaskSpec(
     TASK, blp, response_keys=("probabilities",), sample=lambda: {"image": sample_image(), "labels": ["purple", "green"]},
     check_answer=probabilities_answer,
     to_user_input=lambda item: {"image": encode_png(item["image"]), "labels": item["labels"]}, hf_loader=CLIP,
+    trainer="training.trainers.clip_probe:ClipProbeTrainer",
 ))

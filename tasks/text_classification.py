@@ -1,4 +1,5 @@
-"""POST /text-classification: zero-shot probabilities for the caller's labels."""
+"""POST /text-classification: zero-shot probabilities for the caller's labels, or
+a trained classifier's probabilities for its own labels (no labels needed)."""
 
 from flask.views import MethodView
 from marshmallow import fields, post_load
@@ -24,14 +25,17 @@ from .spec import TaskSpec, register
 
 TASK = "text-classification"
 
-blp = Blueprint(TASK, __name__, url_prefix="/text-classification", description="Zero-shot text classification.")
+blp = Blueprint(TASK, __name__, url_prefix="/text-classification",
+                description="Zero-shot text classification, or with a classifier you trained.")
 
 
 class TextClassificationBody(StrictSchema):
     text = TextOrTexts(required=True, metadata={"description": "Text to classify, or a list for a batch."})
-    labels = labels_field("Labels to score; for a batch, a list of labels per text (or one list for all).")
+    labels = labels_field("Labels to score; for a batch, a list of labels per text (or one list for all). A model "
+                          "you trained needs none: it scores all its own labels, or the subset of them you send.")
     top_k = top_k_field()
-    model = model_field("english (default), multilingual (100+ languages), or your own uploaded model.")
+    model = model_field("english (default), multilingual (100+ languages), your own uploaded model, or a model "
+                        "you trained (POST /models/{name}/train).")
 
     @post_load
     def to_items(self, data, **kwargs):
@@ -43,7 +47,8 @@ class TextClassificationBody(StrictSchema):
 
 class TextClassificationResponse(StrictSchema):
     probabilities = fields.Raw(metadata={
-        "description": "{label: probability} per text; each label is scored on its own (entailment vs contradiction). "
+        "description": "{label: probability} per text; a zero-shot model scores each label on its own (entailment "
+                       "vs contradiction), a trained one shares 1 between its labels (or the subset sent). "
                        "With top_k, the k likeliest, likeliest first.",
         "oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
                   {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
@@ -64,4 +69,5 @@ class TextClassification(MethodView):
 SPEC = register(TaskSpec(
     TASK, blp, response_keys=("probabilities",), sample=lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
     check_answer=probabilities_answer, hf_loader=ZERO_SHOT_NLI,
+    trainer="training.trainers.setfit_text:SetFitTextTrainer",
 ))

@@ -96,4 +96,5 @@ SPEC = register(TaskSpec(
     # A Hugging Face folder of an encoder-decoder model goes to the seq2seq loader
     # instead (uploads.serving.hf_loader reads its config.json).
     hf_loader=CAUSAL_LM,
+    trainer="training.trainers.lora_generation:LoraGenerationTrainer",
 ))

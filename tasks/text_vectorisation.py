@@ -41,4 +41,5 @@ class TextVectorisation(MethodView):
 SPEC = register(TaskSpec(
     TASK, blp, response_keys=("vector",), sample=lambda: SAMPLE_TEXT, check_answer=vector_answer,
     to_user_input=lambda text: {"text": text}, hf_loader=SENTENCE_TRANSFORMER,
+    trainer="training.trainers.sentence_pairs:SentencePairsTrainer",
 ))

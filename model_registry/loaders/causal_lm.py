@@ -6,6 +6,8 @@ answered. Requests with the same parameters in a batch share one generate call
 the most recent text is kept, leaving room for max_length new tokens.
 """
 
+from collections.abc import Callable
+
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
@@ -28,7 +30,9 @@ TASKS = frozenset({"text-generation"})
 
 
 def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
-                   settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
+                   settings: LoadSettings = DEFAULT_SETTINGS, adapt: Callable | None = None) -> ServedModel:
+    """`adapt`, if given, changes the model as read from its files, before it is moved
+    to its device and halved: a trained LoRA adapter is merged into its base there."""
     with import_lock:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,7 +42,10 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = place(from_pretrained(AutoModelForCausalLM, path, "text-generation", **gguf), device, half)
+    model = from_pretrained(AutoModelForCausalLM, path, "text-generation", **gguf)
+    if adapt is not None:
+        model = adapt(model)
+    model = place(model, device, half)
     context = max_input_tokens(tokenizer, model.config, default=2048)
     tokenizer = SerialTokenizer(tokenizer)  # from here on, used by several threads
 

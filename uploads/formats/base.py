@@ -61,3 +61,19 @@ class UploadFormat(ABC):
     def serve(self, version: Version) -> ServedModel:
         """Load a version this format built, to serve requests (ModelUnavailable
         when what it needs is missing on this host)."""
+
+
+class TrainedFormat(UploadFormat):
+    """A format only training jobs make (training/): never recognised in an
+    uploaded zip, never built from one; its versions are published ready to serve.
+    Its files come from the service's own trainers and hold no pickle, so they
+    load in the service's process."""
+
+    needs = ""  # never asked for in an upload
+
+    def detect(self, files_dir: str, model_config: dict) -> bool:
+        return False
+
+    def build(self, version: Version, model_config: dict, say: Callable[[str], None]) -> ServedModel:
+        raise BuildFailed(f"A {self.name} model is made by training jobs (POST /models/<name>/train); "
+                          "it cannot be uploaded.")

@@ -1,0 +1,113 @@
+"""Report each epoch of a transformers Trainer (and the trainers built on it:
+sentence-transformers, TRL) to the job, and stop it early by validation loss.
+
+The Trainer logs the training loss and learning rate, then evaluates, then
+saves its checkpoint, at the end of every epoch (eval/save/logging strategies
+"epoch"); on_evaluate has all of an epoch's numbers.
+"""
+
+import math
+import time
+
+from transformers import TrainerCallback
+
+
+class EpochReporter(TrainerCallback):
+    """Sends each epoch's statistics to run.reporter; `extra(metrics)` adds a task's
+    own (perplexity from the loss, say) to what the evaluation returned."""
+
+    def __init__(self, reporter, extra=None):
+        self.reporter = reporter
+        self.extra = extra or (lambda metrics: {})
+        self.started = time.monotonic()
+        self.train_loss = None
+        self.learning_rate = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.train_loss = float(logs["loss"])
+        if "learning_rate" in logs:
+            self.learning_rate = float(logs["learning_rate"])
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = dict(metrics or {})
+        validation_loss = metrics.pop("eval_loss", None)
+        stats = {
+            "epoch": int(round(state.epoch or 0)),
+            "step": int(state.global_step),
+            "train_loss": self.train_loss,
+            "validation_loss": None if validation_loss is None or math.isnan(validation_loss) else float(validation_loss),
+            "learning_rate": self.learning_rate,
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+        }
+        for key, value in metrics.items():
+            if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second", "preparation_time")):
+                stats[key.removeprefix("eval_")] = value
+        stats.update(self.extra(stats))
+        self.reporter.epoch(stats)
+
+
+def epoch_arguments(hyperparameters: dict, checkpoint_dir: str) -> dict:
+    """The TrainingArguments every epoch-reporting, resumable run shares: evaluate,
+    log and checkpoint once per epoch, keep the best epoch by validation loss."""
+    return {
+        "output_dir": checkpoint_dir,
+        "num_train_epochs": hyperparameters["epochs"],
+        "per_device_train_batch_size": hyperparameters["batch_size"],
+        "per_device_eval_batch_size": hyperparameters["batch_size"],
+        "learning_rate": hyperparameters["learning_rate"],
+        "seed": hyperparameters["seed"],
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "logging_strategy": "epoch",
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        # The best checkpoint and the last (to resume from) are all a run needs.
+        "save_total_limit": 2,
+        "report_to": [],
+        "disable_tqdm": True,
+    }
+
+
+def last_checkpoint(checkpoint_dir: str, required: tuple[str, ...] = ()) -> str | None:
+    """The newest complete checkpoint a Trainer left there, to resume from.
+
+    A process killed while saving leaves a checkpoint folder without its
+    trainer_state.json (the Trainer writes it after the weights, optimizer and
+    RNG states) or with half of it, or without the `required` files a callback
+    adds in on_save: such a folder is removed, and the one before it is the
+    checkpoint to resume from."""
+    import json
+    import os
+    import re
+    import shutil
+
+    if not os.path.isdir(checkpoint_dir):
+        return None
+    numbered = sorted(((int(match[1]), name) for name in os.listdir(checkpoint_dir)
+                       if (match := re.fullmatch(r"checkpoint-([0-9]+)", name))), reverse=True)
+    for _step, name in numbered:
+        folder = os.path.join(checkpoint_dir, name)
+        try:
+            with open(os.path.join(folder, "trainer_state.json")) as state:
+                json.load(state)
+            if all(os.path.isfile(os.path.join(folder, name)) for name in required):
+                return folder
+            raise OSError("incomplete")
+        except (OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)  # a save the crash cut short
+    return None
+
+
+def best_epoch(state) -> int | None:
+    """The epoch of the checkpoint the Trainer kept as best (by validation loss)."""
+    best = getattr(state, "best_model_checkpoint", None)
+    if not best:
+        return None
+    step = int(best.rstrip("/").rsplit("-", 1)[-1])
+    for entry in state.log_history:
+        if entry.get("step") == step and "epoch" in entry:
+            return int(round(entry["epoch"]))
+    return None

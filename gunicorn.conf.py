@@ -43,6 +43,16 @@ def post_worker_init(worker):
     app = worker.wsgi
     if app.config["BUILDER"]:
         app.extensions["builder"].start()
+    if app.config["TRAINER"]:
+        app.extensions["training"].start()
+
+
+def worker_exit(server, worker):
+    # A worker that stops (restart, shutdown) hands its training jobs back
+    # queued, so another worker resumes them at once from their checkpoints.
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions") and "training" in app.extensions:
+        app.extensions["training"].stop()
 
 
 def child_exit(server, worker):

@@ -2,6 +2,6 @@
 
 from app import create_app
 
-# gunicorn.conf.py starts the build thread in each worker (post_worker_init);
-# `flask --app wsgi keys ...` imports this module too and must not build.
+# gunicorn.conf.py starts the build and training threads in each worker (post_worker_init);
+# `flask --app wsgi keys ...` imports this module too and must not build or train.
 app = create_app(bootstrap_key=False, start_builder=False)

@@ -47,7 +47,8 @@ OPENAPI_SETTINGS = {
 }
 
 # The upload PUT is authorised by its URL's signature, not by an API key.
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload", "docs_assets.asset"}
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload",
+                    "datasets.receive_dataset_upload", "docs_assets.asset"}
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
@@ -56,8 +57,9 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
     its workers because its master already did it once (see gunicorn.conf.py).
-    start_builder overrides the BUILDER setting: wsgi.py passes False so that a
-    CLI command never claims a build job; gunicorn starts it in each worker.
+    start_builder overrides the BUILDER and TRAINER settings: wsgi.py passes
+    False so that a CLI command never claims a build or training job; gunicorn
+    starts them in each worker.
     """
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
@@ -95,6 +97,10 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         after_poll=lambda: user_models.unload_stale(database.sessions),
     )
 
+    from training.jobs import TrainingRunner
+
+    app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage)
+
     metrics.init_app(app)
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
@@ -103,11 +109,17 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api = Api(app)
     import openai_api
     import tasks
+    from training.datasets_api import blp as datasets_blp
+    from training.jobs_api import blp as jobs_blp
     from uploads.api import blp as models_blp
+    from uploads.versions_api import blp as versions_blp
 
     tasks.register(api)
     openai_api.register(api)
     api.register_blueprint(models_blp)
+    api.register_blueprint(versions_blp)
+    api.register_blueprint(datasets_blp)
+    api.register_blueprint(jobs_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
@@ -121,6 +133,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
     if config["BUILDER"] if start_builder is None else start_builder:
         builder.start()
+    if config["TRAINER"] if start_builder is None else start_builder:
+        training_runner.start()
     return app
 
 

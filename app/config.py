@@ -159,6 +159,37 @@ DEFAULTS = {
     "ACCOUNT_MAX_PENDING_UPLOADS": 5,
     # Disk taken by all the account's model versions (files and venvs).
     "ACCOUNT_MAX_STORED_MB": 20_480,
+    # --- Datasets and training (training/) ---
+    # Largest dataset sent in the body of POST /datasets (JSON "data" or a
+    # multipart file); bigger ones go through an upload URL, up to DATASET_MAX_BYTES.
+    "DATASET_MAX_DIRECT_BYTES": 10 * 1024**2,
+    "DATASET_MAX_BYTES": 1024**3,
+    # Parsing limits: rows kept, bytes per line (a longer line fails the
+    # dataset), distinct labels of a classification dataset.
+    "DATASET_MAX_ROWS": 1_000_000,
+    "DATASET_MAX_LINE_BYTES": 1024**2,
+    "DATASET_MAX_LABELS": 1000,
+    # Address-space cap of the process that parses a dataset (a hostile file
+    # cannot take the host's memory).
+    "DATASET_PARSE_MEMORY_MB": 4096,
+    "ACCOUNT_MAX_DATASETS": 100,
+    # Whether this process runs training jobs and dataset parsing (every
+    # gunicorn worker does; the database decides which one runs what), how
+    # often it looks for work, and how many jobs it trains at once.
+    "TRAINER": True,
+    "TRAINING_POLL_S": 2.0,
+    "TRAINING_JOBS_PER_PROCESS": 1,
+    # torch threads of a training process: with the web workers' threads, keep
+    # them within the cores, or serving slows while a job trains.
+    "TRAINING_TORCH_THREADS": 1,
+    # A job whose training process dies (killed, out of memory) is resumed
+    # from its last epoch checkpoint, up to this many starts in all.
+    "TRAINING_MAX_ATTEMPTS": 3,
+    # Seconds a job or a dataset parse stays claimed by a process that stopped
+    # renewing its claim (it died) before another process takes it over.
+    "TRAINING_LEASE_S": 60.0,
+    # Queued or running jobs an account may have at once (429 above).
+    "ACCOUNT_MAX_ACTIVE_JOBS": 4,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

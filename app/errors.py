@@ -116,7 +116,10 @@ def handle_http_exception(error: HTTPException):
         return error_response(error.code, _describe(errors), errors, data.get("headers"))
     message = data.get("message") or error.description or HTTP_STATUS_CODES.get(error.code, "Error")
     if error.code == 413:
-        message = "Request body is too large; the limit is set by INFER_MAX_CONTENT_LENGTH."
+        # An endpoint that takes larger bodies names its own limit (request.body_limit_setting).
+        setting = getattr(request, "body_limit_setting", "INFER_MAX_CONTENT_LENGTH") if has_request_context() \
+            else "INFER_MAX_CONTENT_LENGTH"
+        message = f"Request body is too large; the limit is set by {setting}."
     return error_response(error.code, message, headers=data.get("headers"))
 
 

@@ -51,7 +51,8 @@ def make_app(tmp_path):
 
     def _make(**overrides):
         # No build thread unless a test asks for one: it would outlive the test.
-        config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True, "BUILDER": False}
+        config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True, "BUILDER": False,
+                  "TRAINER": False}
         config.update(overrides)
         app = create_app(config)
         apps.append(app)
@@ -60,6 +61,7 @@ def make_app(tmp_path):
     yield _make
     for app in apps:
         app.extensions["builder"].stop()
+        app.extensions["training"].stop()
 
 
 @pytest.fixture

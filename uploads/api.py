@@ -69,13 +69,13 @@ class BuildLog(Schema):
     log = fields.String()
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     # SQLite hands datetimes back without their zone; they are UTC.
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else _as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso_time(moment: datetime | None) -> str | None:
+    return None if moment is None else as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _latest(model: UserModel) -> ModelVersion | None:
@@ -97,7 +97,7 @@ def summary(model: UserModel) -> dict:
     return {
         "id": f"model_{model.name}", "name": model.name, "description": model.description,
         "tasks": list(model.tasks or []), "build_status": build_status(model),
-        "last_deployment": _iso(model.last_deployment),
+        "last_deployment": iso_time(model.last_deployment),
     }
 
 
@@ -109,7 +109,7 @@ def serving_file(model: UserModel, filename: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _base_url() -> str:
+def base_url() -> str:
     return current_app.config["PUBLIC_URL"] or request.host_url
 
 
@@ -136,7 +136,7 @@ class UploadUrl(MethodView):
         db_session.add(version)
         db_session.commit()
         storage = current_app.extensions["storage"]
-        return storage.upload_url(version.id, int(expires.timestamp()), _base_url())
+        return storage.upload_url(version.id, int(expires.timestamp()), base_url())
 
 
 @blp.route("/uploads/<int:version_id>", methods=["PUT"])
@@ -154,7 +154,7 @@ def receive_upload(version_id):
     # The URL must carry the expiry the service stored for it, not merely a
     # validly signed one (a signing secret that leaked would otherwise make
     # URLs that never expire); verify() has checked that it has not passed.
-    if expires != str(int(_as_utc(version.upload_expires_at).timestamp())):
+    if expires != str(int(as_utc(version.upload_expires_at).timestamp())):
         raise UploadRejected("This upload URL is not the one issued; ask POST /upload-url for a new one.")
     limit = int(current_app.config["UPLOAD_MAX_BYTES"])
     # Archives are far larger than API bodies: this request has its own limit.
@@ -175,11 +175,11 @@ def receive_upload(version_id):
     return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
 
 
-def receive_body(path: str, limit: int, idle_timeout_s: float) -> int:
+def receive_body(path: str, limit: int, idle_timeout_s: float, limit_setting: str = "INFER_UPLOAD_MAX_BYTES") -> int:
     """Write the request body to `path`; its length. A body that stops arriving
     for idle_timeout_s is a 408, one shorter than its Content-Length a 400, one
     over `limit` (chunked bodies have no length up front) a 413."""
-    too_large = PayloadTooLarge(f"The zip is over {limit} bytes (INFER_UPLOAD_MAX_BYTES).")
+    too_large = PayloadTooLarge(f"The upload is over {limit} bytes ({limit_setting}).")
     if request.content_length and request.content_length > limit:
         raise too_large  # said before a byte is read
     connection = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
@@ -239,7 +239,7 @@ class Model(MethodView):
         """One of your models in detail (global models cannot be queried)"""
         model = find_model(session(), current_account_id(), name)
         latest = _latest(model)
-        base = f"{_base_url().rstrip('/')}/models/{name}/files/"
+        base = f"{base_url().rstrip('/')}/models/{name}/files/"
 
         def url(filename):
             return base + filename if serving_file(model, filename) else None

@@ -55,13 +55,15 @@ class LocalStorage:
         self.folder = os.path.join(config["DATA_DIR"], "uploads")
         os.makedirs(self.folder, exist_ok=True)
 
-    def _signature(self, version_id: int, expires: int) -> str:
+    def _signature(self, version_id: int | str, expires: int) -> str:
         return hmac.new(self.secret, f"{version_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
-    def upload_url(self, version_id: int, expires: int, base_url: str) -> str:
-        return f"{base_url.rstrip('/')}/uploads/{version_id}?expires={expires}&signature={self._signature(version_id, expires)}"
+    def upload_url(self, version_id: int | str, expires: int, base_url: str, route: str = "uploads") -> str:
+        """A model version's (route uploads) or a dataset's (route dataset-uploads,
+        its "ds_..." id cannot sign the same string as a version's number)."""
+        return f"{base_url.rstrip('/')}/{route}/{version_id}?expires={expires}&signature={self._signature(version_id, expires)}"
 
-    def verify(self, version_id: int, expires: str, signature: str) -> None:
+    def verify(self, version_id: int | str, expires: str, signature: str) -> None:
         try:
             expires_at = int(expires)
         except (TypeError, ValueError):
@@ -74,7 +76,8 @@ class LocalStorage:
     def archive_path(self, version_id: int) -> str:
         return os.path.join(self.folder, f"{version_id}.zip")
 
-    def fetch(self, version_id: int, destination: str, max_bytes: int) -> str:
+    def fetch(self, version_id: int, destination: str, max_bytes: int, key: str | None = None,
+              filename: str = "upload.zip") -> str:
         return self.archive_path(version_id)  # its PUT already held it to max_bytes
 
     def delete(self, version_id: int) -> None:
@@ -104,22 +107,26 @@ class S3Storage:
     def key(self, version_id: int) -> str:
         return f"{self.prefix}{version_id}.zip"
 
-    def upload_url(self, version_id: int, expires: int, base_url: str) -> str:
+    def dataset_key(self, dataset_id: str) -> str:
+        return f"{self.prefix}datasets/{dataset_id}"
+
+    def upload_url(self, version_id: int, expires: int, base_url: str, key: str | None = None) -> str:
         return self.client.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": self.key(version_id)},
+            "put_object", Params={"Bucket": self.bucket, "Key": key or self.key(version_id)},
             ExpiresIn=max(1, int(expires - time.time())),
         )
 
-    def uploaded(self, version_id: int) -> bool:
+    def uploaded(self, version_id: int, key: str | None = None) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(version_id))
+            self.client.head_object(Bucket=self.bucket, Key=key or self.key(version_id))
             return True
         except ClientError:
             return False
 
-    def fetch(self, version_id: int, destination: str, max_bytes: int) -> str:
+    def fetch(self, version_id: int, destination: str, max_bytes: int, key: str | None = None,
+              filename: str = "upload.zip") -> str:
         """Download the archive, unless the bucket holds more than max_bytes.
 
         A presigned PUT URL cannot bound the size of what is put (only a
@@ -128,14 +135,15 @@ class S3Storage:
         object could be replaced in between."""
         from botocore.exceptions import ClientError
 
-        path = os.path.join(destination, "upload.zip")
+        key = key or self.key(version_id)
+        path = os.path.join(destination, filename)
         try:
-            size = self.client.head_object(Bucket=self.bucket, Key=self.key(version_id))["ContentLength"]
+            size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
         except ClientError:
             return path  # missing: the build says so
         if size > max_bytes:
             raise UploadTooLarge(f"The zip is {size} bytes; the limit is {max_bytes} (INFER_UPLOAD_MAX_BYTES).")
-        body = self.client.get_object(Bucket=self.bucket, Key=self.key(version_id))["Body"]
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         written = 0
         with open(path, "wb") as out:
             for chunk in body.iter_chunks(1 << 20):
@@ -145,8 +153,8 @@ class S3Storage:
                 out.write(chunk)
         return path
 
-    def delete(self, version_id: int) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(version_id))
+    def delete(self, version_id: int, key: str | None = None) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key or self.key(version_id))
 
 
 def make_storage(config: dict):

@@ -1,0 +1,13 @@
+"""Training: datasets, training jobs and the trainers that turn them into model versions.
+
+datasets/   parse and check an uploaded dataset (CSV, JSONL, a zip of images), in a
+            child process, into normalised rows with statistics and a parse log
+trainers/   one trainer per task, each wrapping a well-kept library (SetFit,
+            sentence-transformers, transformers + PEFT, scikit-learn)
+jobs.py     the job runner: claims queued jobs from the database (leases), runs each
+            in a child process, records its per-epoch statistics, resumes after a crash
+child.py    what the child process runs: one job, from its job.json, to a model version
+
+Nothing here imports a training library at import time: the web workers import
+this package for the hyperparameter schemas, and must stay light.
+"""

@@ -1,0 +1,188 @@
+"""python -m training.child JOB_DIR: run one training job, from its job.json, to
+the files of a model version.
+
+The job runner (training/jobs.py) starts this process for every attempt of a job
+and reads what it reports, one JSON object per line on the file descriptor
+named by INFER_TRAINING_EVENTS_FD: log lines, each epoch's statistics, the row
+counts, and at the end the result or why it failed. It has no database access
+and none of the service's secrets: all it sees is its job folder, the dataset's
+rows and the base model's files. A crash (killed, out of memory) ends it
+without a result; the runner then starts it again, and the trainer resumes from
+the last epoch checkpoint in JOB_DIR/checkpoints.
+
+It holds an exclusive lock on JOB_DIR/lock while it runs, so a job never trains
+twice at once on this host, whatever the database says.
+"""
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+import traceback
+
+# Exit status when another process holds the job's lock: not a crash of this job.
+ALREADY_RUNNING = 75
+
+
+class Events:
+    """What the child reports to the runner, one JSON line per event."""
+
+    def __init__(self, fd: int):
+        self._out = os.fdopen(fd, "w", buffering=1)
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields) -> None:
+        line = json.dumps({"event": event, **fields}, default=str)
+        with self._lock:
+            try:
+                self._out.write(line + "\n")
+            except BrokenPipeError:  # the runner is gone: nobody will record this job's progress
+                os._exit(1)
+
+    # The Reporter protocol of training/trainers/base.py
+    def log(self, line: str) -> None:
+        self.send("log", line=str(line))
+
+    def epoch(self, stats: dict) -> None:
+        self.send("epoch", stats=stats)
+
+
+def lock_job(job_dir: str):
+    handle = open(os.path.join(job_dir, "lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+    return handle
+
+
+def exit_with_parent() -> None:
+    """The runner that started this process died: stop, rather than train on
+    unobserved (the job is resumed by whichever runner takes it over)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out `fraction` of the rows for validation, the same way on every
+    attempt (a resumed job validates on the same rows); stratified by label when
+    every label has at least two rows."""
+    if not fraction:
+        return rows, []
+    count = max(1, round(len(rows) * fraction))
+    if count >= len(rows):
+        raise ValueError(f"validation_split {fraction} leaves no rows to train on ({len(rows)} rows)")
+    labels = [row.get("label") for row in rows] if rows and isinstance(rows[0], dict) else []
+    label_counts = {}
+    for label in labels:
+        label_counts[label] = label_counts.get(label, 0) + 1
+    stratify = (labels and all(isinstance(label, str) for label in labels) and min(label_counts.values()) >= 2
+                and len(label_counts) <= count)
+    if stratify:
+        from sklearn.model_selection import train_test_split
+
+        train, validation = train_test_split(rows, test_size=count, random_state=seed, stratify=labels)
+        return list(train), list(validation)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:count])
+    return [row for i, row in enumerate(rows) if i not in held], [row for i, row in enumerate(rows) if i in held]
+
+
+def run(spec: dict, job_dir: str, events: Events) -> dict:
+    import torch
+
+    from model_registry.loaders import DEFAULT_SETTINGS
+    from tasks.spec import task_spec
+    from uploads import formats
+
+    from .datasets import read_rows
+    from .trainers import trainer_for
+    from .trainers.base import TrainingFailed, TrainingRun
+
+    threads = int(spec["torch_threads"])
+    torch.set_num_threads(threads)
+    trainer = trainer_for(spec["task"])
+    rows = read_rows(spec["dataset_dir"])
+    if spec.get("validation_dataset_dir"):
+        train_rows, validation_rows = rows, read_rows(spec["validation_dataset_dir"])
+    else:
+        try:
+            train_rows, validation_rows = split_rows(rows, spec["validation_split"] or 0.0,
+                                                     spec["hyperparameters"].get("seed", 42))
+        except ValueError as exc:
+            raise TrainingFailed(str(exc)) from None
+    events.send("rows", train=len(train_rows), validation=len(validation_rows))
+    output_dir = os.path.join(job_dir, "output")
+    shutil.rmtree(output_dir, ignore_errors=True)  # what a crashed attempt left half-written
+    os.makedirs(output_dir)
+    checkpoint_dir = os.path.join(job_dir, "checkpoints")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    events.log(f"training {spec['task']} with {trainer.library}"
+               + (f" from {spec['base_model']}" if spec["base_model"] else "")
+               + f" on {len(train_rows)} rows, validating on {len(validation_rows)}")
+    result = trainer.train(TrainingRun(
+        job_id=spec["job_id"], task=spec["task"], base_model=spec["base_model"],
+        base_model_dir=spec["base_model_dir"], base_model_file=spec["base_model_file"],
+        hyperparameters=spec["hyperparameters"], train_rows=train_rows, validation_rows=validation_rows,
+        dataset_format=spec["dataset_format"], dataset_dir=spec["dataset_dir"], checkpoint_dir=checkpoint_dir,
+        output_dir=output_dir, reporter=events, torch_threads=threads,
+    ))
+    # The new version must serve before it is published: load it as the service
+    # will and run each task once, as a build does with an upload.
+    version = formats.Version(0, list(result.tasks), output_dir, "", spec["settings"], None, "cpu", False,
+                              DEFAULT_SETTINGS)
+    served = formats.named(result.format).serve(version)
+    try:
+        for task in result.tasks:
+            sample_for = getattr(trainer, "sample_input", None)
+            item = sample_for(train_rows) if sample_for else task_spec(task).sample()
+            output = served.runners[task]([item])[0]
+            problem = task_spec(task).check_answer(item, output)
+            if problem:
+                raise TrainingFailed(f"the trained model's answer to a sample {task} input {problem}")
+            events.log(f"{task}: the trained model answered its sample")
+    finally:
+        if served.on_close:
+            served.on_close()
+    return {"format": result.format, "tasks": list(result.tasks), "best_epoch": result.best_epoch,
+            "metrics": result.metrics, "description": result.description,
+            "samples_per_second": result.samples_per_second}
+
+
+def main(argv: list[str]) -> int:
+    job_dir = argv[1]
+    events = Events(int(os.environ["INFER_TRAINING_EVENTS_FD"]))
+    lock = lock_job(job_dir)
+    if lock is None:
+        events.log("another process is training this job; this one stops")
+        return ALREADY_RUNNING
+    exit_with_parent()
+    with open(os.path.join(job_dir, "job.json")) as job_file:
+        spec = json.load(job_file)
+    from .trainers.base import TrainingFailed
+
+    try:
+        events.send("result", result=run(spec, job_dir, events))
+    except TrainingFailed as exc:
+        events.send("failed", message=str(exc))
+    except MemoryError:
+        raise  # a crash: the runner retries it
+    except Exception as exc:
+        events.log(traceback.format_exc())
+        events.send("failed", message=f"{type(exc).__name__}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

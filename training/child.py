@@ -145,8 +145,7 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     served = formats.named(result.format).serve(version)
     try:
         for task in result.tasks:
-            sample_for = getattr(trainer, "sample_input", None)
-            item = sample_for(train_rows) if sample_for else task_spec(task).sample()
+            item = trainer.sample_input(train_rows)
             output = served.runners[task]([item])[0]
             problem = task_spec(task).check_answer(item, output)
             if problem:

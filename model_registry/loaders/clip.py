@@ -24,7 +24,7 @@ from .shared_tokenizers import token_counter
 PURPOSE = "CLIP text and image vectors"
 
 
-def _image_processor(path: str):
+def image_processor(path: str):
     from transformers import AutoImageProcessor
 
     try:
@@ -36,7 +36,7 @@ def _image_processor(path: str):
         return AutoImageProcessor.from_pretrained(path)
 
 
-def _features(output) -> torch.Tensor:
+def features_of(output) -> torch.Tensor:
     # transformers 5 returns a model output whose pooler_output is the projection.
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
@@ -51,7 +51,7 @@ def load_clip(spec: ModelSpec, path: str, device: str, half: bool,
         from transformers import AutoTokenizer, CLIPModel
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    images = _image_processor(path)
+    images = image_processor(path)
     model = place(from_pretrained(CLIPModel, path, PURPOSE), device, half)
     dtype = next(model.parameters()).dtype
     max_tokens = max_input_tokens(tokenizer, model.config.text_config, default=77)
@@ -59,12 +59,12 @@ def load_clip(spec: ModelSpec, path: str, device: str, half: bool,
     def text_features(texts: list[str]) -> torch.Tensor:
         encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
         with inference():
-            return _features(model.get_text_features(**encoded)).float()
+            return features_of(model.get_text_features(**encoded)).float()
 
     def image_features(pictures: list) -> torch.Tensor:
         pixels = images(images=pictures, return_tensors="pt")["pixel_values"].to(device, dtype)
         with inference():
-            return _features(model.get_image_features(pixel_values=pixels)).float()
+            return features_of(model.get_image_features(pixel_values=pixels)).float()
 
     def vectorise_texts(texts: list[str]) -> list[list[float]]:
         return text_features(texts).cpu().tolist()

@@ -97,6 +97,9 @@ def test_image_classification_matches_clip_softmax_over_the_labels(task_client, 
         (base64.b64encode(base64.b64decode(png((9, 9, 9)))[:60]).decode(), "corrupt"),
         ("data:image/png,abc", "base64"),
         ("", "empty"),
+        # PIL decodes dozens of formats (EPS through Ghostscript); requests reach only the common ones
+        # (core/images.py), not this PPM, which PIL would read.
+        (base64.b64encode(b"P6 2 2 255\n" + bytes(range(12))).decode(), "Not an image"),
     ],
 )
 def test_non_images_are_400_saying_so(task_client, image, words):

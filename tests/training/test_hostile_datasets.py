@@ -121,6 +121,11 @@ def test_more_labels_than_the_limit_are_rejected(tmp_path):
     assert "INFER_DATASET_MAX_LABELS" in rejected(tmp_path, labelled_csv(12, labels="abcdef"))
 
 
+def test_a_label_longer_than_a_name_is_rejected(tmp_path):
+    message = rejected(tmp_path, labelled_csv(4) + "some text," + "x" * 201 + "\n")
+    assert "201 characters" in message and "label column" in message
+
+
 def test_unknown_declared_format_lists_the_formats(tmp_path):
     message = rejected(tmp_path, labelled_csv(4), declared="csv")
     assert "Unknown format 'csv'" in message and "text-label" in message and "image-folders" in message

@@ -168,3 +168,19 @@ def test_trainers_lists_each_trainable_task_with_its_hyperparameters_and_limits(
                                                  "description": lora["hyperparameters"]["lora_r"]["description"]}
     assert "random_forest" in trainers["tabular"]["hyperparameters"]["estimator"]["choices"]
     assert trainers["tabular"]["base_models"] == [] and trainers["tabular"]["dataset_formats"] == ["tabular"]
+
+
+def test_a_regression_on_its_own_columns_trains_and_predicts_numbers(api):
+    client, headers = api.client, api.headers
+    rows = "".join(f"{x},{x % 7},{3 * x + (x % 7) / 10:.2f}\n" for x in range(60))
+    dataset = add_dataset(client, headers, "size,rooms,price\n" + rows)
+    assert dataset["status"] == "ready" and dataset["stats"]["label_column"] == "price"
+    done = wait_job(client, headers, start_job(client, headers, "prices", task="tabular", dataset_id=dataset["id"],
+                                               hyperparameters={"estimator": "ridge"})["id"])
+    assert done["status"] == "succeeded", done["message"]
+    assert done["epochs"][0]["r2"] > 0.9 and done["epochs"][0]["mae"] is not None
+    answer = client.post("/predict", json={"model": "prices", "features": {"size": 10, "rooms": 3}}, headers=headers)
+    assert answer.status_code == 200, answer.json
+    assert abs(answer.json["prediction"] - 30.3) < 3 and answer.json["probabilities"] is None
+    wrong = client.post("/predict", json={"model": "prices", "features": {"size": 10}}, headers=headers)
+    assert wrong.status_code == 422 and "rooms" in wrong.json["message"]

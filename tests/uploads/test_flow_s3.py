@@ -4,6 +4,7 @@ the watcher notices the upload, the build runs, the model serves."""
 import io
 import json
 import os
+import time
 import zipfile
 
 import pytest
@@ -96,3 +97,27 @@ def test_an_archive_over_the_upload_limit_in_the_bucket_fails_its_build_before_d
     assert details["build_status"] == "fail"
     assert "65536 bytes" in details["build_message"] and "INFER_UPLOAD_MAX_BYTES" in details["build_message"]
     assert downloads == []
+
+
+def test_a_dataset_put_to_its_presigned_url_is_noticed_parsed_and_deleted_with_it(client_for, seaweed, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    api = client_for(STORAGE="s3", S3_BUCKET=BUCKET, S3_ENDPOINT_URL=seaweed.endpoint, S3_REGION="us-east-1",
+                     TRAINER=True, TRAINING_POLL_S=0.2)
+    client, headers = api.client, api.headers
+    created = client.post("/datasets", json={"upload": True, "name": "from-s3"}, headers=headers).json
+    url = created["upload_url"]
+    assert url.startswith(f"{seaweed.endpoint}/{BUCKET}/") and "X-Amz-Signature=" in url
+    data = "text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(5))
+    assert requests.put(url, data=data.encode(), timeout=30).status_code == 200
+
+    deadline = time.monotonic() + 60
+    while (state := client.get(f"/datasets/{created['id']}", headers=headers).json)["status"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert state["status"] == "ready" and state["stats"]["labels"] == {"pos": 5, "neg": 5}
+    assert any("bucket" in line["message"] for line in state["parse_logs"])
+    key = api.app.extensions["storage"].dataset_key(created["id"])
+    assert [o["Key"] for o in seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])] == [key]
+    assert client.delete(f"/datasets/{created['id']}", headers=headers).status_code == 200
+    assert seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", []) == []

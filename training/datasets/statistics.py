@@ -15,6 +15,10 @@ from collections import Counter
 
 from .base import LISTED_LINES, MAX_LABELS_SETTING, MAX_ROWS_SETTING, DatasetRejected
 
+# Labels are names (a model answers {label: p} with them): a longer "label" is
+# text in the wrong column, and every label is kept in the statistics.
+MAX_LABEL_CHARS = 200
+
 ROWS_FILE = "rows.jsonl"
 # Bad rows named in the parse log one by one; the rest are only counted there
 # (the statistics list the first LISTED_LINES).
@@ -84,6 +88,10 @@ class RowCollector:
         self.rows += 1
         self._check_row_count()
         if self.count_labels:
+            if len(str(row["label"])) > MAX_LABEL_CHARS:
+                raise DatasetRejected(
+                    f"A label is {len(str(row['label']))} characters long; labels are at most {MAX_LABEL_CHARS}. "
+                    "Is the label column the right one?")
             self.labels[row["label"]] += 1
             if self.limit_labels and len(self.labels) > self.limits.max_label_count:
                 raise DatasetRejected(

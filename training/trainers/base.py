@@ -110,11 +110,23 @@ class TaskTrainer(ABC):
     hyperparameters: ClassVar[type[Schema]] = BaseHyperparameters
     # What it leaves out, said in the docs and the job's log.
     limitations: ClassVar[str] = ""
+    # A classifier of the dataset's labels (a text or image "label" per row).
+    classifies_its_labels: ClassVar[bool] = False
 
     def check(self, hyperparameters: dict, dataset_stats: dict) -> str | None:
         """Before a job is queued: what is wrong with training on this dataset with
         these hyperparameters (the 422's message), or None."""
         return None
+
+    def sample_input(self, train_rows: list) -> object:
+        """A batch item the job runs the trained version on before publishing it
+        (as a build runs an upload on its task's sample)."""
+        from tasks.spec import task_spec
+
+        sample = task_spec(self.task).sample()
+        if self.classifies_its_labels:  # scored on every trained label, as a request naming them all is
+            sample["labels"] = sorted({str(row["label"]) for row in train_rows})
+        return sample
 
     @abstractmethod
     def train(self, run: TrainingRun) -> TrainingResult:

@@ -37,17 +37,17 @@ def image_encoder(path: str, device: str = "cpu", half: bool = False):
 
     # The service's CLIP loader's own steps: its image processor (PIL, no torchvision)
     # and its reading of get_image_features' output, so the probe sees what CLIP serves.
-    from model_registry.loaders.clip import _features, _image_processor
+    from model_registry.loaders.clip import features_of, image_processor
     from model_registry.loaders.common import from_pretrained, place
 
-    processor = _image_processor(path)
+    processor = image_processor(path)
     model = place(from_pretrained(CLIPModel, path, PURPOSE), device, half)
     dtype = next(model.parameters()).dtype
 
     def encode(images: list):
         pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device, dtype)
         with torch.inference_mode():
-            features = _features(model.get_image_features(pixel_values=pixels)).float()
+            features = features_of(model.get_image_features(pixel_values=pixels)).float()
         return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
 
     return model, encode
@@ -144,6 +144,8 @@ class ClipProbeTrainer(TaskTrainer):
     hyperparameters = ClipProbeHyperparameters
     limitations = ("CLIP stays frozen: only a linear head is fitted (no fine-tuning, no augmentation), in one pass "
                    "over the training images (no epochs, no early stopping).")
+
+    classifies_its_labels = True
 
     def train(self, run: TrainingRun) -> TrainingResult:
         import numpy as np

@@ -56,6 +56,8 @@ class SetFitTextTrainer(TaskTrainer):
     limitations = ("One label per text (no multi-label). The head is SetFit's default logistic regression, fitted "
                    "after the body (no differentiable head, so no head learning rate, no end-to-end training).")
 
+    classifies_its_labels = True
+
     def train(self, run: TrainingRun) -> TrainingResult:
         import torch
 

@@ -228,6 +228,9 @@ class TabularTrainer(TaskTrainer):
     limitations = ("One fit over the whole training set (no epochs, no early stopping); no hyperparameter search; "
                    "columns are numbers or categories (no dates or free text).")
 
+    def sample_input(self, train_rows: list) -> dict:
+        return dict(train_rows[0]["features"])  # the model's own columns, not the task's iris sample
+
     def train(self, run: TrainingRun) -> TrainingResult:
         from threadpoolctl import threadpool_limits
 

@@ -16,7 +16,7 @@ seconds) end to end (process start or POST to saved or published) and for the
 training loop alone (trainer.train() direct; the job's last epoch elapsed_s),
 with each job figure's ratio to the direct one of the same round.
 
-    .venv/bin/python bench/training.py [--rows 400] [--epochs 2] [--num-iterations 10] [--rounds 2] [--threads 2]
+    .venv/bin/python bench/training_jobs.py [--rows 400] [--epochs 2] [--num-iterations 10] [--rounds 2] [--threads 2]
 """
 
 import argparse

@@ -182,6 +182,9 @@ DEFAULTS = {
     # torch threads of a training process: with the web workers' threads, keep
     # them within the cores, or serving slows while a job trains.
     "TRAINING_TORCH_THREADS": 1,
+    # Scheduling niceness of training and dataset-parsing processes: when the
+    # cores are busy, requests come first and a job takes what is left.
+    "TRAINING_NICE": 10,
     # A job whose training process dies (killed, out of memory) is resumed
     # from its last epoch checkpoint, up to this many starts in all.
     "TRAINING_MAX_ATTEMPTS": 3,

@@ -60,8 +60,8 @@ def window(server, sentences, concurrency: int, seconds: float) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"requests_per_s": len(latencies) / seconds, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000}
+    return {"requests_per_s": len(latencies) / seconds, "p50_ms": percentile(latencies, 0.5) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
 def start_training(server, dataset_id: str) -> str:

@@ -169,6 +169,7 @@ def main(argv: list[str]) -> int:
     exit_with_parent()
     with open(os.path.join(job_dir, "job.json")) as job_file:
         spec = json.load(job_file)
+    os.nice(max(0, int(spec.get("nice", 0))))  # requests served beside it come first
     from .trainers.base import TrainingFailed
 
     try:

@@ -204,7 +204,8 @@ class TrainingRunner:
             "max_image_pixels": int(config["MAX_IMAGE_PIXELS"]), "max_label_count": int(config["DATASET_MAX_LABELS"]),
             "max_archive_bytes": int(config["DATASET_MAX_BYTES"]), "max_members": int(config["UPLOAD_MAX_MEMBERS"]),
             "max_uncompressed_bytes": int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]),
-            "max_ratio": int(config["UPLOAD_MAX_RATIO"]), "max_memory_mb": int(config["DATASET_PARSE_MEMORY_MB"])}}
+            "max_ratio": int(config["UPLOAD_MAX_RATIO"]), "max_memory_mb": int(config["DATASET_PARSE_MEMORY_MB"])},
+            "nice": int(config["TRAINING_NICE"])}
         with open(os.path.join(folder, "parse_request.json"), "w") as out:
             json.dump(request, out)
         with open(os.path.join(folder, "parse.out"), "wb") as output:
@@ -333,6 +334,7 @@ class TrainingRunner:
             "validation_dataset_dir": (dataset_dir(config["DATA_DIR"], job.validation_dataset_id)
                                        if job.validation_dataset_id else None),
             "validation_split": job.validation_split, "torch_threads": int(config["TRAINING_TORCH_THREADS"]),
+            "nice": int(config["TRAINING_NICE"]),
             # What loading the trained version needs to check it (the base model's folder).
             "settings": {"MODEL_DIR": config["MODEL_DIR"], "DATA_DIR": "", "TORCH_THREADS": 1},
         }
@@ -345,7 +347,10 @@ class TrainingRunner:
         with open(os.path.join(folder, "child.out"), "ab") as output:
             child = subprocess.Popen([sys.executable, "-m", "training.child", folder], stdout=output,
                                      stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,), cwd=_service_root(),
-                                     start_new_session=True)
+                                     # Its own process group, to stop it with all it started; not its own
+                                     # session: a new session is a new scheduler autogroup, which Linux
+                                     # shares the CPU with as an equal, whatever the child's niceness.
+                                     process_group=0)
         os.close(write_end)
         with self._lock:
             self._running[job_id] = child

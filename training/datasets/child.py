@@ -47,6 +47,7 @@ def run(work_dir: str) -> dict:
     with open(os.path.join(work_dir, REQUEST_FILE), encoding="utf-8") as source:
         request = json.load(source)
     cap_memory(int(request["limits"]["max_memory_mb"]))
+    os.nice(max(0, int(request.get("nice", 0))))  # requests served beside it come first
     log: list[dict] = []
 
     def say(message: str) -> None:

@@ -20,10 +20,9 @@ from app.blueprint import Blueprint
 from app.db import Dataset, TrainingJob, session, utcnow
 from core.errors import BadRequest, NotFound, PayloadTooLarge
 from tasks.common import StrictSchema
-from uploads.api import Conflict, as_utc, base_url, iso_time, receive_body
+from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
 from uploads.archive import remove_tree
 from uploads.quotas import QuotaExceeded
-from uploads.storage import UploadRejected
 
 from .datasets import FORMAT_TASKS
 from .paths import dataset_dir, dataset_source, new_id
@@ -213,30 +212,12 @@ class DatasetResource(MethodView):
 @blp.route("/dataset-uploads/<string:dataset_id>", methods=["PUT"])
 def receive_dataset_upload(dataset_id):
     """The local storage's dataset upload URL: its signature, not an API key, authorises it."""
-    storage = current_app.extensions["storage"]
-    if storage.kind != "local":
-        raise NotFound("Datasets go to the S3 bucket; use the upload_url POST /datasets answered.")
-    expires = request.args.get("expires")
-    storage.verify(dataset_id, expires, request.args.get("signature"))
     db_session = session()
     dataset = db_session.get(Dataset, dataset_id)
-    if dataset is None or dataset.status != "awaiting_upload":
-        raise Conflict("This upload URL was used already; create a new dataset for another upload.")
-    if expires != str(int(as_utc(dataset.upload_expires_at).timestamp())):
-        raise UploadRejected("This upload URL is not the one issued; create a new dataset for another upload.")
-    config = current_app.config
-    limit = int(config["DATASET_MAX_BYTES"])
-    request.max_content_length = limit
-    path = dataset_source(config["DATA_DIR"], dataset_id)
-    partial = path + ".partial"
-    try:
-        written = receive_body(partial, limit, float(config["UPLOAD_IDLE_TIMEOUT_S"]), "INFER_DATASET_MAX_BYTES")
-        if not written:
-            raise BadRequest("The upload is empty: PUT the dataset file as the request body.")
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    pending = dataset is not None and dataset.status == "awaiting_upload"
+    written = receive_signed_upload(dataset_id, dataset.upload_expires_at if pending else None,
+                                    dataset_source(current_app.config["DATA_DIR"], dataset_id), "DATASET_MAX_BYTES",
+                                    "the dataset file", "create a new dataset for another upload")
     dataset.status, dataset.size_bytes = "processing", written
     dataset.parse_log = [*dataset.parse_log, log_line(f"Received {written} bytes; waiting in the queue.")]
     db_session.commit()

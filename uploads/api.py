@@ -142,37 +142,50 @@ class UploadUrl(MethodView):
 @blp.route("/uploads/<int:version_id>", methods=["PUT"])
 def receive_upload(version_id):
     """The local storage's upload URL: the signature, not an API key, authorises it."""
-    storage = current_app.extensions["storage"]
-    if getattr(storage, "kind", "") != "local":
-        raise NotFound("Uploads go to the S3 bucket; ask POST /upload-url for the URL.")
-    expires = request.args.get("expires")
-    storage.verify(version_id, expires, request.args.get("signature"))
     db_session = session()
     version = db_session.get(ModelVersion, version_id)
-    if version is None or version.status != "awaiting_upload":
-        raise Conflict("This upload URL was used already; ask POST /upload-url for a new one.")
-    # The URL must carry the expiry the service stored for it, not merely a
-    # validly signed one (a signing secret that leaked would otherwise make
-    # URLs that never expire); verify() has checked that it has not passed.
-    if expires != str(int(as_utc(version.upload_expires_at).timestamp())):
-        raise UploadRejected("This upload URL is not the one issued; ask POST /upload-url for a new one.")
-    limit = int(current_app.config["UPLOAD_MAX_BYTES"])
-    # Archives are far larger than API bodies: this request has its own limit.
-    request.max_content_length = limit
-    path = storage.archive_path(version_id)
-    partial = path + ".partial"
-    try:
-        written = receive_body(partial, limit, float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"]))
-        if not written:
-            raise BadRequest("The upload is empty: PUT the zip file as the request body.")
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    pending = version is not None and version.status == "awaiting_upload"
+    receive_signed_upload(version_id, version.upload_expires_at if pending else None,
+                          current_app.extensions["storage"].archive_path(version_id),
+                          "UPLOAD_MAX_BYTES", "the zip", "ask POST /upload-url for a new one")
     version.status = "queued"
     db_session.commit()
     current_app.extensions["builder"].wake()
     return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
+
+
+def receive_signed_upload(object_id, issued_expiry: datetime | None, path: str, limit_key: str, what: str,
+                          ask_again: str) -> int:
+    """Check a local signed upload URL (a model version's or a dataset's) and write
+    its PUT body to `path`, whole or not at all; the bytes written.
+
+    issued_expiry is the expiry stored for a URL still waiting for its upload
+    (None: used already, or never issued). The URL must carry exactly it, not
+    merely a validly signed one: a signing secret that leaked would otherwise
+    make URLs that never expire; verify() checks that it has not passed."""
+    storage = current_app.extensions["storage"]
+    if getattr(storage, "kind", "") != "local":
+        raise NotFound(f"Uploads go to the S3 bucket; {ask_again}.")
+    expires = request.args.get("expires")
+    storage.verify(object_id, expires, request.args.get("signature"))
+    if issued_expiry is None:
+        raise Conflict(f"This upload URL was used already; {ask_again}.")
+    if expires != str(int(as_utc(issued_expiry).timestamp())):
+        raise UploadRejected(f"This upload URL is not the one issued; {ask_again}.")
+    limit = int(current_app.config[limit_key])
+    # Uploads are far larger than API bodies: this request has its own limit.
+    request.max_content_length = limit
+    partial = path + ".partial"
+    try:
+        written = receive_body(partial, limit, float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"]),
+                               f"INFER_{limit_key}")
+        if not written:
+            raise BadRequest(f"The upload is empty: PUT {what} as the request body.")
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return written
 
 
 def receive_body(path: str, limit: int, idle_timeout_s: float, limit_setting: str = "INFER_UPLOAD_MAX_BYTES") -> int:

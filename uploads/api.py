@@ -12,7 +12,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import ModelVersion, UserModel, session, utcnow
+from app.db import ModelVersion, TrainingJob, UserModel, session, utcnow
 from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
 from tasks.common import StrictSchema
@@ -85,7 +85,10 @@ def _latest(model: UserModel) -> ModelVersion | None:
 def build_status(model: UserModel) -> str:
     latest = _latest(model)
     if latest is None:
-        return "awaiting_upload"
+        # A model made by POST /models/{name}/train has no version until its first job ends.
+        training = session().scalar(select(TrainingJob.id).where(
+            TrainingJob.model_id == model.id, TrainingJob.status.in_(("queued", "running"))).limit(1))
+        return "building" if training else "awaiting_upload"
     if latest.status in ("queued", "building"):
         return "building"
     if latest.status == "awaiting_upload":

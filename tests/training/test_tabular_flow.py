@@ -148,11 +148,13 @@ def test_a_dataset_in_use_by_a_queued_job_cannot_be_deleted(client_for):
     created = client.post("/datasets", json={"data": iris_csv()}, headers=headers).json
     api.app.extensions["training"]._parse(created["id"])  # parse it here, with no runner thread
     job = start_job(client, headers, "iris", task="tabular", dataset_id=created["id"])
+    assert client.get("/models/iris", headers=headers).json["build_status"] == "building"  # its first job waits
     answer = client.delete(f"/datasets/{created['id']}", headers=headers)
     assert answer.status_code == 409 and job["id"] in answer.json["message"]
     cancelled = client.post(f"/jobs/{job['id']}/cancel", headers=headers)
     assert cancelled.json["status"] == "cancelled"
     assert client.post(f"/jobs/{job['id']}/cancel", headers=headers).status_code == 409
+    assert client.get("/models/iris", headers=headers).json["build_status"] == "awaiting_upload"
     assert client.delete(f"/datasets/{created['id']}", headers=headers).status_code == 200
     assert client.get(f"/datasets/{created['id']}", headers=headers).status_code == 404
 

@@ -291,6 +291,7 @@ class TrainingRunner:
             spec = self._job_spec(job, folder)
         except (ModelUnavailable, LookupError) as exc:
             record.finish("failed", str(exc))
+            shutil.rmtree(folder, ignore_errors=True)
             return
         with open(os.path.join(folder, "job.json"), "w") as out:
             json.dump(spec, out)
@@ -300,14 +301,15 @@ class TrainingRunner:
         outcome = self._supervise(job_id, folder, record)
         if outcome == "result":
             self._publish(job_id, folder, record)
-        elif outcome == "failed":
-            record.finish("failed", record.failure or "The training failed.", tail=_tail(folder))
-        elif outcome == "cancelled":
-            record.finish("cancelled", "Cancelled while running.")
+        elif outcome in ("failed", "cancelled", "gone"):
+            tail = _tail(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # a finished job's checkpoints serve nothing
+            if outcome == "failed":
+                record.finish("failed", record.failure or "The training failed.", tail=tail)
+            elif outcome == "cancelled":
+                record.finish("cancelled", "Cancelled while running.")
         elif outcome == "stopping":
             record.requeue("The service stopped; the job resumes from its last epoch checkpoint.")
-        elif outcome == "gone":
-            shutil.rmtree(folder, ignore_errors=True)
         else:  # the child died: start it again, from its checkpoint
             record.requeue(f"The training process stopped ({outcome}); the job resumes from its last epoch "
                            "checkpoint.", tail=_tail(folder))
@@ -426,10 +428,10 @@ class TrainingRunner:
             job.version_number = version.number
             session.commit()
             model_id, number = model.id, version.number
+        shutil.rmtree(folder, ignore_errors=True)  # checkpoints are no use once the version exists
         record.finish("succeeded", f"Trained version {number} of {record.model_name}; it serves now.",
                       best_epoch=result["best_epoch"], metrics=result["metrics"],
                       samples_per_second=result.get("samples_per_second"))
-        shutil.rmtree(folder, ignore_errors=True)  # checkpoints are no use once the version exists
         remove_old_versions(self.sessions, config["DATA_DIR"], int(config["USER_MODEL_VERSIONS_KEPT"]), model_id)
 
 

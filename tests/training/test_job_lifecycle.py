@@ -87,6 +87,7 @@ def test_cancel_stops_a_running_job_and_makes_no_version(client_for, runner_conf
     assert len(done["epochs"]) < MANY_EPOCHS["epochs"]
     assert not _alive(pid)
     assert client.get("/models/writer/versions", headers=headers).json == []
+    assert not os.path.exists(os.path.join(api.app.config["DATA_DIR"], "training", job["id"]))  # checkpoints gone
 
 
 def test_a_job_survives_a_restart_of_the_service_and_resumes_elsewhere(make_app, client_for, runner_config):

@@ -182,6 +182,9 @@ DEFAULTS = {
     # torch threads of a training process: with the web workers' threads, keep
     # them within the cores, or serving slows while a job trains.
     "TRAINING_TORCH_THREADS": 1,
+    # Address-space cap of a training process: a job whose batch or model does
+    # not fit fails saying so, instead of taking the host's memory.
+    "TRAINING_MEMORY_MB": 16384,
     # Scheduling niceness of training and dataset-parsing processes: when the
     # cores are busy, requests come first and a job takes what is left.
     "TRAINING_NICE": 10,

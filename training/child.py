@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import random
+import resource
 import shutil
 import sys
 import threading
@@ -26,6 +27,8 @@ import traceback
 
 # Exit status when another process holds the job's lock: not a crash of this job.
 ALREADY_RUNNING = 75
+# What a library's error says when the address-space cap (INFER_TRAINING_MEMORY_MB) stopped it.
+OUT_OF_MEMORY = ("memory", "cannot allocate", "failed to map segment")
 
 
 class Events:
@@ -112,6 +115,10 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
 
     threads = int(spec["torch_threads"])
     torch.set_num_threads(threads)
+    if spec.get("memory_mb") and not torch.cuda.is_available():
+        # On CPU only: CUDA maps far more address space than it uses.
+        limit = int(spec["memory_mb"]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     trainer = trainer_for(spec["task"])
     rows = read_rows(spec["dataset_dir"])
     if spec.get("validation_dataset_dir"):
@@ -176,11 +183,14 @@ def main(argv: list[str]) -> int:
         events.send("result", result=run(spec, job_dir, events))
     except TrainingFailed as exc:
         events.send("failed", message=str(exc))
-    except MemoryError:
-        raise  # a crash: the runner retries it
     except Exception as exc:
         events.log(traceback.format_exc())
-        events.send("failed", message=f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MemoryError) or any(word in message.lower() for word in OUT_OF_MEMORY):
+            # The same data and settings would run out again: a failure, not a crash to retry.
+            message = (f"The training ran out of memory (INFER_TRAINING_MEMORY_MB: {spec.get('memory_mb')} MB); "
+                       f"lower batch_size or max_length, or train a smaller base model. ({message[:300]})")
+        events.send("failed", message=message)
     return 0
 
 

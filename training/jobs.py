@@ -282,7 +282,9 @@ class TrainingRunner:
             return
         if job.attempts + 1 > int(config["TRAINING_MAX_ATTEMPTS"]):
             record.finish("failed", f"The training process stopped without finishing {job.attempts} times "
-                                    f"(INFER_TRAINING_MAX_ATTEMPTS); see the log for the last attempt's output.")
+                                    f"(INFER_TRAINING_MAX_ATTEMPTS); see the log for the last attempt's output. "
+                                    f"A process that needs more memory than INFER_TRAINING_MEMORY_MB "
+                                    f"({config['TRAINING_MEMORY_MB']} MB) ends this way.")
             return
         record.started(job.attempts + 1)
         folder = job_dir(config["DATA_DIR"], job_id)
@@ -336,7 +338,7 @@ class TrainingRunner:
             "validation_dataset_dir": (dataset_dir(config["DATA_DIR"], job.validation_dataset_id)
                                        if job.validation_dataset_id else None),
             "validation_split": job.validation_split, "torch_threads": int(config["TRAINING_TORCH_THREADS"]),
-            "nice": int(config["TRAINING_NICE"]),
+            "nice": int(config["TRAINING_NICE"]), "memory_mb": int(config["TRAINING_MEMORY_MB"]),
             # What loading the trained version needs to check it (the base model's folder).
             "settings": {"MODEL_DIR": config["MODEL_DIR"], "DATA_DIR": "", "TORCH_THREADS": 1},
         }

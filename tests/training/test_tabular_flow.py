@@ -186,3 +186,14 @@ def test_a_regression_on_its_own_columns_trains_and_predicts_numbers(api):
     assert abs(answer.json["prediction"] - 30.3) < 3 and answer.json["probabilities"] is None
     wrong = client.post("/predict", json={"model": "prices", "features": {"size": 10}}, headers=headers)
     assert wrong.status_code == 422 and "rooms" in wrong.json["message"]
+
+
+def test_a_training_process_over_its_memory_cap_stops_and_the_job_fails_naming_the_setting(client_for):
+    # 256 MB of address space is less than torch alone maps: the process cannot go on.
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, TRAINING_MEMORY_MB=256, TRAINING_MAX_ATTEMPTS=2)
+    client, headers = api.client, api.headers
+    dataset = add_dataset(client, headers, iris_csv())
+    done = wait_job(client, headers, start_job(client, headers, "iris", task="tabular", dataset_id=dataset["id"])["id"])
+    assert done["status"] == "failed"
+    assert "INFER_TRAINING_MEMORY_MB" in done["message"] and "256 MB" in done["message"]
+    assert client.get("/models/iris/versions", headers=headers).json == []

@@ -46,9 +46,10 @@ OPENAPI_SETTINGS = {
     },
 }
 
-# The upload PUT is authorised by its URL's signature, not by an API key.
+# The upload PUTs are authorised by their URL's signature, a prediction URL by its
+# secret, not by an API key.
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload",
-                    "datasets.receive_dataset_upload", "docs_assets.asset"}
+                    "datasets.receive_dataset_upload", "prediction_urls.predict_with_url", "docs_assets.asset"}
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
@@ -109,6 +110,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api = Api(app)
     import openai_api
     import tasks
+    from predictions.urls_api import blp as prediction_urls_blp
     from training.datasets_api import blp as datasets_blp
     from training.jobs_api import blp as jobs_blp
     from uploads.api import blp as models_blp
@@ -120,6 +122,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(versions_blp)
     api.register_blueprint(datasets_blp)
     api.register_blueprint(jobs_blp)
+    api.register_blueprint(prediction_urls_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)

@@ -126,12 +126,23 @@ def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
     return key
 
 
+# The WSGI environ key of the account a request the service makes to itself acts for.
+INTERNAL_ACCOUNT = "infer.internal_account"
+
+
 def require_api_key():
     """before_request hook: every endpoint except the public ones needs a valid key."""
     endpoint = request.endpoint or ""
     if endpoint in current_app.config["PUBLIC_ENDPOINTS"] or request.method == "OPTIONS":
         return None
     if endpoint.startswith("api-docs.") or endpoint == "static":
+        return None
+    internal = request.environ.get(INTERNAL_ACCOUNT)
+    if internal is not None:
+        # A request the service makes to itself for an account (predictions/dispatch.py).
+        # WSGI servers put only HTTP_* keys from a client's headers in the environ: no
+        # client can set this one.
+        g.api_key_id, g.account_id = None, int(internal)
         return None
     key_hash = hash_key(presented_key())
     cache: KeyCache = current_app.extensions["key_cache"]

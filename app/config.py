@@ -196,6 +196,9 @@ DEFAULTS = {
     "TRAINING_LEASE_S": 60.0,
     # Queued or running jobs an account may have at once (429 above).
     "ACCOUNT_MAX_ACTIVE_JOBS": 4,
+    # Calls a private prediction URL answers per minute (429 above): the URL
+    # needs no key, so whoever holds it spends its owner's compute.
+    "PREDICTION_URL_RATE_PER_MIN": 60,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

@@ -129,6 +129,29 @@ class ServingChange(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PredictionUrl(Base):
+    """A private URL that answers one model's task without an API key (OneClick's
+    model URL). Only the sha256 of its secret is kept, as for API keys."""
+
+    __tablename__ = "prediction_urls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "pu_" + random; not the secret
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(40))
+    # Pinned to a version ("name@N"), or None: whichever version serves.
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    uses: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Uses in the current minute, for INFER_PREDICTION_URL_RATE_PER_MIN.
+    window_minute: Mapped[int] = mapped_column(BigInteger, default=0)
+    window_uses: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Dataset(Base):
     """Training data an account uploaded: awaiting_upload -> processing -> ready | failed."""
 

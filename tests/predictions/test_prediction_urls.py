@@ -91,3 +91,30 @@ def test_a_pinned_url_keeps_answering_its_version(api):
     gone = make_url(api, "iris", "tabular", version=7)
     answer = api.client.post(path_of(gone["url"]), json={"features": IRIS_ROW})
     assert answer.status_code == 404 and "version 7" in answer.json["message"]
+
+
+def test_an_image_url_answers_a_multipart_post_with_the_image_file(client_for, tiny_model_dir, tmp_path):
+    import io
+    import os
+
+    from PIL import Image
+
+    from training.trainers.clip_probe import ClipProbeTrainer
+
+    api = client_for(MODEL_DIR=tiny_model_dir)
+    rows = []
+    for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        os.makedirs(tmp_path / "images" / label)
+        for index in range(3):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / "images" / label / f"{index}.png")
+            rows.append({"image": f"images/{label}/{index}.png", "label": label})
+    base = "clip-vit-base-patch32"
+    add_trained_version(api.app, "alice", "colours", ClipProbeTrainer(), rows, [], "image-folders",
+                        base_model=base, base_model_dir=os.path.join(tiny_model_dir, base), dataset_dir=str(tmp_path))
+    made = make_url(api, "colours", "image-classification")
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (210, 40, 40)).save(png, format="PNG")
+    answer = api.client.post(path_of(made["url"]), content_type="multipart/form-data",
+                             data={"image": (io.BytesIO(png.getvalue()), "red.png"), "labels": "red,blue"})
+    assert answer.status_code == 200, answer.json
+    assert set(answer.json["probabilities"]) == {"red", "blue"}

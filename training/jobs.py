@@ -26,9 +26,10 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
+from app import leases
 from app.db import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import ModelUnavailable
-from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from uploads.archive import tree_bytes
 from uploads.quotas import QuotaExceeded, check_stored_bytes
@@ -96,34 +97,12 @@ class TrainingRunner:
             child = self._running.get(job_id)
         return child.pid if child is not None else None
 
+    def _claim(self, table, claimable, **values) -> str | None:
+        return leases.claim(self.sessions, table, claimable, self.lease, table.created_at, **values)
+
     def _wait(self) -> None:
         self._wake.wait(float(self.config["TRAINING_POLL_S"]))
         self._wake.clear()
-
-    # --- claims -----------------------------------------------------------------------
-
-    def _claim(self, table, claimable, values: dict) -> str | None:
-        """Take one row that `claimable(now)` selects (waiting, or its worker stopped
-        renewing its lease) with one conditional UPDATE: two processes never both win."""
-        now = utcnow()
-        with self.sessions() as session:
-            candidates = session.scalars(select(table.id).where(claimable(now)).order_by(table.created_at)
-                                         .limit(5)).all()
-            for row_id in candidates:
-                claimed = session.execute(update(table).where(table.id == row_id, claimable(now))
-                                          .values(lease_until=now + self.lease, **values))
-                session.commit()
-                if claimed.rowcount == 1:
-                    return row_id
-        return None
-
-    def _renew(self, table, row_id: str) -> bool:
-        """Extend the lease; False when the row is gone (its dataset or model deleted)."""
-        with self.sessions() as session:
-            renewed = session.execute(update(table).where(table.id == row_id)
-                                      .values(lease_until=utcnow() + self.lease))
-            session.commit()
-            return renewed.rowcount == 1
 
     # --- datasets -----------------------------------------------------------------
 
@@ -131,7 +110,7 @@ class TrainingRunner:
         while not self._stopped.is_set():
             try:
                 self._notice_s3_datasets()
-                while not self._stopped.is_set() and (dataset_id := self._claim(Dataset, _parse_due, {})):
+                while not self._stopped.is_set() and (dataset_id := self._claim(Dataset, _parse_due)):
                     self._parse(dataset_id)
             except Exception:  # the loop must outlive anything a parse or the database throws
                 log.exception("dataset loop")
@@ -152,7 +131,8 @@ class TrainingRunner:
     def _parse(self, dataset_id: str) -> None:
         folder = dataset_dir(self.config["DATA_DIR"], dataset_id)
         done = threading.Event()
-        threading.Thread(target=self._keep_lease, args=(Dataset, dataset_id, done), daemon=True).start()
+        threading.Thread(target=leases.keep_renewed, args=(self.sessions, Dataset, dataset_id, self.lease, done),
+                         daemon=True).start()
         try:
             outcome = self._run_parser(dataset_id, folder)
         except Exception as exc:  # a fetch from S3 failed, the disk is full...
@@ -195,10 +175,9 @@ class TrainingRunner:
             if dataset is None:
                 return {"status": "failed", "message": "deleted"}
             declared, options = dataset.format or None, dict(dataset.options or {})
-        for leftover in ("rows.jsonl", "images", "parse_result.json"):  # a parse that died half-way
-            path = os.path.join(folder, leftover)
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
-                os.remove(path) if os.path.exists(path) else None)
+        result_path = os.path.join(folder, "parse_result.json")
+        if os.path.exists(result_path):  # an earlier attempt's; the parser clears its own other output
+            os.remove(result_path)
         request = {"source": source, "format": declared, "options": options, "limits": {
             "max_rows": int(config["DATASET_MAX_ROWS"]), "max_line_bytes": int(config["DATASET_MAX_LINE_BYTES"]),
             "max_image_pixels": int(config["MAX_IMAGE_PIXELS"]), "max_label_count": int(config["DATASET_MAX_LABELS"]),
@@ -211,20 +190,12 @@ class TrainingRunner:
         with open(os.path.join(folder, "parse.out"), "wb") as output:
             finished = subprocess.run([sys.executable, "-m", "training.datasets.child", folder], stdout=output,
                                       stderr=subprocess.STDOUT, env=child_environment(), cwd=_service_root())
-        result_path = os.path.join(folder, "parse_result.json")
         if not os.path.isfile(result_path):
             return {"status": "failed", "message": (
                 f"The parser stopped without a result (exit status {finished.returncode}); a file that needs more "
                 f"than INFER_DATASET_PARSE_MEMORY_MB ({config['DATASET_PARSE_MEMORY_MB']} MB) ends this way.")}
         with open(result_path) as result_file:
             return json.load(result_file)
-
-    def _keep_lease(self, table, row_id: str, done: threading.Event) -> None:
-        while not done.wait(self.lease.total_seconds() / 3):
-            try:
-                self._renew(table, row_id)
-            except Exception:
-                log.exception("renewing the lease of %s", row_id)
 
     # --- training jobs ------------------------------------------------------------
 
@@ -233,7 +204,7 @@ class TrainingRunner:
         while not self._stopped.is_set():
             try:
                 while not self._stopped.is_set() and len(self.running_jobs()) < per_process:
-                    job_id = self._claim(TrainingJob, _job_due, {"status": "running"})
+                    job_id = self._claim(TrainingJob, _job_due, status="running")
                     if job_id is None:
                         break
                     with self._lock:
@@ -323,8 +294,7 @@ class TrainingRunner:
         base_dir = base_file = None
         if job.base_model:
             spec = MODELS[job.base_model]
-            names = [name for names in TASK_MODELS.values() for name, key in names.items() if key == spec.key]
-            base_dir, _source = resolve_model_dir(spec, config["MODEL_DIR"], names)
+            base_dir, _source = resolve_model_dir(spec, config["MODEL_DIR"], public_names(spec.key))
             base_file = spec.filename
         with self.sessions() as session:
             dataset = session.get(Dataset, job.dataset_id)

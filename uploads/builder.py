@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
+from app import leases
 from app.db import ModelVersion, UserModel, utcnow
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
 LOG_TAIL_CHARS = 4000
+
+
+def _build_due(now):
+    return or_(ModelVersion.status == "queued",
+               (ModelVersion.status == "building") & (ModelVersion.lease_until < now))
 
 
 def known_tasks() -> list[str]:
@@ -133,36 +139,15 @@ class Builder:
 
     def claim(self) -> int | None:
         """Take one queued build, or one whose builder stopped renewing its lease."""
-        now = utcnow()
-        with self.sessions() as session:
-            candidates = session.scalars(select(ModelVersion.id).where(or_(
-                ModelVersion.status == "queued",
-                (ModelVersion.status == "building") & (ModelVersion.lease_until < now),
-            )).order_by(ModelVersion.id).limit(5)).all()
-            for version_id in candidates:
-                claimed = session.execute(update(ModelVersion).where(
-                    ModelVersion.id == version_id,
-                    or_(ModelVersion.status == "queued",
-                        (ModelVersion.status == "building") & (ModelVersion.lease_until < now)),
-                ).values(status="building", lease_until=now + LEASE))
-                session.commit()
-                if claimed.rowcount == 1:
-                    return version_id
-        return None
-
-    def _renew_lease(self, version_id: int, done: threading.Event) -> None:
-        while not done.wait(LEASE.total_seconds() / 3):
-            with self.sessions() as session:
-                session.execute(update(ModelVersion).where(ModelVersion.id == version_id)
-                                .values(lease_until=utcnow() + LEASE))
-                session.commit()
+        return leases.claim(self.sessions, ModelVersion, _build_due, LEASE, ModelVersion.id, status="building")
 
     # --- one build --------------------------------------------------------------
 
     def build(self, version_id: int) -> None:
         lines: list[str] = []
         done = threading.Event()
-        threading.Thread(target=self._renew_lease, args=(version_id, done), daemon=True).start()
+        threading.Thread(target=leases.keep_renewed, args=(self.sessions, ModelVersion, version_id, LEASE, done),
+                         daemon=True).start()
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
         try:
             result = self._build_steps(version_id, files_dir, venv_dir, lines.append)

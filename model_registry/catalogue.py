@@ -178,6 +178,12 @@ def tasks_of(key: str) -> list[str]:
     return [task for task, names in TASK_MODELS.items() if key in names.values()]
 
 
+def public_names(key: str) -> list[str]:
+    """Every public name of a catalogue model, over all its tasks (where its files
+    may also be found under the local model dir)."""
+    return sorted({name for names in TASK_MODELS.values() for name, model in names.items() if model == key})
+
+
 def _check():
     for task, names in TASK_MODELS.items():
         assert names, f"task {task} has no models"

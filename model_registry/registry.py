@@ -6,7 +6,7 @@ import threading
 from core.errors import ModelUnavailable, NotFound
 
 from .cache import ModelCache
-from .catalogue import MODELS, TASK_MODELS, default_name
+from .catalogue import MODELS, TASK_MODELS, default_name, public_names
 from .device import pick_device, use_half_precision
 from .loaders import LoadSettings, loader_for
 from .loaders.common import MissingWeights
@@ -67,8 +67,7 @@ class ModelRegistry:
 
     def _load(self, key: str) -> ServedModel:
         spec = MODELS[key]
-        public_names = sorted({n for names in TASK_MODELS.values() for n, k in names.items() if k == key})
-        path, source = resolve_model_dir(spec, self.model_dir, public_names)
+        path, source = resolve_model_dir(spec, self.model_dir, public_names(key))
         log.info("loading model %s from %s (%s)", key, path, source)
         try:
             served = loader_for(spec)(spec, path, self.device, self.half, self.load_settings)

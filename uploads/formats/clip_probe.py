@@ -10,7 +10,7 @@ import json
 import os
 
 from core.errors import ModelUnavailable
-from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.catalogue import MODELS, public_names
 from model_registry.device import module_nbytes
 from model_registry.resolve import resolve_model_dir
 from model_registry.served_model import ServedModel
@@ -31,8 +31,7 @@ class ClipProbe(TrainedFormat):
         if base not in MODELS:
             raise ModelUnavailable(f"Version {version.id} probes {base!r}, which this service's catalogue "
                                    "no longer has.")
-        public_names = sorted({name for names in TASK_MODELS.values() for name, key in names.items() if key == base})
-        path, _source = resolve_model_dir(MODELS[base], version.settings["MODEL_DIR"], public_names)
+        path, _source = resolve_model_dir(MODELS[base], version.settings["MODEL_DIR"], public_names(base))
         model, encode = image_encoder(path, version.device, version.half)
         coef, intercept, classes = load_head(version.files_dir)
 

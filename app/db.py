@@ -297,6 +297,13 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cursor.close()
 
 
+def owned(session, table, row_id, account_id: int):
+    """The row of `table` with that id if `account_id` owns it, else None: another
+    account's row answers exactly as a missing one."""
+    row = session.get(table, row_id)
+    return row if row is not None and row.account_id == account_id else None
+
+
 def get_db() -> Database:
     return current_app.extensions["db"]
 

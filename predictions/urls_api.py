@@ -21,7 +21,7 @@ from sqlalchemy import case, select, update
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import PredictionUrl, UserModel, session, utcnow
+from app.db import PredictionUrl, UserModel, owned, session, utcnow
 from core.request_context import current_request_id
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
 from tasks.common import StrictSchema
@@ -107,8 +107,8 @@ class RevokeUrl(MethodView):
     def delete(self, url_id):
         """Revoke a prediction URL: it answers 404 from then on"""
         db_session = session()
-        row = db_session.get(PredictionUrl, url_id)
-        if row is None or row.account_id != current_account_id():
+        row = owned(db_session, PredictionUrl, url_id, current_account_id())
+        if row is None:
             raise NotFound(f"Prediction URL {url_id!r} not found.")
         row.revoked_at = row.revoked_at or utcnow()
         db_session.commit()

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import Dataset, TrainingJob, session, utcnow
+from app.db import Dataset, TrainingJob, owned, session, utcnow
 from core.errors import BadRequest, NotFound, PayloadTooLarge
 from tasks.common import StrictSchema
 from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
@@ -86,8 +86,8 @@ def dataset_object(dataset: Dataset, upload_url: str | None = None) -> dict:
 
 def find_dataset(db_session, account_id: int, dataset_id: str) -> Dataset:
     """The account's dataset; another account's answers exactly as a missing one."""
-    dataset = db_session.get(Dataset, dataset_id)
-    if dataset is None or dataset.account_id != account_id:
+    dataset = owned(db_session, Dataset, dataset_id, account_id)
+    if dataset is None:
         raise NotFound(f"Dataset {dataset_id!r} not found; GET /datasets lists yours.")
     return dataset
 

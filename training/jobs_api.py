@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import Dataset, TrainingJob, UserModel, session
+from app.db import Dataset, TrainingJob, UserModel, owned, session
 from core.errors import InvalidInput, NotFound, TooManyRequests
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
@@ -126,8 +126,8 @@ def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
 
 
 def find_job(db_session, account_id: int, job_id: str) -> TrainingJob:
-    job = db_session.get(TrainingJob, job_id)
-    if job is None or job.account_id != account_id:
+    job = owned(db_session, TrainingJob, job_id, account_id)
+    if job is None:
         raise NotFound(f"Job {job_id!r} not found; GET /jobs lists yours.")
     return job
 

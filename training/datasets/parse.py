@@ -117,7 +117,10 @@ def parse_dataset(source_path: str, work_dir: str, declared_format: str | None, 
     _check_kind(declared_format, kind)
     for leftover in (ROWS_FILE, IMAGES_DIR):  # an earlier parse's output is never mixed into this one's
         path = os.path.join(work_dir, leftover)
-        shutil.rmtree(path) if os.path.isdir(path) else (os.remove(path) if os.path.exists(path) else None)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
     if kind == "zip":
         stats = _parse_zip(source_path, work_dir, limits, say)
     elif kind == "jsonl":

@@ -81,6 +81,20 @@ class MalformedRecord:
         self.reason = reason
 
 
+def complete_records(records, width: int, collector):
+    """The records after a CSV header that have all `width` fields; the others go
+    to the collector (malformed or with another field count: bad; all empty: empty)."""
+    for line, fields in records:
+        if isinstance(fields, MalformedRecord):
+            collector.bad(line, fields.reason)
+        elif not any(field.strip() for field in fields):
+            collector.empty(line)
+        elif len(fields) != width:
+            collector.bad(line, f"{len(fields)} fields where the header has {width}")
+        else:
+            yield line, fields
+
+
 def delimiter_for(path: str, max_line_bytes: int) -> str:
     """A comma, unless the first line has no comma but tabs (TSV) or semicolons."""
     for _, line in text_lines(path, max_line_bytes):

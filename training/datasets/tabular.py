@@ -12,7 +12,7 @@ from array import array
 
 from .base import DatasetRejected
 from .detection import tabular_label_column
-from .reading import MalformedRecord, csv_records
+from .reading import MalformedRecord, complete_records, csv_records
 from .statistics import summary
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -101,24 +101,17 @@ def parse_tabular(path: str, limits, delimiter: str, header: list[str], header_l
     collector.count_labels = label_kind == "categorical"
     missing = dict.fromkeys(features, 0)
     label_values = array("d")
-    for line, fields in _records_after(path, limits, delimiter, header_line):
-        if isinstance(fields, MalformedRecord):
-            collector.bad(line, fields.reason)
-        elif not any(field.strip() for field in fields):
-            collector.empty(line)
-        elif len(fields) != len(names):
-            collector.bad(line, f"{len(fields)} fields where the header has {len(names)}")
-        else:
-            row, problem = _row(dict(zip(names, (field.strip() for field in fields))), features, kinds,
-                                label_column, label_kind)
-            if problem:
-                collector.bad(line, problem)
-                continue
-            for name, value in row["features"].items():
-                missing[name] += value is None
-            if label_kind == "numeric":
-                label_values.append(row["label"])
-            collector.good(row)
+    for line, fields in complete_records(_records_after(path, limits, delimiter, header_line), len(names), collector):
+        row, problem = _row(dict(zip(names, (field.strip() for field in fields))), features, kinds,
+                            label_column, label_kind)
+        if problem:
+            collector.bad(line, problem)
+            continue
+        for name, value in row["features"].items():
+            missing[name] += value is None
+        if label_kind == "numeric":
+            label_values.append(row["label"])
+        collector.good(row)
     if label_kind == "numeric" and len(set(label_values)) < 2:
         raise DatasetRejected(f"The label column {label_column!r} holds one value only; there is nothing to learn. "
                               "Set label_column to the column to predict.")

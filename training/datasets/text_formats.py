@@ -10,7 +10,7 @@ collector counts them and decides at the end whether enough rows were good.
 import json
 import math
 
-from .reading import MalformedRecord, text_lines
+from .reading import complete_records, text_lines
 
 CHAT_ROLES = ("system", "user", "assistant")
 # Lines read, from the top of a JSON Lines file, for one object to detect the format by.
@@ -121,15 +121,8 @@ def _add(collector, dataset_format: str, line: int, values: dict) -> None:
 def csv_rows(records, header: list[str], mapping: dict, dataset_format: str, collector) -> None:
     """The records after the header -> the collector."""
     index = {field: header.index(column) for field, column in mapping.items()}
-    for line, fields in records:
-        if isinstance(fields, MalformedRecord):
-            collector.bad(line, fields.reason)
-        elif not any(field.strip() for field in fields):
-            collector.empty(line)
-        elif len(fields) != len(header):
-            collector.bad(line, f"{len(fields)} fields where the header has {len(header)}")
-        else:
-            _add(collector, dataset_format, line, {field: fields[at] for field, at in index.items()})
+    for line, fields in complete_records(records, len(header), collector):
+        _add(collector, dataset_format, line, {field: fields[at] for field, at in index.items()})
 
 
 def _parsed(text: str):

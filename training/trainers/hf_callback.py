@@ -14,11 +14,16 @@ from transformers import TrainerCallback
 
 class EpochReporter(TrainerCallback):
     """Sends each epoch's statistics to run.reporter; `extra(metrics)` adds a task's
-    own (perplexity from the loss, say) to what the evaluation returned."""
+    own (perplexity from the loss, say) to what the evaluation returned.
 
-    def __init__(self, reporter, extra=None):
+    With no validation rows (validating False) the Trainer never evaluates: each
+    epoch is reported when its checkpoint is saved, which comes after its log,
+    without validation values."""
+
+    def __init__(self, reporter, extra=None, validating: bool = True):
         self.reporter = reporter
         self.extra = extra or (lambda metrics: {})
+        self.validating = validating
         self.started = time.monotonic()
         self.train_loss = None
         self.learning_rate = None
@@ -46,6 +51,10 @@ class EpochReporter(TrainerCallback):
                 stats[key.removeprefix("eval_")] = value
         stats.update(self.extra(stats))
         self.reporter.epoch(stats)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self.validating:
+            self.on_evaluate(args, state, control, metrics={})
 
 
 def epoch_arguments(hyperparameters: dict, checkpoint_dir: str) -> dict:

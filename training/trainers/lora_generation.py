@@ -80,8 +80,8 @@ class LoraGenerationTrainer(TaskTrainer):
         # labels; without them it would compute no validation loss.
         arguments["label_names"] = ["labels"]
         reported = _KeptEpochs(run.reporter)
-        reporter = EpochReporter if validation_set else _report_without_validation()
-        callbacks = [reporter(reported, lambda epoch: {"perplexity": perplexity(epoch["validation_loss"])})]
+        callbacks = [EpochReporter(reported, lambda epoch: {"perplexity": perplexity(epoch["validation_loss"])},
+                                   validating=bool(validation_set))]
         if not validation_set:
             arguments.update(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
         if hp["early_stopping_patience"] > 0 and validation_set:
@@ -284,16 +284,3 @@ def _save(run, model) -> None:
                "library": f"peft {peft.__version__}, transformers {transformers.__version__}"}
     with open(os.path.join(run.output_dir, "trained.json"), "w") as file:
         json.dump(trained, file, indent=2)
-
-
-def _report_without_validation():
-    from .hf_callback import EpochReporter
-
-    class ReportWithoutValidation(EpochReporter):
-        # With no validation set the Trainer never evaluates: report each epoch when
-        # its checkpoint is saved, which comes after the epoch's log.
-
-        def on_save(self, args, state, control, **kwargs):
-            self.on_evaluate(args, state, control, metrics={})
-
-    return ReportWithoutValidation

@@ -118,3 +118,10 @@ def test_an_image_url_answers_a_multipart_post_with_the_image_file(client_for, t
                              data={"image": (io.BytesIO(png.getvalue()), "red.png"), "labels": "red,blue"})
     assert answer.status_code == 200, answer.json
     assert set(answer.json["probabilities"]) == {"red", "blue"}
+
+
+def test_no_header_a_client_sends_can_act_as_an_account(api):
+    # The internal account rides in the WSGI environ, where headers arrive only as HTTP_*.
+    for name in ("infer.internal_account", "Infer-Internal-Account", "X-Infer-Internal-Account"):
+        answer = api.client.post("/predict", json={"model": "iris", "features": IRIS_ROW}, headers={name: "1"})
+        assert answer.status_code == 401, name

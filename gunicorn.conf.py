@@ -45,6 +45,12 @@ def post_worker_init(worker):
         app.extensions["builder"].start()
     if app.config["TRAINER"]:
         app.extensions["training"].start()
+    if app.config["PREDICTIONS"]:
+        app.extensions["predictions"].start()
+    if app.extensions["work"].queued:
+        from app.work import start_unloading_stale
+
+        start_unloading_stale(app)
 
 
 def worker_exit(server, worker):
@@ -53,6 +59,7 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "training" in app.extensions:
         app.extensions["training"].stop()
+        app.extensions["predictions"].stop()
 
 
 def child_exit(server, worker):

@@ -10,12 +10,13 @@ from . import errors, metrics, request_id
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
-from .db import Database
+from .db import Database, one_process_at_a_time
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .health import health
 from .json_provider import OrjsonProvider
 from .keys_api import blp as keys_blp
+from .worker_cli import worker_command
 
 API_TITLE = "Task inference API"
 API_VERSION = "1.0.0"
@@ -58,7 +59,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
     its workers because its master already did it once (see gunicorn.conf.py).
-    start_builder overrides the BUILDER and TRAINER settings: wsgi.py passes
+    start_builder overrides the BUILDER, TRAINER and PREDICTIONS settings: wsgi.py passes
     False so that a CLI command never claims a build or training job; gunicorn
     starts them in each worker.
     """
@@ -92,7 +93,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     app.extensions["sandbox"] = model_sandbox = ModelSandbox(config, sandbox_from_config(config))
     app.extensions["storage"] = storage = make_storage(config)
-    app.extensions["user_models"] = user_models = UserModels(config, registry, model_sandbox)
+    app.extensions["user_models"] = user_models = UserModels(config, registry, model_sandbox, storage)
     app.extensions["builder"] = builder = Builder(
         config, database.sessions, storage, registry.device, registry.half, model_sandbox,
         after_poll=lambda: user_models.unload_stale(database.sessions),
@@ -102,6 +103,19 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage)
 
+    from predictions.runner import PredictionRunner
+
+    from .work import make_work, start_unloading_stale
+
+    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, config, database.sessions)
+    app.extensions["work"] = work = make_work(config)
+    for runner in (builder, *training_runner.kinds(), prediction_runner):
+        work.add(runner)
+    if work.queued:
+        # Workers (`flask --app wsgi worker`) run the work; this process only
+        # submits it. gunicorn's post_worker_init reads these settings too.
+        app.config.update(BUILDER=False, TRAINER=False, PREDICTIONS=False)
+
     metrics.init_app(app)
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
@@ -110,6 +124,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api = Api(app)
     import openai_api
     import tasks
+    from predictions import async_api
     from predictions.urls_api import blp as prediction_urls_blp
     from training.datasets_api import blp as datasets_blp
     from training.jobs_api import blp as jobs_blp
@@ -123,21 +138,29 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(datasets_blp)
     api.register_blueprint(jobs_blp)
     api.register_blueprint(prediction_urls_blp)
+    api.register_blueprint(async_api.blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
+    async_api.init_app(app, api)  # after every route, and after require_api_key: it needs the account
     app.cli.add_command(keys_cli)
+    app.cli.add_command(worker_command)
     app.extensions["api"] = api
 
     if config["BOOTSTRAP_KEY"] if bootstrap_key is None else bootstrap_key:
-        with database.sessions() as session:
+        with one_process_at_a_time(database.engine), database.sessions() as session:
             ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
-    if config["BUILDER"] if start_builder is None else start_builder:
+    loops = not work.queued
+    if loops and (config["BUILDER"] if start_builder is None else start_builder):
         builder.start()
-    if config["TRAINER"] if start_builder is None else start_builder:
+    if loops and (config["TRAINER"] if start_builder is None else start_builder):
         training_runner.start()
+    if loops and (config["PREDICTIONS"] if start_builder is None else start_builder):
+        prediction_runner.start()
+    if work.queued and (config["BUILDER"] if start_builder is None else start_builder):
+        start_unloading_stale(app)
     return app
 
 
@@ -154,7 +177,7 @@ def prepare_database(test_config: dict | None = None) -> None:
     database = Database(config["DATABASE_URL"])
     try:
         if config["BOOTSTRAP_KEY"]:
-            with database.sessions() as session:
+            with one_process_at_a_time(database.engine), database.sessions() as session:
                 ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
     finally:
         database.engine.dispose()

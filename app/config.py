@@ -199,6 +199,41 @@ DEFAULTS = {
     # Calls a private prediction URL answers per minute (429 above): the URL
     # needs no key, so whoever holds it spends its owner's compute.
     "PREDICTION_URL_RATE_PER_MIN": 60,
+    # Asynchronous predictions (a task request sent with Prefer: respond-async):
+    # whether this process runs them (every gunicorn worker does), how many it
+    # runs at once (they share the models' batchers with the synchronous
+    # requests), how often it looks for those queued through other processes,
+    # how long one stays claimed by a process that stopped renewing its claim
+    # (it died) before another runs it again, how many starts it gets, how many
+    # an account may have queued or running (429 above), and how long a
+    # finished one is kept (then deleted: GET /predictions/{id} answers 404).
+    "PREDICTIONS": True,
+    "PREDICTION_THREADS": 4,
+    "PREDICTION_POLL_S": 1.0,
+    "PREDICTION_LEASE_S": 30.0,
+    "PREDICTION_MAX_ATTEMPTS": 3,
+    "ACCOUNT_MAX_QUEUED_PREDICTIONS": 100,
+    "PREDICTION_RETENTION_S": 86_400,
+    # Webhooks of finished predictions: networks they may reach besides public
+    # addresses (comma-separated CIDRs, e.g. "10.0.0.0/8"; loopback, private,
+    # link-local and reserved addresses are refused unless listed), seconds per
+    # call, calls before giving up, and the wait before the first retry
+    # (doubled after each failure).
+    "WEBHOOK_ALLOWED_NETWORKS": "",
+    "WEBHOOK_TIMEOUT_S": 10.0,
+    "WEBHOOK_MAX_ATTEMPTS": 5,
+    "WEBHOOK_RETRY_S": 5.0,
+    # Background work on a queue (app/work_queue.py): a Redis URL
+    # (redis://host:6379/0) makes web processes only hand builds, dataset
+    # parses, training jobs and asynchronous predictions to Redis, and
+    # `flask --app wsgi worker` processes run them; empty runs them in every web
+    # process, as the embedded default. The sweep: how often each worker looks
+    # in the database for work whose message was lost or whose worker died.
+    "QUEUE_URL": "",
+    "QUEUE_SWEEP_S": 5.0,
+    # Seconds a build stays claimed by a process that stopped renewing its
+    # claim (it died) before another process takes it over.
+    "BUILD_LEASE_S": 60.0,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

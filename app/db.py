@@ -1,11 +1,12 @@
 """The metadata database: accounts and API keys, user models and their versions,
-datasets and training jobs.
+datasets, training jobs and asynchronous predictions.
 
 Plain SQLAlchemy 2: one engine per process, one session per request. SQLite by
 default, PostgreSQL (or anything SQLAlchemy speaks) through DATABASE_URL.
 """
 
 import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import current_app, g
@@ -40,6 +41,9 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Signs the account's webhook calls (HMAC-SHA256). Kept in clear: the service
+    # must sign with it; it grants nothing on this API. Made on first use.
+    webhook_secret: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="account")
 
@@ -85,6 +89,9 @@ class ModelVersion(Base):
     """One upload of a model and its build: awaiting_upload -> queued -> building -> success | fail."""
 
     __tablename__ = "model_versions"
+    # A version's id names its files, its bundle and its loaded copy in every
+    # process: SQLite must never hand a deleted version's id to a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
@@ -215,6 +222,41 @@ class TrainingJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class Prediction(Base):
+    """An asynchronous prediction (a task request sent with Prefer: respond-async):
+    queued -> running -> succeeded | failed | cancelled. Kept for
+    INFER_PREDICTION_RETENTION_S after it ends, then deleted."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "pred_" + random
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)  # creation order, for cursor pagination
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    task: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200), default="")  # as the request named it
+    path: Mapped[str] = mapped_column(String(200))  # the endpoint it was sent to, replayed as it was
+    input: Mapped[dict] = mapped_column(JSON)
+    request_id: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    output: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The error body the synchronous call would have answered, and its HTTP status.
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    predict_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    # The webhook: its URL, and its delivery (pending -> delivered | failed).
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True, index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    webhook_error: Mapped[str] = mapped_column(Text, default="")
+
+
 class Database:
     """Engine, session factory and per-request session of one app."""
 
@@ -239,8 +281,9 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        with one_process_at_a_time(self.engine):
+            Base.metadata.create_all(self.engine)
+            add_missing_columns(self.engine)
 
     def init_app(self, app):
         app.extensions["db"] = self
@@ -263,6 +306,28 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
+
+
+# The PostgreSQL advisory lock held while a process creates or migrates the
+# schema or the first key: an arbitrary constant, the same in every release.
+SCHEMA_LOCK_KEY = 0x1F3A_5EED
+
+
+@contextmanager
+def one_process_at_a_time(engine):
+    """Several replicas starting at once on an empty PostgreSQL database would race
+    to create the same tables (one fails) and each print a "first" key: they take
+    turns. SQLite lives on one host, where gunicorn's master does it once."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            conn.commit()
 
 
 def add_missing_columns(engine) -> list[str]:

@@ -109,6 +109,12 @@ def _describe(errors: dict) -> str:
     return "Invalid request. " + " ".join(parts)
 
 
+def validation_error(messages: dict) -> InvalidInput:
+    """The 422 a schema's ValidationError makes, as webargs' would read (a check
+    made outside a view, e.g. before an asynchronous prediction is queued)."""
+    return InvalidInput(_describe(messages), messages)
+
+
 def handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None) or {}
     if "messages" in data:  # a marshmallow validation error raised by webargs

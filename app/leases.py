@@ -48,3 +48,33 @@ def keep_renewed(sessions, table, row_id, lease: timedelta, done: threading.Even
             renew(sessions, table, row_id, lease)
         except Exception:  # the database may be away for a moment; the next renewal may work
             log.exception("renewing the lease of %s %s", table.__tablename__, row_id)
+
+
+def claim_row(sessions, table, row_id, claimable, lease: timedelta, **values) -> bool:
+    """Lease this one row if `claimable(now)` still selects it (a queue names the
+    row; a message delivered twice, or for work already done, claims nothing)."""
+    now = utcnow()
+    with sessions() as session:
+        claimed = session.execute(update(table).where(table.id == row_id, claimable(now))
+                                  .values(lease_until=now + lease, **values))
+        session.commit()
+    if claimed.rowcount == 1:
+        log.info("claimed %s %s", table.__tablename__, row_id)
+        return True
+    return False
+
+
+def due_ids(sessions, table, claimable, order_by, now=None, limit: int = 1000) -> list:
+    """The ids of the rows `claimable(now)` selects, oldest first."""
+    with sessions() as session:
+        return list(session.scalars(select(table.id).where(claimable(now or utcnow())).order_by(order_by)
+                                    .limit(limit)).all())
+
+
+def release(sessions, table, row_id) -> None:
+    """End this process's lease now (it stops cleanly mid-work): the row is
+    claimable again at once instead of after the lease runs out."""
+    with sessions() as session:
+        session.execute(update(table).where(table.id == row_id, table.lease_until.is_not(None))
+                        .values(lease_until=utcnow()))
+        session.commit()

@@ -15,7 +15,7 @@ def generate() -> dict:
     # A throwaway data dir: generating the document must not touch real data.
     with tempfile.TemporaryDirectory() as data_dir:
         app = create_app({"DATA_DIR": data_dir, "BOOTSTRAP_KEY": False, "DATABASE_URL": "sqlite://", "BUILDER": False,
-                          "TRAINER": False})
+                          "TRAINER": False, "PREDICTIONS": False})
         return app.extensions["api"].spec.to_dict()
 
 

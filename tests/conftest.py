@@ -52,7 +52,7 @@ def make_app(tmp_path):
     def _make(**overrides):
         # No build thread unless a test asks for one: it would outlive the test.
         config = {"DATA_DIR": str(tmp_path / "data"), "BOOTSTRAP_KEY": False, "TESTING": True, "BUILDER": False,
-                  "TRAINER": False}
+                  "TRAINER": False, "PREDICTIONS": False}
         config.update(overrides)
         app = create_app(config)
         apps.append(app)
@@ -62,6 +62,9 @@ def make_app(tmp_path):
     for app in apps:
         app.extensions["builder"].stop()
         app.extensions["training"].stop()
+        app.extensions["predictions"].stop()
+        if "unloading_stale" in app.extensions:
+            app.extensions["unloading_stale"].set()
 
 
 @pytest.fixture

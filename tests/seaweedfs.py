@@ -3,7 +3,6 @@
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +46,8 @@ class SeaweedS3:
         self.process = subprocess.Popen(
             [weed_binary(), "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-             "-s3", f"-s3.port={self.s3_port}"],
+             # Its Iceberg and Lance listeners have fixed ports: off, so two servers can run at once.
+             "-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -72,12 +72,9 @@ class SeaweedS3:
         raise RuntimeError(f"SeaweedFS S3 did not answer: {last}")
 
     def stop(self) -> None:
-        # weed can hang on SIGTERM: give it 15 s, then kill it.
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # weed (4.x) ignores SIGTERM and SIGINT once it has served a request, and its
+        # data is a throwaway folder: kill it, rather than wait to kill it.
+        self.process.kill()
+        self.process.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -24,6 +24,7 @@ from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
 from uploads.archive import remove_tree
 from uploads.quotas import QuotaExceeded
 
+from .dataset_bundles import discard_parsed_dataset, share_direct_upload
 from .datasets import FORMAT_TASKS
 from .paths import dataset_dir, dataset_source, new_id
 from .records import log_line
@@ -144,10 +145,11 @@ class Datasets(MethodView):
         else:
             dataset.size_bytes = _save_direct(body["data"], upload, dataset_source(config["DATA_DIR"], dataset.id),
                                               int(config["DATASET_MAX_DIRECT_BYTES"]))
+            share_direct_upload(current_app.extensions["storage"], dataset.id, config["DATA_DIR"])  # S3: any parser
             dataset.parse_log = [log_line(f"Received {dataset.size_bytes} bytes; waiting in the queue.")]
         db_session.add(dataset)
         db_session.commit()
-        current_app.extensions["training"].wake()
+        current_app.extensions["work"].submit("parse", dataset.id)
         return dataset_object(dataset, upload_url), 201
 
     @blp.response(200, DatasetObject(many=True))
@@ -206,6 +208,7 @@ class DatasetResource(MethodView):
         storage = current_app.extensions["storage"]
         if storage.kind == "s3":
             storage.delete(0, key=storage.dataset_key(dataset_id))
+        discard_parsed_dataset(storage, dataset_id)  # S3: its parsed files, kept for the other replicas
         return None
 
 
@@ -221,5 +224,5 @@ def receive_dataset_upload(dataset_id):
     dataset.status, dataset.size_bytes = "processing", written
     dataset.parse_log = [*dataset.parse_log, log_line(f"Received {written} bytes; waiting in the queue.")]
     db_session.commit()
-    current_app.extensions["training"].wake()
+    current_app.extensions["work"].submit("parse", dataset_id)
     return {"message": f"Upload received; the dataset is being parsed. Follow it with GET /datasets/{dataset_id}."}

@@ -27,6 +27,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from app import leases
+from app.work import KindRunner
 from app.db import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import ModelUnavailable
 from model_registry.catalogue import MODELS, public_names
@@ -34,9 +35,11 @@ from model_registry.resolve import resolve_model_dir
 from uploads.archive import tree_bytes
 from uploads.quotas import QuotaExceeded, check_stored_bytes
 from uploads.serving import version_dirs
+from uploads.version_bundles import store_version_files
 from uploads.versions import remove_old_versions, serve_if_newest
 
 from .child import ALREADY_RUNNING
+from .dataset_bundles import discard_parsed_dataset, ensure_parsed_datasets, store_parsed_dataset
 from .paths import dataset_dir, dataset_source, job_dir
 from .records import JobRecord, child_environment, log_line
 
@@ -104,6 +107,38 @@ class TrainingRunner:
         self._wake.wait(float(self.config["TRAINING_POLL_S"]))
         self._wake.clear()
 
+    # --- the runner interface of app/work.py: kinds "parse" and "train" -------------
+
+    def kinds(self) -> list[KindRunner]:
+        """Its two kinds of work, each as a runner for app/work.py. A parse is cut
+        short when a queue worker stops (and handed back); a training job's child
+        is stopped by stop(), which hands the job back queued."""
+        return [KindRunner("parse", self.wake, self.due_parses, self.run_claimed_parse,
+                           upkeep=self._notice_s3_datasets,
+                           hand_back=lambda dataset_id: leases.release(self.sessions, Dataset, dataset_id)),
+                KindRunner("train", self.wake, self.due_jobs, self.run_claimed_job, stop=self.stop)]
+
+    def due_parses(self, now=None) -> list[str]:
+        return leases.due_ids(self.sessions, Dataset, _parse_due, Dataset.created_at, now)
+
+    def run_claimed_parse(self, dataset_id: str) -> bool:
+        if not leases.claim_row(self.sessions, Dataset, dataset_id, _parse_due, self.lease):
+            return False
+        self._parse(dataset_id)
+        return True
+
+    def due_jobs(self, now=None) -> list[str]:
+        return leases.due_ids(self.sessions, TrainingJob, _job_due, TrainingJob.created_at, now)
+
+    def run_claimed_job(self, job_id: str) -> bool:
+        """Run this job's attempt here, in the calling thread, if it is still due."""
+        if not leases.claim_row(self.sessions, TrainingJob, job_id, _job_due, self.lease, status="running"):
+            return False
+        with self._lock:
+            self._running[job_id] = None
+        self._run_job(job_id)
+        return True
+
     # --- datasets -----------------------------------------------------------------
 
     def _datasets_loop(self) -> None:
@@ -135,6 +170,7 @@ class TrainingRunner:
                          daemon=True).start()
         try:
             outcome = self._run_parser(dataset_id, folder)
+            store_parsed_dataset(self.config, self.storage, dataset_id, outcome)  # for the other replicas (S3)
         except Exception as exc:  # a fetch from S3 failed, the disk is full...
             log.exception("dataset %s", dataset_id)
             outcome = {"status": "failed", "format": None, "stats": None, "log": [],
@@ -145,6 +181,7 @@ class TrainingRunner:
             dataset = session.get(Dataset, dataset_id)
             if dataset is None:  # deleted while it was parsed
                 shutil.rmtree(folder, ignore_errors=True)
+                discard_parsed_dataset(self.storage, dataset_id)
                 return
             dataset.status = outcome["status"]
             dataset.format = outcome.get("format") or dataset.format
@@ -162,6 +199,7 @@ class TrainingRunner:
         if not os.path.isfile(source) and self.storage.kind == "s3":
             from uploads.storage import UploadTooLarge
 
+            os.makedirs(folder, exist_ok=True)  # sent to another replica, whose folder this one lacks
             try:
                 fetched = self.storage.fetch(0, folder, int(config["DATASET_MAX_BYTES"]),
                                              key=self.storage.dataset_key(dataset_id), filename="source")
@@ -301,6 +339,7 @@ class TrainingRunner:
             if dataset is None or dataset.status != "ready":
                 raise LookupError(f"Dataset {job.dataset_id} is gone or not ready.")
             dataset_format = dataset.format
+        ensure_parsed_datasets(config, self.storage, job.dataset_id, job.validation_dataset_id)  # parsed elsewhere?
         return {
             "job_id": job.id, "task": job.task, "base_model": job.base_model, "base_model_dir": base_dir,
             "base_model_file": base_file, "hyperparameters": job.hyperparameters, "dataset_format": dataset_format,
@@ -391,6 +430,7 @@ class TrainingRunner:
                 record.finish("failed", str(exc))
                 shutil.rmtree(folder, ignore_errors=True)
                 return
+            store_version_files(config, self.storage, version.id, output)  # for the other replicas (S3)
             files_dir = version_dirs(config["DATA_DIR"], version.id)[0]
             os.makedirs(os.path.dirname(files_dir), exist_ok=True)
             os.rename(output, files_dir)
@@ -404,7 +444,8 @@ class TrainingRunner:
         record.finish("succeeded", f"Trained version {number} of {record.model_name}; it serves now.",
                       best_epoch=result["best_epoch"], metrics=result["metrics"],
                       samples_per_second=result.get("samples_per_second"))
-        remove_old_versions(self.sessions, config["DATA_DIR"], int(config["USER_MODEL_VERSIONS_KEPT"]), model_id)
+        remove_old_versions(self.sessions, config["DATA_DIR"], int(config["USER_MODEL_VERSIONS_KEPT"]), model_id,
+                            self.storage)
 
 
 def _parse_due(now):

@@ -11,11 +11,12 @@ import time
 from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Dataset, TrainingJob, UserModel, owned, session
+from app.pages import newest_first_page
 from core.errors import InvalidInput, NotFound, TooManyRequests
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
@@ -256,7 +257,7 @@ class Train(MethodView):
         )
         db_session.add(job)
         db_session.commit()
-        current_app.extensions["training"].wake()
+        current_app.extensions["work"].submit("train", job.id)
         return job_object(job), 202, {"Location": f"/jobs/{job.id}"}
 
 
@@ -273,14 +274,9 @@ class Jobs(MethodView):
             statement = statement.where(TrainingJob.status == query["status"])
         if query["model"]:
             statement = statement.where(TrainingJob.model_name == query["model"])
-        if query["after"]:
-            cursor = find_job(db_session, account_id, query["after"])
-            statement = statement.where(or_(TrainingJob.seq < cursor.seq,
-                                            and_(TrainingJob.seq == cursor.seq, TrainingJob.id < cursor.id)))
-        jobs = db_session.scalars(statement.order_by(TrainingJob.seq.desc(), TrainingJob.id.desc())
-                                  .limit(query["limit"] + 1)).all()
-        return {"object": "list", "data": [job_object(job, with_epochs=False) for job in jobs[:query["limit"]]],
-                "has_more": len(jobs) > query["limit"]}
+        after = find_job(db_session, account_id, query["after"]) if query["after"] else None
+        return newest_first_page(db_session, statement, TrainingJob, after, query["limit"],
+                                 lambda job: job_object(job, with_epochs=False))
 
 
 @blp.route("/jobs/<string:job_id>")

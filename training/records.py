@@ -112,7 +112,11 @@ class JobRecord:
                 # An epoch reported again (its attempt crashed before its
                 # checkpoint) replaces the earlier report: each epoch once.
                 merged = {entry["epoch"]: entry for entry in job.epochs or []}
-                merged.update({entry["epoch"]: entry for entry in epochs})
+                for entry in epochs:
+                    # A resumed run's account of an earlier epoch fills a gap only.
+                    if entry.pop("restored", False) and entry["epoch"] in merged:
+                        continue
+                    merged[entry["epoch"]] = entry
                 job.epochs = [merged[epoch] for epoch in sorted(merged)]
                 job.best_epoch = best_by_validation_loss(job.epochs)
             if lines:

@@ -22,6 +22,7 @@ from .quotas import check_new_upload
 from .serving import cache_key, version_dirs
 from .storage import UploadRejected
 from .user_models import find_model, lookup_model
+from .version_bundles import delete_model_bundles
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
 
@@ -108,6 +109,7 @@ def serving_file(model: UserModel, filename: str) -> str | None:
     """The path of one of the serving version's files, if it has one."""
     if not model.current_version_id:
         return None
+    current_app.extensions["user_models"].ensure_files(session(), model)  # another replica built it?
     path = os.path.join(version_dirs(current_app.config["DATA_DIR"], model.current_version_id)[0], filename)
     return path if os.path.isfile(path) else None
 
@@ -153,7 +155,7 @@ def receive_upload(version_id):
                           "UPLOAD_MAX_BYTES", "the zip", "ask POST /upload-url for a new one")
     version.status = "queued"
     db_session.commit()
-    current_app.extensions["builder"].wake()
+    current_app.extensions["work"].submit("build", version_id)
     return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
 
 
@@ -270,6 +272,7 @@ class Model(MethodView):
         db_session = session()
         model = find_model(db_session, current_account_id(), name)
         version_ids = [version.id for version in model.versions]
+        delete_model_bundles(current_app.extensions["storage"], model.versions, name)  # S3: before the rows go
         db_session.delete(model)
         db_session.commit()
         registry = current_app.extensions["models"]

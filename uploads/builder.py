@@ -37,11 +37,11 @@ from .quotas import QuotaExceeded, check_stored_bytes
 from .requirements_check import RequirementsRejected
 from .serving import version_dirs
 from .storage import UploadTooLarge
+from .version_bundles import discard_version_bundle, store_version_files
 from .versions import remove_old_versions, serve_if_newest
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
 LOG_TAIL_CHARS = 4000
 
 
@@ -79,6 +79,8 @@ def read_model_config(files_dir: str) -> dict:
 
 
 class Builder:
+    kind = "build"  # its kind of work for app/work.py
+
     def __init__(self, config: dict, sessions, storage, device: str, half: bool, model_sandbox, after_poll=None):
         self.config = config
         self.model_sandbox = model_sandbox
@@ -93,6 +95,7 @@ class Builder:
             int(config["UPLOAD_MAX_BYTES"]), int(config["UPLOAD_MAX_MEMBERS"]),
             int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_RATIO"]),
         )
+        self.lease = timedelta(seconds=float(config["BUILD_LEASE_S"]))
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,14 +142,35 @@ class Builder:
 
     def claim(self) -> int | None:
         """Take one queued build, or one whose builder stopped renewing its lease."""
-        return leases.claim(self.sessions, ModelVersion, _build_due, LEASE, ModelVersion.id, status="building")
+        return leases.claim(self.sessions, ModelVersion, _build_due, self.lease, ModelVersion.id, status="building")
+
+    # --- the runner interface of app/work.py (a queue worker runs one build) ----------
+
+    def due(self, now=None) -> list[int]:
+        return leases.due_ids(self.sessions, ModelVersion, _build_due, ModelVersion.id, now)
+
+    def run_claimed(self, version_id: int) -> bool:
+        """Build this version if it is still to build; False if it was not."""
+        if not leases.claim_row(self.sessions, ModelVersion, version_id, _build_due, self.lease, status="building"):
+            return False
+        self.build(version_id)
+        return True
+
+    def hand_back(self, version_id: int) -> None:
+        """This process stops mid-build: another takes the build over at once."""
+        leases.release(self.sessions, ModelVersion, version_id)
+
+    def upkeep(self) -> None:
+        """What the loop does besides building, for a queue worker's sweep."""
+        self.notice_s3_uploads()
+        self.after_poll()
 
     # --- one build --------------------------------------------------------------
 
     def build(self, version_id: int) -> None:
         lines: list[str] = []
         done = threading.Event()
-        threading.Thread(target=leases.keep_renewed, args=(self.sessions, ModelVersion, version_id, LEASE, done),
+        threading.Thread(target=leases.keep_renewed, args=(self.sessions, ModelVersion, version_id, self.lease, done),
                          daemon=True).start()
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
         try:
@@ -196,6 +220,7 @@ class Builder:
         with self.sessions() as session:
             check_stored_bytes(session, self.config, version_id, stored)
         say(f"stored: {stored} bytes")
+        store_version_files(self.config, self.storage, version_id, files_dir)  # for the other replicas (S3)
         return {"format": upload_format.name, "tasks": tasks, "description": config.get("description", ""),
                 "stored_bytes": stored}
 
@@ -216,6 +241,7 @@ class Builder:
             version = session.get(ModelVersion, version_id)
             if version is None:  # the model was deleted during its build: keep nothing
                 remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
+                discard_version_bundle(self.storage, version_id)
                 return
             version.status = status
             version.build_message = message
@@ -237,6 +263,6 @@ class Builder:
             remove_tree(os.path.dirname(cleanup))
         if result:
             remove_old_versions(self.sessions, self.config["DATA_DIR"], int(self.config["USER_MODEL_VERSIONS_KEPT"]),
-                                model_id)
+                                model_id, self.storage)
         self.storage.delete(version_id)
         log.info("build of model version %s: %s: %s", version_id, status, message.splitlines()[0])

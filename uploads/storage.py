@@ -101,11 +101,18 @@ class S3Storage:
             endpoint_url=config["S3_ENDPOINT_URL"] or None,
             region_name=config["S3_REGION"] or None,
             # SigV4: what AWS requires today and what S3-compatible stores expect.
-            config=Config(signature_version="s3v4"),
+            # A store that does not answer fails a request in seconds (a 503 that
+            # says so), not after botocore's default minute of connecting.
+            config=Config(signature_version="s3v4", connect_timeout=10,
+                          retries={"mode": "standard", "max_attempts": 3}),
         )
 
     def key(self, version_id: int) -> str:
         return f"{self.prefix}{version_id}.zip"
+
+    def named(self, name: str) -> str:
+        """The key of one of the service's own objects (never an upload URL's key)."""
+        return f"{self.prefix}{name}"
 
     def dataset_key(self, dataset_id: str) -> str:
         return f"{self.prefix}datasets/{dataset_id}"
@@ -127,7 +134,14 @@ class S3Storage:
 
     def fetch(self, version_id: int, destination: str, max_bytes: int, key: str | None = None,
               filename: str = "upload.zip") -> str:
-        """Download the archive, unless the bucket holds more than max_bytes.
+        """Download the archive, unless the bucket holds more than max_bytes; its
+        path, where no file is when the bucket holds none."""
+        path = os.path.join(destination, filename)
+        self.download(key or self.key(version_id), path, max_bytes, "The zip", " (INFER_UPLOAD_MAX_BYTES)")
+        return path
+
+    def download(self, key: str, path: str, max_bytes: int, what: str = "The object", setting: str = "") -> bool:
+        """Write the object to `path`; False when the bucket has no such object.
 
         A presigned PUT URL cannot bound the size of what is put (only a
         presigned POST can, and Backprop's clients PUT), so the size is checked
@@ -135,26 +149,38 @@ class S3Storage:
         object could be replaced in between."""
         from botocore.exceptions import ClientError
 
-        key = key or self.key(version_id)
-        path = os.path.join(destination, filename)
         try:
             size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-        except ClientError:
-            return path  # missing: the build says so
+        except ClientError as exc:
+            if _missing(exc):
+                return False
+            raise
         if size > max_bytes:
-            raise UploadTooLarge(f"The zip is {size} bytes; the limit is {max_bytes} (INFER_UPLOAD_MAX_BYTES).")
+            raise UploadTooLarge(f"{what} is {size} bytes; the limit is {max_bytes}{setting}.")
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         written = 0
         with open(path, "wb") as out:
             for chunk in body.iter_chunks(1 << 20):
                 written += len(chunk)
                 if written > max_bytes:
-                    raise UploadTooLarge(f"The zip is over {max_bytes} bytes (INFER_UPLOAD_MAX_BYTES).")
+                    raise UploadTooLarge(f"{what} is over {max_bytes} bytes{setting}.")
                 out.write(chunk)
-        return path
+        return True
+
+    def put_file(self, key: str, path: str) -> None:
+        # upload_file sends a large file in parts, as S3 requires past 5 GB.
+        self.client.upload_file(path, self.bucket, key)
+
+    def delete_key(self, key: str) -> None:
+        """Deleting a key that is not there succeeds, as S3's DELETE does."""
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def delete(self, version_id: int, key: str | None = None) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key or self.key(version_id))
+
+
+def _missing(error) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def make_storage(config: dict):

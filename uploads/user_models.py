@@ -14,6 +14,8 @@ from model_registry.catalogue import TASK_MODELS
 
 from . import formats
 from .serving import KEY_PREFIX, cache_key, version_dirs
+from .storage import make_storage
+from .version_bundles import ensure_version_files, forget_removed_versions
 from .versions import has_files, split_version_ref, version_numbered
 
 
@@ -34,11 +36,19 @@ PINNED_IDLE_S = 600.0
 
 
 class UserModels:
-    def __init__(self, config: dict, registry, model_sandbox):
+    def __init__(self, config: dict, registry, model_sandbox, storage=None):
         self.config = config
         self.registry = registry
         self.model_sandbox = model_sandbox
+        self._storage = storage
         self._called_by_number: dict[int, float] = {}
+
+    @property
+    def storage(self):
+        """Where a version this replica lacks is fetched from (S3 storage only)."""
+        if self._storage is None and self.config["STORAGE"] == "s3":
+            self._storage = make_storage(self.config)
+        return self._storage
 
     def get(self, session, account_id: int, task: str, name: str):
         """The account's model `name` (its serving version) or `name@N` (version N)."""
@@ -64,27 +74,42 @@ class UserModels:
             raise NotFound(f"Model {name!r} does not do {task}; it serves {', '.join(version.tasks)}.")
         if number is not None:
             self._called_by_number[version.id] = time.monotonic()
-        details = (version.id, version.format, list(version.tasks))
+        label = f"Version {version.number} of model {name!r}"
+        details = (version.id, version.format, list(version.tasks), label)
         return self.registry.cache.get(cache_key(version.id), load=lambda key: self._load(key, *details))
+
+    def ensure_files(self, session, model: UserModel) -> None:
+        """The serving version's files on this replica (fetched if need be), for
+        reading them (GET /models/{name}/files): its venv is not needed."""
+        version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
+        if version is not None:
+            ensure_version_files(self.config, self.storage, self.model_sandbox, version.id, version.format,
+                                 f"Version {version.number} of model {model.name!r}", with_venv=False)
 
     def unload_stale(self, sessions) -> list[str]:
         """Unload the versions this process holds that no model serves any more
-        (replaced by a newer build, or deleted, possibly through another worker)."""
+        (replaced by a newer build, or deleted, possibly through another worker),
+        and drop this replica's copies of versions removed elsewhere."""
         loaded = [key for key in self.registry.cache.loaded() if key.startswith(KEY_PREFIX)]
-        if not loaded:
-            return []
+        stale = self._stale(sessions, loaded) if loaded else []
+        for key in stale:
+            self.registry.cache.evict(key)
+        in_use = {int(key.removeprefix(KEY_PREFIX)) for key in loaded if key not in stale}
+        forget_removed_versions(sessions, self.config["DATA_DIR"], self.storage, in_use)
+        return stale
+
+    def _stale(self, sessions, loaded: list[str]) -> list[str]:
         with sessions() as session:
             serving = set(session.scalars(select(UserModel.current_version_id)).all())
         # A version called by number (name@N) lately stays, or a client pinning a
         # version would reload it after every poll; it goes once unused that long.
         now = time.monotonic()
         serving |= {version_id for version_id, used in self._called_by_number.items() if now - used < PINNED_IDLE_S}
-        stale = [key for key in loaded if int(key.removeprefix(KEY_PREFIX)) not in serving]
-        for key in stale:
-            self.registry.cache.evict(key)
-        return stale
+        return [key for key in loaded if int(key.removeprefix(KEY_PREFIX)) not in serving]
 
-    def _load(self, key: str, version_id: int, model_format: str, tasks: list[str]):
+    def _load(self, key: str, version_id: int, model_format: str, tasks: list[str], label: str):
+        # Inside the cache's load-once: this process's concurrent first requests wait for this one fetch.
+        ensure_version_files(self.config, self.storage, self.model_sandbox, version_id, model_format, label)
         files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
         version = formats.Version(version_id, tasks, files_dir, venv_dir, self.config, self.model_sandbox,
                                   self.registry.device, self.registry.half, self.registry.load_settings)

@@ -8,6 +8,7 @@ version finishing out of order (an older upload whose build ends last) never
 takes a newer one's place.
 """
 
+import logging
 import os
 import re
 
@@ -16,7 +17,11 @@ from sqlalchemy import select, update
 from app.db import ModelVersion, ServingChange, UserModel, utcnow
 
 from .archive import remove_tree
+from .bundles import StorageUnreachable
 from .serving import version_dirs
+from .version_bundles import delete_version_bundles
+
+log = logging.getLogger(__name__)
 
 # "name@3": version 3 of the account's model `name`.
 VERSION_REF = re.compile(r"^(?P<name>[^@]+)@(?P<number>[0-9]{1,9})$")
@@ -61,13 +66,19 @@ def serve_if_newest(session, model: UserModel, version: ModelVersion, reason: st
 
 
 def has_files(data_dir: str, version: ModelVersion) -> bool:
-    return os.path.isdir(version_dirs(data_dir, version.id)[0])
+    """Whether the version keeps its files: the database's answer, the same on
+    every replica (stored_bytes goes to 0 when remove_old_versions removes them),
+    whether or not this replica's data dir holds a copy. `data_dir` is unused; it
+    stays for the callers."""
+    return version.status == "success" and (version.stored_bytes or 0) > 0
 
 
-def remove_old_versions(sessions, data_dir: str, kept: int, model_id: int) -> list[int]:
+def remove_old_versions(sessions, data_dir: str, kept: int, model_id: int, storage=None) -> list[int]:
     """Remove the files of the model's successful versions beyond the newest
     `kept` (the serving one is always kept; failed ones never keep theirs); they
-    no longer count against the account's stored bytes. Their records stay."""
+    no longer count against the account's stored bytes. Their records stay.
+    With S3 storage their bundles go too; a version whose bundle the bucket does
+    not let go keeps its files until the next call."""
     kept = max(1, kept)
     with sessions() as session:
         model = session.get(UserModel, model_id)
@@ -80,9 +91,16 @@ def remove_old_versions(sessions, data_dir: str, kept: int, model_id: int) -> li
             .order_by(ModelVersion.id.desc())
             .offset(kept - 1)
         ).all()
+        removed = []
         for version_id in older:
+            try:
+                delete_version_bundles(storage, [version_id])
+            except StorageUnreachable as exc:
+                log.warning("model version %s keeps its files for now: %s", version_id, exc)
+                continue
             remove_tree(os.path.dirname(version_dirs(data_dir, version_id)[0]))
-        if older:
-            session.execute(update(ModelVersion).where(ModelVersion.id.in_(older)).values(stored_bytes=0))
+            removed.append(version_id)
+        if removed:
+            session.execute(update(ModelVersion).where(ModelVersion.id.in_(removed)).values(stored_bytes=0))
             session.commit()
-        return list(older)
+        return removed

@@ -28,3 +28,59 @@ def test_schema_survives_a_restart_and_keys_stay_valid(make_app, client_for, dat
     tables = set(inspect(second.extensions["db"].engine).get_table_names())
     assert {"accounts", "api_keys"} <= tables
     assert second.extensions["db"].engine.dialect.name == database_url.split(":")[0].split("+")[0]
+
+
+def test_replicas_starting_at_once_on_an_empty_postgresql_create_the_schema_and_one_first_key(postgres, tmp_path):
+    import threading
+
+    from sqlalchemy import func, select
+
+    from app import prepare_database
+    from app.db import ApiKey, Database
+
+    url = postgres.new_database()
+    start = threading.Barrier(4)
+    failures = []
+
+    def replica(number):
+        start.wait()
+        try:
+            prepare_database({"DATA_DIR": str(tmp_path / f"replica{number}"), "DATABASE_URL": url})
+        except Exception as exc:  # a lost race would raise here (duplicate table or type)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    database = Database(url)
+    with database.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ApiKey)) == 1
+    database.engine.dispose()
+
+
+def test_a_deleted_model_versions_id_is_never_given_to_a_new_one(database_url):
+    # The id names the version's files, bundle and loaded copy in every process.
+    from app.db import Account, Database, ModelVersion, UserModel, utcnow
+
+    database = Database(database_url)
+    with database.sessions() as session:
+        account = Account(name="alice")
+        session.add(account)
+        session.flush()
+        model = UserModel(account_id=account.id, name="m")
+        session.add(model)
+        session.flush()
+        newest = ModelVersion(model_id=model.id, number=1, upload_expires_at=utcnow())
+        session.add(newest)
+        session.commit()
+        deleted_id = newest.id
+        session.delete(newest)
+        session.commit()
+        again = ModelVersion(model_id=model.id, number=1, upload_expires_at=utcnow())
+        session.add(again)
+        session.commit()
+        assert again.id > deleted_id
+    database.engine.dispose()

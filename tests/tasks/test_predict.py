@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.db import Account, ModelVersion, UserModel, utcnow
 from training.trainers.tabular import TabularTrainer
+from uploads.archive import tree_bytes
 from uploads.serving import version_dirs
 
 from ..training.helpers import make_run
@@ -38,6 +39,7 @@ def add_trained_version(app, account: str, name: str, trainer, train_rows, valid
                        output_name=folder, **run_fields)
         result = trainer.train(run)
         version.format, version.metrics, version.description = result.format, result.metrics, result.description
+        version.stored_bytes = tree_bytes(files_dir)  # as the job runner records it
         version.finished_at = utcnow()
         model.current_version_id = version.id
         session.commit()

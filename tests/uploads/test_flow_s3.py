@@ -69,12 +69,13 @@ def test_full_flow_through_a_real_s3_server(s3_service, seaweed, tiny_dir, model
         assert response.json["output"] == expected
     else:  # the built-in emotion code served the uploaded classifier
         assert response.json["output"] and set(response.json["output"].split(", ")) <= set(GO_EMOTIONS)
-    # The archive is removed from the bucket once built.
-    listed = seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])
-    assert listed == []
+    # The archive is removed from the bucket once built; the built files stay there for other replicas.
+    listed = [o["Key"] for o in seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert len(listed) == 1 and listed[0].endswith("/files.tar"), listed
 
     assert client.delete("/models/s3-model", headers=headers).status_code == 200
     assert client.get("/models/s3-model", headers=headers).status_code == 404
+    assert seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", []) == []
 
 
 def test_an_archive_over_the_upload_limit_in_the_bucket_fails_its_build_before_download(
@@ -117,7 +118,8 @@ def test_a_dataset_put_to_its_presigned_url_is_noticed_parsed_and_deleted_with_i
         time.sleep(0.1)
     assert state["status"] == "ready" and state["stats"]["labels"] == {"pos": 5, "neg": 5}
     assert any("bucket" in line["message"] for line in state["parse_logs"])
-    key = api.app.extensions["storage"].dataset_key(created["id"])
-    assert [o["Key"] for o in seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])] == [key]
+    storage = api.app.extensions["storage"]
+    assert sorted(o["Key"] for o in seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])) == [
+        storage.dataset_key(created["id"]), storage.named(f"parsed-datasets/{created['id']}.tar")]
     assert client.delete(f"/datasets/{created['id']}", headers=headers).status_code == 200
     assert seaweed.client().list_objects_v2(Bucket=BUCKET).get("Contents", []) == []

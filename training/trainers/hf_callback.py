@@ -36,21 +36,37 @@ class EpochReporter(TrainerCallback):
             self.learning_rate = float(logs["learning_rate"])
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.reporter.epoch(self._stats(state.epoch, state.global_step, metrics,
+                                        round(time.monotonic() - self.started, 3)))
+
+    def _stats(self, epoch, step, metrics, elapsed_s) -> dict:
         metrics = dict(metrics or {})
         validation_loss = metrics.pop("eval_loss", None)
         stats = {
-            "epoch": int(round(state.epoch or 0)),
-            "step": int(state.global_step),
+            "epoch": int(round(epoch or 0)),
+            "step": int(step),
             "train_loss": self.train_loss,
             "validation_loss": None if validation_loss is None or math.isnan(validation_loss) else float(validation_loss),
             "learning_rate": self.learning_rate,
-            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "elapsed_s": elapsed_s,
         }
         for key, value in metrics.items():
             if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second", "preparation_time")):
                 stats[key.removeprefix("eval_")] = value
         stats.update(self.extra(stats))
-        self.reporter.epoch(stats)
+        return stats
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A run resumed from a checkpoint carries its earlier epochs in the
+        checkpoint's log: report them again, marked restored, so that an epoch
+        whose report died with a killed process (after its checkpoint was
+        saved) is still recorded; the job keeps a report it already has."""
+        for entry in state.log_history:
+            self.on_log(args, state, control, logs=entry)
+            if "eval_loss" in entry or (not self.validating and "loss" in entry):
+                stats = self._stats(entry.get("epoch"), entry.get("step", 0), entry, None)
+                self.reporter.epoch({**stats, "restored": True})
+        self.train_loss = self.learning_rate = None
 
     def on_save(self, args, state, control, **kwargs):
         if not self.validating:

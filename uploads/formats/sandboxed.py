@@ -8,15 +8,13 @@ The worker (uploads/user_worker.py) is told the format's name and loads the
 model its way.
 """
 
-import os
 
 from core.errors import ModelUnavailable
 from model_registry.served_model import ServedModel
 from sandbox import SandboxUnavailable
 
-from ..archive import remove_tree
 from ..serving import code_model
-from ..venvs import create_model_venv
+from ..venvs import build_model_venv
 from .base import UploadFormat, Version
 
 
@@ -24,11 +22,8 @@ class SandboxedCode(UploadFormat):
     def build(self, version: Version, model_config: dict, say) -> ServedModel:
         model_sandbox = version.model_sandbox
         model_sandbox.sandbox.require()  # SandboxUnavailable fails the build before anything runs
-        create_model_venv(version.venv_dir)
-        model_sandbox.grant(version.id, version.files_dir, version.venv_dir)
-        scratch = os.path.join(os.path.dirname(version.files_dir), "install")
-        say(model_sandbox.install(version.id, version.files_dir, version.venv_dir, scratch))
-        remove_tree(scratch)
+        # The same step a replica that fetched the files runs (uploads/version_bundles.py).
+        say(build_model_venv(model_sandbox, version.id, version.files_dir, version.venv_dir))
         return self._worker(version)
 
     def serve(self, version: Version) -> ServedModel:

@@ -1,0 +1,229 @@
+"""Background work on a queue: with INFER_QUEUE_URL, web processes hand builds,
+dataset parses, training jobs and asynchronous predictions to Redis, and worker
+processes (`flask --app wsgi worker`, app/worker_cli.py) run them.
+
+RQ rather than Celery: Redis is the only broker we need, a job here is one
+plain function call with a row id, and the database, not the broker, decides
+who runs what. A message only says "row R of kind K may have work": the worker
+claims the row with the same conditional UPDATE and lease as the embedded
+runners (app/leases.py), so a message delivered twice, or for work already
+done, runs nothing. Celery's acknowledgements and visibility timeouts would
+duplicate what the leases already do, with a larger dependency to carry.
+
+Nothing is lost with a message: every worker sweeps the database every
+INFER_QUEUE_SWEEP_S seconds and enqueues again the rows that are due (waiting
+while no message for them waits in Redis, e.g. after Redis restarted or was
+unreachable when the work was submitted; or claimed by a worker that died, its
+lease run out), and runs the runners' upkeep (uploads noticed in S3, old
+predictions removed...). Each kind has its own RQ queue, so a prediction never
+waits behind a ten-minute training job in a worker that serves both queues
+first-come; a worker takes the queues in the order given (short work first by
+default).
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from .work import QUEUES
+
+log = logging.getLogger(__name__)
+
+# The one function a worker runs: a message naming any other is refused (Redis
+# is trusted like the database, but a worker need not run whatever it holds).
+PERFORM = "app.work_queue.perform"
+KEY_PREFIX = "infer:work:"
+# The id of the last message sent for a row, to tell whether one still waits;
+# only a hint, so it may expire.
+POINTER_TTL_S = 7 * 86_400
+FAILED_JOB_TTL_S = 86_400
+
+_worker_work = None  # the QueueWork of this worker process (perform runs in it)
+
+
+class HandBack(BaseException):
+    """Raised into a running build or parse when its worker is told to stop:
+    a BaseException, so the work's own `except Exception` does not record it
+    as a failure."""
+
+
+class QueueWork:
+    """app.extensions["work"] with a queue: submit enqueues; workers run."""
+
+    queued = True
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.url = config["QUEUE_URL"]
+        self.sweep_s = float(config["QUEUE_SWEEP_S"])
+        # How long a message sent is taken to be on its way (the sweep leaves
+        # its row alone meanwhile): far less than any lease.
+        self.grace_ms = int(max(5.0, 2 * self.sweep_s) * 1000)
+        self.runners: dict = {}
+        # Short timeouts: Redis being away must not hold a user's request long.
+        self.redis = Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+        self.queues = {name: Queue(name, connection=self.redis, serializer=JSONSerializer)
+                       for name in QUEUES.values()}
+        self.current: tuple | None = None  # (kind, row id) this worker runs now
+        self.stopping = False
+
+    def add(self, runner) -> None:
+        self.runners[runner.kind] = runner
+
+    # --- handing work over ----------------------------------------------------------
+
+    def submit(self, kind: str, row_id) -> None:
+        """Say that the row has work. The row is already committed: if Redis is
+        away the sweep enqueues it later, so this logs and never fails."""
+        try:
+            self._enqueue(kind, row_id)
+        except RedisError as exc:
+            log.warning("queue unreachable; %s %s waits for a worker's sweep: %s", kind, row_id, exc)
+
+    def _enqueue(self, kind: str, row_id) -> None:
+        job = self.queues[QUEUES[kind]].enqueue_call(
+            PERFORM, args=(kind, row_id), timeout=-1, result_ttl=0, failure_ttl=FAILED_JOB_TTL_S,
+            description=f"{kind} {row_id}")
+        with self.redis.pipeline() as pipe:
+            pipe.set(f"{KEY_PREFIX}{kind}:{row_id}", job.id, ex=POINTER_TTL_S)
+            pipe.set(f"{KEY_PREFIX}sent:{kind}:{row_id}", 1, px=self.grace_ms)
+            pipe.execute()
+
+    def waiting(self, kind: str, row_id) -> bool:
+        """Whether a message for this row still waits in its queue."""
+        job_id = self.redis.get(f"{KEY_PREFIX}{kind}:{row_id}")
+        return job_id is not None and self.queues[QUEUES[kind]].get_job_position(job_id.decode()) is not None
+
+    def sweep(self) -> int:
+        """Run each runner's upkeep and enqueue its due rows that have no message
+        waiting; the number enqueued."""
+        enqueued = 0
+        for kind, runner in list(self.runners.items()):
+            try:
+                if hasattr(runner, "upkeep"):
+                    runner.upkeep()
+                for row_id in runner.due():
+                    enqueued += self._enqueue_if_lost(kind, row_id)
+            except RedisError as exc:
+                log.warning("sweep: queue unreachable: %s", exc)
+                break
+            except Exception:  # the database may be away for a moment; the next sweep may work
+                log.exception("sweep of %s", kind)
+        return enqueued
+
+    def _enqueue_if_lost(self, kind: str, row_id) -> bool:
+        if self.waiting(kind, row_id):
+            return False
+        # Not if a message went out lately: a worker may have taken it and not
+        # claimed the row yet. And several workers sweep: one of them sends it.
+        if not self.redis.set(f"{KEY_PREFIX}sent:{kind}:{row_id}", 1, nx=True, px=self.grace_ms):
+            return False
+        self._enqueue(kind, row_id)
+        log.info("sweep: %s %s was due with no message waiting; enqueued", kind, row_id)
+        return True
+
+    # --- running work (in a worker) -------------------------------------------------
+
+    def perform(self, kind: str, row_id) -> None:
+        runner = self.runners.get(kind)
+        if runner is None:
+            log.warning("no runner for %s work in this process; %s left for another worker", kind, row_id)
+            return
+        if self.stopping:  # stopped between taking the message and starting: pass it on
+            self.submit(kind, row_id)
+            return
+        self.current = (kind, row_id)
+        try:
+            ran = runner.run_claimed(row_id)
+        except HandBack:
+            runner.hand_back(row_id)
+            log.info("stopping: %s %s handed back", kind, row_id)
+            self.submit(kind, row_id)
+            return
+        finally:
+            self.current = None
+        # Only a training job goes back to the queue by itself (its process
+        # died, or this worker stops): send it on now, not at the next sweep.
+        if ran and kind == "train" and row_id in runner.due():
+            self.submit(kind, row_id)
+
+    def stop_running(self) -> None:
+        """The worker was told to stop (SIGTERM): hand the running work back now."""
+        self.stopping = True
+        current = self.current
+        if current is None:
+            return
+        runner = self.runners[current[0]]
+        if hasattr(runner, "hand_back"):
+            raise HandBack()  # into the work, which runs in this (the main) thread
+        if hasattr(runner, "stop"):
+            threading.Thread(target=runner.stop, name="stop", daemon=True).start()
+
+    def run_worker(self, queue_names, burst: bool = False, name: str | None = None) -> None:
+        """Run jobs from these queues until stopped (or, in a burst, until they
+        are empty), sweeping meanwhile."""
+        global _worker_work
+        _worker_work = self
+        # The worker's own connection: RQ sets its read timeout to its long blocking waits.
+        worker = Worker([self.queues[queue] for queue in queue_names], connection=Redis.from_url(self.url),
+                        name=name or f"{socket.gethostname()}.{os.getpid()}", serializer=JSONSerializer)
+        worker.work_queue = self
+        worker.listens_for_commands = not burst
+        stopped = threading.Event()
+        if burst:
+            self.sweep()
+        else:
+            threading.Thread(target=self._sweep_loop, args=(stopped,), name="sweep", daemon=True).start()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            worker.work(burst=burst, logging_level="INFO")
+        finally:
+            stopped.set()
+            for sig, handler in handlers.items():  # RQ's, bound to this worker, go with it
+                signal.signal(sig, handler)
+
+    def _sweep_loop(self, stopped: threading.Event) -> None:
+        while True:
+            self.sweep()
+            if stopped.wait(self.sweep_s):
+                return
+
+
+class Worker(SimpleWorker):
+    """RQ's SimpleWorker runs each job in its own process (no fork per job), so
+    the models a prediction loads stay loaded for the next; builds and training
+    run in child processes of their own anyway."""
+
+    work_queue: QueueWork
+    listens_for_commands = True
+
+    def subscribe(self):
+        # RQ's commands (`rq` CLI: stop a worker...) come by pub/sub, whose
+        # thread takes a second to end: not worth it for a burst.
+        if self.listens_for_commands:
+            super().subscribe()
+
+    def execute_job(self, job, queue):
+        if job.func_name != PERFORM:
+            log.error("refused job %s: it calls %s, not this service's work", job.id, job.func_name)
+            job.delete()
+            return
+        super().execute_job(job, queue)
+
+    def request_stop(self, signum, frame):
+        super().request_stop(signum, frame)  # takes no new job (raises StopRequested when idle)
+        self.work_queue.stop_running()
+
+
+def perform(kind: str, row_id) -> None:
+    """The function every queued job calls (PERFORM), in a worker process."""
+    if _worker_work is None:
+        raise RuntimeError("app.work_queue.perform runs in a worker started by `flask --app wsgi worker`")
+    _worker_work.perform(kind, row_id)

@@ -1,0 +1,43 @@
+"""`flask --app wsgi worker`: run background work from the queue (INFER_QUEUE_URL)."""
+
+import click
+from flask import current_app
+
+from .work import DEFAULT_QUEUES, QUEUES
+
+
+@click.command("worker")
+@click.option("--queues", "-q", default=",".join(DEFAULT_QUEUES), show_default=True,
+              help="Comma-separated queues to take work from, in this order of preference: predictions "
+                   "(asynchronous predictions), builds (uploaded models), datasets (parses), training (jobs). "
+                   "A worker runs one job at a time, so give predictions workers of their own when "
+                   "training jobs are long.")
+@click.option("--burst", is_flag=True,
+              help="Sweep once, run what is queued, then exit (instead of waiting for more work).")
+@click.option("--name", default=None, help="The worker's name in Redis (default: host.pid).")
+def worker_command(queues, burst, name):
+    """Run builds, dataset parses, training jobs and asynchronous predictions
+    from the queue in INFER_QUEUE_URL (Redis), one at a time, until SIGTERM.
+
+    Run as many as the machine fits, on any host that reaches the database,
+    Redis and the storage (S3, or the same data dir). Every worker also sweeps
+    the database every INFER_QUEUE_SWEEP_S seconds and enqueues again the work
+    whose message was lost or whose worker died. SIGTERM hands the running job
+    back at once (a training job resumes from its last epoch checkpoint where
+    the workers share INFER_DATA_DIR); a second SIGTERM stops at once.
+    """
+    work = current_app.extensions["work"]
+    if not getattr(work, "queued", False):
+        raise click.ClickException("INFER_QUEUE_URL is not set: without a queue every web process runs the "
+                                   "background work itself, and no worker is needed.")
+    names = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(names) - set(QUEUES.values()))
+    if unknown or not names:
+        raise click.BadParameter(f"unknown queues {unknown}; choose from {', '.join(DEFAULT_QUEUES)}",
+                                 param_hint="--queues")
+    from redis.exceptions import RedisError
+
+    try:
+        work.run_worker(names, burst=burst, name=name)
+    except RedisError as exc:  # at start; once running, RQ waits for Redis to come back
+        raise click.ClickException(f"The queue (INFER_QUEUE_URL) is unreachable: {exc}") from None

@@ -31,6 +31,54 @@ class ProductionServer:
         """The API keys the server printed (the first start prints one)."""
         return re.findall(r"ik_[A-Za-z0-9_-]+", self.log())
 
+    def wait_ready(self, timeout: float = 120) -> "ProductionServer":
+        """Until /readyz answers 200 (the database answers, preloaded models are in)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.log()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:  # not listening yet, or a worker still booting
+                pass
+            time.sleep(0.3)
+        raise AssertionError(self.log())
+
+    def wait_listening(self, timeout: float = 60) -> "ProductionServer":
+        """Until the master has bound its port (after it prepared the database)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(self.log())
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to the master: gunicorn's graceful stop (requests in progress finish)."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the master and every process it started, as when its machine dies.
+
+        The server runs in a session of its own, so its process group is
+        exactly its processes."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -38,36 +86,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def production_server(folder, **environ):
-    """Start it, wait until /readyz answers 200, and stop it after; `environ`
-    adds to (or overrides) the environment it starts with."""
+def start_production_server(folder, port: int | None = None, **environ) -> ProductionServer:
+    """Start it without waiting; `port` reuses an address (a restart), `environ`
+    adds to (or overrides) the environment it starts with. Its data dir is
+    <folder>/data, so a server started again in the same folder finds its data."""
     folder = str(folder)
-    port = _free_port()
+    port = port or _free_port()
     log_path = os.path.join(folder, "server.log")
     env = {**os.environ, "INFER_DATA_DIR": os.path.join(folder, "data"), "INFER_BIND": f"127.0.0.1:{port}",
            "PROMETHEUS_MULTIPROC_DIR": os.path.join(folder, "metrics"), **environ}
-    with open(log_path, "w") as log:
+    # Appended to: a restart in the same folder keeps the first start's log (and its printed key).
+    with open(log_path, "a") as log:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ProductionServer(folder, port, process, log_path)
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return ProductionServer(folder, port, process, log_path)
+
+
+@contextmanager
+def production_server(folder, port: int | None = None, **environ):
+    """Start it, wait until /readyz answers 200, and stop it after (see start_production_server)."""
+    server = start_production_server(folder, port, **environ)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {server.log()}")
-            try:
-                if requests.get(server.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or a worker still booting
-                time.sleep(0.3)
-        else:
-            raise AssertionError(server.log())
+        server.wait_ready()
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import requests
 
+from .servers import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -80,18 +82,12 @@ class ProductionServer:
         self.process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_production_server(folder, port: int | None = None, **environ) -> ProductionServer:
     """Start it without waiting; `port` reuses an address (a restart), `environ`
     adds to (or overrides) the environment it starts with. Its data dir is
     <folder>/data, so a server started again in the same folder finds its data."""
     folder = str(folder)
-    port = port or _free_port()
+    port = port or free_port()
     log_path = os.path.join(folder, "server.log")
     env = {**os.environ, "INFER_DATA_DIR": os.path.join(folder, "data"), "INFER_BIND": f"127.0.0.1:{port}",
            "PROMETHEUS_MULTIPROC_DIR": os.path.join(folder, "metrics"), **environ}

@@ -12,11 +12,12 @@ import csv
 import io
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import time
+
+from .servers import debian_binary, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "deploy", "haproxy.cfg")
@@ -25,20 +26,6 @@ SOCKET_LINE = "stats socket /run/haproxy/admin.sock mode 600 level admin"
 SERVER_LINE = re.compile(r"^(\s*)server replica\d+ \S+\n", re.MULTILINE)
 DEFAULT_SERVER = re.compile(r"^(\s*default-server check) inter \S+ fall \d+ rise \d+", re.MULTILINE)
 BACKEND = "infer"
-
-
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    if not found:
-        # Never a skip: the replica tests are the evidence for the documented topology.
-        raise RuntimeError("haproxy was not found: run scripts/test, which installs Debian's haproxy.")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _sub_once(pattern, replacement, text: str, what: str) -> str:
@@ -84,12 +71,13 @@ class HAProxy:
         self.process = None
 
     def start(self, timeout: float = 20) -> "HAProxy":
-        checked = subprocess.run([haproxy_binary(), "-c", "-f", self.config], capture_output=True, text=True)
+        haproxy = debian_binary("haproxy", "haproxy", "the load balancer of the replica tests")
+        checked = subprocess.run([haproxy, "-c", "-f", self.config], capture_output=True, text=True)
         if checked.returncode != 0:
             raise AssertionError(f"haproxy -c rejected the config:\n{checked.stdout}{checked.stderr}")
         self.log = open(self.log_path, "w")
         # -db: in the foreground, so the process we start is haproxy itself.
-        self.process = subprocess.Popen([haproxy_binary(), "-db", "-f", self.config], stdout=self.log,
+        self.process = subprocess.Popen([haproxy, "-db", "-f", self.config], stdout=self.log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -9,31 +9,17 @@ leaving the test running on a config it did not mean.
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import time
 
+from .servers import debian_binary, free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "deploy", "nginx.conf")
 LISTEN_PLACEHOLDER = "listen 127.0.0.1:8080;"
 UPSTREAM_PLACEHOLDER = "server 127.0.0.1:8000;"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if not found:
-        # Never a skip: the reverse-proxy tests are the evidence that the
-        # documented defence works, so a machine without nginx must not pass.
-        raise RuntimeError("nginx was not found: run scripts/test, which installs Debian's nginx-light.")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def set_directive(text: str, name: str, value: str, count: int = 1) -> str:
@@ -88,7 +74,8 @@ class Nginx:
         # signal. As root the workers would run as nobody, who cannot enter
         # pytest's 0700 temporary directory (client_body_temp lives there).
         globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-        return [nginx_binary(), "-p", self.prefix, "-c", self.config, "-g", globals_, *extra]
+        nginx = debian_binary("nginx", "nginx-light", "the reverse proxy of the proxy tests")
+        return [nginx, "-p", self.prefix, "-c", self.config, "-g", globals_, *extra]
 
     def start(self, timeout: float = 20) -> "Nginx":
         checked = subprocess.run(self._command("-t"), capture_output=True, text=True)

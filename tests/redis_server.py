@@ -11,11 +11,7 @@ import subprocess
 import tempfile
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .servers import free_port
 
 
 class RedisServer:
@@ -24,7 +20,7 @@ class RedisServer:
         if not os.path.exists(self.binary):
             raise RuntimeError("redis-server was not found; install Debian's redis-server package (scripts/test does).")
         self.dir = tempfile.mkdtemp(prefix="infer-redis-")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen | None = None
 

@@ -234,6 +234,35 @@ DEFAULTS = {
     # Seconds a build stays claimed by a process that stopped renewing its
     # claim (it died) before another process takes it over.
     "BUILD_LEASE_S": 60.0,
+    # --- Inference backend and token-aware batching (model_registry/onnx_*.py,
+    # model_registry/token_batching.py) ---
+    # "torch", or "onnx": encoder models (sentence-transformers vectorisers, the
+    # emotion classifier, NLI and extractive QA) are exported to ONNX once per
+    # model, revision and library versions, and run with ONNX Runtime on the CPU
+    # (TORCH_THREADS intra-op threads). A model that does not export, or whose
+    # export does not give torch's answers, is served with torch; the log says why.
+    "BACKEND": "torch",
+    # Per model, over BACKEND: comma-separated "catalogue key:backend" pairs
+    # (all-MiniLM-L6-v2:onnx,bart-large-mnli:torch).
+    "BACKEND_OVERRIDES": "",
+    # Where exports are kept. Empty: beside the model's files when they are under
+    # MODEL_DIR and writable, else DATA_DIR/onnx (packaged models, the Hugging
+    # Face cache, user models). A shared volume lets replicas export once.
+    "ONNX_CACHE_DIR": "",
+    # int8 dynamic quantisation of ONNX vectorisers: empty (off) or which matrix
+    # products: "all", "attention" (the attention projections) or
+    # "attention-inner" (those of all but the first and last layers). A quantised
+    # model whose worst cosine to its fp32 vectors on the calibration sentences
+    # (model_registry/calibration.py) is below ONNX_INT8_MIN_COSINE is refused
+    # (an error in the log) and its fp32 ONNX export serves instead.
+    "ONNX_INT8": "",
+    "ONNX_INT8_MIN_COSINE": 0.99,
+    # Token-aware batching of text vectorisers: the most padded tokens (items x
+    # the longest item) in one forward pass; a batch is cut into passes of
+    # similar lengths within it. 0: passes are bounded by BATCH_MAX_SIZE only.
+    # On one CPU thread, MiniLM's throughput is flat from 128 to 512 and falls
+    # above (2.1x at 512 over no budget on mixed lengths); a GPU wants far more.
+    "BATCH_MAX_TOKENS": 512,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
 }

@@ -29,6 +29,10 @@ before its turn is dropped unrun: its client has given up.
 A model's own exception can quote the input or internals: it is logged with the
 traceback and the request's id (taken at submit, as the worker thread runs
 outside the request), and the client is told that id, not the exception.
+
+Token-aware batching (token_batching.py): `prepare` tokenises a request on its own
+thread at submit, overlapping the running pass; with a token budget the batch taken
+is cut into passes of similar lengths within max_batch_tokens padded tokens.
 """
 
 import logging
@@ -41,6 +45,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from core.errors import ApiError, ModelUnavailable, TooManyRequests
 from core.request_context import current_request_id
+
+from .token_batching import run_in_passes
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +80,16 @@ class Batcher:
         run_alone_inline: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[list], list] | None = None,
+        item_tokens: Callable[[object], int] | None = None,
+        max_batch_tokens: int = 0,
     ):
         # `clock` measures deadlines and max_wait (monotonic seconds); tests pass their own.
+        # `prepare`: a request's items as `run` takes them; `item_tokens`: a prepared item's length.
         self._run = run
+        self._prepare = prepare
+        self._item_tokens = item_tokens
+        self.max_batch_tokens = max_batch_tokens if item_tokens is not None else 0
         self._clock = clock
         self.name = name
         self.max_batch_size = max_batch_size
@@ -99,7 +112,7 @@ class Batcher:
 
     def submit(self, items: list, timeout_s: float) -> list:
         """Run `items` in a shared batch; return their outputs in order."""
-        request = _Request(items, self._clock() + timeout_s, current_request_id.get())
+        request = _Request(self._prepared(items), self._clock() + timeout_s, current_request_id.get())
         with self._ready:
             self._admit()
             # Not while batches are expected to gather several requests: this one
@@ -138,13 +151,28 @@ class Batcher:
         in the queue it is dropped with DeadlineExceeded. Cancelling the
         future before its pass starts takes it out of the queue.
         """
-        request = _Request(items, self._clock() + timeout_s, current_request_id.get())
+        request = _Request(self._prepared(items), self._clock() + timeout_s, current_request_id.get())
         with self._ready:
             self._admit()
             self._queue.append(request)
             self._ready.notify()
         request.future.add_done_callback(lambda _future: self._left())
         return request.future
+
+    def _prepared(self, items: list) -> list:
+        """`items` as `run` takes them, prepared on the caller's thread; a failure is
+        answered as a failed pass is (the details in the log)."""
+        if self._prepare is None:
+            return items
+        request = _Request(items, 0.0, current_request_id.get())
+        try:
+            prepared = self._prepare(items)
+            if len(prepared) != len(items):
+                raise RuntimeError(f"prepared {len(prepared)} items for {len(items)} inputs")
+            return prepared
+        except Exception as exc:
+            self._fail(request, exc)
+            raise request.future.exception() from None
 
     def _admit(self) -> None:
         """Count a new request in, or refuse it (call with the lock held)."""
@@ -232,6 +260,9 @@ class Batcher:
                 self._finished()
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        if self.max_batch_tokens:  # cut into passes by the token budget
+            return run_in_passes(batch, self._item_tokens, self._run_checked, self._fail,
+                                 self.max_batch_size, self.max_batch_tokens)
         if len(batch) > 1:
             try:
                 outputs = self._run_checked([item for request in batch for item in request.items])
@@ -248,13 +279,16 @@ class Batcher:
         request = batch[0]
         try:
             request.future.set_result(self._run_checked(request.items))
-        except ApiError as exc:  # the task's own input checks: keep their status
-            request.future.set_exception(exc)
-        except Exception:
-            log.exception("model %s failed on request %s", self.name, request.request_id)
-            under = f" under request id {request.request_id}" if request.request_id else ""
-            request.future.set_exception(PredictionFailed(
-                f"Model {self.name} failed on this input; the details are in the service log{under}."))
+        except Exception as exc:
+            self._fail(request, exc)
+
+    def _fail(self, request: _Request, exc: Exception) -> None:
+        if isinstance(exc, ApiError):  # the task's own input checks: keep their status
+            return request.future.set_exception(exc)
+        log.error("model %s failed on request %s", self.name, request.request_id, exc_info=exc)
+        under = f" under request id {request.request_id}" if request.request_id else ""
+        request.future.set_exception(PredictionFailed(
+            f"Model {self.name} failed on this input; the details are in the service log{under}."))
 
     def _run_checked(self, items: list) -> list:
         started = time.perf_counter()

@@ -27,6 +27,7 @@ class ModelRegistry:
             # With several torch threads, every thread that runs a forward pass
             # gets its own OpenMP team; passes must then stay on the batch worker.
             run_alone_inline=int(config["TORCH_THREADS"]) == 1,
+            max_batch_tokens=int(config.get("BATCH_MAX_TOKENS", 0)),
             on_batch=on_batch,
         )
         # What a loaded model's answers depend on, given at load time.
@@ -74,6 +75,7 @@ class ModelRegistry:
         except MissingWeights as exc:  # the operator's files are wrong: say which, as for a missing model
             raise ModelUnavailable(f"Model {key} cannot be served from {path}: {exc}") from None
         served.batch_settings = self.batch_settings
+        log.info("model %s runs on %s", key, served.backend)
         return served
 
     @staticmethod

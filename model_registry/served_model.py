@@ -6,6 +6,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .batcher import Batcher
+from .token_batching import PreparedRunner
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class BatchSettings:
     max_queue: int = 256
     timeout_s: float = 60.0
     run_alone_inline: bool = True
+    # Most padded tokens in one pass, for runners that tokenise ahead (0: no budget).
+    max_batch_tokens: int = 0
     on_batch: Callable[[str, str, int, float], None] | None = None  # (model, task, batch size, seconds)
 
 
@@ -23,7 +26,9 @@ class ServedModel:
 
     ``runners`` maps a task name to a function taking a list of task inputs and
     returning one output per input, in order. Calls go through one Batcher per
-    task, so concurrent requests share forward passes.
+    task, so concurrent requests share forward passes. A runner that is a
+    PreparedRunner has its inputs tokenised on the request thread and its passes
+    cut by the token budget (model_registry/token_batching.py).
     """
 
     def __init__(self, key: str, model, nbytes: int, device: str, runners: dict[str, Callable]):
@@ -32,6 +37,8 @@ class ServedModel:
         self.nbytes = nbytes
         self.device = device
         self.runners = runners
+        # What runs its passes: "torch", "onnx", or "onnx-int8:<preset>" (INFER_BACKEND).
+        self.backend = "torch"
         self.batch_settings = BatchSettings()
         self._batchers: dict[str, Batcher] = {}
         self._lock = threading.Lock()
@@ -76,14 +83,19 @@ class ServedModel:
                 if batcher is None:
                     settings = self.batch_settings
                     on_batch = settings.on_batch
+                    runner = self.runners[task]
+                    prepared = isinstance(runner, PreparedRunner)
                     batcher = self._batchers[task] = Batcher(
-                        self.runners[task],
+                        runner.run if prepared else runner,
                         name=f"{self.key}/{task}",
                         max_batch_size=settings.max_batch_size,
                         max_wait_s=settings.max_wait_s,
                         max_queue=settings.max_queue,
                         run_alone_inline=settings.run_alone_inline,
                         on_batch=(lambda size, seconds: on_batch(self.key, task, size, seconds)) if on_batch else None,
+                        prepare=runner.prepare if prepared else None,
+                        item_tokens=runner.tokens if prepared else None,
+                        max_batch_tokens=settings.max_batch_tokens,
                     )
         return batcher
 

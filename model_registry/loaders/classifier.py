@@ -4,17 +4,9 @@
 import torch
 
 from ..catalogue import ModelSpec
-from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import (
-    DEFAULT_SETTINGS,
-    LoadSettings,
-    from_pretrained,
-    import_lock,
-    inference,
-    max_input_tokens,
-    place,
-)
+from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, max_input_tokens
+from .encoder_heads import load_encoder
 
 
 # The tasks this loader's models serve (checked against the catalogue at import).
@@ -27,14 +19,14 @@ def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool,
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(from_pretrained(AutoModelForSequenceClassification, path, "emotion"), device, half)
+    model = load_encoder(spec.key, path, AutoModelForSequenceClassification, "emotion", ("logits",), device, half,
+                         settings)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_tokens = max_input_tokens(tokenizer, model.config)
 
     def scores(texts: list[str]) -> list[dict[str, float]]:
-        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(device)
-        with inference():
-            probabilities = torch.sigmoid(model(**encoded).logits.float()).tolist()
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        probabilities = torch.sigmoid(model(**encoded).logits.float()).tolist()
         return [dict(zip(labels, row)) for row in probabilities]
 
     def emotion(items: list[dict]) -> list[str]:
@@ -46,4 +38,6 @@ def load_emotion_classifier(spec: ModelSpec, path: str, device: str, half: bool,
             results.append(", ".join(chosen or [ranked[0][0]]))
         return results
 
-    return ServedModel(spec.key, model, module_nbytes(model), device, {"emotion": emotion})
+    served = ServedModel(spec.key, model.model, model.nbytes, device, {"emotion": emotion})
+    served.backend = model.backend
+    return served

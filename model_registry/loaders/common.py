@@ -18,10 +18,53 @@ class LoadSettings:
 
     # The emotion classifier answers the labels at least this likely (INFER_EMOTION_THRESHOLD).
     emotion_threshold: float = 0.5
+    # The backend of encoder models, "torch" or "onnx" (INFER_BACKEND), and per
+    # catalogue key ((key, backend) pairs, INFER_BACKEND_OVERRIDES).
+    backend: str = "torch"
+    backend_overrides: tuple[tuple[str, str], ...] = ()
+    # Where ONNX exports are kept (model_registry/onnx_export.py cache_root).
+    onnx_cache_dir: str = ""
+    model_dir: str = ""
+    data_dir: str = ""
+    # Intra-op threads of an ONNX Runtime session (INFER_TORCH_THREADS).
+    threads: int = 1
+    # int8 quantisation of ONNX vectorisers: "" or a preset (onnx_quantise.PRESETS),
+    # refused below this worst cosine to fp32 on the calibration sentences.
+    int8: str = ""
+    int8_min_cosine: float = 0.99
 
     @classmethod
     def from_config(cls, config: dict) -> "LoadSettings":
-        return cls(emotion_threshold=float(config["EMOTION_THRESHOLD"]))
+        from ..onnx_backend import BACKENDS, parse_overrides
+        from ..onnx_quantise import PRESETS
+
+        backend = config.get("BACKEND", "torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"INFER_BACKEND: {backend!r} is not one of {', '.join(BACKENDS)}")
+        int8 = config.get("ONNX_INT8", "")
+        if int8 and int8 not in PRESETS:
+            raise ValueError(f"INFER_ONNX_INT8: {int8!r} is not one of {', '.join(PRESETS)} (or empty: off)")
+        return cls(
+            emotion_threshold=float(config["EMOTION_THRESHOLD"]),
+            backend=backend,
+            backend_overrides=parse_overrides(config.get("BACKEND_OVERRIDES", "")),
+            onnx_cache_dir=config.get("ONNX_CACHE_DIR", ""),
+            model_dir=config.get("MODEL_DIR", ""),
+            data_dir=config.get("DATA_DIR", ""),
+            threads=int(config.get("TORCH_THREADS", 1)),
+            int8=int8,
+            int8_min_cosine=float(config.get("ONNX_INT8_MIN_COSINE", 0.99)),
+        )
+
+    def backend_for(self, key: str, device: str) -> str:
+        from ..onnx_backend import chosen_backend
+
+        return chosen_backend(key, self.backend, self.backend_overrides, device)
+
+    def export_root(self, model_path: str) -> str:
+        from ..onnx_export import cache_root
+
+        return cache_root(model_path, self.onnx_cache_dir, self.model_dir, self.data_dir)
 
 
 DEFAULT_SETTINGS = LoadSettings()

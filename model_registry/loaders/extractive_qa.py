@@ -10,24 +10,14 @@ all windows; when the lowest "no answer" score of any window (its first token's
 start + end) is higher still, the answer is "unknown", as in Backprop.
 """
 
-import inspect
-
 import torch
 
 from core.errors import InvalidInput
 
 from ..catalogue import ModelSpec
-from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import (
-    DEFAULT_SETTINGS,
-    LoadSettings,
-    from_pretrained,
-    import_lock,
-    inference,
-    max_input_tokens,
-    place,
-)
+from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, max_input_tokens
+from .encoder_heads import load_encoder
 
 MAX_ANSWER_TOKENS = 30
 WINDOW_OVERLAP = 128
@@ -83,9 +73,10 @@ def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool,
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(from_pretrained(AutoModelForQuestionAnswering, path, "qa"), device, half)
+    model = load_encoder(spec.key, path, AutoModelForQuestionAnswering, "qa", ("start_logits", "end_logits"),
+                         device, half, settings)
     max_tokens = max_input_tokens(tokenizer, model.config)
-    accepted = set(inspect.signature(model.forward).parameters)
+    accepted = set(model.input_names)
 
     overlap = min(WINDOW_OVERLAP, max_tokens // 4)
     special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
@@ -107,12 +98,10 @@ def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool,
         item_of_window = encoded.pop("overflow_to_sample_mapping").tolist()
         inputs = {k: v for k, v in encoded.items() if k in accepted}
         starts, ends = [], []
-        with inference():
-            for first in range(0, len(item_of_window), WINDOWS_PER_PASS):
-                window = {k: v[first : first + WINDOWS_PER_PASS].to(device) for k, v in inputs.items()}
-                output = model(**window)
-                starts.append(output.start_logits.float().cpu())
-                ends.append(output.end_logits.float().cpu())
+        for first in range(0, len(item_of_window), WINDOWS_PER_PASS):
+            output = model(**{k: v[first : first + WINDOWS_PER_PASS] for k, v in inputs.items()})
+            starts.append(output.start_logits.float().cpu())
+            ends.append(output.end_logits.float().cpu())
         starts, ends = torch.cat(starts), torch.cat(ends)
 
         best: dict[int, tuple[float, int, int, int]] = {}  # item -> (score, window, start, end)
@@ -137,5 +126,7 @@ def load_extractive_qa(spec: ModelSpec, path: str, device: str, half: bool,
             answers.append(item["context"][begin:finish].strip() or UNKNOWN)
         return answers
 
-    return ServedModel(spec.key, model, module_nbytes(model), device, {"qa": answer})
+    served = ServedModel(spec.key, model.model, model.nbytes, device, {"qa": answer})
+    served.backend = model.backend
+    return served
 

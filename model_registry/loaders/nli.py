@@ -9,17 +9,9 @@ All pairs of all requests in a batch go through one forward pass.
 import torch
 
 from ..catalogue import ModelSpec
-from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import (
-    DEFAULT_SETTINGS,
-    LoadSettings,
-    from_pretrained,
-    import_lock,
-    inference,
-    max_input_tokens,
-    place,
-)
+from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, max_input_tokens
+from .encoder_heads import load_encoder
 
 HYPOTHESIS_TEMPLATE = "This example is {}."
 # Pairs per forward pass: a batch of 32 texts with 32 labels each is 1024 pairs,
@@ -45,7 +37,8 @@ def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool,
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = place(from_pretrained(AutoModelForSequenceClassification, path, PURPOSE), device, half)
+    model = load_encoder(spec.key, path, AutoModelForSequenceClassification, PURPOSE, ("logits",), device, half,
+                         settings)
     contradiction, entailment = entailment_ids(model.config)
     max_tokens = max_input_tokens(tokenizer, model.config)
 
@@ -58,9 +51,8 @@ def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool,
             encoded = tokenizer(
                 premises[start : start + PAIRS_PER_PASS], hypotheses[start : start + PAIRS_PER_PASS],
                 padding=True, truncation="only_first", max_length=max_tokens, return_tensors="pt",
-            ).to(device)
-            with inference():
-                logits = model(**encoded).logits.float()
+            )
+            logits = model(**encoded).logits.float()
             scores += torch.softmax(logits[:, [contradiction, entailment]], dim=-1)[:, 1].tolist()
         results, offset = [], 0
         for item in items:
@@ -69,4 +61,6 @@ def load_zero_shot_nli(spec: ModelSpec, path: str, device: str, half: bool,
             offset += len(labels)
         return results
 
-    return ServedModel(spec.key, model, module_nbytes(model), device, {"text-classification": classify})
+    served = ServedModel(spec.key, model.model, model.nbytes, device, {"text-classification": classify})
+    served.backend = model.backend
+    return served

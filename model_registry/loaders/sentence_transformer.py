@@ -1,18 +1,54 @@
-"""sentence-transformers models: text vectors."""
+"""sentence-transformers models: text vectors, on torch or (INFER_BACKEND=onnx) ONNX Runtime.
+
+On torch, a plain text model (a Transformer module first, no default prompt)
+tokenises each request on its request thread with sentence-transformers' own
+preprocess and runs its passes on the token ids (model_registry/token_batching.py);
+the vectors are those of model.encode. Any other model is served through encode.
+"""
+
+import threading
 
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from .common import DEFAULT_SETTINGS, LoadSettings, import_lock
+from ..token_batching import PreparedRunner, collate, split_rows
+from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, inference
 from .shared_tokenizers import token_counter
-
 
 # The tasks this loader's models serve (checked against the catalogue at import).
 TASKS = frozenset({"text-vectorisation"})
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def plain_text_inputs(model) -> list[str] | str:
+    """The token inputs a model's first module reads, or why its inputs are not just
+    tokens (then it is served through encode, which knows its prompts and modalities)."""
+    if model.tokenizer is None:
+        return "its first module reads no text"
+    if getattr(model, "default_prompt_name", None):
+        return f"it prepends the prompt {model.default_prompt_name!r} to every input"
+    probe = model.preprocess(["probe"])
+    extra = sorted(set(probe) - set(TEXT_INPUTS) - {"modality"})
+    if extra or probe.get("modality", "text") != "text" or "attention_mask" not in probe:
+        return f"its inputs are not only token ids ({', '.join(sorted(probe))})"
+    return [name for name in TEXT_INPUTS if name in probe]
+
+
+def pad_values(tokenizer, names: list[str]) -> dict[str, int]:
+    values = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0,
+              "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    return {name: values[name] for name in names}
 
 
 def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool,
                               settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
+    settings = settings or DEFAULT_SETTINGS
+    if settings.backend_for(spec.key, device) == "onnx":
+        from .sentence_transformer_onnx import load_onnx_vectoriser
+
+        served = load_onnx_vectoriser(spec, path, settings)
+        if served is not None:  # else it logged why, and torch serves it
+            return served
     with import_lock:
         from sentence_transformers import SentenceTransformer
 
@@ -20,16 +56,48 @@ def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: boo
     if half:
         model.half()
     model.eval()
+    names = plain_text_inputs(model)
+    if isinstance(names, str):
+        runner = _encode_runner(model)
+    else:
+        runner = _token_runner(model, names, device)
+    served = ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": runner})
+    if model.tokenizer is not None:  # None for a model whose first module reads no text
+        served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
+    served.truncatable_vectors = spec.matryoshka
+    return served
 
+
+def _encode_runner(model):
     def vectorise(texts: list[str]) -> list[list[float]]:
         # Inputs longer than the model's max_seq_length are truncated by the model.
         # batch_size = len(texts): the batcher already chose the batch.
         vectors = model.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype("float32").tolist()
 
-    served = ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": vectorise})
-    if model.tokenizer is not None:  # None for a model whose first module reads no text
-        served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
-    served.truncatable_vectors = spec.matryoshka
-    return served
+    return vectorise
 
+
+def _token_runner(model, names: list[str], device: str) -> PreparedRunner:
+    import torch
+
+    tokenizer = model.tokenizer
+    side = tokenizer.padding_side
+    pads = pad_values(tokenizer, names)
+    # A fast tokenizer changes its settings in place on every call: one request thread at a time.
+    lock = threading.Lock()
+
+    def prepare(texts: list[str]) -> list:
+        # The model's own preprocess (its truncation, lower-casing), one padded
+        # batch per request, cut back into unpadded rows.
+        with lock:
+            features = model.preprocess(list(texts))
+        return split_rows({name: features[name].tolist() for name in names}, side)
+
+    def run(items: list) -> list[list[float]]:
+        batch = {name: torch.from_numpy(array).to(device) for name, array in collate(items, pads, side).items()}
+        with inference():
+            vectors = model({**batch, "modality": "text"})["sentence_embedding"]
+        return vectors.float().cpu().numpy().tolist()
+
+    return PreparedRunner(prepare, run)

@@ -262,6 +262,19 @@ def test_proxy_forwards_client_headers_and_body_limits(proxy, gunicorn_server):
     assert uploaded.status_code == 200, uploaded.text
     assert "Upload received" in uploaded.json()["message"]
 
+    # Datasets: one sent in the request may be 10 MiB (INFER_DATASET_MAX_DIRECT_BYTES), a large
+    # one goes to its upload URL (INFER_DATASET_MAX_BYTES); both reach the app through the proxy.
+    rows = "text,label\n" + "a fine review of three megabytes,positive\n" * 80_000
+    sent = requests.post(proxy.url + "/datasets", json={"data": rows}, headers={"x-api-key": key}, timeout=60)
+    assert sent.status_code == 201, sent.text
+    announced = requests.post(proxy.url + "/datasets", json={"upload": True}, headers={"x-api-key": key},
+                              timeout=30)
+    assert announced.status_code == 201, announced.text
+    dataset_url = announced.json()["upload_url"]
+    assert dataset_url.startswith(proxy.url + "/dataset-uploads/"), dataset_url
+    put = requests.put(dataset_url, data=rows.encode(), timeout=60)
+    assert put.status_code == 200, put.text
+
 
 def test_proxy_limits_requests_per_client_address(gunicorn_server, tmp_path):
     # The shipped config allows 64 requests in progress per address; 3 is as cheap to test.

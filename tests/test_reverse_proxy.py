@@ -280,7 +280,7 @@ def test_proxy_limits_requests_per_client_address(gunicorn_server, tmp_path):
     # The shipped config allows 64 requests in progress per address; 3 is as cheap to test.
     with Nginx(str(tmp_path), f"127.0.0.1:{gunicorn_server['port']}",
                directives={"client_header_timeout": "30s", "client_body_timeout": "30s"},
-               replacements={"limit_conn infer_per_client 64;": ("limit_conn infer_per_client 3;", 2)}) as nginx:
+               replacements={"limit_conn infer_per_client 64;": ("limit_conn infer_per_client 3;", 3)}) as nginx:
         # Connections still sending their header do not count (the header timeout bounds those)...
         with SlowClients(nginx.port, 6, slow_header()):
             time.sleep(1.5)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import requests
 
-from .servers import free_port
+from .servers import free_port, stop_process_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,13 +62,7 @@ class ProductionServer:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to the master: gunicorn's graceful stop (requests in progress finish)."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_process_group(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL to the master and every process it started, as when its machine dies.

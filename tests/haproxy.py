@@ -12,12 +12,11 @@ import csv
 import io
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 
-from .servers import debian_binary, free_port
+from .servers import debian_binary, free_port, stop_process_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "deploy", "haproxy.cfg")
@@ -141,12 +140,7 @@ class HAProxy:
         if self.process is None or self.process.poll() is not None:
             return
         # SIGTERM: haproxy's hard stop (SIGUSR1, soft, would wait for open connections).
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process_group(self.process)
         self.log.close()
 
     def __enter__(self):

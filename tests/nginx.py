@@ -9,12 +9,11 @@ leaving the test running on a config it did not mean.
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 
-from .servers import debian_binary, free_port
+from .servers import debian_binary, free_port, stop_process_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "deploy", "nginx.conf")
@@ -105,12 +104,7 @@ class Nginx:
             return
         # SIGTERM: nginx's fast shutdown (SIGQUIT, graceful, would wait for
         # slow connections a failed test may have left open).
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the master and its workers, nothing else
-            self.process.wait()
+        stop_process_group(self.process)
         self.log.close()
 
     def __enter__(self):

@@ -78,3 +78,13 @@ class SeaweedS3:
         self.process.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def seaweed_for_module(bucket: str):
+    """The body of a module-scoped fixture: a server with `bucket`, stopped after."""
+    server = SeaweedS3()
+    try:
+        server.wait_ready(bucket)
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import requests
 
-from ..seaweedfs import SeaweedS3
+from ..seaweedfs import seaweed_for_module
 from ..tiny_models import GO_EMOTIONS
 from .helpers import inference_zip, pickle_zip, wait_built
 
@@ -19,12 +19,7 @@ BUCKET = "user-uploads"
 
 @pytest.fixture(scope="module")
 def seaweed():
-    server = SeaweedS3()
-    try:
-        server.wait_ready(BUCKET)
-        yield server
-    finally:
-        server.stop()
+    yield from seaweed_for_module(BUCKET)
 
 
 @pytest.fixture

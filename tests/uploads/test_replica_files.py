@@ -24,7 +24,7 @@ from uploads.version_bundles import ensure_version_files, store_version_files
 from uploads.versions import remove_old_versions
 
 from ..conftest import new_key, until
-from ..seaweedfs import SeaweedS3
+from ..seaweedfs import seaweed_for_module
 from ..tasks.test_predict import IRIS_ROW, iris_rows
 from ..tiny_models import GO_EMOTIONS
 from ..training.flow import add_dataset, iris_csv, start_job, wait_job
@@ -36,12 +36,7 @@ BUCKET = "replicas"
 
 @pytest.fixture(scope="module")
 def seaweed():
-    server = SeaweedS3()
-    try:
-        server.wait_ready(BUCKET)
-        yield server
-    finally:
-        server.stop()
+    yield from seaweed_for_module(BUCKET)
 
 
 @pytest.fixture(scope="module")

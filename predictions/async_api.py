@@ -137,7 +137,7 @@ def _check_webhook(url) -> None:
     if not isinstance(url, str):
         raise InvalidInput("Invalid request. webhook: send a URL string.", errors={"webhook": ["Not a string."]})
     try:
-        webhooks.destination(url, webhooks.allowed_networks(current_app.config["WEBHOOK_ALLOWED_NETWORKS"]))
+        webhooks.destination(url, current_app.extensions["predictions"].networks)  # parsed once, at start
     except webhooks.WebhookRefused as exc:
         raise InvalidInput(f"Invalid request. webhook: {exc}.", errors={"webhook": [str(exc)]}) from None
 

@@ -34,10 +34,6 @@ class DatasetUnavailable(LookupError):
     """A job's dataset cannot be had on this replica (the job fails with this message)."""
 
 
-def _shared(storage) -> bool:
-    return getattr(storage, "kind", "") == "s3"
-
-
 def parsed_key(storage, dataset_id: str) -> str:
     # Not under datasets/<id>: that key is the upload's, which its owner's upload URL can write.
     return storage.named(f"parsed-datasets/{dataset_id}.tar")
@@ -47,7 +43,7 @@ def share_direct_upload(storage, dataset_id: str, data_dir: str) -> None:
     """A dataset sent in the request body: into the bucket, where the upload URL
     would have put it, for whichever replica or worker parses it (503 when the
     bucket does not answer)."""
-    if not _shared(storage):
+    if not bundles.shared(storage):
         return
     try:
         with bundles.storage_errors(f"storing dataset {dataset_id}"):
@@ -60,7 +56,7 @@ def share_direct_upload(storage, dataset_id: str, data_dir: str) -> None:
 def store_parsed_dataset(config: dict, storage, dataset_id: str, outcome: dict) -> None:
     """After a parse that made the dataset ready: its parsed folder to the bucket.
     A failure raises, and the caller records the dataset as failed with it."""
-    if not _shared(storage) or outcome.get("status") != "ready":
+    if not bundles.shared(storage) or outcome.get("status") != "ready":
         return
     folder = dataset_dir(config["DATA_DIR"], dataset_id)
     try:
@@ -74,7 +70,7 @@ def ensure_parsed_datasets(config: dict, storage, *dataset_ids: str | None) -> N
     """Before a job trains on them: its datasets (training, validation) on this
     replica, fetched if missing. DatasetUnavailable says what is wrong."""
     for dataset_id in dataset_ids:
-        if dataset_id is not None and _shared(storage):
+        if dataset_id is not None and bundles.shared(storage):
             _ensure(config, storage, dataset_id)
 
 
@@ -109,7 +105,7 @@ def _ensure(config: dict, storage, dataset_id: str) -> None:
 
 def delete_parsed_dataset(storage, dataset_id: str) -> None:
     """With the dataset (a bucket that does not answer: StorageUnreachable)."""
-    if _shared(storage):
+    if bundles.shared(storage):
         bundles.delete(storage, parsed_key(storage, dataset_id))
 
 

@@ -33,6 +33,11 @@ EXTRA_MEMBERS = 2_000
 MEMBER_OVERHEAD = 1024
 
 
+def shared(storage) -> bool:
+    """Whether replicas share this storage (S3), so a folder must travel as a bundle."""
+    return getattr(storage, "kind", "") == "s3"
+
+
 class BundleRejected(Exception):
     """A bundle that breaks the rules above, or a folder too large to bundle."""
 

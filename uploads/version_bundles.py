@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 RECENT_S = 600
 
 
-def _shared(storage) -> bool:
-    return getattr(storage, "kind", "") == "s3"
-
-
 def version_key(storage, version_id: int) -> str:
     return storage.named(f"versions/{version_id}/files.tar")
 
@@ -60,7 +56,7 @@ def _lock_dir(data_dir: str) -> str:
 def store_version_files(config: dict, storage, version_id: int, files_dir: str) -> None:
     """With S3 storage, put the version's files in the bucket; BuildFailed (which
     fails the build or the training job) when the bucket does not take them."""
-    if not _shared(storage):
+    if not bundles.shared(storage):
         return
     try:
         bundles.store(storage, version_key(storage, version_id), files_dir, bundles.BundleLimits.from_config(config))
@@ -77,7 +73,7 @@ def ensure_version_files(config: dict, storage, model_sandbox, version_id: int, 
     """Make sure this replica has the version's files (and venv, for uploaded code,
     unless with_venv is False), fetching them from the bucket if not. `label`
     names the model and version in the 503 that says what is wrong."""
-    if not _shared(storage):
+    if not bundles.shared(storage):
         return
     files_dir, venv_dir = version_dirs(config["DATA_DIR"], version_id)
     needs_venv = with_venv and isinstance(named(model_format), SandboxedCode)
@@ -123,7 +119,7 @@ def _build_venv(model_sandbox, version_id: int, files_dir: str, venv_dir: str, l
 def delete_version_bundles(storage, version_ids: list[int]) -> None:
     """Delete these versions' bundles (a missing one is no error); StorageUnreachable
     when the bucket does not answer."""
-    if not _shared(storage):
+    if not bundles.shared(storage):
         return
     for version_id in version_ids:
         bundles.delete(storage, version_key(storage, version_id))
@@ -140,7 +136,7 @@ def forget_removed_versions(sessions, data_dir: str, storage, in_use: set[int]) 
     """Remove this replica's copies of versions that another replica removed (the
     policy of INFER_USER_MODEL_VERSIONS_KEPT) or deleted, leaving those in `in_use`
     (loaded here) and any another process is fetching."""
-    if not _shared(storage):
+    if not bundles.shared(storage):
         return []
     root = os.path.join(data_dir, "user_models")
     try:

@@ -236,12 +236,14 @@ DEFAULTS = {
     "BUILD_LEASE_S": 60.0,
     # --- Inference backend and token-aware batching (model_registry/onnx_*.py,
     # model_registry/token_batching.py) ---
-    # "torch", or "onnx": encoder models (sentence-transformers vectorisers, the
-    # emotion classifier, NLI and extractive QA) are exported to ONNX once per
-    # model, revision and library versions, and run with ONNX Runtime on the CPU
-    # (TORCH_THREADS intra-op threads). A model that does not export, or whose
-    # export does not give torch's answers, is served with torch; the log says why.
-    "BACKEND": "torch",
+    # "onnx": encoder models (sentence-transformers vectorisers, the emotion
+    # classifier, NLI and extractive QA) are exported to ONNX once per model,
+    # revision and library versions, and run with ONNX Runtime on the CPU
+    # (TORCH_THREADS intra-op threads). "torch": none are. "auto": the catalogue's
+    # vectorisers on ONNX on a CPU (measured 1.4-2x torch, bench/text_vectorisation.py),
+    # everything else on torch. A model that does not export, or whose export does
+    # not give torch's answers, is served with torch; the log says why.
+    "BACKEND": "auto",
     # Per model, over BACKEND: comma-separated "catalogue key:backend" pairs
     # (all-MiniLM-L6-v2:onnx,bart-large-mnli:torch).
     "BACKEND_OVERRIDES": "",

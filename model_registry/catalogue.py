@@ -20,6 +20,9 @@ SEQ2SEQ = "seq2seq"
 CAUSAL_LM = "causal-lm"
 EMOTION_CLASSIFIER = "emotion-classifier"
 
+# The revision of a user's uploaded model (uploads/serving.py).
+UPLOADED = "uploaded"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -38,6 +41,10 @@ class ModelSpec:
     # good shorter vector (OpenAI's `dimensions`). A model not trained for it
     # loses much of its quality when cut: the service then refuses shorter vectors.
     matryoshka: bool = False
+
+    @property
+    def uploaded(self) -> bool:
+        return self.revision == UPLOADED
 
 
 MODELS = {

@@ -11,7 +11,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def parse_overrides(raw: str) -> tuple[tuple[str, str], ...]:
@@ -26,10 +26,17 @@ def parse_overrides(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def chosen_backend(key: str, default: str, overrides: tuple[tuple[str, str], ...], device: str) -> str:
+def chosen_backend(key: str, default: str, overrides: tuple[tuple[str, str], ...], device: str,
+                   auto: str = "torch") -> str:
     """The backend a model is served on: its override, else the default; torch
-    off the CPU (the ONNX backend runs on ONNX Runtime's CPU provider only)."""
+    off the CPU (the ONNX backend runs on ONNX Runtime's CPU provider only).
+
+    "auto" is the loader's own choice (`auto`): ONNX where it has been measured
+    faster with verified answers (the catalogue's text vectorisers), else torch.
+    """
     backend = dict(overrides).get(key, default)
+    if backend == "auto":
+        return auto if device == "cpu" else "torch"
     if backend == "onnx" and device != "cpu":
         log.warning("model %s: the ONNX backend runs on CPU only; serving it with torch on %s", key, device)
         return "torch"

@@ -12,6 +12,10 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 for _name in list(os.environ):
     if _name.startswith("INFER_") or _name == "DATABASE_URL":
         del os.environ[_name]
+# ONNX exports are keyed by the model's files and library versions, so every app and
+# server of the session shares one folder: the packaged MiniLM is exported once, not
+# once per test's data dir (INFER_BACKEND=auto serves it on ONNX).
+os.environ["INFER_ONNX_CACHE_DIR"] = tempfile.mkdtemp(prefix="infer-test-onnx-")
 
 import shutil  # noqa: E402
 import threading  # noqa: E402

@@ -3,7 +3,7 @@ folder through the built-in loaders (no user code runs at all)."""
 
 import os
 
-from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, ModelSpec
+from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, UPLOADED, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS, LOADERS, LoadSettings, completion
 from model_registry.served_model import ServedModel
 from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every task's spec
@@ -71,7 +71,7 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
 
 def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool,
              settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
-    spec = ModelSpec(key, key, "uploaded", loader, "user model")
+    spec = ModelSpec(key, key, UPLOADED, loader, "user model")
     served = LOADERS[loader].load(spec, files_dir, device, half, settings)
     # A generation model's token-level runner (the /v1 routes) comes with its task.
     runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())

@@ -18,8 +18,9 @@ class LoadSettings:
 
     # The emotion classifier answers the labels at least this likely (INFER_EMOTION_THRESHOLD).
     emotion_threshold: float = 0.5
-    # The backend of encoder models, "torch" or "onnx" (INFER_BACKEND), and per
-    # catalogue key ((key, backend) pairs, INFER_BACKEND_OVERRIDES).
+    # The backend of encoder models, "auto", "torch" or "onnx" (INFER_BACKEND), and
+    # per catalogue key ((key, backend) pairs, INFER_BACKEND_OVERRIDES). A loader
+    # called without the service's settings runs on torch (no folder for exports).
     backend: str = "torch"
     backend_overrides: tuple[tuple[str, str], ...] = ()
     # Where ONNX exports are kept (model_registry/onnx_export.py cache_root).
@@ -38,7 +39,7 @@ class LoadSettings:
         from ..onnx_backend import BACKENDS, parse_overrides
         from ..onnx_quantise import PRESETS
 
-        backend = config.get("BACKEND", "torch")
+        backend = config.get("BACKEND", "auto")
         if backend not in BACKENDS:
             raise ValueError(f"INFER_BACKEND: {backend!r} is not one of {', '.join(BACKENDS)}")
         int8 = config.get("ONNX_INT8", "")
@@ -56,10 +57,11 @@ class LoadSettings:
             int8_min_cosine=float(config.get("ONNX_INT8_MIN_COSINE", 0.99)),
         )
 
-    def backend_for(self, key: str, device: str) -> str:
+    def backend_for(self, key: str, device: str, auto: str = "torch") -> str:
+        """"torch" or "onnx" for this model; `auto` is what INFER_BACKEND=auto means for it on a CPU."""
         from ..onnx_backend import chosen_backend
 
-        return chosen_backend(key, self.backend, self.backend_overrides, device)
+        return chosen_backend(key, self.backend, self.backend_overrides, device, auto)
 
     def export_root(self, model_path: str) -> str:
         from ..onnx_export import cache_root

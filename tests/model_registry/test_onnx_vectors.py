@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_registry.catalogue import MODELS, ModelSpec
+from model_registry.catalogue import MODELS, UPLOADED, ModelSpec
 from model_registry.loaders import sentence_transformer_onnx
 from model_registry.loaders.common import LoadSettings
 from model_registry.loaders.sentence_transformer import load_sentence_transformer
@@ -71,7 +71,7 @@ def vectorise(served, texts):
 def test_onnx_vectors_over_http_equal_torch_vectors(client_for, minilm_exports, exports, text):
     # A small token budget: the batch is cut into several passes, each padded on its own.
     on_onnx = client_for(BACKEND="onnx", ONNX_CACHE_DIR=minilm_exports, BATCH_MAX_TOKENS=40)
-    on_torch = client_for()
+    on_torch = client_for(BACKEND="torch")
 
     body = {"text": text, "model": "english"}
     got = on_onnx.client.post("/text-vectorisation", json=body, headers=on_onnx.headers)
@@ -83,6 +83,30 @@ def test_onnx_vectors_over_http_equal_torch_vectors(client_for, minilm_exports, 
     assert np.shape(got.json["vector"]) == np.shape(want.json["vector"])
     assert np.all(cosines(got.json["vector"], want.json["vector"]) >= 0.9999)
     assert exports == []  # the session's export was reused, not made again
+
+
+def test_auto_serves_catalogue_vectorisers_on_onnx_and_uploaded_models_and_gpus_on_torch(
+        tiny_sentence_model_dir, tmp_path):
+    auto = LoadSettings(backend="auto", onnx_cache_dir=str(tmp_path / "cache"))
+    catalogue = load_sentence_transformer(TINY, tiny_sentence_model_dir, "cpu", False, auto)
+    uploaded = ModelSpec("alice/vectors", "alice/vectors", UPLOADED, "sentence-transformer", "user model")
+    users = load_sentence_transformer(uploaded, tiny_sentence_model_dir, "cpu", False, auto)
+    assert (catalogue.backend, users.backend) == ("onnx", "torch")
+    # Their exports would take disk outside the account's storage quota; an explicit
+    # INFER_BACKEND=onnx still exports them.
+    assert auto.backend_for("alice/vectors", "cpu", auto="torch") == "torch"
+    assert LoadSettings(backend="onnx").backend_for("alice/vectors", "cpu", auto="torch") == "onnx"
+    # ONNX Runtime's CPU provider only: auto means torch on a GPU, without a warning.
+    assert auto.backend_for(TINY.key, "cuda", auto="onnx") == "torch"
+    # An override names a backend for one model, over auto.
+    pinned = LoadSettings(backend="auto", backend_overrides=((TINY.key, "torch"),))
+    assert pinned.backend_for(TINY.key, "cpu", auto="onnx") == "torch"
+
+
+def test_the_service_default_is_auto():
+    from app.config import DEFAULTS
+
+    assert LoadSettings.from_config({**DEFAULTS}).backend == "auto"
 
 
 def test_the_export_is_reused_and_rebuilt_when_a_library_or_the_model_changes(

@@ -142,6 +142,9 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(keys_blp)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
+    import ui
+
+    ui.init_app(app)
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
     async_api.init_app(app, api)  # after every route, and after require_api_key: it needs the account
     app.cli.add_command(keys_cli)

@@ -137,6 +137,8 @@ def require_api_key():
         return None
     if endpoint.startswith("api-docs.") or endpoint == "static":
         return None
+    if endpoint.startswith("ui."):
+        return None  # the web UI signs in with a key once and checks its own session (ui/sessions.py)
     internal = request.environ.get(INTERNAL_ACCOUNT)
     if internal is not None:
         # A request the service makes to itself for an account (predictions/dispatch.py).

@@ -231,6 +231,9 @@ DEFAULTS = {
     # in the database for work whose message was lost or whose worker died.
     "QUEUE_URL": "",
     "QUEUE_SWEEP_S": 5.0,
+    # The web UI (/ui): hours a sign-in lasts (the session also ends when its key
+    # is revoked).
+    "UI_SESSION_HOURS": 12.0,
     # Seconds a build stays claimed by a process that stopped renewing its
     # claim (it died) before another process takes it over.
     "BUILD_LEASE_S": 60.0,

@@ -1,0 +1,114 @@
+"""Signing in to the web UI: the session cookie, CSRF, revocation, headers."""
+
+import re
+
+from app.auth import revoke_key
+from app.db import ApiKey
+
+from ..conftest import new_key
+from .conftest import UiClient
+
+
+def test_a_wrong_key_is_refused_and_a_right_one_signs_in(ui_app):
+    ui = UiClient(ui_app)
+    refused = ui.sign_in("ik_not-a-key")
+    assert refused.status_code == 401 and "not valid or has been revoked" in refused.get_data(as_text=True)
+    # The form shown again after a refusal carries a token that works.
+    ui.csrf = ui.token_from(refused)
+    assert ui.csrf
+    signed_in = ui.client.post("/ui/sign-in", data={"key": new_key(ui_app, "alice"), "csrf_token": ui.csrf})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/ui/models"
+    page = ui.get("/ui/models")
+    assert page.status_code == 200 and "alice" in page.get_data(as_text=True)
+
+
+def test_pages_need_a_session(ui_app):
+    anonymous = UiClient(ui_app)
+    page = anonymous.get("/ui/models")
+    assert page.status_code == 302 and page.headers["Location"].startswith("/ui/sign-in?next=/ui/models")
+    # Not a browser navigation (a script's fetch): a 401, not a redirect.
+    assert anonymous.client.get("/ui/models", headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_the_session_cookie_is_http_only_same_site_scoped_to_the_ui_and_never_holds_the_key(ui_app):
+    ui = UiClient(ui_app)
+    key = new_key(ui_app, "alice")
+    ui.csrf = ui.token_from(ui.client.get("/ui/sign-in"))
+    answer = ui.client.post("/ui/sign-in", data={"key": key, "csrf_token": ui.csrf})
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/ui" in cookie
+    assert "Secure" not in cookie  # plain http here
+    assert key not in cookie and key[3:20] not in cookie
+
+
+def test_the_cookie_is_secure_over_https_and_behind_an_https_public_url(make_app):
+    over_https = make_app()
+    ui = UiClient(over_https)
+    ui.client = over_https.test_client()
+    token = ui.token_from(ui.client.get("/ui/sign-in", base_url="https://localhost"))
+    answer = ui.client.post("/ui/sign-in", base_url="https://localhost",
+                            data={"key": new_key(over_https, "alice"), "csrf_token": token})
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+    behind_tls = make_app(PUBLIC_URL="https://infer.example.com")
+    ui = UiClient(behind_tls)
+    token = ui.token_from(ui.client.get("/ui/sign-in"))
+    answer = ui.client.post("/ui/sign-in", data={"key": new_key(behind_tls, "alice"), "csrf_token": token})
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_sign_in_needs_the_forms_token(ui_app):
+    ui = UiClient(ui_app)
+    ui.client.get("/ui/sign-in")
+    # Another site's form cannot sign a browser in to the attacker's account.
+    answer = ui.client.post("/ui/sign-in", data={"key": new_key(ui_app, "mallory")})
+    assert answer.status_code == 403
+    assert ui.get("/ui/models").status_code == 302  # still signed out
+
+
+def test_a_post_without_the_token_or_from_another_origin_is_refused(ui_for):
+    alice = ui_for("alice")
+    assert alice.post("/ui/sign-out", csrf=False).status_code == 403
+    assert alice.post("/ui/sign-out", data={"csrf_token": "forged"}).status_code == 403
+    other_site = alice.post("/ui/sign-out", headers={"Origin": "https://evil.example"})
+    assert other_site.status_code == 403
+    assert alice.get("/ui/models").status_code == 200  # none of them signed her out
+    assert alice.post("/ui/sign-out", headers={"Origin": "http://localhost"}).status_code == 302
+    assert alice.get("/ui/models").status_code == 302
+
+
+def test_revoking_the_key_ends_its_sessions_wherever_it_is_revoked(ui_app, ui_for):
+    alice = ui_for("alice")
+    assert alice.get("/ui/models").status_code == 200
+    with ui_app.extensions["db"].sessions() as session:
+        key_id = session.query(ApiKey.id).order_by(ApiKey.id.desc()).first()[0]
+        revoke_key(session, key_id)  # as the CLI or another process would
+    assert alice.get("/ui/models").status_code == 302
+    assert alice.client.get("/ui/models", headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_the_api_never_accepts_the_ui_cookie(ui_for):
+    """The JSON API reads keys only: a signed-in browser gives another site's
+    requests to the API no authority (no CSRF through the API)."""
+    alice = ui_for("alice")
+    assert alice.client.get("/models").status_code == 401
+    assert alice.client.post("/keys", json={"label": "x"}).status_code == 401
+
+
+def test_sign_in_redirects_only_inside_the_ui(ui_app):
+    for target, expected in (("/ui/keys", "/ui/keys"), ("https://evil.example/", "/ui/models"),
+                             ("//evil.example/ui/", "/ui/models"), ("/ui/jobs?page=2", "/ui/jobs?page=2")):
+        ui = UiClient(ui_app)
+        ui.csrf = ui.token_from(ui.client.get("/ui/sign-in"))
+        answer = ui.client.post("/ui/sign-in", data={"key": new_key(ui_app, "alice"), "csrf_token": ui.csrf,
+                                                     "next": target})
+        assert answer.headers["Location"] == expected
+
+
+def test_pages_forbid_framing_inline_scripts_and_caching(ui_for):
+    page = ui_for("alice").get("/ui/models")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    # No inline script anywhere (the policy would block it; pages must not need one).
+    assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", page.get_data(as_text=True))

@@ -1,0 +1,92 @@
+"""The web UI's blueprint: sign-in required, CSRF on every POST, HTML errors, strict headers.
+
+Pages read and change everything through the JSON API as the signed-in account
+(ui/api.py), so the UI can show or touch only what that account's key could.
+"""
+
+import os
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from app.db import session as database_session
+from core.errors import ApiError
+
+from .sessions import csrf_ok, csrf_token, signed_in_account
+
+HERE = os.path.dirname(__file__)
+bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder=os.path.join(HERE, "templates"),
+               static_folder=os.path.join(HERE, "static"), static_url_path="/static")
+
+# Reached without a session: the sign-in page itself and the CSS/JS it needs.
+OPEN_ENDPOINTS = {"ui.sign_in", "ui.static"}
+
+# Pages only run the UI's own scripts and styles (no inline script: an injected
+# tag would not run), are never framed (clickjacking of the delete buttons), and
+# send no Referer outside the service.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+                           "connect-src 'self' {upload_origins}; frame-ancestors 'none'; form-action 'self'; "
+                           "base-uri 'none'; object-src 'none'")
+
+
+@bp.before_request
+def require_session():
+    g.ui_account = None
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    account = signed_in_account(database_session())
+    if account is None:
+        if request.method == "GET" and request.accept_mimetypes.accept_html:
+            return redirect(url_for("ui.sign_in", next=request.full_path.rstrip("?")))
+        return render_template("ui/error.html", status=401, message="Sign in again: this session has ended."), 401
+    g.ui_account_id, g.ui_account = account
+    if request.method == "POST" and not csrf_ok():
+        return render_template("ui/error.html", status=403,
+                               message="This form is out of date or was not sent from this site (CSRF check). "
+                                       "Go back, reload the page and send it again."), 403
+    return None
+
+
+@bp.context_processor
+def ui_context():
+    from flask import current_app
+
+    # The menu names only pages that exist (current_app.view_functions), and the account signed in.
+    return {"ui_account": g.get("ui_account"), "csrf_token": csrf_token,
+            "nav_endpoints": set(current_app.view_functions)}
+
+
+@bp.after_request
+def security_headers(response):
+    storage_origin = _upload_origins()
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(upload_origins=storage_origin)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    if request.endpoint != "ui.static":
+        response.headers["Cache-Control"] = "no-store"  # pages show keys once and private data
+    return response
+
+
+def _upload_origins() -> str:
+    """Where the browser PUTs an upload: this service (local storage, or PUBLIC_URL) or the S3 endpoint."""
+    from flask import current_app
+
+    origins = []
+    for url in (current_app.config.get("PUBLIC_URL", ""), current_app.config.get("S3_ENDPOINT_URL", "")):
+        if url:
+            scheme, _, rest = url.partition("://")
+            origins.append(f"{scheme}://{rest.split('/')[0]}")
+    if current_app.config.get("STORAGE") == "s3" and not current_app.config.get("S3_ENDPOINT_URL"):
+        origins.append("https://*.amazonaws.com")
+    return " ".join(origins)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    return render_template("ui/error.html", status=error.code, message=error.description), error.code
+
+
+@bp.errorhandler(ApiError)
+def api_error(error: ApiError):
+    return render_template("ui/error.html", status=error.status, message=str(error)), error.status

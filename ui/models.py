@@ -1,0 +1,109 @@
+"""The Models pages: the account's models and the global ones, one model's versions,
+its live build (status, message, log) and its delete and promote buttons."""
+
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+from flask import abort, flash, redirect, render_template, url_for
+
+from model_registry.catalogue import TASK_MODELS
+from uploads.api import UPLOAD_URL_LIFETIME
+
+from . import api
+from .blueprint import bp
+
+# A build has ended (the live part stops polling) once its version is one of these.
+FINAL_STATUSES = {"success", "fail"}
+
+# The API's statuses as a person reads them, and the ui.css class that colours each.
+STATUS_WORDS = {"fail": "failed", "awaiting_upload": "awaiting upload"}
+STATUS_CLASSES = {"fail": "failed", "awaiting_upload": "pending"}
+
+
+def badge(status: str | None) -> tuple[str, str]:
+    """(words, css class) of a build status."""
+    status = status or "unknown"
+    return STATUS_WORDS.get(status, status), STATUS_CLASSES.get(status, status)
+
+
+def model_path(name: str, *rest: str) -> str:
+    """The API path of one of the account's models (the name quoted: it came from the URL)."""
+    return "/".join([f"/models/{quote(name, safe='')}", *rest])
+
+
+@bp.route("/models")
+def models():
+    listed = api.get("/models", query={"include_global": "true"})
+    own = [model for model in listed if model["id"].startswith("model_")]
+    global_models = [{**model, "public_names": names_by_task(model["name"])}
+                     for model in listed if model["id"].startswith("global_")]
+    return render_template("ui/models.html", own=own, global_models=global_models, badge=badge)
+
+
+def names_by_task(key: str) -> list[tuple[str, str]]:
+    """(public name, task) for each name a global model answers to: "english" means
+    a different model on each task, so a name is shown with its task."""
+    return [(name, task) for task, names in TASK_MODELS.items() for name, model_key in names.items()
+            if model_key == key]
+
+
+@bp.route("/models/<string:name>")
+def model(name):
+    details = api.get(model_path(name))  # another account's model: the API's 404, as a page
+    return render_template("ui/model.html", model=details, **build_state(name, details))
+
+
+@bp.route("/models/<string:name>/build")
+def model_build(name):
+    """The live part of the model page: polled (ui.js data-refresh-url) until the build ends."""
+    details = api.get(model_path(name))
+    return render_template("ui/_model_build.html", model=details, **build_state(name, details))
+
+
+def build_state(name: str, details: dict) -> dict:
+    """What the live part shows: the versions, the latest build's status and log, and
+    whether that build has ended."""
+    versions = api.get(model_path(name, "versions"))
+    latest = versions[-1] if versions else None
+    # The latest version's own status, not the model's summary: with a serving
+    # version, the summary says "success" while a new upload is still on its way.
+    status = latest["status"] if latest else details["build_status"]
+    log_answer = api.call("GET", model_path(name, "build-log"))
+    log = log_answer.body.get("log", "") if log_answer.ok and isinstance(log_answer.body, dict) else ""
+    return {"versions": list(reversed(versions)), "latest": latest, "status": status, "log": log,
+            "final": build_ended(status, latest), "badge": badge}
+
+
+def build_ended(status: str, latest: dict | None) -> bool:
+    if status in FINAL_STATUSES:
+        return True
+    if status == "awaiting_upload" and latest is not None and latest.get("created_at"):
+        # Its upload URL has expired: nothing will arrive, so stop asking.
+        created = datetime.strptime(latest["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return datetime.now(timezone.utc) - created > UPLOAD_URL_LIFETIME
+    # A model with no version yet and no training under way has nothing to wait for.
+    return latest is None and status != "building"
+
+
+@bp.route("/models/<string:name>/delete", methods=["POST"])
+def delete_model(name):
+    answer = api.call("DELETE", model_path(name))
+    if answer.status == 404:
+        abort(404, answer.message)
+    if not answer.ok:
+        flash(f"Could not delete {name}: {answer.message}", "error")
+        return redirect(url_for("ui.model", name=name))
+    flash(f"Deleted model {name}, its versions and files.", "success")
+    return redirect(url_for("ui.models"))
+
+
+@bp.route("/models/<string:name>/versions/<int:number>/promote", methods=["POST"])
+def promote_version(name, number):
+    answer = api.call("POST", model_path(name, "versions", str(number), "promote"))
+    if answer.status == 404:
+        abort(404, answer.message)
+    if answer.ok:
+        flash(f"Version {number} of {name} now serves.", "success")
+    else:
+        flash(f"Could not promote version {number}: {answer.message}", "error")
+    return redirect(url_for("ui.model", name=name))

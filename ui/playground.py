@@ -1,0 +1,223 @@
+"""The playground: pick a task and a model, fill in the task's fields, run it, and
+get the curl command that sends the same request.
+
+The form is built from each task's own request schema (the one its view declares,
+tasks/*.py), so a task added to tasks/ shows up here with its fields. The page
+runs a request through the JSON API as the signed-in account (ui/api.py): the
+answer, and the error message, are exactly what the account's key would get.
+"""
+
+import json
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+
+from flask import current_app, jsonify, render_template, request
+from marshmallow import INCLUDE, fields, missing
+
+from model_registry.catalogue import TASK_MODELS
+from tasks import in_catalogue_order
+from tasks.common import StringList, TextOrTexts
+from tasks.images import ImageOrImages
+from tasks.spec import TASK_SPECS, TaskSpec
+
+from . import api
+from .blueprint import bp
+
+# Names a person reads better than the API's.
+LABELS = {"prev_q": "Previous questions", "prev_a": "Previous answers", "top_k": "Top k", "top_p": "Top p"}
+
+# The body field that carries a custom task's free-form fields (merged into the body, not sent as itself).
+CUSTOM_INPUT = "input"
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One input of a task's form; `kind` tells playground.js how to turn it into JSON:
+    text (a string), lines (a list of strings, one per line), integer, number, boolean,
+    image (a file, sent base64), json (any JSON value) or json-object (merged into the body)."""
+
+    name: str
+    kind: str
+    required: bool
+    help: str = ""
+    default: object = None
+
+    @property
+    def id(self) -> str:
+        return f"field-{self.name}"
+
+    @property
+    def label(self) -> str:
+        text = LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+        return text + " (one per line)" if self.kind == "lines" else text
+
+    @property
+    def advanced(self) -> bool:
+        """Tuning knobs (numbers, switches) fold away under "More options"."""
+        return self.kind in ("integer", "number", "boolean") and not self.required
+
+
+def _kind(field: fields.Field) -> str:
+    # The task fields' own classes first: they subclass the generic ones.
+    for field_class, kind in ((ImageOrImages, "image"), (TextOrTexts, "text"), (StringList, "lines"),
+                              (fields.Boolean, "boolean"), (fields.Integer, "integer"), (fields.Number, "number"),
+                              (fields.String, "text")):
+        if isinstance(field, field_class):
+            return kind
+    return "json"
+
+
+IMAGE_HELP = "An image file (PNG, JPEG, …): the page sends it base64 encoded, as the API takes it."
+
+
+def _first_sentence(description: str) -> str:
+    """The gist of a field's API description; the rest (Backprop client details) is in the API docs."""
+    return re.split(r"(?<=[.:])\s+(?=[A-Z])", description, maxsplit=1)[0]
+
+
+def request_schema(spec: TaskSpec):
+    """The schema class the task's POST view declares with @blp.arguments."""
+    for view_docs in spec.blueprint._docs.values():
+        for parameter in (view_docs.get("post") or {}).get("arguments", {}).get("parameters", []):
+            if parameter.get("in") == "json":
+                return parameter["schema"]
+    raise LookupError(f"task {spec.name} declares no JSON body")
+
+
+def form_fields(spec: TaskSpec) -> list[FormField]:
+    """The task's body fields as form inputs; the model has its own select."""
+    schema_class = request_schema(spec)
+    schema = schema_class() if isinstance(schema_class, type) else schema_class
+    found = []
+    for name, field in schema.fields.items():
+        if name == "model":
+            continue
+        default = field.metadata.get("default", field.load_default)
+        kind = _kind(field)
+        help_text = IMAGE_HELP if kind == "image" else _first_sentence(field.metadata.get("description", ""))
+        found.append(FormField(name, kind, field.required, help_text, None if default is missing else default))
+    if schema.unknown == INCLUDE:  # /custom: whatever fields the user's model takes
+        found.append(FormField(CUSTOM_INPUT, "json-object", False,
+                               'Your model\'s fields, as a JSON object, e.g. {"numbers": [1, 2]}. '
+                               "Each becomes a field of the request."))
+    return found
+
+
+def route(spec: TaskSpec) -> str:
+    return spec.blueprint.url_prefix
+
+
+def model_choices(task: str, own_models: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    """{group: [(model name to send, what the option says)]}: the catalogue's names
+    for the task (its default first), then the account's own models that serve it."""
+    built_in = []
+    for position, (name, key) in enumerate(TASK_MODELS.get(task, {}).items()):
+        label = name if name == key else f"{name}: {key}"
+        built_in.append((name, label + (" (default)" if position == 0 else "")))
+    own = [(model["name"], model["name"] + ("" if model["build_status"] == "success" else f" ({model['build_status']})"))
+           for model in own_models if task in (model.get("tasks") or [])]
+    return {group: choices for group, choices in (("Built-in", built_in), ("Your models", own)) if choices}
+
+
+def _task_form_context(task: str, model: str | None = None) -> dict:
+    spec = TASK_SPECS[task]
+    choices = model_choices(task, api.get("/models"))
+    names = [name for group in choices.values() for name, _ in group]
+    return {"spec": spec, "route": route(spec), "fields": form_fields(spec), "choices": choices,
+            "chosen_model": model if model in names else (names[0] if names else None)}
+
+
+def _chosen_task() -> str:
+    task = request.args.get("task", "")
+    return task if task in TASK_SPECS else in_catalogue_order()[0].name
+
+
+@bp.route("/playground")
+def playground():
+    """The page; the script takes a task's fields from /ui/playground?task=... when the task changes."""
+    task = _chosen_task()
+    form = _task_form_context(task, request.args.get("model"))
+    # The command for the empty form, as the script would build it (it takes over as the fields change).
+    empty = {field.name: "" for field in form["fields"] if field.kind == "text" and field.required}
+    if form["chosen_model"]:
+        empty["model"] = form["chosen_model"]
+    return render_template("ui/playground.html", specs=in_catalogue_order(), task=task,
+                           curl=_curl_for(form["spec"], empty, {}), **form)
+
+
+# --- running a request, and its curl command ---------------------------------
+
+class BadRun(ValueError):
+    """The playground's own request is malformed (not the API's body: the API judges that)."""
+
+
+def _run_request() -> tuple[TaskSpec, dict, dict[str, str]]:
+    """(task, API body, {image field: file name}) from the script's JSON."""
+    sent = request.get_json(silent=True)
+    if not isinstance(sent, dict):
+        raise BadRun("Send a JSON object: {task, body, files}.")
+    spec = TASK_SPECS.get(sent.get("task"))
+    if spec is None:
+        raise BadRun(f"No task {sent.get('task')!r}.")
+    body, files = sent.get("body"), sent.get("files") or {}
+    if not isinstance(body, dict):
+        raise BadRun("body must be a JSON object: the request sent to the task.")
+    if not isinstance(files, dict) or not all(isinstance(v, str) and k in body for k, v in files.items()):
+        raise BadRun("files must map the body's image fields to file names.")
+    return spec, body, files
+
+
+def public_url() -> str:
+    return (current_app.config.get("PUBLIC_URL") or request.host_url).rstrip("/")
+
+
+def curl_command(url: str, body: dict, files: dict[str, str] | None = None) -> str:
+    """A curl command that sends `body` to `url` with the key from $INFER_API_KEY.
+
+    An image field named in `files` is read from that file when the command runs
+    (base64 on the fly), not pasted in: a photo's base64 would be too long for one
+    command-line argument. The body then goes through curl's stdin."""
+    headers = ["--header 'Content-Type: application/json'", '--header "x-api-key: $INFER_API_KEY"']
+    curl = ["curl --request POST", f"--url {shlex.quote(url)}", *headers]
+    if not files:
+        return " \\\n  ".join([*curl, f"--data {shlex.quote(json.dumps(body, ensure_ascii=False))}"])
+    # Each file's value is a marker in the JSON text; the parts between markers are printed as they are.
+    markers = {f"file-{secrets.token_hex(8)}": name for name in files}
+    text = json.dumps({**body, **{field: marker for marker, field in markers.items()}}, ensure_ascii=False)
+    steps = []
+    for marker, field in sorted(markers.items(), key=lambda pair: text.index(json.dumps(pair[0]))):
+        before, text = text.split(json.dumps(marker), 1)
+        # The JSON up to the value's opening quote, the file's base64 on one line, then from its closing quote on.
+        steps += ["printf %s " + shlex.quote(before + '"'), f"base64 < {shlex.quote(files[field])} | tr -d '\\n'"]
+        text = '"' + text
+    steps.append("printf %s " + shlex.quote(text))
+    producer = "{ " + "\n  ".join(steps) + "\n}"
+    return producer + " | " + " \\\n  ".join([*curl, "--data-binary @-"])
+
+
+def _curl_for(spec: TaskSpec, body: dict, files: dict[str, str]) -> str:
+    return curl_command(public_url() + route(spec), body, files)
+
+
+@bp.route("/playground/curl", methods=["POST"])
+def playground_curl():
+    """The curl command for the form as it is (the script shows it before any run)."""
+    try:
+        spec, body, files = _run_request()
+    except BadRun as problem:
+        return jsonify(message=str(problem)), 400
+    return jsonify(curl=_curl_for(spec, body, files))
+
+
+@bp.route("/playground/run", methods=["POST"])
+def playground_run():
+    """Send the body to the task's route as the account; the API's status and answer."""
+    try:
+        spec, body, files = _run_request()
+    except BadRun as problem:
+        return jsonify(message=str(problem)), 400
+    answer = api.call("POST", route(spec), json=body)
+    return jsonify(status=answer.status, ok=answer.ok, answer=answer.body,
+                   message=None if answer.ok else answer.message, curl=_curl_for(spec, body, files))

@@ -1,0 +1,39 @@
+"""The Upload page: a model zip goes through the API's own upload-URL flow.
+
+The browser asks /ui/upload-url, which calls POST /upload-url as the account and
+hands back the URL; the browser then PUTs the zip to that URL itself (the
+service's signed URL, or S3's presigned one), so the file never passes through
+the UI, and follows the build on the model page (ui/static/upload.js).
+"""
+
+from flask import current_app, jsonify, render_template, request, url_for
+
+from . import api
+from .blueprint import bp
+
+
+@bp.route("/upload")
+def upload():
+    return render_template("ui/upload.html", name=request.args.get("name", ""),
+                           max_bytes=int(current_app.config["UPLOAD_MAX_BYTES"]),
+                           max_size=readable_size(int(current_app.config["UPLOAD_MAX_BYTES"])))
+
+
+def readable_size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{round(size / scale, 1):g} {unit}"
+    return f"{size} bytes"
+
+
+@bp.route("/upload-url", methods=["POST"])
+def upload_url():
+    """JSON in and out, for upload.js: {"model_name"} -> {"upload_url", "model_page"},
+    or {"message"} with the API's status (a bad name, a global model's name, a quota)."""
+    body = request.get_json(silent=True) or {}
+    name = body.get("model_name", request.form.get("model_name", ""))
+    answer = api.call("POST", "/upload-url", json={"model_name": name})
+    if not answer.ok:
+        return jsonify(message=answer.message), answer.status
+    return jsonify(upload_url=answer.body, model_name=name,
+                   model_page=url_for("ui.model", name=name))

@@ -6,7 +6,7 @@ import os
 from flask import Flask
 from flask_smorest import Api
 
-from . import errors, metrics, request_id
+from . import errors, metrics, request_id, usage
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import keys_cli
 from .config import finalise, load_config
@@ -16,6 +16,7 @@ from .docs_assets import docs_assets
 from .health import health
 from .json_provider import OrjsonProvider
 from .keys_api import blp as keys_blp
+from .usage_api import blp as usage_blp
 from .worker_cli import worker_command
 
 API_TITLE = "Task inference API"
@@ -117,6 +118,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         app.config.update(BUILDER=False, TRAINER=False, PREDICTIONS=False)
 
     metrics.init_app(app)
+    usage.init_app(app, database)  # per-account usage, counted where the metrics are
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
     app.before_request(require_api_key)
@@ -140,6 +142,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(prediction_urls_blp)
     api.register_blueprint(async_api.blp)
     api.register_blueprint(keys_blp)
+    api.register_blueprint(usage_blp)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
     import ui

@@ -270,6 +270,15 @@ DEFAULTS = {
     "BATCH_MAX_TOKENS": 512,
     # Whether /metrics needs an API key (Prometheus scrapers usually have none).
     "METRICS_REQUIRE_KEY": False,
+    # Per-account usage (app/usage.py, GET /usage, the UI's Usage page): each
+    # account's inference requests, errors and latency per task and model, in
+    # time buckets of USAGE_BUCKET_S seconds, kept USAGE_RETENTION_HOURS (older
+    # buckets are deleted). Each process counts in memory and adds its counts to
+    # the database every USAGE_FLUSH_S seconds (and when it stops), never once per
+    # request; the counts of another process show up that late.
+    "USAGE_BUCKET_S": 300,
+    "USAGE_RETENTION_HOURS": 168,
+    "USAGE_FLUSH_S": 5.0,
 }
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -255,6 +256,23 @@ class Prediction(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     webhook_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UsageBucket(Base):
+    """An account's inference requests to one task and model in one time bucket
+    (app/usage.py). Processes add their counts to the row, never overwrite it."""
+
+    __tablename__ = "usage_buckets"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    # Unix seconds, a multiple of INFER_USAGE_BUCKET_S; indexed for the retention delete.
+    bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    task: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)  # as the request named it
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # answered with a status >= 400
+    latency_ms_total: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms_max: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Database:

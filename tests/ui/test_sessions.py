@@ -112,3 +112,17 @@ def test_pages_forbid_framing_inline_scripts_and_caching(ui_for):
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
     # No inline script anywhere (the policy would block it; pages must not need one).
     assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", page.get_data(as_text=True))
+
+
+def test_no_ui_form_fails_on_a_body_nested_too_deeply(ui_app, ui_for):
+    alice = ui_for("alice")
+    posts = sorted(rule.rule for rule in ui_app.url_map.iter_rules()
+                   if rule.endpoint.startswith("ui.") and "POST" in rule.methods
+                   and rule.endpoint not in ("ui.sign_out", "ui.revoke_key"))  # these two end the session
+    assert {"/ui/playground/run", "/ui/upload-url", "/ui/keys"} <= set(posts)
+    for rule in posts:
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda match: "1" if "number" in match[1] or "id" == match[1][-2:] else "x",
+                      rule)
+        answer = alice.client.post(path, data="[" * 100_000, headers={"Content-Type": "application/json",
+                                                                      "X-CSRF-Token": alice.csrf})
+        assert answer.status_code < 500, (path, answer.status_code)

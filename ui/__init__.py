@@ -4,7 +4,7 @@ from .blueprint import bp
 from .sessions import init_sessions
 
 # Each module adds its pages to the blueprint.
-from . import keys, models, playground, sign_in, upload, usage  # noqa: E402,F401
+from . import keys, models, playground, sign_in, training, upload, usage  # noqa: E402,F401
 
 
 def init_app(app) -> None:

@@ -198,5 +198,5 @@
     }
   });
 
-  previewCurl();
+  // The page arrives with its curl command rendered: no request until a field changes.
 })();

@@ -158,7 +158,8 @@ def _run_request() -> tuple[TaskSpec, dict, dict[str, str]]:
     sent = request.get_json(silent=True)
     if not isinstance(sent, dict):
         raise BadRun("Send a JSON object: {task, body, files}.")
-    spec = TASK_SPECS.get(sent.get("task"))
+    task = sent.get("task")
+    spec = TASK_SPECS.get(task) if isinstance(task, str) else None
     if spec is None:
         raise BadRun(f"No task {sent.get('task')!r}.")
     body, files = sent.get("body"), sent.get("files") or {}

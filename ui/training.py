@@ -76,8 +76,9 @@ def create_dataset():
 def dataset_upload_url():
     """The upload form with JavaScript (dataset.js): a dataset waiting for its file,
     and the URL the browser PUTs the file to (any size up to INFER_DATASET_MAX_BYTES)."""
-    sent = request.get_json(silent=True) or {}
-    fields = _dataset_fields(sent, sent.get("filename", ""))
+    sent = request.get_json(silent=True)
+    sent = sent if isinstance(sent, dict) else {}
+    fields = _dataset_fields(sent, str(sent.get("filename") or ""))
     answer = api.call("POST", "/datasets", json={**fields, "upload": True})
     if not answer.ok:
         return jsonify({"message": answer.message}), answer.status

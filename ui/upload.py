@@ -30,7 +30,8 @@ def readable_size(size: int) -> str:
 def upload_url():
     """JSON in and out, for upload.js: {"model_name"} -> {"upload_url", "model_page"},
     or {"message"} with the API's status (a bad name, a global model's name, a quota)."""
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else {}
     name = body.get("model_name", request.form.get("model_name", ""))
     answer = api.call("POST", "/upload-url", json={"model_name": name})
     if not answer.ok:

@@ -134,7 +134,8 @@ def test_the_run_route_needs_the_csrf_token_and_a_known_task(ui_for):
     refused = run(ui, {"task": "text-vectorisation", "body": {"text": "hi"}}, csrf=False)
     assert refused.status_code == 403
 
-    for payload in ({"task": "no-such-task", "body": {}}, {"task": "qa", "body": "text"}, ["not", "an", "object"],
+    for payload in ({"task": "no-such-task", "body": {}}, {"task": ["qa"], "body": {}}, {"task": "qa", "body": "text"},
+                    ["not", "an", "object"],
                     {"task": "image-vectorisation", "body": {}, "files": {"image": "cat.png"}}):
         answer = run(ui, payload)
         assert answer.status_code == 400 and answer.json["message"]

@@ -114,7 +114,7 @@ def test_pages_forbid_framing_inline_scripts_and_caching(ui_for):
     assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", page.get_data(as_text=True))
 
 
-def test_no_ui_form_fails_on_a_body_nested_too_deeply(ui_app, ui_for):
+def test_no_ui_form_fails_on_a_body_nested_too_deeply_or_of_the_wrong_shape(ui_app, ui_for):
     alice = ui_for("alice")
     posts = sorted(rule.rule for rule in ui_app.url_map.iter_rules()
                    if rule.endpoint.startswith("ui.") and "POST" in rule.methods
@@ -123,6 +123,7 @@ def test_no_ui_form_fails_on_a_body_nested_too_deeply(ui_app, ui_for):
     for rule in posts:
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda match: "1" if "number" in match[1] or "id" == match[1][-2:] else "x",
                       rule)
-        answer = alice.client.post(path, data="[" * 100_000, headers={"Content-Type": "application/json",
-                                                                      "X-CSRF-Token": alice.csrf})
-        assert answer.status_code < 500, (path, answer.status_code)
+        for body in ("[" * 100_000, '["a list"]', '{"task": ["x"], "filename": [1], "model_name": {}}'):
+            answer = alice.client.post(path, data=body, headers={"Content-Type": "application/json",
+                                                                 "X-CSRF-Token": alice.csrf})
+            assert answer.status_code < 500, (path, body[:20], answer.status_code)

@@ -11,20 +11,10 @@ from uploads.api import UPLOAD_URL_LIFETIME
 
 from . import api
 from .blueprint import bp
+from .statuses import badge
 
 # A build has ended (the live part stops polling) once its version is one of these.
 FINAL_STATUSES = {"success", "fail"}
-
-# The API's statuses as a person reads them, and the ui.css class that colours each.
-STATUS_WORDS = {"fail": "failed", "awaiting_upload": "awaiting upload"}
-STATUS_CLASSES = {"fail": "failed", "awaiting_upload": "pending"}
-
-
-def badge(status: str | None) -> tuple[str, str]:
-    """(words, css class) of a build status."""
-    status = status or "unknown"
-    return STATUS_WORDS.get(status, status), STATUS_CLASSES.get(status, status)
-
 
 def model_path(name: str, *rest: str) -> str:
     """The API path of one of the account's models (the name quoted: it came from the URL)."""

@@ -14,6 +14,7 @@ from training.datasets_api import UPLOAD_URL_LIFETIME
 
 from . import api
 from .blueprint import bp
+from .statuses import badge
 
 DATASET_FINAL = {"ready", "failed"}
 JOB_ACTIVE = {"queued", "running"}
@@ -21,17 +22,6 @@ JOB_FINAL = {"succeeded", "failed", "cancelled"}
 JOBS_PER_PAGE = 50
 # The upload form's optional fields, passed to POST /datasets as they are.
 DATASET_OPTIONS = ("name", "format", "label_column", "text_column")
-
-# The API's statuses as a person reads them, and the ui.css class that colours each.
-STATUS_WORDS = {"awaiting_upload": "awaiting upload"}
-STATUS_CLASSES = {"awaiting_upload": "pending", "processing": "parsing"}
-
-
-def badge(status: str | None) -> tuple[str, str]:
-    """(words, css class) of a dataset's or a job's status."""
-    status = status or "unknown"
-    return STATUS_WORDS.get(status, status), STATUS_CLASSES.get(status, status)
-
 
 def quoted(identifier: str) -> str:
     """An id from the URL, safe to put in an API path (no '?', '/' or '..' games)."""

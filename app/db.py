@@ -275,6 +275,21 @@ class UsageBucket(Base):
     latency_ms_max: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class UiSession(Base):
+    """A sign-in to the web UI (ui/sessions.py). The browser's cookie holds only a
+    random token; its sha256 finds this row, so signing out ends the session for
+    every copy of the cookie, and the row names the key it was signed in with."""
+
+    __tablename__ = "ui_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Indexed: expired rows are deleted at sign-in.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Database:
     """Engine, session factory and per-request session of one app."""
 

@@ -39,7 +39,7 @@ def require_session():
         if request.method == "GET" and request.accept_mimetypes.accept_html:
             return redirect(url_for("ui.sign_in", next=request.full_path.rstrip("?")))
         return render_template("ui/error.html", status=401, message="Sign in again: this session has ended."), 401
-    g.ui_account_id, g.ui_account = account
+    g.ui_account_id, g.ui_account, g.ui_key_id = account
     if request.method == "POST" and not csrf_ok():
         return render_template("ui/error.html", status=403,
                                message="This form is out of date or was not sent from this site (CSRF check). "

@@ -5,7 +5,9 @@ in the session or a flash message (the cookie would carry it), and the blueprint
 sends Cache-Control: no-store, so the browser keeps no copy of the page.
 """
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import flash, g, redirect, render_template, request, url_for
+
+from app.db import session as database_session
 
 from . import api
 from .blueprint import bp
@@ -15,7 +17,7 @@ from .sessions import sign_out
 def _page(status: int = 200, **shown):
     """The keys page; `shown` adds new_key (the key just made) or error (what the API refused)."""
     keys = api.get("/keys")
-    return render_template("ui/keys.html", keys=keys, session_key_id=session.get("key_id"), **shown), status
+    return render_template("ui/keys.html", keys=keys, session_key_id=g.ui_key_id, **shown), status
 
 
 @bp.route("/keys")
@@ -36,9 +38,9 @@ def revoke_key(key_id: int):
     answer = api.call("DELETE", f"/keys/{key_id}")
     if not answer.ok:  # another account's key, or none: the API's 404, and nothing revoked
         return _page(answer.status, error=answer.message)
-    if key_id == session.get("key_id"):
+    if key_id == g.ui_key_id:
         # This session's own key: the session ended with it (it would on the next page anyway).
-        sign_out()
+        sign_out(database_session())
         flash("You revoked the key this session was signed in with: sign in with another key.", "success")
         return redirect(url_for("ui.sign_in"))
     flash(f"Key {answer.body['prefix']}… revoked: it no longer works.", "success")

@@ -1,10 +1,12 @@
-"""Who is signed in to the web UI: a signed session cookie naming an API key.
+"""Who is signed in to the web UI: a signed cookie holding a random session token.
 
-Signing in checks a key exactly as the API does; the cookie then holds the key's
-id (never the key) and the account, signed with a key derived from the service's
-secret, so it cannot be forged or altered. Every UI request checks that the key
-is still active: revoking it (through the UI, the API or the CLI) ends every
-session signed in with it at once.
+Signing in checks a key exactly as the API does, then stores a session row
+(app/db.py UiSession: the token's sha256, the key's id, when it expires); the
+cookie holds only the token and the CSRF token, signed with a key derived from
+the service's secret. Every UI request looks the row up with its key: signing
+out, the session's expiry (INFER_UI_SESSION_HOURS) or revoking the key (through
+the UI, the API or the CLI) ends the session at once, for every copy of the
+cookie.
 
 The cookie is HttpOnly (scripts cannot read it), SameSite=Lax, scoped to /ui (the
 JSON API never reads it, so the API gains no cookie-borne authority to forge
@@ -15,14 +17,14 @@ says it does. Every POST also needs the session's CSRF token.
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from app.auth import find_active_key, hash_key
-from app.db import Account, ApiKey
+from app.db import Account, ApiKey, UiSession, utcnow
 from uploads.storage import load_secret
 
 COOKIE_NAME = "infer_ui"
@@ -58,36 +60,60 @@ def init_sessions(app) -> None:
 
 
 def sign_in(database_session, key: str) -> bool:
-    """Start a session for this key if it is active; a fresh session (new CSRF token)
+    """Start a session for this key if it is active; a fresh cookie (new CSRF token)
     either way, so a session planted before sign-in is never reused."""
     row = find_active_key(database_session, hash_key(key.strip()))
     session.clear()
     session["csrf"] = secrets.token_urlsafe(32)  # the sign-in form shown again after a refusal needs one
     if row is None:
         return False
+    now = utcnow()
+    database_session.execute(delete(UiSession).where(UiSession.expires_at < now))  # sessions long over
+    token = secrets.token_urlsafe(32)
+    lifetime = current_app.permanent_session_lifetime
+    database_session.add(UiSession(token_hash=_hashed(token), key_id=row.id, created_at=now,
+                                   expires_at=now + lifetime))
+    database_session.commit()
     session.permanent = True
-    session.update(key_id=row.id, account_id=row.account_id)
+    session["sid"] = token
     return True
 
 
-def sign_out() -> None:
+def sign_out(database_session) -> None:
+    """End the session: its row is marked ended, so a copy of the cookie is refused too."""
+    token = session.get("sid")
+    if token:
+        database_session.execute(update(UiSession).where(UiSession.token_hash == _hashed(token))
+                                 .values(ended_at=utcnow()))
+        database_session.commit()
     session.clear()
 
 
-def signed_in_account(database_session) -> tuple[int, str] | None:
-    """(account id, account name) of the session, if its key is still active; else
-    None, and the session is cleared (a revoked key's session ends)."""
-    key_id, account_id = session.get("key_id"), session.get("account_id")
-    if key_id is None or account_id is None:
+def signed_in_account(database_session) -> tuple[int, str, int] | None:
+    """(account id, account name, key id) of the session, if it has not ended or
+    expired and its key is still active; else None, and the cookie is cleared."""
+    token = session.get("sid")
+    if not token:
         return None
     row = database_session.execute(
-        select(ApiKey.revoked_at, Account.name).join(Account, Account.id == ApiKey.account_id)
-        .where(ApiKey.id == key_id, ApiKey.account_id == account_id)
+        select(UiSession.expires_at, UiSession.ended_at, ApiKey.id.label("key_id"), ApiKey.revoked_at,
+               Account.id.label("account_id"), Account.name)
+        .join(ApiKey, ApiKey.id == UiSession.key_id).join(Account, Account.id == ApiKey.account_id)
+        .where(UiSession.token_hash == _hashed(token))
     ).first()
-    if row is None or row.revoked_at is not None:
+    if row is None or row.ended_at is not None or row.revoked_at is not None or _aware(row.expires_at) <= utcnow():
         session.clear()
         return None
-    return account_id, row.name
+    return row.account_id, row.name, row.key_id
+
+
+def _hashed(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def csrf_token() -> str:

@@ -41,7 +41,7 @@ def sign_in():
 def sign_out():
     # Reached only through require_session, which checked the CSRF token: a
     # cross-site form cannot sign a user out.
-    end_session()
+    end_session(database_session())
     return redirect(url_for("ui.sign_in"))
 
 

@@ -1,9 +1,14 @@
 """Signing in to the web UI: the session cookie, CSRF, revocation, headers."""
 
+import base64
+import json
 import re
+from datetime import timedelta
+
+from sqlalchemy import update
 
 from app.auth import revoke_key
-from app.db import ApiKey
+from app.db import ApiKey, UiSession, utcnow
 
 from ..conftest import new_key
 from .conftest import UiClient
@@ -39,6 +44,10 @@ def test_the_session_cookie_is_http_only_same_site_scoped_to_the_ui_and_never_ho
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/ui" in cookie
     assert "Secure" not in cookie  # plain http here
     assert key not in cookie and key[3:20] not in cookie
+    # Only a random session token and the CSRF token: no key id, no account.
+    payload = ui.client.get_cookie("infer_ui", path="/ui").value.split(".")[0]
+    assert set(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))) == {
+        "_permanent", "csrf", "sid"}
 
 
 def test_the_cookie_is_secure_over_https_and_behind_an_https_public_url(make_app):
@@ -55,6 +64,27 @@ def test_the_cookie_is_secure_over_https_and_behind_an_https_public_url(make_app
     token = ui.token_from(ui.client.get("/ui/sign-in"))
     answer = ui.client.post("/ui/sign-in", data={"key": new_key(behind_tls, "alice"), "csrf_token": token})
     assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_signing_out_ends_every_copy_of_the_cookie(ui_app, ui_for):
+    alice = ui_for("alice")
+    stolen = UiClient(ui_app)
+    cookie = alice.client.get_cookie("infer_ui", path="/ui")
+    stolen.client.set_cookie("infer_ui", cookie.value, path="/ui")
+    assert stolen.get("/ui/models").status_code == 200  # a copy works while the session lasts
+
+    assert alice.post("/ui/sign-out").status_code == 302
+    assert stolen.get("/ui/models").status_code == 302  # the session ended on the server, not only in one browser
+
+
+def test_an_expired_session_is_refused(make_app):
+    app = make_app(UI_SESSION_HOURS=1)
+    alice = UiClient(app, new_key(app, "alice"))
+    assert alice.get("/ui/models").status_code == 200
+    with app.extensions["db"].sessions() as session:
+        session.execute(update(UiSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert alice.get("/ui/models").status_code == 302
 
 
 def test_sign_in_needs_the_forms_token(ui_app):

@@ -178,6 +178,8 @@ def free_port() -> int:
 class Process:
     """A server process with its log, on a free port with a folder of its own."""
 
+    source = ROOT  # the tree it runs from (bench/source_ab.py runs another checkout too)
+
     def __init__(self, label: str):
         self.dir = tempfile.mkdtemp(prefix="infer-bench-")
         self.port = free_port()
@@ -185,7 +187,7 @@ class Process:
         self.log = open(os.path.join(self.dir, "server.log"), "w+")
 
     def start(self, command: list[str], env: dict) -> None:
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=self.source, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 300) -> None:

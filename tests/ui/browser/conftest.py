@@ -45,6 +45,12 @@ def system_chromium() -> str:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_artifacts():
+    """Only this run's screenshots: pages named by ids would pile up run after run."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright

@@ -6,7 +6,7 @@ Pages read and change everything through the JSON API as the signed-in account
 
 import os
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from app.db import session as database_session
@@ -49,8 +49,6 @@ def require_session():
 
 @bp.context_processor
 def ui_context():
-    from flask import current_app
-
     # The menu names only pages that exist (current_app.view_functions), and the account signed in.
     return {"ui_account": g.get("ui_account"), "csrf_token": csrf_token,
             "nav_endpoints": set(current_app.view_functions)}
@@ -70,8 +68,6 @@ def security_headers(response):
 
 def _upload_origins() -> str:
     """Where the browser PUTs an upload: this service (local storage, or PUBLIC_URL) or the S3 endpoint."""
-    from flask import current_app
-
     origins = []
     for url in (current_app.config.get("PUBLIC_URL", ""), current_app.config.get("S3_ENDPOINT_URL", "")):
         if url:

@@ -2,9 +2,8 @@
 its live build (status, message, log) and its delete and promote buttons."""
 
 from datetime import datetime, timezone
-from urllib.parse import quote
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 
 from model_registry.catalogue import TASK_MODELS
 from uploads.api import UPLOAD_URL_LIFETIME
@@ -15,11 +14,6 @@ from .statuses import badge
 
 # A build has ended (the live part stops polling) once its version is one of these.
 FINAL_STATUSES = {"success", "fail"}
-
-def model_path(name: str, *rest: str) -> str:
-    """The API path of one of the account's models (the name quoted: it came from the URL)."""
-    return "/".join([f"/models/{quote(name, safe='')}", *rest])
-
 
 @bp.route("/models")
 def models():
@@ -39,26 +33,26 @@ def names_by_task(key: str) -> list[tuple[str, str]]:
 
 @bp.route("/models/<string:name>")
 def model(name):
-    details = api.get(model_path(name))  # another account's model: the API's 404, as a page
+    details = api.get(api.path("models", name))  # another account's model: the API's 404, as a page
     return render_template("ui/model.html", model=details, **build_state(name, details))
 
 
 @bp.route("/models/<string:name>/build")
 def model_build(name):
     """The live part of the model page: polled (ui.js data-refresh-url) until the build ends."""
-    details = api.get(model_path(name))
+    details = api.get(api.path("models", name))
     return render_template("ui/_model_build.html", model=details, **build_state(name, details))
 
 
 def build_state(name: str, details: dict) -> dict:
     """What the live part shows: the versions, the latest build's status and log, and
     whether that build has ended."""
-    versions = api.get(model_path(name, "versions"))
+    versions = api.get(api.path("models", name, "versions"))
     latest = versions[-1] if versions else None
     # The latest version's own status, not the model's summary: with a serving
     # version, the summary says "success" while a new upload is still on its way.
     status = latest["status"] if latest else details["build_status"]
-    log_answer = api.call("GET", model_path(name, "build-log"))
+    log_answer = api.call("GET", api.path("models", name, "build-log"))
     log = log_answer.body.get("log", "") if log_answer.ok and isinstance(log_answer.body, dict) else ""
     return {"versions": list(reversed(versions)), "latest": latest, "status": status, "log": log,
             "final": build_ended(status, latest), "badge": badge}
@@ -77,9 +71,8 @@ def build_ended(status: str, latest: dict | None) -> bool:
 
 @bp.route("/models/<string:name>/delete", methods=["POST"])
 def delete_model(name):
-    answer = api.call("DELETE", model_path(name))
-    if answer.status == 404:
-        abort(404, answer.message)
+    answer = api.call("DELETE", api.path("models", name))
+    api.not_found_as_page(answer)
     if not answer.ok:
         flash(f"Could not delete {name}: {answer.message}", "error")
         return redirect(url_for("ui.model", name=name))
@@ -89,9 +82,8 @@ def delete_model(name):
 
 @bp.route("/models/<string:name>/versions/<int:number>/promote", methods=["POST"])
 def promote_version(name, number):
-    answer = api.call("POST", model_path(name, "versions", str(number), "promote"))
-    if answer.status == 404:
-        abort(404, answer.message)
+    answer = api.call("POST", api.path("models", name, "versions", number, "promote"))
+    api.not_found_as_page(answer)
     if answer.ok:
         flash(f"Version {number} of {name} now serves.", "success")
     else:

@@ -6,9 +6,8 @@ pages show and change exactly what the account's key could.
 """
 
 from datetime import datetime, timezone
-from urllib.parse import quote
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import flash, jsonify, redirect, render_template, request, url_for
 
 from training.datasets_api import UPLOAD_URL_LIFETIME
 
@@ -22,17 +21,6 @@ JOB_FINAL = {"succeeded", "failed", "cancelled"}
 JOBS_PER_PAGE = 50
 # The upload form's optional fields, passed to POST /datasets as they are.
 DATASET_OPTIONS = ("name", "format", "label_column", "text_column")
-
-def quoted(identifier: str) -> str:
-    """An id from the URL, safe to put in an API path (no '?', '/' or '..' games)."""
-    return quote(identifier, safe="")
-
-
-def refused(answer):
-    """The API's 404 (another account's or a deleted thing) as the page's 404."""
-    if answer.status == 404:
-        abort(404, answer.message)
-
 
 # ----------------------------------------------------------------------------- datasets
 
@@ -88,7 +76,7 @@ def _dataset_fields(sent, filename: str) -> dict:
 
 @bp.route("/datasets/<string:dataset_id>")
 def dataset(dataset_id):
-    details = api.get(f"/datasets/{quoted(dataset_id)}")
+    details = api.get(api.path("datasets", dataset_id))
     trainers = []
     if details["status"] == "ready":
         trainers = [trainer for trainer in api.get("/trainers") if details["format"] in trainer["dataset_formats"]]
@@ -99,7 +87,7 @@ def dataset(dataset_id):
 @bp.route("/datasets/<string:dataset_id>/parse-log")
 def dataset_parse_log(dataset_id):
     """The live part of the dataset page: polled (ui.js data-refresh-url) until parsed."""
-    details = api.get(f"/datasets/{quoted(dataset_id)}")
+    details = api.get(api.path("datasets", dataset_id))
     return render_template("ui/_dataset_parse.html", dataset=details, final=dataset_final(details), badge=badge)
 
 
@@ -115,8 +103,8 @@ def dataset_final(details: dict) -> bool:
 
 @bp.route("/datasets/<string:dataset_id>/delete", methods=["POST"])
 def delete_dataset(dataset_id):
-    answer = api.call("DELETE", f"/datasets/{quoted(dataset_id)}")
-    refused(answer)
+    answer = api.call("DELETE", api.path("datasets", dataset_id))
+    api.not_found_as_page(answer)
     if not answer.ok:
         flash(f"Could not delete the dataset: {answer.message}", "error")
         return redirect(url_for("ui.dataset", dataset_id=dataset_id))
@@ -145,8 +133,8 @@ def train(dataset_id):
     split = request.form.get("validation_split", "").strip()
     if split:
         body["validation_split"] = split  # the API checks it is a number in 0..0.5
-    answer = api.call("POST", f"/models/{quoted(name)}/train", json=body)
-    refused(answer)  # another account's dataset
+    answer = api.call("POST", api.path("models", name, "train"), json=body)
+    api.not_found_as_page(answer)  # another account's dataset
     if not answer.ok:
         flash(f"Could not start training: {answer.message}", "error")
         return back
@@ -184,7 +172,7 @@ def jobs():
 
 @bp.route("/jobs/<string:job_id>")
 def job(job_id):
-    details = api.get(f"/jobs/{quoted(job_id)}")
+    details = api.get(api.path("jobs", job_id))
     return render_template("ui/job.html", job=details, **job_state(details))
 
 
@@ -192,21 +180,21 @@ def job(job_id):
 def job_live(job_id):
     """The live part of the job page (status, epochs table, confusion matrix, log):
     polled (ui.js data-refresh-url) until the job ends."""
-    details = api.get(f"/jobs/{quoted(job_id)}")
+    details = api.get(api.path("jobs", job_id))
     return render_template("ui/_job_live.html", job=details, **job_state(details))
 
 
 @bp.route("/jobs/<string:job_id>/json")
 def job_json(job_id):
     """The API's GET /jobs/{id} as the account, for job.js's charts."""
-    answer = api.call("GET", f"/jobs/{quoted(job_id)}")
+    answer = api.call("GET", api.path("jobs", job_id))
     return jsonify(answer.body), answer.status
 
 
 @bp.route("/jobs/<string:job_id>/cancel", methods=["POST"])
 def cancel_job(job_id):
-    answer = api.call("POST", f"/jobs/{quoted(job_id)}/cancel")
-    refused(answer)
+    answer = api.call("POST", api.path("jobs", job_id, "cancel"))
+    api.not_found_as_page(answer)
     if answer.ok:
         flash("Cancelled the job.", "success")
     else:
@@ -217,7 +205,7 @@ def cancel_job(job_id):
 def job_state(details: dict) -> dict:
     """What the job page shows besides the job: its log, the confusion matrix to draw
     (the kept epoch's, else the newest epoch's) and whether the job has ended."""
-    log_answer = api.call("GET", f"/jobs/{quoted(details['id'])}/log")
+    log_answer = api.call("GET", api.path("jobs", details["id"], "log"))
     log = log_answer.body.get("log", "") if log_answer.ok and isinstance(log_answer.body, dict) else ""
     return {"log": log, "confusion": confusion_heatmap(details), "epoch_columns": epoch_columns(details),
             "final": details["status"] in JOB_FINAL, "active": details["status"] in JOB_ACTIVE, "badge": badge}

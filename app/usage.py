@@ -84,13 +84,7 @@ class UsageRecorder:
         with self._lock:
             model = self._bounded(int(account_id), bucket, task, model)
             key = (int(account_id), bucket, task, model)
-            counts = self._pending.get(key)
-            if counts is None:
-                counts = self._pending[key] = [0, 0, 0.0, 0.0]
-            counts[0] += 1
-            counts[1] += status >= 400
-            counts[2] += latency_ms
-            counts[3] = max(counts[3], latency_ms)
+            self._add(key, 1, int(status >= 400), latency_ms, latency_ms)
             if self._thread is None:  # started on first use: an app that serves nothing runs no thread
                 self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self.flush_s),
                                                 name="usage-flush", daemon=True)
@@ -137,12 +131,16 @@ class UsageRecorder:
 
     def _put_back(self, pending: dict) -> None:
         with self._lock:
-            for key, (requests, errors, total, most) in pending.items():
-                counts = self._pending.setdefault(key, [0, 0, 0.0, 0.0])
-                counts[0] += requests
-                counts[1] += errors
-                counts[2] += total
-                counts[3] = max(counts[3], most)
+            for key, counts in pending.items():
+                self._add(key, *counts)
+
+    def _add(self, key: Key, requests: int, errors: int, latency_total: float, latency_max: float) -> None:
+        """Add counts to a key's pending ones (the caller holds _lock)."""
+        counts = self._pending.setdefault(key, [0, 0, 0.0, 0.0])
+        counts[0] += requests
+        counts[1] += errors
+        counts[2] += latency_total
+        counts[3] = max(counts[3], latency_max)
 
     def prune(self, now: float | None = None) -> int:
         """Delete the buckets that ended before the retention window; how many."""
@@ -160,6 +158,7 @@ class UsageRecorder:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending = {}
+        self._named = {}
         self._thread = None
 
 

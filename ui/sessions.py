@@ -63,8 +63,7 @@ def sign_in(database_session, key: str) -> bool:
     """Start a session for this key if it is active; a fresh cookie (new CSRF token)
     either way, so a session planted before sign-in is never reused."""
     row = find_active_key(database_session, hash_key(key.strip()))
-    session.clear()
-    session["csrf"] = secrets.token_urlsafe(32)  # the sign-in form shown again after a refusal needs one
+    session.clear()  # the next page shows a new CSRF token (csrf_token makes one)
     if row is None:
         return False
     now = utcnow()
@@ -117,7 +116,10 @@ def _aware(moment: datetime) -> datetime:
 
 
 def csrf_token() -> str:
-    return session.get("csrf", "")
+    """The session's CSRF token, made when a page first needs one: a form is never
+    shown without a token that its POST can match (the sign-in form included, so no
+    other site can sign a browser in to the attacker's account)."""
+    return session.setdefault("csrf", secrets.token_urlsafe(32))
 
 
 def csrf_ok() -> bool:

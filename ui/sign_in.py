@@ -2,9 +2,7 @@
 
 from urllib.parse import urlsplit
 
-import secrets
-
-from flask import redirect, render_template, request, session, url_for
+from flask import redirect, render_template, request, url_for
 
 from app.db import session as database_session
 
@@ -23,12 +21,9 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     if request.method == "GET":
-        # A token before sign-in too: no other site can sign a browser in to the
-        # attacker's account (login CSRF) and watch what its user then uploads.
-        session.setdefault("csrf", secrets.token_urlsafe(32))
+        # The form carries a token (csrf_token) before sign-in too: no login CSRF.
         return render_template("ui/sign_in.html", next=request.args.get("next", ""))
     if not csrf_ok():
-        session.setdefault("csrf", secrets.token_urlsafe(32))
         return render_template("ui/sign_in.html", next="", error="The sign-in form expired: try again."), 403
     key = request.form.get("key", "")
     if not key.strip() or not start_session(database_session(), key):

@@ -44,7 +44,8 @@ def test_the_session_cookie_is_http_only_same_site_scoped_to_the_ui_and_never_ho
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/ui" in cookie
     assert "Secure" not in cookie  # plain http here
     assert key not in cookie and key[3:20] not in cookie
-    # Only a random session token and the CSRF token: no key id, no account.
+    # Only a random session token and the CSRF token (made by the first page): no key id, no account.
+    ui.client.get("/ui/models")
     payload = ui.client.get_cookie("infer_ui", path="/ui").value.split(".")[0]
     assert set(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))) == {
         "_permanent", "csrf", "sid"}

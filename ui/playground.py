@@ -202,23 +202,23 @@ def _curl_for(spec: TaskSpec, body: dict, files: dict[str, str]) -> str:
     return curl_command(public_url() + route(spec), body, files)
 
 
+@bp.errorhandler(BadRun)
+def bad_run(problem: BadRun):
+    """What playground.js sent is not a run: its message, as JSON for the script."""
+    return jsonify(message=str(problem)), 400
+
+
 @bp.route("/playground/curl", methods=["POST"])
 def playground_curl():
     """The curl command for the form as it is (the script shows it before any run)."""
-    try:
-        spec, body, files = _run_request()
-    except BadRun as problem:
-        return jsonify(message=str(problem)), 400
+    spec, body, files = _run_request()
     return jsonify(curl=_curl_for(spec, body, files))
 
 
 @bp.route("/playground/run", methods=["POST"])
 def playground_run():
     """Send the body to the task's route as the account; the API's status and answer."""
-    try:
-        spec, body, files = _run_request()
-    except BadRun as problem:
-        return jsonify(message=str(problem)), 400
+    spec, body, files = _run_request()
     answer = api.call("POST", route(spec), json=body)
     return jsonify(status=answer.status, ok=answer.ok, answer=answer.body,
                    message=None if answer.ok else answer.message, curl=_curl_for(spec, body, files))

@@ -234,6 +234,8 @@ DEFAULTS = {
     # The web UI (/ui): hours a sign-in lasts (the session also ends when its key
     # is revoked).
     "UI_SESSION_HOURS": 12.0,
+    # Sessions one key may have at once; signing in again ends its oldest.
+    "UI_SESSIONS_PER_KEY": 20,
     # Seconds a build stays claimed by a process that stopped renewing its
     # claim (it died) before another process takes it over.
     "BUILD_LEASE_S": 60.0,

@@ -72,10 +72,21 @@ def sign_in(database_session, key: str) -> bool:
     lifetime = current_app.permanent_session_lifetime
     database_session.add(UiSession(token_hash=_hashed(token), key_id=row.id, created_at=now,
                                    expires_at=now + lifetime))
+    _keep_newest(database_session, row.id, _hashed(token), int(current_app.config["UI_SESSIONS_PER_KEY"]))
     database_session.commit()
     session.permanent = True
     session["sid"] = token
     return True
+
+
+def _keep_newest(database_session, key_id: int, new_hash: str, most: int) -> None:
+    """End the key's oldest sessions past `most` (the new one kept): signing in again
+    and again cannot grow the table without bound before they expire."""
+    others = database_session.scalars(select(UiSession.token_hash)
+                                      .where(UiSession.key_id == key_id, UiSession.token_hash != new_hash)
+                                      .order_by(UiSession.created_at.desc())).all()
+    if len(others) >= most:
+        database_session.execute(delete(UiSession).where(UiSession.token_hash.in_(others[max(0, most - 1):])))
 
 
 def sign_out(database_session) -> None:

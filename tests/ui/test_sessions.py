@@ -78,6 +78,15 @@ def test_signing_out_ends_every_copy_of_the_cookie(ui_app, ui_for):
     assert stolen.get("/ui/models").status_code == 302  # the session ended on the server, not only in one browser
 
 
+def test_signing_in_again_and_again_keeps_only_the_newest_sessions_of_a_key(make_app):
+    app = make_app(UI_SESSIONS_PER_KEY=3)
+    key = new_key(app, "alice")
+    browsers = [UiClient(app, key) for _ in range(5)]
+    assert [browser.get("/ui/models").status_code for browser in browsers] == [302, 302, 200, 200, 200]
+    with app.extensions["db"].sessions() as session:
+        assert session.query(UiSession).count() == 3
+
+
 def test_an_expired_session_is_refused(make_app):
     app = make_app(UI_SESSION_HOURS=1)
     alice = UiClient(app, new_key(app, "alice"))

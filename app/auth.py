@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from .db import Account, ApiKey, utcnow
 from .db import session as request_session
 from core.errors import NotFound, Unauthorized
+from core.request_context import current_account
 
 KEY_PREFIX = "ik_"
 HEADER = "x-api-key"
@@ -145,6 +146,7 @@ def require_api_key():
         # WSGI servers put only HTTP_* keys from a client's headers in the environ: no
         # client can set this one.
         g.api_key_id, g.account_id = None, int(internal)
+        current_account.set(g.account_id)
         return None
     key_hash = hash_key(presented_key())
     cache: KeyCache = current_app.extensions["key_cache"]
@@ -156,6 +158,7 @@ def require_api_key():
         cached = (row.id, row.account_id)
         cache.put(key_hash, *cached)
     g.api_key_id, g.account_id = cached
+    current_account.set(g.account_id)
     return None
 
 

@@ -281,6 +281,13 @@ DEFAULTS = {
     "USAGE_BUCKET_S": 300,
     "USAGE_RETENTION_HOURS": 168,
     "USAGE_FLUSH_S": 5.0,
+    # --- Resource limits of sandboxed processes (sandbox/cgroups.py) ---
+    # --- Training and dataset-parsing children in the sandbox; stored-bytes quotas ---
+    # --- Fair claiming of background work; webhook delivery ---
+    # --- Uploaded Hugging Face folders and tokenizers, checked before loading ---
+    # --- Abandoned generations ---
+    # --- Rate limits and per-account limits (app/rate_limits.py, app/account_limits.py) ---
+    # --- Fair share of the server and the models between accounts (app/admission.py) ---
 }
 
 

@@ -12,7 +12,7 @@ import uuid
 
 from flask import g, request
 
-from core.request_context import current_request_id
+from core.request_context import current_account, current_request_id
 
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -33,6 +33,7 @@ def _send(response):
 def _forget(_error) -> None:
     # Server threads are reused: work done there outside a request must not find this id.
     current_request_id.set(None)
+    current_account.set(None)
 
 
 def init_app(app) -> None:

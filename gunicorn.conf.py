@@ -13,8 +13,12 @@ workers = int(os.environ.get("INFER_WORKERS", "2"))
 # Requests mostly wait on the model's batcher, so threads are cheap, and a
 # batch can only be as large as the requests a worker has accepted: with too
 # few threads, concurrent clients queue in the socket instead of in a batch.
-threads = int(os.environ.get("INFER_THREADS", "32"))
-worker_class = "gthread"
+# Keep it above INFER_ACCOUNT_MAX_IN_FLIGHT (48): the threads beyond one
+# account's limit are what every other account is served on during its flood.
+threads = int(os.environ.get("INFER_THREADS", "64"))
+# gthread, with its thread pool shared round-robin between clients instead of
+# first come first served (app/fair_worker.py).
+worker_class = "app.fair_worker.FairThreadWorker"
 # Loading a large model on first use can take a while; the worker must not be
 # killed for it.
 timeout = int(os.environ.get("INFER_WORKER_TIMEOUT", "300"))

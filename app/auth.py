@@ -129,6 +129,14 @@ def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
 
 # The WSGI environ key of the account a request the service makes to itself acts for.
 INTERNAL_ACCOUNT = "infer.internal_account"
+# Set (beside INTERNAL_ACCOUNT) on such a request made by background work (an
+# asynchronous prediction replayed by predictions/runner.py), not while serving a
+# client: its request was admitted and rate-limited when it was submitted.
+BACKGROUND_CALL = "infer.background_call"
+
+
+def is_background_call() -> bool:
+    return request.environ.get(INTERNAL_ACCOUNT) is not None and bool(request.environ.get(BACKGROUND_CALL))
 
 
 def require_api_key():

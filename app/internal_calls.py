@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from flask import Flask, has_request_context, request
 
-from .auth import INTERNAL_ACCOUNT
+from .auth import BACKGROUND_CALL, INTERNAL_ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,26 @@ def _flatten(problems, prefix=""):
 
 
 def request_as(app: Flask, account_id: int, method: str, path: str, *, json=None, query: dict | None = None,
-               headers: dict | None = None, data=None, content_type: str | None = None) -> Answer:
+               headers: dict | None = None, data=None, content_type: str | None = None,
+               background: bool = False) -> Answer:
     """Send one request to the app as `account_id` and return its answer.
 
     Made while serving a request (the UI, a prediction URL), it comes in on that
     request's base URL, so URLs the API builds from its own host (upload URLs
-    without INFER_PUBLIC_URL) name the host the client reached."""
+    without INFER_PUBLIC_URL) name the host the client reached. `background`: made
+    by background work, not for a client waiting now (app/auth.py BACKGROUND_CALL)."""
     answers: list = []
     base_url = request.host_url if has_request_context() else "http://localhost/"
 
     def run():
         response = app.test_client().open(path, method=method, json=json, query_string=query, data=data,
                                           content_type=content_type, headers=headers or {}, base_url=base_url,
-                                          environ_base={INTERNAL_ACCOUNT: account_id})
-        answers.append(Answer(response.status_code, response.get_json(silent=True), dict(response.headers)))
+                                          environ_base={INTERNAL_ACCOUNT: account_id,
+                                                        BACKGROUND_CALL: background})
+        try:
+            answers.append(Answer(response.status_code, response.get_json(silent=True), dict(response.headers)))
+        finally:
+            response.close()  # as a server would: what waits for the answer's end runs now
 
     thread = threading.Thread(target=run, name="internal-call")
     thread.start()

@@ -22,9 +22,14 @@ expectation falls back within two passes when the load drops. Measured with
 closed-loop clients on 2 workers: 85 -> 107 requests/s at 2 clients, 138 -> 163
 at 4, 245 -> 263 at 16, over expecting as many as the last batches held.
 
-Back-pressure: a full queue refuses new requests at once (429, Retry-After)
-instead of letting them wait without bound, and a request whose deadline passed
-before its turn is dropped unrun: its client has given up.
+Accounts share a model fairly (core/fair_queue.py): each has its own queue, a batch
+takes their requests round-robin, and an account may have at most its share of
+max_queue waiting. The account is the request's (core.request_context), read at
+submit.
+
+Back-pressure: an account over its share of the queue is refused at once (429,
+Retry-After) instead of waiting without bound, and a request whose deadline
+passed before its turn is dropped unrun: its client has given up.
 
 A model's own exception can quote the input or internals: it is logged with the
 traceback and the request's id (taken at submit, as the worker thread runs
@@ -38,17 +43,21 @@ is cut into passes of similar lengths within max_batch_tokens padded tokens.
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from core.errors import ApiError, ModelUnavailable, TooManyRequests
-from core.request_context import current_request_id
+from core.request_context import current_account, current_request_id
 
+from core.fair_queue import FairQueue
 from .token_batching import run_in_passes
 
 log = logging.getLogger(__name__)
+
+
+# Seconds an account counts as using a model after its last request (_account_share).
+RECENT_S = 1.0
 
 
 class DeadlineExceeded(ApiError):
@@ -60,13 +69,32 @@ class PredictionFailed(ApiError):
 
 
 class _Request:
-    __slots__ = ("items", "future", "deadline", "request_id")
+    __slots__ = ("items", "future", "deadline", "request_id", "account")
 
-    def __init__(self, items: list, deadline: float, request_id: str | None):
+    def __init__(self, items: list, deadline: float, request_id: str | None, account=None):
         self.items = items
         self.future: Future = Future()
         self.deadline = deadline
         self.request_id = request_id
+        self.account = account
+
+
+def _light_first(batch: list[_Request]) -> list[list[_Request]]:
+    """The batch as the passes' groups, in the order they run: when one account
+    holds more of it than all the others together (a flood beside a few
+    requests), the others' requests run first, in a pass of their own, and the
+    heavy account's after. A quiet account's request then waits for the pass in
+    progress and a small pass, not for a full pass of the flood's items; the
+    flood pays one small pass more per batch, only while others wait."""
+    items: dict = {}
+    for request in batch:
+        items[request.account] = items.get(request.account, 0) + len(request.items)
+    if len(items) < 2:
+        return [batch]
+    heaviest = max(items, key=items.get)
+    if items[heaviest] <= sum(items.values()) - items[heaviest]:
+        return [batch]
+    return [[r for r in batch if r.account != heaviest], [r for r in batch if r.account == heaviest]]
 
 
 class Batcher:
@@ -97,7 +125,8 @@ class Batcher:
         self.max_queue = max_queue
         self.run_alone_inline = run_alone_inline
         self._on_batch = on_batch or (lambda size, seconds: None)
-        self._queue: deque[_Request] = deque()
+        self._queue = FairQueue()
+        self._recent: dict = {}  # account -> when it last submitted (see _account_share)
         self._ready = threading.Condition()
         self._closed = False
         self._busy = False  # a forward pass is running (in the worker or inline)
@@ -112,9 +141,9 @@ class Batcher:
 
     def submit(self, items: list, timeout_s: float) -> list:
         """Run `items` in a shared batch; return their outputs in order."""
-        request = _Request(self._prepared(items), self._clock() + timeout_s, current_request_id.get())
+        request = self._new_request(items, timeout_s)
         with self._ready:
-            self._admit()
+            self._admit(request.account)
             # Not while batches are expected to gather several requests: this one
             # would run alone ahead of the others the worker is holding a batch for.
             alone = self._expected() <= 1 or not self.max_wait_s
@@ -123,7 +152,7 @@ class Batcher:
                 self._busy = True
                 request.future.set_running_or_notify_cancel()
             else:
-                self._queue.append(request)
+                self._queue.append(request.account, request)
                 self._ready.notify()
         try:
             if run_here:  # its own forward pass: no queue wait, so no deadline to enforce
@@ -151,13 +180,19 @@ class Batcher:
         in the queue it is dropped with DeadlineExceeded. Cancelling the
         future before its pass starts takes it out of the queue.
         """
-        request = _Request(self._prepared(items), self._clock() + timeout_s, current_request_id.get())
+        request = self._new_request(items, timeout_s)
         with self._ready:
-            self._admit()
-            self._queue.append(request)
+            self._admit(request.account)
+            self._queue.append(request.account, request)
             self._ready.notify()
         request.future.add_done_callback(lambda _future: self._left())
         return request.future
+
+    def _new_request(self, items: list, timeout_s: float) -> _Request:
+        account = current_account.get()
+        with self._ready:
+            self._check_room(account)  # before preparing: a request over its share costs no tokenising
+        return _Request(self._prepared(items), self._clock() + timeout_s, current_request_id.get(), account)
 
     def _prepared(self, items: list) -> list:
         """`items` as `run` takes them, prepared on the caller's thread; a failure is
@@ -174,18 +209,28 @@ class Batcher:
             self._fail(request, exc)
             raise request.future.exception() from None
 
-    def _admit(self) -> None:
-        """Count a new request in, or refuse it (call with the lock held)."""
-        if self._closed:  # the model was unloaded after this request looked it up
-            raise ModelUnavailable.just_unloaded(self.name)
-        if len(self._queue) >= self.max_queue:
-            raise TooManyRequests(
-                f"Model {self.name} is busy: {len(self._queue)} requests are queued "
-                "(INFER_BATCH_MAX_QUEUE). Retry shortly.",
-                headers={"Retry-After": "1"},
-            )
+    def _admit(self, account) -> None:
+        """Count a new request of `account` in, or refuse it (call with the lock held)."""
+        self._check_room(account)
+        self._recent[account] = self._clock()
         self._in_flight += 1
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def _check_room(self, account) -> None:
+        """Refuse a request of `account` unless the model is open and the account is
+        within its share of the queue (call with the lock held)."""
+        if self._closed:  # the model was unloaded after this request looked it up
+            raise ModelUnavailable.just_unloaded(self.name)
+        waiting, share = self._queue.waiting(account), self._queue.share(account, self.max_queue)
+        # The total is bounded too: accounts joining one by one could each fill their share.
+        if waiting >= share or len(self._queue) >= 2 * self.max_queue:
+            others = self._queue.accounts() - (waiting > 0)
+            shared = f", shared with {others} other account{'s' if others != 1 else ''}" if others else ""
+            raise TooManyRequests(
+                f"Model {self.name} is busy: {waiting} of your requests are queued, your share of its queue "
+                f"(INFER_BATCH_MAX_QUEUE: {self.max_queue}{shared}). Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
 
     def _left(self) -> None:
         with self._ready:
@@ -210,28 +255,41 @@ class Batcher:
                 deadline = self._clock() + self.max_wait_s
                 while (
                     len(self._queue) < expected
-                    and self._queued_items() < self.max_batch_size
+                    and self._queue.items() < self.max_batch_size
                     and not self._closed
                 ):
                     remaining = deadline - self._clock()
                     if remaining <= 0:
                         break
                     self._ready.wait(remaining)  # woken or timed out: look at the queue and the clock again
-            batch, size = [], 0
-            while self._queue:
-                request = self._queue[0]
-                if batch and size + len(request.items) > self.max_batch_size:
-                    break
-                self._queue.popleft()
-                if not request.future.set_running_or_notify_cancel():
-                    continue  # cancelled: its caller timed out
-                if self._clock() > request.deadline:
-                    request.future.set_exception(DeadlineExceeded(f"Model {self.name}: dropped, past its deadline."))
-                    continue
-                batch.append(request)
-                size += len(request.items)
+            batch = self._queue.take(self.max_batch_size, self._still_wanted, per_account=self._account_share())
             self._busy = bool(batch)
             return batch
+
+    def _account_share(self) -> int | None:
+        """Items of a batch one account may take while several use the model
+        (None: one account alone takes it all). A batch takes as long as its
+        items, and another account's request, arriving while one runs, waits for
+        it to end: a flood's batches are kept to a share, so that wait is short.
+        Accounts count as using the model for RECENT_S after their last request,
+        as a quiet client's next request comes a moment after its last answer."""
+        now = self._clock()
+        for account, seen in list(self._recent.items()):
+            if now - seen > RECENT_S and not self._queue.waiting(account):
+                del self._recent[account]
+        if len(self._recent) < 2:
+            return None
+        return max(1, self.max_batch_size // len(self._recent))
+
+    def _still_wanted(self, request: _Request) -> bool:
+        """Whether a request taken off the queue is to run: not cancelled (its caller
+        gave up) and not past its deadline."""
+        if not request.future.set_running_or_notify_cancel():
+            return False
+        if self._clock() > request.deadline:
+            request.future.set_exception(DeadlineExceeded(f"Model {self.name}: dropped, past its deadline."))
+            return False
+        return True
 
     def _finished(self) -> None:
         """A forward pass is over: let the worker take what queued meanwhile."""
@@ -243,9 +301,6 @@ class Batcher:
 
     def _expected(self) -> int:
         return max(self._recent_peaks)
-
-    def _queued_items(self) -> int:
-        return sum(len(request.items) for request in self._queue)
 
     def _work(self) -> None:
         while True:
@@ -260,6 +315,10 @@ class Batcher:
                 self._finished()
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        for tier in _light_first(batch):
+            self._run_tier(tier)
+
+    def _run_tier(self, batch: list[_Request]) -> None:
         if self.max_batch_tokens:  # cut into passes by the token budget
             return run_in_passes(batch, self._item_tokens, self._run_checked, self._fail,
                                  self.max_batch_size, self.max_batch_tokens)
@@ -267,9 +326,14 @@ class Batcher:
             try:
                 outputs = self._run_checked([item for request in batch for item in request.items])
             except Exception:
-                # Run each request alone, so a bad input fails only its own request.
+                # Run each request alone, so a bad input fails only its own request;
+                # not those already past their deadline (their callers have their 504).
                 for request in batch:
-                    self._run_batch([request])
+                    if self._clock() > request.deadline:
+                        request.future.set_exception(
+                            DeadlineExceeded(f"Model {self.name}: dropped, past its deadline."))
+                    else:
+                        self._run_tier([request])
                 return
             offset = 0
             for request in batch:

@@ -76,8 +76,9 @@ class ProductionServer:
         self.process.wait()
 
 
-def start_production_server(folder, port: int | None = None, **environ) -> ProductionServer:
-    """Start it without waiting; `port` reuses an address (a restart), `environ`
+def start_production_server(folder, port: int | None = None, root: str = ROOT, **environ) -> ProductionServer:
+    """Start it without waiting; `port` reuses an address (a restart), `root` is
+    the checkout to run (another tree, for a benchmark against it), `environ`
     adds to (or overrides) the environment it starts with. Its data dir is
     <folder>/data, so a server started again in the same folder finds its data."""
     folder = str(folder)
@@ -88,15 +89,15 @@ def start_production_server(folder, port: int | None = None, **environ) -> Produ
     # Appended to: a restart in the same folder keeps the first start's log (and its printed key).
     with open(log_path, "a") as log:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     return ProductionServer(folder, port, process, log_path)
 
 
 @contextmanager
-def production_server(folder, port: int | None = None, **environ):
+def production_server(folder, port: int | None = None, root: str = ROOT, **environ):
     """Start it, wait until /readyz answers 200, and stop it after (see start_production_server)."""
-    server = start_production_server(folder, port, **environ)
+    server = start_production_server(folder, port, root, **environ)
     try:
         server.wait_ready()
         yield server

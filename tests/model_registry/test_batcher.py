@@ -405,6 +405,26 @@ def test_work_past_its_deadline_is_dropped_unrun():
     assert model.batches == [[1]]  # the late request never reached the model
 
 
+def test_after_a_failed_pass_requests_past_their_deadline_are_not_run_again_alone():
+    model = Doubler(Gate())
+    batcher, clock = batcher_with_clock(model, "double", max_batch_size=8)
+    with ThreadPoolExecutor(1) as pool:
+        blocker = pool.submit(batcher.submit, [1], WAIT_S)
+        model.wait_started(1)
+        bad = batcher.submit_nowait(["bad"], timeout_s=5)
+        expired = batcher.submit_nowait([2], timeout_s=5)
+        kept = batcher.submit_nowait([3], timeout_s=60)
+        model.gate.let_through(1)  # the blocker's pass
+        model.wait_started(2)  # the three's shared pass has started (it will fail)
+        clock.now += 6  # and ends after 6 s: two of them are past their deadline
+        model.gate.open()
+        assert blocker.result(WAIT_S) == [2] and kept.result(WAIT_S) == [6]
+        for late in (bad, expired):
+            with pytest.raises(DeadlineExceeded, match="past its deadline"):
+                late.result(WAIT_S)
+    assert model.batches == [[1], ["bad", 2, 3], [3]]  # only the one still wanted ran again
+
+
 def test_work_whose_caller_gave_up_waiting_is_dropped_unrun():
     # The batcher's clock stands still, so its deadline check would not drop the
     # request: only the caller's giving up (after a real 0.05 s) takes it out.

@@ -1,0 +1,167 @@
+"""gunicorn's threaded worker, with its thread pool shared fairly between clients.
+
+gunicorn's gthread worker hands each connection with a request to read to a
+ThreadPoolExecutor, whose queue is first-in first-out and knows nothing of who
+sent what: a client with 300 connections keeps ~300 requests ahead of anyone
+else's, and a request of another account waits behind all of them for a
+thread. This worker's pool keeps one queue per client instead, and its threads
+take from them round-robin (core/fair_queue.py, the queue the models' batchers
+use too): another client's request is taken before the flood's next one.
+
+And a client gets at most INFER_ACCOUNT_MAX_IN_FLIGHT threads at once: its
+other requests wait in its queue, on their connections, until one of its own
+is answered. Waiting there costs a socket and no thread, no CPU: measured with
+300 connections of one key on this 2-core machine, answering the surplus with
+429s at once instead burned both cores on refusals (1,600 a second) and left
+another account's requests 100x slower; queued, they cost nothing. The app's
+own per-account limit (app/admission.py) still refuses an account that spreads
+its flood over several keys, and each model's batcher shares its passes
+round-robin between accounts.
+
+The client is told from the request's first bytes, peeked from the socket before
+it is queued (nothing is read from it: the worker thread parses the request as
+usual): its API key (x-api-key or Authorization), else the peer's address. A key
+is only a name for a queue here, kept hashed; whether it is valid is decided by
+the app, as always.
+
+    worker_class = "app.fair_worker.FairThreadWorker"   (gunicorn.conf.py)
+"""
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from concurrent.futures import Future
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from core.fair_queue import FairQueue
+
+# How much of a request is looked at for its key: a request line and headers
+# longer than this (rare) are queued by the peer's address.
+PEEK_BYTES = 8192
+_KEY_HEADER = re.compile(rb"\r\n(?:x-api-key|authorization)[ \t]*:[ \t]*([^\r\n]{1,1024})", re.IGNORECASE)
+
+
+def client_of(conn) -> str:
+    """Which queue a gunicorn connection's next request waits in."""
+    head = b""
+    # Bytes already read past the last request (a pipelined one), on an HTTP/1 connection.
+    buffered = getattr(getattr(getattr(conn, "parser", None), "unreader", None), "buf", None)
+    if buffered is not None:
+        head = buffered.getvalue()[:PEEK_BYTES]
+    if len(head) < PEEK_BYTES:
+        try:
+            head += conn.sock.recv(PEEK_BYTES - len(head), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (OSError, ValueError):  # nothing there yet, closed, or TLS (no peeking through it)
+            pass
+    found = _KEY_HEADER.search(head)
+    if found:
+        return "key:" + hashlib.blake2b(found.group(1).strip(), digest_size=12).hexdigest()
+    peer = conn.client[0] if isinstance(conn.client, tuple) and conn.client else str(conn.client)
+    return f"peer:{peer}"
+
+
+class _Task:
+    __slots__ = ("call", "future", "client", "items")
+
+    def __init__(self, call, future: Future, client: str):
+        self.call = call
+        self.future = future
+        self.client = client
+        self.items = (None,)  # one unit of work, for FairQueue's counting
+
+
+class FairExecutor:
+    """The subset of ThreadPoolExecutor that gunicorn uses (submit, shutdown),
+    with a fair queue in front of its threads."""
+
+    def __init__(self, threads: int, per_client: int = 0, client=client_of):
+        self._client = client
+        self.per_client = per_client  # most threads one client holds at once; 0: no limit
+        self._running: dict[str, int] = {}
+        self._queue = FairQueue()
+        self._changed = threading.Condition()
+        self._shutdown = False
+        self._threads = [threading.Thread(target=self._work, name=f"fair-pool-{n}", daemon=True)
+                         for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, function, *args, **kwargs) -> Future:
+        future = Future()
+        try:
+            key = self._client(*args) if args else ""
+        except Exception:  # noqa: BLE001 - this runs on gunicorn's main loop: never let it fail
+            key = ""
+        with self._changed:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._queue.append(key, _Task(lambda: function(*args, **kwargs), future, key))
+            self._changed.notify()
+        return future
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self._changed:
+            self._shutdown = True
+            if cancel_futures:
+                for task in self._queue.take(len(self._queue) or 1, lambda task: True):
+                    task.future.cancel()
+            self._changed.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def running(self, client: str) -> int:
+        return self._running.get(client, 0)
+
+    def _may_run(self, client: str) -> bool:
+        return not self.per_client or self._running.get(client, 0) < self.per_client
+
+    def _next(self) -> _Task | None:
+        with self._changed:
+            while True:
+                taken = self._queue.take(1, lambda task: task.future.set_running_or_notify_cancel(), self._may_run)
+                if taken:
+                    task = taken[0]
+                    self._running[task.client] = self._running.get(task.client, 0) + 1
+                    return task
+                if self._shutdown and not len(self._queue):
+                    return None
+                self._changed.wait()
+
+    def _done(self, task: _Task) -> None:
+        with self._changed:
+            left = self._running[task.client] - 1
+            if left:
+                self._running[task.client] = left
+            else:
+                del self._running[task.client]
+            self._changed.notify()  # its next request may run now
+
+    def _work(self) -> None:
+        while (task := self._next()) is not None:
+            try:
+                result = task.call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the future, as ThreadPoolExecutor does
+                self._done(task)
+                task.future.set_exception(exc)
+            else:
+                self._done(task)
+                task.future.set_result(result)
+
+
+def per_client_threads(threads: int) -> int:
+    """INFER_ACCOUNT_MAX_IN_FLIGHT (as app/config.py reads it), kept below the
+    thread count so that other clients always find a thread."""
+    limit = int(os.environ.get("INFER_ACCOUNT_MAX_IN_FLIGHT", "48") or 0)
+    return max(1, min(limit or threads, threads - max(1, threads // 4)))
+
+
+class FairThreadWorker(ThreadWorker):
+    def get_thread_pool(self):
+        return FairExecutor(self.cfg.threads, per_client_threads(self.cfg.threads))

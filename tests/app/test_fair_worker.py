@@ -1,0 +1,178 @@
+"""The gunicorn worker's thread pool (app/fair_worker.py): clients are told apart by
+their key, peeked from the socket; the threads take their requests round-robin,
+and one client holds at most its share of them while its other requests wait."""
+
+import socket
+import threading
+import time
+
+from app.fair_worker import FairExecutor, client_of, per_client_threads
+
+from ..conftest import until
+
+WAIT_S = 10
+
+
+class Conn:
+    """What client_of reads of gunicorn's TConn."""
+
+    def __init__(self, sock, client, parser=None):
+        self.sock, self.client, self.parser = sock, client, parser
+
+
+def connected_pair():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, address = listener.accept()
+    listener.close()
+    server.setblocking(False)
+    return client, server, address
+
+
+def peeked_client(request: bytes) -> str:
+    client, server, address = connected_pair()
+    try:
+        client.sendall(request)
+        until(lambda: _readable(server))
+        key = client_of(Conn(server, address))
+        assert server.recv(len(request), socket.MSG_PEEK) == request  # nothing was consumed
+        return key
+    finally:
+        client.close()
+        server.close()
+
+
+def _readable(sock) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def test_a_client_is_its_api_key_in_either_header_and_never_the_key_itself():
+    by_header = peeked_client(b"POST /qa HTTP/1.1\r\nHost: x\r\nX-API-Key: ik_secret\r\n\r\n")
+    by_bearer = peeked_client(b"POST /v1/embeddings HTTP/1.1\r\nauthorization: Bearer ik_secret\r\n\r\n")
+    other = peeked_client(b"POST /qa HTTP/1.1\r\nx-api-key: ik_other\r\n\r\n")
+    assert by_header.startswith("key:") and "ik_secret" not in by_header
+    assert by_header != other
+    assert by_bearer.startswith("key:") and by_bearer != by_header  # "Bearer ik_secret" is another name
+
+
+def test_a_request_without_a_key_or_not_yet_arrived_is_its_peers():
+    assert peeked_client(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") == "peer:127.0.0.1"
+    client, server, address = connected_pair()
+    try:
+        assert client_of(Conn(server, address)) == "peer:127.0.0.1"  # nothing sent yet
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_pipelined_request_already_read_is_looked_at_too():
+    class Unreader:
+        def __init__(self, data):
+            self.buf = type("Buf", (), {"getvalue": lambda _self: data})()
+
+    class Parser:
+        def __init__(self, data):
+            self.unreader = Unreader(data)
+
+    client, server, address = connected_pair()
+    try:
+        buffered = Parser(b"POST /qa HTTP/1.1\r\nx-api-key: ik_pipelined\r\n\r\n")
+        assert client_of(Conn(server, address, buffered)).startswith("key:")
+    finally:
+        client.close()
+        server.close()
+
+
+class Blocking:
+    """Work items that wait until the test lets them finish, and say when they started."""
+
+    def __init__(self):
+        self.started = []
+        self.release = threading.Event()
+        self._changed = threading.Condition()
+
+    def work(self, name):
+        with self._changed:
+            self.started.append(name)
+            self._changed.notify_all()
+        assert self.release.wait(WAIT_S)
+        return name
+
+    def wait_started(self, count):
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.started) >= count, WAIT_S), self.started
+
+
+def test_threads_take_clients_in_turn_not_in_arrival_order():
+    blocking = Blocking()
+    pool = FairExecutor(1, client=lambda name: name.split("-")[0])
+    try:
+        first = pool.submit(blocking.work, "flood-0")
+        blocking.wait_started(1)
+        flood = [pool.submit(blocking.work, f"flood-{n}") for n in range(1, 6)]
+        quiet = pool.submit(blocking.work, "quiet-0")
+        blocking.release.set()
+        assert quiet.result(WAIT_S) == "quiet-0"
+        assert [f.result(WAIT_S) for f in [first, *flood]] == [f"flood-{n}" for n in range(6)]
+    finally:
+        pool.shutdown()
+    # Behind five of the flood's, the quiet client's request was the next to run.
+    assert blocking.started[:3] == ["flood-0", "flood-1", "quiet-0"]
+
+
+def test_a_client_holds_at_most_its_share_of_threads_and_its_other_requests_wait_without_one():
+    blocking = Blocking()
+    pool = FairExecutor(4, per_client=2, client=lambda name: name.split("-")[0])
+    try:
+        flood = [pool.submit(blocking.work, f"flood-{n}") for n in range(6)]
+        blocking.wait_started(2)
+        assert pool.running("flood") == 2 and pool.queued() == 4
+        quiet = [pool.submit(blocking.work, f"quiet-{n}") for n in range(2)]
+        blocking.wait_started(4)  # the two free threads are the quiet client's at once
+        assert sorted(blocking.started[2:]) == ["quiet-0", "quiet-1"]
+        blocking.release.set()
+        assert [f.result(WAIT_S) for f in flood] == [f"flood-{n}" for n in range(6)]
+        assert [f.result(WAIT_S) for f in quiet] == ["quiet-0", "quiet-1"]
+    finally:
+        pool.shutdown()
+    assert pool.running("flood") == 0
+
+
+def test_an_exception_reaches_the_future_and_frees_the_slot():
+    pool = FairExecutor(1, per_client=1, client=lambda _name: "one")
+
+    def fails(_name):
+        raise ValueError("broken")
+
+    try:
+        failed = pool.submit(fails, "a")
+        assert isinstance(failed.exception(WAIT_S), ValueError)
+        assert pool.submit(lambda name: name, "b").result(WAIT_S) == "b"
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_lets_queued_work_finish_and_refuses_new_work():
+    pool = FairExecutor(1, client=lambda _name: "one")
+    done = [pool.submit(time.sleep, 0) for _ in range(3)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in done)
+    try:
+        pool.submit(time.sleep, 0)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a stopped pool took work")
+
+
+def test_the_share_keeps_threads_free_for_others(monkeypatch):
+    monkeypatch.setenv("INFER_ACCOUNT_MAX_IN_FLIGHT", "48")
+    assert per_client_threads(64) == 48
+    assert per_client_threads(32) == 24  # a quarter of the threads stays with the other clients
+    monkeypatch.setenv("INFER_ACCOUNT_MAX_IN_FLIGHT", "0")
+    assert per_client_threads(8) == 6

@@ -34,9 +34,10 @@ def readyz():
     else:
         checks["models"] = "ok"
     checks["loaded_models"] = registry.cache.loaded()
-    # Which isolation uploaded code gets; a missing sandbox does not make the
-    # service unready (built-in tasks work), it makes user-code builds fail.
-    checks["user_code_isolation"] = current_app.extensions["sandbox"].sandbox.describe()
+    # Which isolation uploaded code gets, and what bounds its resources (a
+    # control group, or the fallback without one); a missing sandbox does not
+    # make the service unready (built-in tasks work), it makes user-code builds fail.
+    checks["user_code_isolation"] = current_app.extensions["sandbox"].describe()
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
 
 

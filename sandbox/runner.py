@@ -23,6 +23,13 @@ process). The command is its own session and process group; killing the
 outer bwrap kills its PID namespace, and with it everything the command
 started, even processes that left the group.
 
+Each spawn's whole process tree also runs in a control group of its own
+(sandbox/cgroups.py): a memory limit that counts what RLIMIT_AS does not
+(memfd, System V shared memory, its tmpfs, many processes) and pids.max. Where
+no control group can be written, the seccomp filter denies memfd_create and
+System V shared memory instead, and the tmpfs keep their sizes. `kill` removes
+the group; `over_memory` says whether the tree was stopped for its memory.
+
 SANDBOX=none runs the command directly (same limits and environment, none of
 the isolation): the documented opt-out for trusted single-user installs.
 """
@@ -32,9 +39,11 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass, field
 
-from . import seccomp
+from . import seccomp, spawner
+from .cgroups import JOIN_SCRIPT, ControlGroups, Group
 from .system import system_binds
 
 log = logging.getLogger(__name__)
@@ -120,7 +129,7 @@ def _tool(name: str) -> str | None:
 
 class Sandbox:
     def __init__(self, kind: str = "bwrap", env_allow: tuple[str, ...] = (), threads: int = 1,
-                 uid_base: int = 200_000, uid_count: int = 100_000):
+                 uid_base: int = 200_000, uid_count: int = 100_000, cgroup: str = "auto", cgroup_parent: str = ""):
         if kind not in KINDS:
             raise ValueError(f"INFER_SANDBOX must be one of {', '.join(KINDS)}, not {kind!r}")
         self.kind = kind
@@ -135,6 +144,10 @@ class Sandbox:
         self.prlimit = _tool("prlimit")
         self.nice = _tool("nice")
         self.setpriv = _tool("setpriv")
+        self.sh = _tool("sh")
+        self.cgroups = ControlGroups(cgroup, cgroup_parent)
+        self._trees: list[tuple[subprocess.Popen, Group]] = []
+        self._trees_lock = threading.Lock()
 
     # --- is it usable -------------------------------------------------------------
 
@@ -153,6 +166,11 @@ class Sandbox:
     def _find_problem(self) -> str | None:
         if not self.prlimit or not self.nice:
             return "prlimit (util-linux) and nice (coreutils) are needed to limit user code; install them."
+        self.cgroups.resolve()
+        if self.cgroups.problem:
+            return self.cgroups.problem
+        if self.cgroups.active and not self.sh:
+            return "sh is needed to start sandboxes in their control groups; install a POSIX shell."
         if self.kind == "none":
             return None
         if not self.bwrap:
@@ -168,7 +186,10 @@ class Sandbox:
                     limits=Limits(1 << 30, 64, 10, 64, 1 << 20, 1 << 20))
         try:
             process = self._start(probe, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            _, stderr = process.communicate(timeout=30)
+            try:
+                _, stderr = process.communicate(timeout=30)
+            finally:
+                self.kill(process)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bwrap could not be started: {exc}"
         if process.returncode != 0:
@@ -190,7 +211,16 @@ class Sandbox:
         else:
             user = "the service's uid inside a user namespace"
         return {"kind": self.kind, "available": problem is None, "user": user,
-                **({"problem": problem} if problem else {})}
+                "resource_limits": self._describe_limits(), **({"problem": problem} if problem else {})}
+
+    def _describe_limits(self) -> dict:
+        limits = self.cgroups.describe()
+        if limits["enforcement"] == "none":
+            limits["memory"] = "per process: its address space (RLIMIT_AS); " + (
+                "memfd_create and System V shared memory are denied (seccomp); /tmp and /dev/shm have fixed sizes"
+                if self.kind == "bwrap" else "memfd and shared memory NOT bounded (INFER_SANDBOX=none)")
+            limits["processes"] = "per sandbox uid (RLIMIT_NPROC)"
+        return limits
 
     def require(self) -> None:
         problem = self.problem()
@@ -263,7 +293,9 @@ class Sandbox:
         (written to pipes by `spawn`; named here as {fd0}, {fd1}...)."""
         if self.kind == "none":
             return [*self._limits(job.limits), *(job.host_path(a) for a in job.command)], []
-        datas = [seccomp.build_filter(), self._passwd(job.uid), self._group(job.uid)]
+        # Without a control group to count them, memory outside the address space is refused outright.
+        datas = [seccomp.build_filter(deny_shared_memory=not self.cgroups.active), self._passwd(job.uid),
+                 self._group(job.uid)]
         args = [*self._limits(job.limits), self.bwrap]
         if self.privileged:
             # No user namespace: uid 0 here is real root, kept only long
@@ -306,6 +338,12 @@ class Sandbox:
 
     def _start(self, job: Job, **popen_kwargs) -> subprocess.Popen:
         args, datas = self.command(job)
+        self._retire_finished()
+        # pids.max counts bwrap's own two processes too: per tree, the group's
+        # limit binds before RLIMIT_NPROC (which counts the sandbox uid's, host-wide).
+        group = self.cgroups.create(job.limits.memory_bytes, job.limits.processes)
+        if group is not None:  # the tree joins its group before anything in it can fork
+            args = [self.sh, "-c", JOIN_SCRIPT, "sh", *group.procs_files, "--", *args]
         read_ends = []
         try:
             for index, data in enumerate(datas):
@@ -316,16 +354,36 @@ class Sandbox:
                 args = [str(read_end) if a == f"{{fd{index}}}" else a for a in args]
             cwd = job.host_path(job.workdir) if self.kind == "none" else "/"
             env = self.inner_env(job) if self.kind == "none" else self._outer_env()
-            return subprocess.Popen(args, pass_fds=read_ends, start_new_session=True, cwd=cwd, env=env,
-                                    **popen_kwargs)
+            # From the spawner's thread: --die-with-parent watches the thread that forks bwrap.
+            process = spawner.spawn(lambda: subprocess.Popen(args, pass_fds=read_ends, start_new_session=True,
+                                                             cwd=cwd, env=env, **popen_kwargs))
+        except BaseException:
+            if group is not None:
+                self.cgroups.retire(group)
+            raise
         finally:
             for fd in read_ends:
                 os.close(fd)
+        if group is not None:
+            process.sandbox_group = group
+            process.sandbox_cgroups = self.cgroups
+            with self._trees_lock:
+                self._trees.append((process, group))
+        return process
+
+    def _retire_finished(self) -> None:
+        """Remove the groups of trees that ended without `kill` (a caller that only waited)."""
+        with self._trees_lock:
+            finished = [(p, g) for p, g in self._trees if g.removed or p.poll() is not None]
+            self._trees = [tree for tree in self._trees if tree not in finished]
+        for _process, group in finished:
+            self.cgroups.retire(group)
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:
-        """Kill the job and everything it started: its process group, and with
-        bwrap its whole PID namespace (which dies with the outer bwrap)."""
+        """Kill the job and everything it started: its process group, with bwrap
+        its whole PID namespace (which dies with the outer bwrap), and whatever
+        is in its control group; then remove the group."""
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -334,7 +392,19 @@ class Sandbox:
             process.kill()
         except ProcessLookupError:
             pass
+        group = getattr(process, "sandbox_group", None)
+        if group is not None:
+            group.kill()
         process.wait()
+        if group is not None:
+            process.sandbox_cgroups.retire(group)
+
+    @staticmethod
+    def over_memory(process: subprocess.Popen) -> bool:
+        """Whether the kernel stopped a process of the job's tree for going over
+        its memory limit (asked after the job ended, before or after `kill`)."""
+        group = getattr(process, "sandbox_group", None)
+        return group is not None and group.oom_kills() > 0
 
     def _passwd(self, uid: int) -> bytes:
         if not self.privileged:

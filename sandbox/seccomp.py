@@ -11,6 +11,12 @@ back to clone, whose flags it can. A process of a foreign architecture (a
 32-bit call on a 64-bit kernel) is killed: the syscall numbers below would not
 mean what they say.
 
+Where no control group bounds a sandbox's memory (sandbox/cgroups.py), the
+filter also denies memfd_create and System V shared memory (SHARED_MEMORY):
+memory made that way is outside the address space RLIMIT_AS counts, so it
+would have no bound at all. POSIX shared memory stays: it lives in /dev/shm,
+a tmpfs of fixed size.
+
 The program is classic BPF, written out here so the service needs no libseccomp
 bindings: bwrap loads it with --seccomp right before it starts the command.
 """
@@ -62,6 +68,11 @@ DENIED = {
     "personality": (135, 92), "fanotify_init": (300, 262),
     "iopl": (172, None), "ioperm": (173, None), "modify_ldt": (154, None), "uselib": (134, None),
 }
+# Denied (EPERM) only when no control group counts the memory they make.
+SHARED_MEMORY = {
+    "memfd_create": (319, 279), "memfd_secret": (447, 447),
+    "shmget": (29, 194), "shmat": (30, 196), "shmctl": (31, 195), "shmdt": (67, 197),
+}
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 
@@ -74,8 +85,9 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter(machine: str | None = None) -> bytes:
-    """The compiled filter for this machine's architecture."""
+def build_filter(machine: str | None = None, deny_shared_memory: bool = False) -> bytes:
+    """The compiled filter for this machine's architecture; with
+    deny_shared_memory, SHARED_MEMORY's calls fail with EPERM too."""
     machine = machine or platform.machine()
     if machine not in _AUDIT_ARCH:
         raise UnsupportedArchitecture(f"no seccomp filter for {machine}; known: {', '.join(_AUDIT_ARCH)}")
@@ -89,7 +101,8 @@ def build_filter(machine: str | None = None) -> bytes:
     ]
     if machine == "x86_64":  # the x32 ABI: the same calls under other numbers
         program += [_op(_JGE_K, _X32_SYSCALL_BIT, jf=1), deny_eperm]
-    for numbers in DENIED.values():
+    denied = [*DENIED.values(), *(SHARED_MEMORY.values() if deny_shared_memory else ())]
+    for numbers in denied:
         if numbers[column] is not None:
             program += [_op(_JEQ_K, numbers[column], jf=1), deny_eperm]
     program += [_op(_JEQ_K, _CLONE3[column], jf=1), _op(_RET_K, _RET_ERRNO | errno.ENOSYS)]

@@ -7,6 +7,12 @@ its venv at /venv (writable only while its requirements install), its files at
 the Python and the service's installed packages (read-only), and a private
 /tmp. Nothing of the data dir, the database, the secret, other models or the
 service's code and environment.
+
+Each install and worker is also one process tree in a control group of its own
+(sandbox/cgroups.py): INFER_WORKER_MEMORY_MB bounds everything the tree holds
+(not only each process's address space), INFER_SANDBOX_MAX_PROCESSES its
+processes. A tree over its memory is stopped by the kernel, and the install or
+the request fails saying so (`stopped_because`).
 """
 
 import logging
@@ -48,7 +54,8 @@ def sandbox_from_config(config: dict) -> Sandbox:
     if forbidden:
         raise ValueError(f"INFER_SANDBOX_ENV_ALLOW must not name the service's own secrets: {', '.join(forbidden)}")
     return Sandbox(config["SANDBOX"], env_allow=allowed_env, threads=max(1, int(config["TORCH_THREADS"])),
-                   uid_base=int(config["SANDBOX_UID_BASE"]), uid_count=int(config["SANDBOX_UID_COUNT"]))
+                   uid_base=int(config["SANDBOX_UID_BASE"]), uid_count=int(config["SANDBOX_UID_COUNT"]),
+                   cgroup=config["SANDBOX_CGROUP"], cgroup_parent=config["SANDBOX_CGROUP_PARENT"])
 
 
 class ModelSandbox:
@@ -90,6 +97,21 @@ class ModelSandbox:
 
     def stop(self, process: subprocess.Popen) -> None:
         self.sandbox.kill(process)
+
+    def stopped_because(self, process: subprocess.Popen) -> str | None:
+        """Why the sandbox stopped an ended process tree, said of it; None for any other end."""
+        return self._over_memory() if self.sandbox.over_memory(process) else None
+
+    def _over_memory(self) -> str:
+        return (f"went over its memory limit of {int(self.config['WORKER_MEMORY_MB'])} MiB "
+                "(INFER_WORKER_MEMORY_MB) and was stopped")
+
+    def describe(self) -> dict:
+        """What /readyz shows: the sandbox, and the limits every sandboxed tree gets."""
+        described = self.sandbox.describe()
+        described["resource_limits"].update(memory_mb=int(self.config["WORKER_MEMORY_MB"]),
+                                            max_processes=int(self.config["SANDBOX_MAX_PROCESSES"]))
+        return described
 
     # --- the install of requirements.txt ----------------------------------------------
 
@@ -145,6 +167,8 @@ class ModelSandbox:
         if code == "timeout":
             raise RequirementsFailed(
                 f"installing requirements.txt took over {self.config['BUILD_REQUIREMENTS_TIMEOUT_S']:g}s", output)
+        if code == "memory":
+            raise RequirementsFailed(f"installing requirements.txt {self._over_memory()}", output)
         if code == "too big":
             raise RequirementsFailed(
                 f"the installed packages grew past {self.config['SANDBOX_INSTALL_MAX_MB']} MiB "
@@ -155,7 +179,7 @@ class ModelSandbox:
 
     def _run(self, job: Job, venv_dir: str) -> tuple[int | str, str]:
         """Run to the end, the timeout or the size limit; (exit code or why it
-        was stopped, the end of its output)."""
+        was stopped: "timeout", "too big", "memory"; the end of its output)."""
         process = self.sandbox.spawn(job, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         kept: deque[bytes] = deque()
         reader = threading.Thread(target=_keep_tail, args=(process.stdout, kept), daemon=True)
@@ -172,6 +196,8 @@ class ModelSandbox:
                 elif tree_bytes(venv_dir) > size_limit:
                     outcome = "too big"
         self.sandbox.kill(process)
+        if outcome != 0 and self.sandbox.over_memory(process):  # pip, or what it ran, was stopped by the kernel
+            outcome = "memory"
         reader.join(timeout=5)
         return outcome, b"".join(kept).decode("utf-8", errors="replace")
 

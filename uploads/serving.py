@@ -2,6 +2,7 @@
 folder through the built-in loaders (no user code runs at all)."""
 
 import os
+import time
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, UPLOADED, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS, LOADERS, LoadSettings, completion
@@ -57,10 +58,18 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
         call_timeout_s=float(config["WORKER_CALL_TIMEOUT_S"]),
         load_timeout_s=float(config["WORKER_LOAD_TIMEOUT_S"]),
         max_reply_bytes=int(config["WORKER_MAX_REPLY_MB"]) * 2**20,
+        why_stopped=model_sandbox.stopped_because,
     )
+    request_timeout_s = float(config["REQUEST_TIMEOUT_S"])
 
     def runner(task):
-        return lambda items: [worker.call(task, user_input(task, item)) for item in items]
+        # A batch's items go to the worker one after another: together they get
+        # the request timeout, not the call timeout each (a batch of 32 slow items
+        # would otherwise hold the batch's thread 32 times as long).
+        def run(items):
+            deadline = time.monotonic() + request_timeout_s
+            return [worker.call(task, user_input(task, item), deadline=deadline) for item in items]
+        return run
 
     # The worker's memory is outside this process; count the files as its weight.
     served = ServedModel(key, worker, tree_bytes(files_dir), "worker process", {task: runner(task) for task in tasks})

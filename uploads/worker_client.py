@@ -1,11 +1,20 @@
 """Talk to a user model's worker process; restart it when it crashes, hangs or is killed.
 
 One worker per model version, one call at a time (a lock): user code need not
-be thread-safe. The worker runs in the model's sandbox (model_sandbox.py); a
-call that takes longer than the timeout, or answers more than the reply limit,
-kills it with everything it started, and the next call starts a fresh one.
-Once the model is closed (unloaded, deleted, replaced) it refuses calls and
-never starts a worker again: a request still queued for it gets a 503.
+be thread-safe. The worker runs in the model's sandbox (model_sandbox.py).
+
+Nothing here waits without a deadline, as the worker is the model author's
+code: taking the lock, writing the request (a worker that stops reading its
+stdin fills the pipe, and a blocking write would never return), and reading
+the reply are each bounded by the call timeout (loading by the load timeout),
+and a caller may pass an earlier deadline for the whole call. A worker that
+misses it, answers something that is not the protocol, or answers more than
+the reply limit is killed with everything it started (504 for a timeout, 502
+otherwise), and the next call starts a fresh one. A call still waiting for the
+lock when the call timeout has passed gets a 504: the model is busy. Once the
+model is closed (unloaded, deleted, replaced) it refuses calls and never
+starts a worker again: a request still queued for it gets a 503; close()
+itself never waits for a call in progress.
 """
 
 import io
@@ -26,6 +35,8 @@ log = logging.getLogger(__name__)
 STDERR_LINE_CHARS = 2000
 # How often a call waiting on its worker looks whether the model was closed.
 CLOSE_CHECK_S = 0.5
+# How long a worker whose output ended gets to exit before it is killed.
+EXIT_WAIT_S = 1.0
 # Deepest answer passed on: the JSON writer of responses stops near 255 levels.
 MAX_REPLY_DEPTH = 200
 
@@ -51,10 +62,13 @@ class WorkerTimeout(ApiError):
 
 class WorkerProcess:
     def __init__(self, name: str, launch: Callable[[], subprocess.Popen], stop: Callable[[subprocess.Popen], None],
-                 call_timeout_s: float, load_timeout_s: float, max_reply_bytes: int):
+                 call_timeout_s: float, load_timeout_s: float, max_reply_bytes: int,
+                 why_stopped: Callable[[subprocess.Popen], str | None] = lambda process: None):
         self.name = name
         self._launch = launch
         self._stop = stop
+        # Why the sandbox stopped an ended worker ("went over its memory limit..."), or None.
+        self._why_stopped = why_stopped
         self.call_timeout_s = call_timeout_s
         self.load_timeout_s = load_timeout_s
         self.max_reply_bytes = max_reply_bytes
@@ -64,11 +78,23 @@ class WorkerProcess:
         self._closed = False
         self.restarts = 0
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The running worker (None when none runs: not started yet, or killed)."""
+        return self._process
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call has the worker now."""
+        return self._lock.locked()
+
     def _start(self) -> None:
         self._process = self._launch()
         self._received = bytearray()
+        os.set_blocking(self._process.stdin.fileno(), False)  # writes wait in poll, with a deadline
         threading.Thread(target=self._drain_stderr, args=(self._process,), daemon=True).start()
-        message = self._read(self.load_timeout_s, "loading")
+        message = self._read(time.monotonic() + self.load_timeout_s, self.load_timeout_s,
+                             "INFER_WORKER_LOAD_TIMEOUT_S", "loading")
         if "error" in message:
             self._kill()
             raise WorkerFailed(f"Model {self.name} could not load: {message['error']}")
@@ -81,38 +107,63 @@ class WorkerProcess:
         while line := stderr.readline(STDERR_LINE_CHARS):
             log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
-    def _read(self, timeout: float, doing: str) -> dict:
-        """The worker's next line, waiting at most `timeout` (select on the pipe:
+    def _wait(self, fd: int, events: int, deadline: float) -> bool:
+        """Whether `fd` is ready before the deadline; raises once the model is closed.
+        poll, not select: a busy service's descriptors go past select's 1024."""
+        if self._closed:  # close() killed the worker, or is about to: do not wait for the timeout
+            self._kill()
+            raise ModelUnavailable.just_unloaded(self.name)
+        poller = select.poll()
+        poller.register(fd, events)
+        remaining = min(deadline - time.monotonic(), CLOSE_CHECK_S)
+        return bool(poller.poll(max(0, remaining) * 1000))
+
+    def _ended(self, doing: str) -> ApiError:
+        """The worker closed its pipes: stop what is left of its sandbox, and say why it ended."""
+        if self._closed:  # close() killed it
+            self._kill()
+            return ModelUnavailable.just_unloaded(self.name)
+        process, self._process = self._process, None
+        try:
+            code = process.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:  # it closed its output but lives on: it goes now
+            code = None
+        self._stop(process)
+        self.restarts += 1
+        reason = self._why_stopped(process)
+        if reason:
+            return WorkerFailed(f"Model {self.name} {reason} while {doing}; it will be restarted.")
+        ended = f"exited (code {code})" if code is not None else "closed its output"
+        return WorkerFailed(f"Model {self.name}'s worker {ended} while {doing}; it will be restarted.")
+
+    def _timed_out(self, timeout: float, setting: str, what: str) -> WorkerTimeout:
+        self._kill()
+        return WorkerTimeout(f"Model {self.name} {what.format(f'within {round(timeout, 1):g}s')} ({setting}); "
+                             "it was restarted.")
+
+    def _read(self, deadline: float, timeout: float, setting: str, doing: str) -> dict:
+        """The worker's next line, waiting until the deadline (poll on the pipe:
         no thread per call, and the wait ends the moment the worker answers)."""
-        deadline = time.monotonic() + timeout
         stdout = self._process.stdout.fileno()
         searched = 0  # bytes already known to hold no newline: each byte is looked at once
         while (end := self._received.find(b"\n", searched)) < 0:
             searched = len(self._received)
+            if self._received[:1] not in (b"", b"{"):  # every message is a JSON object: no need to wait for more
+                self._kill()
+                raise WorkerFailed(f"Model {self.name}'s worker wrote something that is not its protocol; "
+                                   "it was restarted.")
             if searched > self.max_reply_bytes:
                 self._kill()
                 raise WorkerFailed(f"Model {self.name} answered more than {self.max_reply_bytes} bytes "
                                    "(INFER_WORKER_MAX_REPLY_MB); it was restarted.")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._kill()
-                raise WorkerTimeout(
-                    f"Model {self.name} did not answer within {timeout:g}s while {doing}; it was restarted."
-                )
-            if self._closed:  # close() killed it, or is about to: do not wait for the timeout
-                self._kill()
-                raise ModelUnavailable.just_unloaded(self.name)
-            if not select.select([stdout], [], [], min(remaining, CLOSE_CHECK_S))[0]:
+            if time.monotonic() >= deadline:
+                what = "did not finish its answer" if self._received else "did not answer"
+                raise self._timed_out(timeout, setting, f"{what} {{}} while {doing}")
+            if not self._wait(stdout, select.POLLIN, deadline):
                 continue
             chunk = os.read(stdout, 1 << 20)
             if not chunk:
-                if self._closed:
-                    self._kill()
-                    raise ModelUnavailable.just_unloaded(self.name)
-                code = self._process.wait()
-                self._stop(self._process)
-                self._process = None
-                raise WorkerFailed(f"Model {self.name}'s worker exited (code {code}) while {doing}; it will be restarted.")
+                raise self._ended(doing)
             self._received += chunk
         line = bytes(self._received[:end])
         del self._received[:end + 1]
@@ -128,11 +179,22 @@ class WorkerProcess:
                                "answer a flatter structure.")
         return message
 
-    def _send(self, data: bytes) -> None:
-        # An unbuffered pipe may take a large message in several writes.
+    def _send(self, data: bytes, deadline: float, timeout: float, setting: str) -> None:
+        """Write the request as the worker takes it: a worker that stops reading
+        fills the pipe (64 KiB), and is killed at the deadline."""
+        stdin = self._process.stdin.fileno()
         view = memoryview(data)
         while view:
-            view = view[self._process.stdin.write(view):]
+            if time.monotonic() >= deadline:
+                raise self._timed_out(timeout, setting, "stopped reading its input: it did not take its request {}")
+            if not self._wait(stdin, select.POLLOUT, deadline):
+                continue
+            try:
+                view = view[os.write(stdin, view):]
+            except BlockingIOError:
+                continue
+            except OSError:  # the worker is gone (EPIPE)
+                raise self._ended("reading its request") from None
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -140,21 +202,51 @@ class WorkerProcess:
             self._process = None
             self.restarts += 1
 
-    def call(self, task: str, task_input):
-        with self._lock:
+    def _refuse_if_late(self, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WorkerTimeout(f"Model {self.name} did not get to this request within its deadline "
+                                "(INFER_REQUEST_TIMEOUT_S).")
+
+    def _take_lock(self, asked: float, deadline: float) -> None:
+        """The worker's lock, waited for until the deadline at most (504: the model is busy)."""
+        while not self._lock.acquire(timeout=max(0.0, min(deadline - time.monotonic(), CLOSE_CHECK_S))):
+            if self._closed:
+                raise ModelUnavailable.just_unloaded(self.name)
+            if time.monotonic() >= deadline:
+                waited = round(deadline - asked, 1)
+                raise WorkerTimeout(
+                    f"Model {self.name} is busy: other requests held its worker for the {waited:g}s this one "
+                    "could wait (INFER_WORKER_CALL_TIMEOUT_S). Retry later.", headers={"Retry-After": "1"})
+
+    def call(self, task: str, task_input, deadline: float | None = None):
+        """The worker's output for one input. `deadline` (time.monotonic()) may
+        end the call earlier than the timeouts would: a request's own deadline."""
+        asked = time.monotonic()
+        request = json.dumps({"task": task, "input": task_input}).encode() + b"\n"
+        self._take_lock(asked, min(asked + self.call_timeout_s, deadline if deadline is not None else float("inf")))
+        try:
             if self._closed:
                 raise ModelUnavailable.just_unloaded(self.name)
             if self._process is None or self._process.poll() is not None:
                 if self._process is not None:
                     self._stop(self._process)  # whatever it left running in its sandbox goes too
                 self._process = None
+                self._refuse_if_late(deadline)  # no new load past the deadline
                 self._start()
-            try:
-                self._send(json.dumps({"task": task, "input": task_input}).encode() + b"\n")
-            except (BrokenPipeError, OSError):
+            self._refuse_if_late(deadline)  # nothing sent yet: the worker is fine, the request is late
+            # The exchange gets the call timeout from now on (loading has its own), or what is left of the deadline.
+            started = time.monotonic()
+            exchange_deadline, timeout, setting = started + self.call_timeout_s, self.call_timeout_s, \
+                "INFER_WORKER_CALL_TIMEOUT_S"
+            if deadline is not None and deadline < exchange_deadline:
+                exchange_deadline, timeout, setting = deadline, deadline - started, \
+                    "what was left of INFER_REQUEST_TIMEOUT_S for the request"
+            self._send(request, exchange_deadline, timeout, setting)
+            message = self._read(exchange_deadline, timeout, setting, "answering")
+        finally:
+            if self._closed:  # closed during the call: the worker must not outlive its model
                 self._kill()
-                raise WorkerFailed(f"Model {self.name}'s worker had exited; it will be restarted.") from None
-            message = self._read(self.call_timeout_s, "answering")
+            self._lock.release()
         if "error" in message:
             raise WorkerFailed(f"Model {self.name} failed: {message['error']}")
         if "output" not in message:
@@ -164,14 +256,17 @@ class WorkerProcess:
     def close(self) -> None:
         """Kill the worker and everything it started; refuse calls from now on.
 
-        Not behind the call lock first: a call in progress (a model hanging
-        for its whole timeout) must not keep the worker alive after its model
-        was deleted. The call sees the worker gone and ends."""
+        Never waits for a call in progress (a model hanging for its whole
+        timeout): the worker is killed under it, and the call, seeing the
+        model closed, ends at once and leaves nothing running."""
         self._closed = True
         running = self._process
         if running is not None:
             self._stop(running)
-        with self._lock:
-            if self._process is not None:
-                self._stop(self._process)
-                self._process = None
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._process is not None:
+                    self._stop(self._process)
+                    self._process = None
+            finally:
+                self._lock.release()

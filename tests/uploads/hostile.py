@@ -214,3 +214,105 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             pass
     return found
+
+
+# --- Models that attack the service's resources rather than its walls -------------
+
+# Every such model answers the build's sample like an honest one ({"ok": true});
+# the attack is chosen by the request. `_protocol` finds the worker's own reply
+# channel (user_worker.py's `protocol`) in the calling frames, as an attacker who
+# read the worker script would: through it a model can answer a request and then
+# stop reading its input, or write what is not the protocol.
+RESOURCE_ATTACKS = r'''
+import ctypes, os, sys, time
+
+def _protocol():
+    frame = sys._getframe()
+    while frame is not None:
+        if "protocol" in frame.f_locals:
+            return frame.f_locals["protocol"]
+        frame = frame.f_back
+    raise RuntimeError("no protocol channel found")
+
+def _hold_memfd(megabytes):
+    fd = os.memfd_create("hog")
+    chunk = b"x" * (8 << 20)
+    for _ in range(megabytes // 8):
+        os.write(fd, chunk)
+    return fd
+
+def _hold_shm(megabytes):
+    # Segments of 64 MiB, each attached, filled and detached again: they stay
+    # (until removed, or their IPC namespace ends) while the address space,
+    # all RLIMIT_AS counts, stays small.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    piece = 64 << 20
+    segments = []
+    for _ in range(megabytes // 64):
+        segment = libc.shmget(0, ctypes.c_size_t(piece), 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+        if segment < 0:
+            raise OSError(ctypes.get_errno(), "shmget: " + os.strerror(ctypes.get_errno()))
+        address = libc.shmat(segment, None, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "shmat: " + os.strerror(ctypes.get_errno()))
+        ctypes.memset(address, 1, piece)  # touch every page: only then is it memory
+        libc.shmdt(ctypes.c_void_p(address))
+        segments.append(segment)
+    return len(segments)
+
+def _try(action):
+    try:
+        return "held: " + repr(action())
+    except OSError as exc:
+        return f"refused: {type(exc).__name__}: errno {exc.errno}: {exc}"
+
+def _fork_until_refused(attempts):
+    children, refused = [], None
+    for _ in range(attempts):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            refused = f"{type(exc).__name__}: {exc}"
+            break
+        if pid == 0:
+            time.sleep(3600)
+            os._exit(0)
+        children.append(pid)
+    return {"forks": len(children), "refused": refused}
+
+def load_model(model_dir):
+    return None
+
+def call_model(model, task_input, task):
+    attack = task_input.get("attack")
+    if attack == "answer-then-stop-reading":  # the next request finds nobody reading
+        protocol = _protocol()
+        protocol.write('{"output": {"ok": true}}\n')
+        protocol.flush()
+        time.sleep(3600)
+    if attack == "garbage-line":
+        _protocol().write("this is not json\n")
+        _protocol().flush()
+        time.sleep(3600)
+    if attack == "garbage-no-newline":
+        _protocol().write("garbage without an end")
+        _protocol().flush()
+        time.sleep(3600)
+    if attack == "unfinished-answer":
+        _protocol().write('{"output": "never finis')
+        _protocol().flush()
+        time.sleep(3600)
+    if attack == "memfd":
+        return {"memfd": _try(lambda: _hold_memfd(task_input["mb"]))}
+    if attack == "shm":
+        return {"shm": _try(lambda: _hold_shm(task_input["mb"]))}
+    if attack == "fork-bomb":
+        return _fork_until_refused(task_input["attempts"])
+    return {"ok": True, "pid": os.getpid()}
+'''
+
+
+def resource_attacks_zip() -> bytes:
+    return make_zip({"inference.py": RESOURCE_ATTACKS,
+                     "config.json": json.dumps({"description": "hostile", "tasks": ["custom"]})})

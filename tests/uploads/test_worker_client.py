@@ -30,12 +30,13 @@ for line in sys.stdin:
 class Launcher:
     """Starts a worker from `source` (FAKE_WORKER unless a test gives its own) and keeps them all."""
 
-    def __init__(self):
+    def __init__(self, source: str = FAKE_WORKER):
         self.started: list[subprocess.Popen] = []
-        self.source = FAKE_WORKER
+        self.source = source
+        self.args: list[str] = []  # the worker's sys.argv[1:]
 
     def __call__(self) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-c", self.source], stdin=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-c", self.source, *self.args], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self.started.append(process)
         return process

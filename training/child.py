@@ -54,6 +54,32 @@ class Events:
         self.send("epoch", stats=stats)
 
 
+def events_channel() -> Events:
+    """The events pipe the runner named. In the sandbox it is this process's
+    stdout: moved to a descriptor of its own, and stdout pointed at stderr (the
+    job's child.out), so nothing a library prints can pass for an event."""
+    fd = int(os.environ["INFER_TRAINING_EVENTS_FD"])
+    if fd == 1:
+        fd = os.dup(1)
+        os.dup2(2, 1)
+    return Events(fd)
+
+
+def lower_priority(spec: dict) -> None:
+    """Requests served beside the job come first. Unsandboxed the child nices
+    itself; the sandbox starts it niced already, but in a session of its own,
+    which Linux schedules as a group (an autogroup) weighing as much as the
+    whole service: that group is niced too."""
+    os.nice(max(0, int(spec.get("nice", 0))))
+    autogroup_nice = int(spec.get("autogroup_nice", 0))
+    if autogroup_nice > 0:
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(min(19, autogroup_nice)))
+        except OSError:  # no autogroups here (the kernel's setting, or a cgroup's CPU share decides)
+            pass
+
+
 def lock_job(job_dir: str):
     handle = open(os.path.join(job_dir, "lock"), "w")
     try:
@@ -168,7 +194,7 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
 
 def main(argv: list[str]) -> int:
     job_dir = argv[1]
-    events = Events(int(os.environ["INFER_TRAINING_EVENTS_FD"]))
+    events = events_channel()
     lock = lock_job(job_dir)
     if lock is None:
         events.log("another process is training this job; this one stops")
@@ -176,7 +202,7 @@ def main(argv: list[str]) -> int:
     exit_with_parent()
     with open(os.path.join(job_dir, "job.json")) as job_file:
         spec = json.load(job_file)
-    os.nice(max(0, int(spec.get("nice", 0))))  # requests served beside it come first
+    lower_priority(spec)
     from .trainers.base import TrainingFailed
 
     try:

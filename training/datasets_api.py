@@ -22,7 +22,7 @@ from core.errors import BadRequest, NotFound, PayloadTooLarge
 from tasks.common import StrictSchema
 from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
 from uploads.archive import remove_tree
-from uploads.quotas import QuotaExceeded
+from uploads.quotas import QuotaExceeded, check_room
 
 from .dataset_bundles import discard_parsed_dataset, share_direct_upload
 from .datasets import FORMAT_TASKS
@@ -131,6 +131,7 @@ class Datasets(MethodView):
         if count >= int(config["ACCOUNT_MAX_DATASETS"]):
             raise QuotaExceeded(f"This account has {count} datasets; the limit is {config['ACCOUNT_MAX_DATASETS']} "
                                 "(INFER_ACCOUNT_MAX_DATASETS). Delete one first.")
+        check_room(db_session, config, account_id, "create a dataset")
         options = {key: body[key] for key in ("label_column", "text_column") if body[key]}
         dataset = Dataset(id=new_id("ds"), account_id=account_id, name=body["name"], format=body["format"] or "",
                           options=options, parse_log=[])

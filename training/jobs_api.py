@@ -21,7 +21,7 @@ from core.errors import InvalidInput, NotFound, TooManyRequests
 from model_registry.catalogue import MODELS, TASK_MODELS
 from tasks.common import StrictSchema
 from uploads.api import RESERVED_NAMES, Conflict, UploadUrlBody, iso_time
-from uploads.quotas import check_new_upload
+from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
 
 from .datasets import FORMAT_TASKS
@@ -241,6 +241,7 @@ class Train(MethodView):
             raise TooManyRequests(f"This account has {active} queued or running jobs; the limit is "
                                   f"{config['ACCOUNT_MAX_ACTIVE_JOBS']} (INFER_ACCOUNT_MAX_ACTIVE_JOBS). Wait for one "
                                   "to finish or cancel one.", headers={"Retry-After": "60"})
+        check_room(db_session, config, account_id, "start a training job")  # its checkpoints and version count
         model = lookup_model(db_session, account_id, name)
         if model is None:
             check_new_upload(db_session, config, account_id, new_model=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, update
 
 from app.db import TrainingJob, utcnow
 from uploads.api import iso_time
+from uploads.quotas import over_quota_message, stored_usage
 
 # The service's own settings and credentials: never in a child's environment.
 SECRET_PREFIXES = ("INFER_", "AWS_")
@@ -128,6 +129,22 @@ class JobRecord:
             session.commit()
             return "cancel" if job.cancel_requested else "ok"
 
+    def measure(self, folder_bytes: int, config: dict) -> bool:
+        """Record what the job's folder takes now (it counts in the account's
+        stored bytes while the job lasts); True, with `failure` saying so, when
+        it takes the account over its quota."""
+        with self.sessions() as session:
+            job = session.get(TrainingJob, self.job_id)
+            if job is None:
+                return False
+            job.stored_bytes = folder_bytes
+            session.commit()
+            problem = over_quota_message(config, stored_usage(session, job.account_id, excluding_job=self.job_id),
+                                         "This job's checkpoints and output", folder_bytes)
+        if problem:
+            self.failure = problem + " Or train a smaller base model: its checkpoints take less."
+        return problem is not None
+
     def _append(self, log: str, lines: list[str]) -> str:
         stamp = iso_time(utcnow())
         text = (log or "") + "".join(f"{stamp} {line.rstrip()}\n" for line in lines)
@@ -144,6 +161,7 @@ class JobRecord:
             if job is None:
                 return
             job.status, job.message, job.finished_at, job.lease_until = status, message, utcnow(), None
+            job.stored_bytes = 0  # its folder is gone
             if best_epoch is not None:
                 job.best_epoch = best_epoch
             if metrics is not None:

@@ -12,9 +12,11 @@ import logging
 import os
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.db import ModelVersion, ServingChange, UserModel, utcnow
+from core.errors import ApiError
 
 from .archive import remove_tree
 from .bundles import StorageUnreachable
@@ -25,6 +27,47 @@ log = logging.getLogger(__name__)
 
 # "name@3": version 3 of the account's model `name`.
 VERSION_REF = re.compile(r"^(?P<name>[^@]+)@(?P<number>[0-9]{1,9})$")
+
+
+# Tries at the next number before giving up: each conflict means another
+# version of the same model was numbered in the same instant.
+NUMBER_ATTEMPTS = 50
+
+
+class NumberTaken(ApiError):
+    """409: the model's versions were numbered by many others at once."""
+
+    status = 409
+
+
+def add_numbered_version(session, model_id: int, **fields) -> ModelVersion:
+    """Add the model's next version (the highest number + 1) with `fields`, flushed,
+    in the caller's transaction: the one way versions get their numbers, for
+    uploads (uploads/api.py) and training jobs (training/jobs.py) alike.
+
+    The number is read in the INSERT itself, and (model_id, number) is unique
+    in the database. On SQLite writers take turns, so the INSERT reads the
+    latest number; elsewhere (PostgreSQL) two transactions may read the same
+    one, and the second's INSERT fails on the unique index when the first
+    commits: it is rolled back to a savepoint and tried again with the next."""
+    next_number = (select(func.coalesce(func.max(ModelVersion.number), 0) + 1)
+                   .where(ModelVersion.model_id == model_id).scalar_subquery())
+    savepoints = session.get_bind().dialect.name != "sqlite"  # pysqlite's SAVEPOINT would commit early
+    for _attempt in range(NUMBER_ATTEMPTS):
+        version = ModelVersion(model_id=model_id, number=next_number, **fields)
+        if not savepoints:
+            session.add(version)
+            session.flush()
+            return version
+        try:
+            with session.begin_nested():
+                session.add(version)
+                session.flush()
+            return version
+        except IntegrityError:
+            continue
+    raise NumberTaken(f"Could not number a new version after {NUMBER_ATTEMPTS} tries: this model's versions are "
+                      "being created by many requests at once. Try again.")
 
 
 def split_version_ref(model: str) -> tuple[str, int | None]:

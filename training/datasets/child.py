@@ -6,7 +6,8 @@ the host's memory: past the cap it fails here, not in the web workers), parses,
 and writes WORK_DIR/parse_result.json ({"status": "ready" | "failed", "format",
 "stats", "message", "log": [{"timestamp", "message"}]}) atomically. It exits 0
 whether the dataset is ready or failed; only a crash (out of memory, killed)
-leaves no result, and the job runner says so.
+leaves no result (a MemoryError: exit status OUT_OF_MEMORY), and the job runner
+says so.
 """
 
 import json
@@ -21,6 +22,9 @@ from .parse import parse_dataset
 
 REQUEST_FILE = "parse_request.json"
 RESULT_FILE = "parse_result.json"
+# Exit status of a parse that ran out of memory (past its cap): no result, and
+# the runner says so.
+OUT_OF_MEMORY = 3
 
 
 def _now() -> str:
@@ -47,7 +51,9 @@ def run(work_dir: str) -> dict:
     with open(os.path.join(work_dir, REQUEST_FILE), encoding="utf-8") as source:
         request = json.load(source)
     cap_memory(int(request["limits"]["max_memory_mb"]))
-    os.nice(max(0, int(request.get("nice", 0))))  # requests served beside it come first
+    from ..child import lower_priority
+
+    lower_priority(request)  # requests served beside it come first
     log: list[dict] = []
 
     def say(message: str) -> None:
@@ -76,7 +82,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m training.datasets.child WORK_DIR", file=sys.stderr)
         return 2
-    write_result(argv[1], run(argv[1]))
+    try:
+        result = run(argv[1])
+    except MemoryError:
+        return OUT_OF_MEMORY
+    write_result(argv[1], result)
     return 0
 
 

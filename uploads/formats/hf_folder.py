@@ -1,11 +1,16 @@
 """A Hugging Face model folder, served by the built-in loaders: no user code runs
-at all, so it needs no sandbox (its chat template, which is code, is not used)."""
+at all (its chat template, which is code, is not used). Its files are still
+hostile data, so its build checks them before anything is loaded, in a process of
+their own (uploads/hf_checks.py): the model its config describes must fit its
+safetensors weights and the memory limits, and its tokenizer's regex patterns
+must be known ones."""
 
 import json
 import os
 
 from model_registry.served_model import ServedModel
 
+from .. import hf_checks
 from ..serving import hf_loader, hf_model
 from .base import BuildFailed, UploadFormat, Version
 
@@ -25,6 +30,7 @@ class HfFolder(UploadFormat):
             loader = hf_loader(version.tasks, version.files_dir, model_config)
         except ValueError as exc:
             raise BuildFailed(str(exc)) from None
+        hf_checks.check_hf_folder(version, loader, say)
         return _loaded(version, loader)
 
     def serve(self, version: Version) -> ServedModel:

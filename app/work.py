@@ -8,17 +8,24 @@ submission wakes this process's runner at once (the others find the row at
 their next poll). With INFER_QUEUE_URL the submission goes to a queue and
 separate worker processes run it (app/work_queue.py).
 
+Work is claimed fairly between accounts, each capped (app/fair_claims.py).
 A runner offers:
     kind                  "build" | "parse" | "train" | "predict"
     wake()                look for work now (embedded)
-    due(now) -> ids       rows claimable now: waiting, or their lease ran out
-    run_claimed(row_id)   claim that row if it is still claimable and run it to
-                          the end (True); False, doing nothing, when another
-                          process holds it or it is finished (a queue may
-                          deliver it twice)
+    due(now) -> ids       rows claimable now (waiting, or their lease ran out),
+                          fairest account first, each account's as many as its
+                          cap leaves room for
+    claim() -> id | None  lease the next due row, fairly between accounts; None
+                          when none may run now
+    run(row_id)           run a row this process claimed, to the end
+    run_claimed(row_id)   claim that row if it is still claimable and its
+                          account under its cap, and run it to the end (True);
+                          False, doing nothing, otherwise
 and, optionally, for a queue worker (app/work_queue.py):
     upkeep()              what its loop does besides running work (notice the
                           uploads that arrived in S3...), run by the sweep
+    start_background()    threads the worker runs beside its jobs while it
+    stop_background()     works (the prediction runner's webhook pool)
     hand_back(row_id)     the worker stops mid-run: the run is cut short and
                           this makes the row claimable again at once
     stop()                the worker stops mid-run and there is no hand_back:

@@ -19,6 +19,15 @@ predictions removed...). Each kind has its own RQ queue, so a prediction never
 waits behind a ten-minute training job in a worker that serves both queues
 first-come; a worker takes the queues in the order given (short work first by
 default).
+
+Fair between accounts: a message's row is only a hint. The worker that takes
+it claims the next row of that kind as the embedded runners do, fairly between
+accounts and under each account's cap (app/fair_claims.py), so a backlog one
+account queued first does not hold back a row another account queued later.
+A message that finds nothing it may run (its row's account is at its cap) is
+spent, not lost: the row stays due, and when a run of that kind ends the
+worker sends a message for the next due row that has none waiting (the sweep
+does too), so a capped account's rows run as its running ones end.
 """
 
 import logging
@@ -44,6 +53,8 @@ KEY_PREFIX = "infer:work:"
 # only a hint, so it may expire.
 POINTER_TTL_S = 7 * 86_400
 FAILED_JOB_TTL_S = 86_400
+# Due rows looked at, fairest first, for one whose message was spent, when a run ends.
+RESEND_LOOKS = 20
 
 _worker_work = None  # the QueueWork of this worker process (perform runs in it)
 
@@ -139,20 +150,50 @@ class QueueWork:
         if self.stopping:  # stopped between taking the message and starting: pass it on
             self.submit(kind, row_id)
             return
-        self.current = (kind, row_id)
+        claimed = runner.claim()  # the next of its kind, fairly between accounts: maybe not row_id
+        if claimed is None:
+            # Nothing may run now: row_id is done, or its account is at its cap.
+            # Its message is spent: forget that it was sent, so that the end of
+            # a run (below) or the sweep sends it again once it may run.
+            log.info("%s %s: nothing may run now (done, or its account at its cap); sent again when it may",
+                     kind, row_id)
+            self._after_run(kind, [row_id], runner, send_next=False)
+            return
+        if claimed != row_id:
+            log.info("%s %s: its message runs %s, fairer between accounts", kind, row_id, claimed)
+        self.current = (kind, claimed)
         try:
-            ran = runner.run_claimed(row_id)
+            runner.run(claimed)
         except HandBack:
-            runner.hand_back(row_id)
-            log.info("stopping: %s %s handed back", kind, row_id)
-            self.submit(kind, row_id)
+            runner.hand_back(claimed)
+            log.info("stopping: %s %s handed back", kind, claimed)
+            self.submit(kind, claimed)
+            if row_id != claimed:
+                self._after_run(kind, [row_id], runner, send_next=False)
             return
         finally:
             self.current = None
-        # Only a training job goes back to the queue by itself (its process
-        # died, or this worker stops): send it on now, not at the next sweep.
-        if ran and kind == "train" and row_id in runner.due():
-            self.submit(kind, row_id)
+        # row_id's message was spent on this run (when another row was fairer,
+        # row_id is still due, with no message). A place came free: the next
+        # due row whose message was spent runs now, not at the next sweep (and
+        # a training job that went back to the queue, its process dead or this
+        # worker stopping, is sent on).
+        self._after_run(kind, [row_id, claimed], runner, send_next=True)
+
+    def _after_run(self, kind: str, spent: list, runner, send_next: bool) -> None:
+        """Forget that messages were sent for the `spent` rows, so that the sweep,
+        or this, may send them again at once (a message that still waits is seen
+        waiting), then send one for the next due row that has none."""
+        try:
+            self.redis.delete(*(f"{KEY_PREFIX}sent:{kind}:{row_id}" for row_id in spent))
+            if send_next:
+                for due_id in runner.due()[:RESEND_LOOKS]:
+                    if self._enqueue_if_lost(kind, due_id):
+                        return
+        except RedisError as exc:
+            log.warning("queue unreachable; the sweep sends what is due: %s", exc)
+        except Exception:  # the database may be away for a moment; the sweep looks again
+            log.exception("looking for the next %s to send", kind)
 
     def stop_running(self) -> None:
         """The worker was told to stop (SIGTERM): hand the running work back now."""
@@ -177,6 +218,10 @@ class QueueWork:
         worker.work_queue = self
         worker.listens_for_commands = not burst
         stopped = threading.Event()
+        beside = [runner for kind, runner in self.runners.items()
+                  if QUEUES[kind] in queue_names and hasattr(runner, "start_background")]
+        for runner in beside:
+            runner.start_background()
         if burst:
             self.sweep()
         else:
@@ -186,6 +231,8 @@ class QueueWork:
             worker.work(burst=burst, logging_level="INFO")
         finally:
             stopped.set()
+            for runner in beside:
+                runner.stop_background()
             for sig, handler in handlers.items():  # RQ's, bound to this worker, go with it
                 signal.signal(sig, handler)
 

@@ -32,7 +32,7 @@ from tasks.spec import TASK_SPECS
 
 from . import webhooks
 from .objects import FINISHED, prediction_object
-from .runner import account_webhook_secret
+from .webhook_pool import account_webhook_secret
 
 blp = Blueprint("predictions", __name__, description="Asynchronous predictions: send any task request with the "
                 "header `Prefer: respond-async` to get one of these instead of the answer, then poll it.")
@@ -137,7 +137,8 @@ def _check_webhook(url) -> None:
     if not isinstance(url, str):
         raise InvalidInput("Invalid request. webhook: send a URL string.", errors={"webhook": ["Not a string."]})
     try:
-        webhooks.destination(url, current_app.extensions["predictions"].networks)  # parsed once, at start
+        runner = current_app.extensions["predictions"]
+        webhooks.destination(url, runner.networks, runner.resolver)  # parsed once, at start; a bounded lookup
     except webhooks.WebhookRefused as exc:
         raise InvalidInput(f"Invalid request. webhook: {exc}.", errors={"webhook": [str(exc)]}) from None
 

@@ -1,4 +1,4 @@
-"""Runs asynchronous predictions, delivers their webhooks, and deletes old ones.
+"""Runs asynchronous predictions, hands their webhooks to the webhook pool, and deletes old ones.
 
 A prediction is a row (app/db.py Prediction) holding the request as it was
 sent. A runner claims it with a lease (app/leases.py), replays the request
@@ -8,22 +8,27 @@ answer. A process that dies mid-prediction stops renewing its lease and the
 prediction runs again elsewhere, up to INFER_PREDICTION_MAX_ATTEMPTS starts
 (a prediction has no side effects, so running it again is safe).
 
+Predictions are claimed fairly between accounts (app/fair_claims.py): the
+next goes to the account with the fewest running, and one account runs at most
+INFER_ACCOUNT_MAX_RUNNING_PREDICTIONS at once, across every process.
+
 Embedded, every web process runs INFER_PREDICTION_THREADS of them; with a
-queue, the workers do (app/work.py).
+queue, the workers do (app/work.py). Webhooks are delivered by the pool
+(predictions/webhook_pool.py) where the predictions run.
 """
 
-import json
 import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, update
 
 from app import leases
-from app.db import Account, Prediction, utcnow
+from app.db import Prediction, utcnow
+from app.fair_claims import FairClaims, WorkKind, leased
 from . import webhooks
 from .dispatch import call_as
-from .objects import prediction_object
+from .webhook_pool import WebhookPool
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,9 @@ def _due(now):
                and_(Prediction.status == "running", Prediction.lease_until < now))
 
 
+PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_first=Prediction.seq)
+
+
 class PredictionRunner:
     kind = "predict"
 
@@ -42,7 +50,12 @@ class PredictionRunner:
         self.config = config
         self.sessions = sessions
         self.lease = timedelta(seconds=float(config["PREDICTION_LEASE_S"]))
+        self.claims = FairClaims(PREDICTIONS, self.lease, int(config["ACCOUNT_MAX_RUNNING_PREDICTIONS"]))
         self.networks = webhooks.allowed_networks(config["WEBHOOK_ALLOWED_NETWORKS"])
+        # Lookups of the pool's calls and of requests checking a new webhook.
+        self.resolver = webhooks.Resolver(2 * int(config["WEBHOOK_THREADS"]),
+                                          float(config["WEBHOOK_RESOLVE_TIMEOUT_S"]))
+        self.webhooks = WebhookPool(config, sessions, self.networks, self.resolver)
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._stopped = threading.Event()
@@ -61,12 +74,14 @@ class PredictionRunner:
                                               daemon=True))
         for thread in self._threads:
             thread.start()
+        self.webhooks.start()
 
     def stop(self) -> None:
         """Take no new prediction; those running finish (their answers are short)."""
         self._stopped.set()
         with self._wake:
             self._wake.notify_all()
+        self.webhooks.stop()
 
     def wake(self) -> None:
         with self._wake:
@@ -99,15 +114,16 @@ class PredictionRunner:
     # --- the runner interface (app/work.py) --------------------------------------
 
     def due(self, now=None) -> list[str]:
-        return leases.due_ids(self.sessions, Prediction, _due, Prediction.seq, now)
+        return self.claims.due_ids(self.sessions, now)
 
     def claim(self) -> str | None:
-        """Take the oldest due prediction."""
-        return leases.claim(self.sessions, Prediction, _due, self.lease, Prediction.seq, **self._claimed_values())
+        """Take the next due prediction, fairly between accounts (None: none may run now)."""
+        return self.claims.claim(self.sessions, **self._claimed_values())
 
     def run_claimed(self, row_id: str) -> bool:
-        """Run this prediction if it is still due; False if it was not (a queue's message delivered twice)."""
-        if not leases.claim_row(self.sessions, Prediction, row_id, _due, self.lease, **self._claimed_values()):
+        """Run this prediction if it is still due and its account under its cap;
+        False if not (a queue's message delivered twice)."""
+        if not self.claims.claim_row(self.sessions, row_id, **self._claimed_values()):
             return False
         self.run(row_id)
         return True
@@ -119,6 +135,13 @@ class PredictionRunner:
     def upkeep(self) -> None:
         """A queue worker's sweep does what the housekeeping thread does embedded."""
         self.housekeeping()
+
+    def start_background(self) -> None:
+        """A queue worker that runs predictions delivers their webhooks too: on the pool's threads."""
+        self.webhooks.start()
+
+    def stop_background(self) -> None:
+        self.webhooks.stop()
 
     # --- one prediction ----------------------------------------------------------
 
@@ -136,11 +159,11 @@ class PredictionRunner:
                          daemon=True).start()
         started = utcnow()
         try:
-            status, answer = call_as(self.app, account_id, path, body, request_id or None)
+            status, answer = call_as(self.app, account_id, path, body, request_id or None, background=True)
         finally:
             done.set()
         self._finish(row_id, status, answer, (utcnow() - started).total_seconds())
-        self.deliver_webhook(row_id)
+        self.webhooks.wake()  # a webhook it marked pending is the pool's to call
 
     def _finish(self, row_id: str, status: int, answer, seconds: float) -> None:
         succeeded = status < 400
@@ -161,66 +184,12 @@ class PredictionRunner:
                             .values(**values))
             session.commit()
 
-    # --- webhooks and retention --------------------------------------------------
+    # --- retention ----------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Delete predictions past their retention; retry the webhooks that are due."""
-        now = utcnow()
+        """Delete predictions past their retention. (Webhooks due for a retry are
+        the pool's: it looks for them itself.)"""
         kept = timedelta(seconds=float(self.config["PREDICTION_RETENTION_S"]))
         with self.sessions() as session:
-            session.execute(delete(Prediction).where(Prediction.completed_at < now - kept))
+            session.execute(delete(Prediction).where(Prediction.completed_at < utcnow() - kept))
             session.commit()
-            due = session.scalars(select(Prediction.id).where(
-                Prediction.webhook_status == "pending", Prediction.webhook_next_at <= now).limit(100)).all()
-        for row_id in due:
-            self.deliver_webhook(row_id)
-
-    def deliver_webhook(self, row_id: str) -> None:
-        """Call the prediction's webhook once, if it is due; schedule a retry or give up."""
-        timeout = float(self.config["WEBHOOK_TIMEOUT_S"])
-        now = utcnow()
-        with self.sessions() as session:
-            # Claimed for the length of one call, so two processes never send it together.
-            claimed = session.execute(update(Prediction).where(
-                Prediction.id == row_id, Prediction.webhook_status == "pending", Prediction.webhook_next_at <= now,
-            ).values(webhook_next_at=now + timedelta(seconds=2 * timeout + 5)))
-            session.commit()
-            if claimed.rowcount != 1:
-                return
-            row = session.get(Prediction, row_id)
-            secret = account_webhook_secret(session, row.account_id)
-            body = json.dumps(prediction_object(row), separators=(",", ":")).encode()
-            url, attempt = row.webhook, row.webhook_attempts + 1
-        final = False
-        try:
-            status = webhooks.deliver(url, body, secret, self.networks, timeout, f"{row_id}.{attempt}")
-            error = "" if 200 <= status < 300 else f"the webhook answered HTTP {status}"
-        except webhooks.WebhookRefused as exc:
-            error, final = f"refused: {exc}", True
-        except OSError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        values = {"webhook_attempts": attempt, "webhook_error": error}
-        if not error:
-            values["webhook_status"] = "delivered"
-        elif final or attempt >= int(self.config["WEBHOOK_MAX_ATTEMPTS"]):
-            values["webhook_status"] = "failed"
-            log.warning("webhook of prediction %s failed for good after %d calls: %s", row_id, attempt, error)
-        else:
-            wait = float(self.config["WEBHOOK_RETRY_S"]) * 2 ** (attempt - 1)
-            values["webhook_next_at"] = utcnow() + timedelta(seconds=wait)
-        with self.sessions() as session:
-            session.execute(update(Prediction).where(Prediction.id == row_id).values(**values))
-            session.commit()
-
-
-def account_webhook_secret(session, account_id: int) -> str:
-    """The account's webhook secret, made on first use (once, even when two
-    processes ask at the same moment)."""
-    secret = session.scalar(select(Account.webhook_secret).where(Account.id == account_id))
-    if secret:
-        return secret
-    session.execute(update(Account).where(Account.id == account_id, Account.webhook_secret.is_(None))
-                    .values(webhook_secret=webhooks.new_secret()))
-    session.commit()
-    return session.scalar(select(Account.webhook_secret).where(Account.id == account_id))
-

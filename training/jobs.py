@@ -11,37 +11,47 @@ again at once, up to INFER_TRAINING_MAX_ATTEMPTS starts. A process that stops
 cleanly hands its jobs back at once.
 
 Children never see the database or the service's secrets (training/child.py and
-training/datasets/child.py): this module records what they report.
+training/datasets/child.py): this module records what they report. They run in
+the sandbox (training/sandboxed.py), and what they leave is checked before use.
+
+Everything a dataset or a job stores counts towards its account's stored bytes
+(uploads/quotas.py): a parse whose files take the account over its limit
+fails, and so does a job whose folder (checkpoints, output) grows past it,
+measured while it runs.
 """
 
-import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
 from app import leases
+from app.fair_claims import FairClaims, WorkKind, leased
 from app.work import KindRunner
-from app.db import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
+from app.db import Dataset, TrainingJob, UserModel, utcnow
 from core.errors import ModelUnavailable
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from uploads.archive import tree_bytes
-from uploads.quotas import QuotaExceeded, check_stored_bytes
+from sandbox import SandboxUnavailable
+from uploads.quotas import over_quota_message, stored_usage
 from uploads.serving import version_dirs
 from uploads.version_bundles import store_version_files
-from uploads.versions import remove_old_versions, serve_if_newest
+from uploads.versions import add_numbered_version, remove_old_versions, serve_if_newest
 
 from .child import ALREADY_RUNNING
 from .dataset_bundles import discard_parsed_dataset, ensure_parsed_datasets, store_parsed_dataset
-from .paths import dataset_dir, dataset_source, job_dir
-from .records import JobRecord, child_environment, log_line
+from .parsing import failed as parse_failed
+from .parsing import run_parse
+from .paths import dataset_dir, job_dir
+from .records import JobRecord, log_line
+from .sandboxed import ChildSandbox, UnsafeOutput, open_no_links, write_json_no_links
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +62,20 @@ LOG_KEEP_CHARS = 64_000
 WATCH_S = 0.5
 # Seconds a child has to stop after SIGTERM before SIGKILL.
 STOP_GRACE_S = 5.0
+# Seconds between measures of a running job's folder against the account's quota.
+MEASURE_S = 2.0
 
 
 class TrainingRunner:
-    def __init__(self, config: dict, sessions, storage):
+    def __init__(self, config: dict, sessions, storage, sandbox=None):
         self.config = config
         self.sessions = sessions
         self.storage = storage
+        self.children = ChildSandbox(config, sandbox)
         self.lease = timedelta(seconds=float(config["TRAINING_LEASE_S"]))
+        # Claimed fairly between accounts, each capped (app/fair_claims.py).
+        self.parse_claims = FairClaims(PARSES, self.lease, int(config["ACCOUNT_MAX_RUNNING_PARSES"]))
+        self.job_claims = FairClaims(JOBS, self.lease, int(config["ACCOUNT_MAX_RUNNING_JOBS"]))
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -100,8 +116,8 @@ class TrainingRunner:
             child = self._running.get(job_id)
         return child.pid if child is not None else None
 
-    def _claim(self, table, claimable, **values) -> str | None:
-        return leases.claim(self.sessions, table, claimable, self.lease, table.created_at, **values)
+    def _claim(self, claims: FairClaims, **values) -> str | None:
+        return claims.claim(self.sessions, **values)
 
     def _wait(self) -> None:
         self._wake.wait(float(self.config["TRAINING_POLL_S"]))
@@ -114,30 +130,38 @@ class TrainingRunner:
         short when a queue worker stops (and handed back); a training job's child
         is stopped by stop(), which hands the job back queued."""
         return [KindRunner("parse", self.wake, self.due_parses, self.run_claimed_parse,
+                           claim=lambda: self._claim(self.parse_claims), run=self._parse,
                            upkeep=self._notice_s3_datasets,
                            hand_back=lambda dataset_id: leases.release(self.sessions, Dataset, dataset_id)),
-                KindRunner("train", self.wake, self.due_jobs, self.run_claimed_job, stop=self.stop)]
+                KindRunner("train", self.wake, self.due_jobs, self.run_claimed_job,
+                           claim=lambda: self._claim(self.job_claims, status="running"), run=self.run_job_here,
+                           stop=self.stop)]
 
     def due_parses(self, now=None) -> list[str]:
-        return leases.due_ids(self.sessions, Dataset, _parse_due, Dataset.created_at, now)
+        return self.parse_claims.due_ids(self.sessions, now)
 
     def run_claimed_parse(self, dataset_id: str) -> bool:
-        if not leases.claim_row(self.sessions, Dataset, dataset_id, _parse_due, self.lease):
+        if not self.parse_claims.claim_row(self.sessions, dataset_id):
             return False
         self._parse(dataset_id)
         return True
 
     def due_jobs(self, now=None) -> list[str]:
-        return leases.due_ids(self.sessions, TrainingJob, _job_due, TrainingJob.created_at, now)
+        return self.job_claims.due_ids(self.sessions, now)
 
     def run_claimed_job(self, job_id: str) -> bool:
-        """Run this job's attempt here, in the calling thread, if it is still due."""
-        if not leases.claim_row(self.sessions, TrainingJob, job_id, _job_due, self.lease, status="running"):
+        """Run this job's attempt here, in the calling thread, if it is still due
+        and its account under its cap."""
+        if not self.job_claims.claim_row(self.sessions, job_id, status="running"):
             return False
+        self.run_job_here(job_id)
+        return True
+
+    def run_job_here(self, job_id: str) -> None:
+        """Run the attempt of a job this process claimed, in the calling thread."""
         with self._lock:
             self._running[job_id] = None
         self._run_job(job_id)
-        return True
 
     # --- datasets -----------------------------------------------------------------
 
@@ -145,7 +169,7 @@ class TrainingRunner:
         while not self._stopped.is_set():
             try:
                 self._notice_s3_datasets()
-                while not self._stopped.is_set() and (dataset_id := self._claim(Dataset, _parse_due)):
+                while not self._stopped.is_set() and (dataset_id := self._claim(self.parse_claims)):
                     self._parse(dataset_id)
             except Exception:  # the loop must outlive anything a parse or the database throws
                 log.exception("dataset loop")
@@ -169,12 +193,13 @@ class TrainingRunner:
         threading.Thread(target=leases.keep_renewed, args=(self.sessions, Dataset, dataset_id, self.lease, done),
                          daemon=True).start()
         try:
-            outcome = self._run_parser(dataset_id, folder)
+            outcome = run_parse(self.config, self.sessions, self.storage, self.children, dataset_id, folder)
             store_parsed_dataset(self.config, self.storage, dataset_id, outcome)  # for the other replicas (S3)
+        except SandboxUnavailable as exc:  # never parsed unconfined
+            outcome = parse_failed(f"The dataset could not be parsed: {exc}")
         except Exception as exc:  # a fetch from S3 failed, the disk is full...
             log.exception("dataset %s", dataset_id)
-            outcome = {"status": "failed", "format": None, "stats": None, "log": [],
-                       "message": f"The dataset could not be parsed: {type(exc).__name__}: {exc}"}
+            outcome = parse_failed(f"The dataset could not be parsed: {type(exc).__name__}: {exc}")
         finally:
             done.set()
         with self.sessions() as session:
@@ -188,52 +213,11 @@ class TrainingRunner:
             dataset.stats = outcome.get("stats")
             dataset.message = outcome["message"]
             dataset.parse_log = [*dataset.parse_log, *outcome.get("log", [])]
+            dataset.stored_bytes = tree_bytes(folder)
             dataset.finished_at = utcnow()
             dataset.lease_until = None
             session.commit()
         log.info("dataset %s: %s: %s", dataset_id, outcome["status"], outcome["message"])
-
-    def _run_parser(self, dataset_id: str, folder: str) -> dict:
-        config = self.config
-        source = dataset_source(config["DATA_DIR"], dataset_id)
-        if not os.path.isfile(source) and self.storage.kind == "s3":
-            from uploads.storage import UploadTooLarge
-
-            os.makedirs(folder, exist_ok=True)  # sent to another replica, whose folder this one lacks
-            try:
-                fetched = self.storage.fetch(0, folder, int(config["DATASET_MAX_BYTES"]),
-                                             key=self.storage.dataset_key(dataset_id), filename="source")
-            except UploadTooLarge:
-                return {"status": "failed", "message": f"The upload is over {config['DATASET_MAX_BYTES']} bytes "
-                                                       "(INFER_DATASET_MAX_BYTES)."}
-            if not os.path.isfile(fetched):
-                return {"status": "failed", "message": "The upload is missing from the bucket: create the dataset again."}
-        with self.sessions() as session:
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is None:
-                return {"status": "failed", "message": "deleted"}
-            declared, options = dataset.format or None, dict(dataset.options or {})
-        result_path = os.path.join(folder, "parse_result.json")
-        if os.path.exists(result_path):  # an earlier attempt's; the parser clears its own other output
-            os.remove(result_path)
-        request = {"source": source, "format": declared, "options": options, "limits": {
-            "max_rows": int(config["DATASET_MAX_ROWS"]), "max_line_bytes": int(config["DATASET_MAX_LINE_BYTES"]),
-            "max_image_pixels": int(config["MAX_IMAGE_PIXELS"]), "max_label_count": int(config["DATASET_MAX_LABELS"]),
-            "max_archive_bytes": int(config["DATASET_MAX_BYTES"]), "max_members": int(config["UPLOAD_MAX_MEMBERS"]),
-            "max_uncompressed_bytes": int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]),
-            "max_ratio": int(config["UPLOAD_MAX_RATIO"]), "max_memory_mb": int(config["DATASET_PARSE_MEMORY_MB"])},
-            "nice": int(config["TRAINING_NICE"])}
-        with open(os.path.join(folder, "parse_request.json"), "w") as out:
-            json.dump(request, out)
-        with open(os.path.join(folder, "parse.out"), "wb") as output:
-            finished = subprocess.run([sys.executable, "-m", "training.datasets.child", folder], stdout=output,
-                                      stderr=subprocess.STDOUT, env=child_environment(), cwd=_service_root())
-        if not os.path.isfile(result_path):
-            return {"status": "failed", "message": (
-                f"The parser stopped without a result (exit status {finished.returncode}); a file that needs more "
-                f"than INFER_DATASET_PARSE_MEMORY_MB ({config['DATASET_PARSE_MEMORY_MB']} MB) ends this way.")}
-        with open(result_path) as result_file:
-            return json.load(result_file)
 
     # --- training jobs ------------------------------------------------------------
 
@@ -242,7 +226,7 @@ class TrainingRunner:
         while not self._stopped.is_set():
             try:
                 while not self._stopped.is_set() and len(self.running_jobs()) < per_process:
-                    job_id = self._claim(TrainingJob, _job_due, status="running")
+                    job_id = self._claim(self.job_claims, status="running")
                     if job_id is None:
                         break
                     with self._lock:
@@ -304,12 +288,14 @@ class TrainingRunner:
             record.finish("failed", str(exc))
             shutil.rmtree(folder, ignore_errors=True)
             return
-        with open(os.path.join(folder, "job.json"), "w") as out:
-            json.dump(spec, out)
+        write_json_no_links(os.path.join(folder, "job.json"), self.children.child_spec(spec))
         record.add_log(f"attempt {job.attempts + 1}: starting the training process"
                        + (" (resuming from the last epoch checkpoint)" if os.listdir(os.path.join(folder, "checkpoints"))
                           else ""))
-        outcome = self._supervise(job_id, folder, record)
+        try:
+            outcome = self._supervise(job_id, job.account_id, folder, spec, record)
+        except SandboxUnavailable as exc:  # never trained unconfined
+            record.failure, outcome = f"The training could not start: {exc}", "failed"
         if outcome == "result":
             self._publish(job_id, folder, record)
         elif outcome in ("failed", "cancelled", "gone"):
@@ -352,24 +338,24 @@ class TrainingRunner:
             "settings": {"MODEL_DIR": config["MODEL_DIR"], "DATA_DIR": "", "TORCH_THREADS": 1},
         }
 
-    def _supervise(self, job_id: str, folder: str, record: JobRecord) -> str:
+    def _supervise(self, job_id: str, account_id: int, folder: str, spec: dict, record: JobRecord) -> str:
         """Run the child to its end; what ended it: result, failed, cancelled,
         stopping, gone (the job was deleted) or how the process died."""
         read_end, write_end = os.pipe()
-        env = child_environment({"INFER_TRAINING_EVENTS_FD": str(write_end)})
-        with open(os.path.join(folder, "child.out"), "ab") as output:
-            child = subprocess.Popen([sys.executable, "-m", "training.child", folder], stdout=output,
-                                     stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,), cwd=_service_root(),
-                                     # Its own process group, to stop it with all it started; not its own
-                                     # session: a new session is a new scheduler autogroup, which Linux
-                                     # shares the CPU with as an equal, whatever the child's niceness.
-                                     process_group=0)
-        os.close(write_end)
+        try:
+            with open_no_links(os.path.join(folder, "child.out"), "ab") as output:
+                child = self.children.start_training(account_id, folder, spec, write_end, output)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         with self._lock:
             self._running[job_id] = child
         reader = threading.Thread(target=record.read_events, args=(os.fdopen(read_end),), daemon=True)
         reader.start()
         ended = None
+        next_measure = time.monotonic()
         while ended is None:
             try:
                 child.wait(timeout=WATCH_S)
@@ -379,20 +365,29 @@ class TrainingRunner:
                 break
             if self._stopped.is_set():
                 ended = "stopping"
-            else:
-                state = record.save_progress(self.lease)
-                if state == "gone":
-                    ended = "gone"
-                elif state == "cancel":
-                    ended = "cancelled"
+                continue
+            state = record.save_progress(self.lease)
+            if state in ("gone", "cancel"):
+                ended = "gone" if state == "gone" else "cancelled"
+            elif time.monotonic() >= next_measure:
+                next_measure = time.monotonic() + MEASURE_S
+                if record.measure(tree_bytes(folder), self.config):  # its checkpoints outgrew the quota
+                    ended = "failed"
         if ended is None and self._stopped.is_set() and record.result is None and record.failure is None:
             ended = "stopping"  # stop() ended the child
         if ended is not None:
             _stop_child(child)
+        over_memory = self.children.killed_for_memory(child)
+        self.children.stop(child)
         reader.join(timeout=10)
         record.save_progress(self.lease)
         if ended is not None:
             return ended
+        if over_memory:  # the same data and settings would go over again: a failure, not a crash to retry
+            record.failure = (f"The training process went over its memory limit of {self.config['TRAINING_MEMORY_MB']}"
+                              " MiB (INFER_TRAINING_MEMORY_MB) and was stopped; lower batch_size or max_length, or "
+                              "train a smaller base model.")
+            return "failed"
         if record.result is not None:
             return "result"
         if record.failure is not None:
@@ -408,6 +403,12 @@ class TrainingRunner:
         config = self.config
         result = record.result
         output = os.path.join(folder, "output")
+        try:
+            self.children.reclaim(output)  # served from now on: only files and folders, the service's own
+        except UnsafeOutput as exc:
+            record.finish("failed", f"The training process left an output the service cannot use ({exc}).")
+            shutil.rmtree(folder, ignore_errors=True)
+            return
         stored = tree_bytes(output)
         with self.sessions() as session:
             job = session.get(TrainingJob, job_id)
@@ -415,21 +416,18 @@ class TrainingRunner:
             if job is None or model is None:
                 shutil.rmtree(folder, ignore_errors=True)
                 return
-            versions = session.scalars(select(ModelVersion.number).where(ModelVersion.model_id == model.id)).all()
-            version = ModelVersion(
-                model_id=model.id, number=max(versions, default=0) + 1, status="building", format=result["format"],
-                tasks=result["tasks"], description=result["description"] or f"Trained by {job_id}.",
-                upload_expires_at=utcnow(), source="training", job_id=job_id, dataset_id=job.dataset_id,
-                metrics=result["metrics"], build_message="", build_log="")
-            session.add(version)
-            session.flush()
-            try:
-                check_stored_bytes(session, config, version.id, stored)
-            except QuotaExceeded as exc:
-                session.rollback()
-                record.finish("failed", str(exc))
+            # The job's own folder (these files among them) leaves the count as the version enters it.
+            problem = over_quota_message(config, stored_usage(session, job.account_id, excluding_job=job_id),
+                                         "The trained version", stored)
+            if problem:
+                record.finish("failed", problem)
                 shutil.rmtree(folder, ignore_errors=True)
                 return
+            version = add_numbered_version(
+                session, model.id, status="building", format=result["format"], tasks=result["tasks"],
+                description=result["description"] or f"Trained by {job_id}.", upload_expires_at=utcnow(),
+                source="training", job_id=job_id, dataset_id=job.dataset_id, metrics=result["metrics"],
+                build_message="", build_log="")
             store_version_files(config, self.storage, version.id, output)  # for the other replicas (S3)
             files_dir = version_dirs(config["DATA_DIR"], version.id)[0]
             os.makedirs(os.path.dirname(files_dir), exist_ok=True)
@@ -456,6 +454,10 @@ def _job_due(now):
     return or_(TrainingJob.status == "queued", (TrainingJob.status == "running") & (TrainingJob.lease_until < now))
 
 
+PARSES = WorkKind(Dataset, due=_parse_due, running=leased("processing"), oldest_first=Dataset.created_at)
+JOBS = WorkKind(TrainingJob, due=_job_due, running=leased("running"), oldest_first=TrainingJob.created_at)
+
+
 def _stop_child(child: subprocess.Popen) -> None:
     """SIGTERM the child's whole process group, SIGKILL what is left after the grace time."""
     for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
@@ -473,14 +475,10 @@ def _stop_child(child: subprocess.Popen) -> None:
 def _tail(folder: str, chars: int = 4000) -> str:
     """The end of what the child printed (a library's traceback says most)."""
     try:
-        with open(os.path.join(folder, "child.out"), "rb") as output:
+        with open_no_links(os.path.join(folder, "child.out"), "rb") as output:
             output.seek(0, os.SEEK_END)
             output.seek(max(0, output.tell() - chars))
             return output.read().decode("utf-8", "replace")
     except OSError:
         return ""
 
-
-def _service_root() -> str:
-    """The folder the service's packages are imported from (the children's cwd)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,8 @@ Jobs live in the database (model_versions.status), so a restart loses none: a
 build whose process died keeps its row in `building` with a lease that stops
 being renewed, and the next process to look takes it over. Every process runs
 one builder thread; claiming a job is one conditional UPDATE, so two processes
-never build the same version.
+never build the same version. Builds are claimed fairly between accounts, at
+most INFER_ACCOUNT_MAX_RUNNING_BUILDS of one account at once (app/fair_claims.py).
 
 A build: fetch the archive; check and extract it; read config.json; detect the
 upload's format, which does its own part (uploads/formats: for code, its
@@ -22,8 +23,10 @@ import traceback
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import join
 
 from app import leases
+from app.fair_claims import FairClaims, WorkKind, leased
 from app.db import ModelVersion, UserModel, utcnow
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
@@ -50,15 +53,24 @@ def _build_due(now):
                (ModelVersion.status == "building") & (ModelVersion.lease_until < now))
 
 
+# A version reaches its account through its model.
+BUILDS = WorkKind(ModelVersion, due=_build_due, running=leased("building"), oldest_first=ModelVersion.id,
+                  account_of=lambda rows: (join(rows, UserModel, rows.model_id == UserModel.id), UserModel.account_id))
+
+
 def known_tasks() -> list[str]:
     """The tasks a model may declare: every registered task spec, as it stands now."""
     return sorted(TASK_SPECS)
 
 
-def read_model_config(files_dir: str) -> dict:
+def read_model_config(files_dir: str, max_bytes: int) -> dict:
     path = os.path.join(files_dir, "config.json")
     if not os.path.isfile(path):
         raise BuildFailed("config.json is missing: the archive must hold config.json with a description and tasks.")
+    # Parsed in the service's own process, where a JSON file takes several times its size.
+    if os.path.getsize(path) > max_bytes:
+        raise BuildFailed(f"config.json is over {max_bytes // 1024} KiB (INFER_UPLOAD_MAX_CONFIG_KB); a model's "
+                          "config is a few KiB: keep large data in other files.")
     try:
         with open(path) as config_file:
             config = json.load(config_file)
@@ -96,6 +108,7 @@ class Builder:
             int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_RATIO"]),
         )
         self.lease = timedelta(seconds=float(config["BUILD_LEASE_S"]))
+        self.claims = FairClaims(BUILDS, self.lease, int(config["ACCOUNT_MAX_RUNNING_BUILDS"]))
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,20 +154,25 @@ class Builder:
             session.commit()
 
     def claim(self) -> int | None:
-        """Take one queued build, or one whose builder stopped renewing its lease."""
-        return leases.claim(self.sessions, ModelVersion, _build_due, self.lease, ModelVersion.id, status="building")
+        """Take the next build, queued or whose builder stopped renewing its lease,
+        fairly between accounts (None: none may run now)."""
+        return self.claims.claim(self.sessions, status="building")
 
     # --- the runner interface of app/work.py (a queue worker runs one build) ----------
 
     def due(self, now=None) -> list[int]:
-        return leases.due_ids(self.sessions, ModelVersion, _build_due, ModelVersion.id, now)
+        return self.claims.due_ids(self.sessions, now)
 
     def run_claimed(self, version_id: int) -> bool:
-        """Build this version if it is still to build; False if it was not."""
-        if not leases.claim_row(self.sessions, ModelVersion, version_id, _build_due, self.lease, status="building"):
+        """Build this version if it is still to build and its account under its cap; False if not."""
+        if not self.claims.claim_row(self.sessions, version_id, status="building"):
             return False
         self.build(version_id)
         return True
+
+    def run(self, version_id: int) -> None:
+        """Build a version this process claimed."""
+        self.build(version_id)
 
     def hand_back(self, version_id: int) -> None:
         """This process stops mid-build: another takes the build over at once."""
@@ -204,7 +222,7 @@ class Builder:
         remove_tree(extracted)
         if archive.startswith(root + os.sep):
             os.remove(archive)  # fetched from S3: the extracted files are what is kept
-        config = read_model_config(files_dir)
+        config = read_model_config(files_dir, int(self.config["UPLOAD_MAX_CONFIG_KB"]) * 1024)
         upload_format = detect(files_dir, config)
         tasks = config["tasks"]
         say(f"format {upload_format.name}, tasks {tasks}")

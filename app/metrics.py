@@ -50,13 +50,21 @@ BATCH_SECONDS = Histogram(
 
 GENERATED_TOKENS = Counter(
     "infer_generated_tokens_total",
-    "Tokens generated on the /v1 routes, by why each choice ended (cancelled: its stream's client went away)",
+    "Tokens generated (the /v1 routes and /text-generation on the service's models), by why each choice ended: "
+    "stop, length, cancelled (its client went away: the rest was not generated), "
+    "deadline (INFER_REQUEST_TIMEOUT_S passed: stopped, the client got 504)",
     ["model", "finish_reason"],
 )
 
 
 def on_generation(model: str, finish_reason: str, tokens: int) -> None:
     GENERATED_TOKENS.labels(model, finish_reason).inc(tokens)
+
+
+def on_generated_rows(model: str, rows: list[tuple[str, int]]) -> None:
+    """(finish reason, tokens) of each row a generation produced, stopped or not."""
+    for finish_reason, tokens in rows:
+        on_generation(model, finish_reason, tokens)
 
 
 def on_batch(model: str, task: str, size: int, seconds: float) -> None:

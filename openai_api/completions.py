@@ -4,7 +4,11 @@ Chat messages are rendered with the model's own chat template; prompts are
 tokenized here, in the request, so that usage counts and the context check are
 exact and a prompt that cannot fit is refused before it queues. Generation runs
 through the model's batcher (model_registry/loaders/completion.py), streamed
-or not.
+or not, and stops at its next token once nobody waits for it: its client has
+gone (a non-streamed request watches its connection, app/client_gone.py; a
+stream notices at its next write) or REQUEST_TIMEOUT_S passed since its submit
+(504, or an error event in a stream). The tokens every generation produced are
+counted by finish reason (infer_generated_tokens_total), a stopped one's too.
 """
 
 import time
@@ -15,6 +19,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from app import metrics
 from app.blueprint import Blueprint
+from app.client_gone import new_control, run_watched
 from core.errors import ApiError, BadRequest
 from app.errors import ErrorDetails
 from model_registry.loaders import completion
@@ -80,16 +85,24 @@ def _error_body(exc: ApiError) -> dict:
 
 
 def _generate(served, requests: list, shape: ChunkShape, stream: TokenStream | None, include_usage: bool):
-    """Run the requests: their Completions in order, or a streaming response."""
+    """Run the requests: their Completions in order, or a streaming response.
+
+    All of them share one GenerationControl: the deadline from now, and the flag
+    that stops their rows when the client has gone or the wait ended. Their
+    tokens are counted when their pass ends, also after a 504 or a gone client."""
+    control = new_control(served.batch_settings.timeout_s)
+    for request in requests:
+        request.control = control
+
+    def count_generated(done):
+        if not done.cancelled() and not done.exception():
+            _count_generated(served.key, done.result())
+
     if stream is None:
-        results = served.run(completion.RUNNER, requests)
-        _count_generated(served.key, results)
-        return results
+        return run_watched(served, completion.RUNNER, requests, control, on_done=count_generated)
     future = served.run_nowait(completion.RUNNER, requests)
-    future.add_done_callback(
-        lambda done: _count_generated(served.key, done.result()) if not done.cancelled() and not done.exception()
-        else None)
-    return event_stream(future, stream, shape, include_usage, served.batch_settings.timeout_s, _error_body)
+    future.add_done_callback(count_generated)
+    return event_stream(future, stream, shape, include_usage, served.batch_settings.timeout_s, _error_body, control)
 
 
 class Usage(Schema):

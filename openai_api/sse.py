@@ -9,8 +9,14 @@ when a write fails and closes the generator, whose `finally` cancels the
 stream (the model stops that request's rows at their next token) and the
 future (a request still queued is dropped unrun). While the request waits in
 the queue, a comment line every second keeps checking that someone still
-listens, and the queue wait is bounded by INFER_REQUEST_TIMEOUT_S as for a
-non-streaming request.
+listens.
+
+A stream is bounded by INFER_REQUEST_TIMEOUT_S from its submit, as a
+non-streaming request is: a generation holds its model's pass (every other
+request on the model waits for it to end), so one that would stream on past
+the deadline is stopped at its next token by its GenerationControl, and the
+stream ends with a 504 error event (after the text already sent) instead of a
+finish_reason.
 """
 
 import logging
@@ -25,6 +31,7 @@ from flask import Response
 from core.errors import ApiError
 from model_registry.batcher import DeadlineExceeded
 from model_registry.loaders.completion import END, TokenStream
+from model_registry.loaders.generation import CANCELLED, DEADLINE, GenerationControl
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +62,45 @@ class ChunkShape:
 
 
 def event_stream(future: Future, stream: TokenStream, shape: ChunkShape, include_usage: bool,
-                 queue_timeout_s: float, error_body: Callable[[ApiError], dict]) -> Response:
+                 timeout_s: float, error_body: Callable[[ApiError], dict],
+                 control: GenerationControl | None = None) -> Response:
+    """`control` is the one the request's rows carry, with their deadline
+    (`timeout_s` from the submit); None: a deadline `timeout_s` from now."""
+    if control is None:
+        control = GenerationControl(deadline=time.monotonic() + timeout_s)
     finished = object()
     future.add_done_callback(lambda _future: stream.events.put(finished))
-    deadline = time.monotonic() + queue_timeout_s
 
     def chunks() -> Iterator[bytes]:
         try:
             for payload in shape.opening():
                 yield event(payload)
+            past_deadline = False
             while True:
                 try:
                     item = stream.events.get(timeout=POLL_S)
                 except queue.Empty:
-                    if not future.running() and time.monotonic() > deadline and future.cancel():
-                        raise DeadlineExceeded(
-                            f"The model did not start within {queue_timeout_s:g}s (INFER_REQUEST_TIMEOUT_S).")
+                    if time.monotonic() > control.deadline:
+                        control.stop(DEADLINE)  # running: its rows stop at their next token
+                        if not future.running() and future.cancel():
+                            raise DeadlineExceeded(
+                                f"The model did not start within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S).")
                     if not future.running():
                         yield STILL_WAITING
                     continue
                 if item is finished:
                     break
                 if item[1] == END:
-                    if item[2] != "cancelled":
+                    past_deadline = past_deadline or item[2] == DEADLINE
+                    if item[2] not in (CANCELLED, DEADLINE):
                         yield event(shape.end(item[0], item[2]))
                 else:
                     yield event(shape.text(*item))
             results = future.result()
+            if past_deadline:
+                raise DeadlineExceeded(
+                    f"The generation did not finish within {timeout_s:g}s (INFER_REQUEST_TIMEOUT_S) and was "
+                    "stopped after the text sent. Ask for fewer tokens, or retry when the model is less busy.")
             if include_usage:
                 yield event(shape.usage(results))
             yield DONE

@@ -7,17 +7,24 @@ num_generations > 1 answers a list per input. Every parameter left out takes
 the reference's default (Backprop's client sends only those its user set).
 Prompts longer than the model's context are cut from the left, keeping the
 latest text.
+
+A generation nobody waits for stops at its next token (app/client_gone.py): its
+client has gone (499), or REQUEST_TIMEOUT_S passed since its submit (504). The
+tokens every generation produced are counted in infer_generated_tokens_total,
+those of a stopped one included.
 """
 
 from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load, validate
 
+from app import metrics
 from app.blueprint import Blueprint
+from app.client_gone import new_control, run_watched
 from model_registry.catalogue import CAUSAL_LM
 from model_registry.loaders.generation import DEFAULTS
 
 from .answers import SAMPLE_TEXT, strings_answer
-from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, model_field, run_task
+from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, find_model, model_field
 from .spec import TaskSpec, register
 
 TASK = "text-generation"
@@ -85,7 +92,15 @@ class TextGeneration(MethodView):
     @blp.response(200, OutputResponse)
     def post(self, body):
         """Continue a text (or a batch of texts)"""
-        outputs = run_task(TASK, body["model"], body["items"])
+        served = find_model(TASK, body["model"])
+        control = new_control(served.batch_settings.timeout_s)
+        items = [{**item, "control": control} for item in body["items"]]
+
+        def count_generated(done):
+            if not done.cancelled() and not done.exception():
+                metrics.on_generated_rows(served.key, control.rows())
+
+        outputs = run_watched(served, TASK, items, control, on_done=count_generated)
         return SPEC.answer(outputs, body["is_batch"])
 
 

@@ -22,7 +22,7 @@ from .common import (
     place,
 )
 from .shared_tokenizers import SerialTokenizer
-from .generation import generate_kwargs, group_by_params, shape_outputs
+from .generation import StopAbandoned, controls_of, generate_kwargs, group_by_params, record_generated, shape_outputs
 
 
 # The tasks this loader's models serve (checked against the catalogue at import).
@@ -34,7 +34,7 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
     """`adapt`, if given, changes the model as read from its files, before it is moved
     to its device and halved: a trained LoRA adapter is merged into its base there."""
     with import_lock:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteriaList
 
     gguf = {"gguf_file": spec.filename} if spec.filename and spec.filename.endswith(".gguf") else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **gguf)
@@ -48,31 +48,37 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
     model = place(model, device, half)
     context = max_input_tokens(tokenizer, model.config, default=2048)
     tokenizer = SerialTokenizer(tokenizer)  # from here on, used by several threads
+    engine = completion.CompletionEngine(model, tokenizer, device, context)
 
     def text_generation(items: list[dict]) -> list:
         outputs: list = [None] * len(items)
         for indices in group_by_params(items).values():
             params = items[indices[0]]["params"]
-            prompts = [items[i]["text"] for i in indices]
+            group = [items[i] for i in indices]
+            prompts = [item["text"] for item in group]
             encoded = tokenizer(
                 prompts, padding=True, truncation=True,
                 max_length=max(1, context - params["max_length"]), return_tensors="pt",
             )
+            # Rows whose request was abandoned (client gone, deadline) end at their next token.
+            abandoned = StopAbandoned(controls_of(group))
             with inference():
                 generated = model.generate(
                     input_ids=encoded["input_ids"].to(device),
                     attention_mask=encoded["attention_mask"].to(device),
+                    stopping_criteria=StoppingCriteriaList([abandoned]),
                     **generate_kwargs(params, tokenizer.pad_token_id),
                 )
             prompt_length = encoded["input_ids"].shape[1]
-            continuations = tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
+            new_tokens = generated[:, prompt_length:]
+            record_generated(group, abandoned, new_tokens.tolist(), engine.eos_ids, tokenizer.pad_token_id)
+            continuations = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             repeat = params["num_generations"]
             texts = [prompts[n // repeat] + continuation for n, continuation in enumerate(continuations)]
             for i, text in zip(indices, shape_outputs(texts, repeat)):
                 outputs[i] = text
         return outputs
 
-    engine = completion.CompletionEngine(model, tokenizer, device, context)
     served = ServedModel(spec.key, model, module_nbytes(model), device,
                          {"text-generation": text_generation, completion.RUNNER: engine.run})
     served.completion = engine

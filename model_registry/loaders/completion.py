@@ -10,10 +10,12 @@ Every choice is one row of a batched generate() call (a prompt with n choices
 is n rows), so requests with the same sampling settings share forward passes
 through the model's batcher like every other task. One object, `_Rows`, follows
 all rows step by step as a stopping criterion: it decodes each row's tokens,
-ends a row at its end-of-text token, its stop string, its own max_tokens or
-when its client has gone away (streaming), and hands a streaming row's new
-text to its TokenStream. Streamed and non-streamed choices are built by the
-same code, so they are the same text.
+ends a row at its end-of-text token, its stop string, its own max_tokens, or
+once nobody waits for it: its client has gone away (a stream's write failed,
+or a waiting request saw its connection close) or its deadline passed (its
+GenerationControl, model_registry/loaders/generation.py); and it hands a
+streaming row's new text to its TokenStream. Streamed and non-streamed
+choices are built by the same code, so they are the same text.
 """
 
 import queue
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .common import inference
+from .generation import CANCELLED, GenerationControl
 
 # The name of the completion runner in a ServedModel's runners (its own batcher),
 # and the task whose models carry it.
@@ -67,6 +70,14 @@ class CompletionRequest:
     # The index of this prompt's first choice in the stream (prompt i of a
     # list, with n choices each, starts at i * n).
     first_choice: int = 0
+    # The request's deadline and its stop flag (client gone, wait over); None: neither.
+    control: GenerationControl | None = field(default=None, compare=False)
+
+    def stop_reason(self) -> str | None:
+        """Why this request's rows must end now, if they must."""
+        if self.stream is not None and self.stream.cancelled.is_set():
+            return CANCELLED
+        return self.control.should_stop() if self.control is not None else None
 
     def sampling_key(self):
         """Requests that may share one generate() call. Stops and lengths are per
@@ -79,7 +90,8 @@ class CompletionRequest:
 @dataclass
 class Choice:
     text: str
-    # "stop" (end-of-text or a stop string), "length" (max_tokens), "cancelled".
+    # "stop" (end-of-text or a stop string), "length" (max_tokens), "cancelled"
+    # (its client went away) or "deadline" (REQUEST_TIMEOUT_S passed).
     finish_reason: str
     completion_tokens: int
 
@@ -108,9 +120,9 @@ class _Row:
         return self.finish_reason is not None
 
     def add(self, token: int) -> None:
-        stream = self.request.stream
-        if stream is not None and stream.cancelled.is_set():
-            return self._finish("cancelled")
+        stopped = self.request.stop_reason()
+        if stopped is not None:
+            return self._finish(stopped)
         self.tokens.append(token)
         if token in self.eos_ids:
             return self._finish("stop")
@@ -152,7 +164,7 @@ class _Row:
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
         if self.request.stream is not None:
-            if reason != "cancelled":
+            if reason in ("stop", "length"):  # not when stopped early: nobody reads it, or an error follows
                 self._stream(len(self.text))
             self.request.stream.events.put((self.index, END, reason))
 

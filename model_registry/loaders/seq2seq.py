@@ -17,7 +17,7 @@ from .common import (
     max_input_tokens,
     place,
 )
-from .generation import generate_kwargs, group_by_params, shape_outputs
+from .generation import StopAbandoned, controls_of, generate_kwargs, group_by_params, record_generated, shape_outputs
 
 # Backprop's t5-base-qa-summary-emotion was trained on these prompts, and
 # answered with greedy decoding up to 96 tokens.
@@ -37,19 +37,31 @@ TASKS = frozenset({"summarisation", "emotion", "qa", "text-generation"})
 def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool,
                  settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     with import_lock:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, StoppingCriteriaList
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = place(from_pretrained(AutoModelForSeq2SeqLM, path, PURPOSE), device, half)
     max_tokens = max_input_tokens(tokenizer, model.config)
     backprop_t5 = spec.prompts == "backprop-t5"
 
-    def generate(prompts: list[str], **kwargs) -> list[str]:
+    eos = model.generation_config.eos_token_id
+    eos_ids = {token for token in [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
+               if token is not None}
+
+    def generate(prompts: list[str], items: list[dict] | None = None, **kwargs) -> list[str]:
+        """`items`, when given, are the prompts' batch items: rows whose request was
+        abandoned (client gone, deadline) end at their next token, and what each
+        generated is noted in its control."""
         encoded = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        abandoned = StopAbandoned(controls_of(items)) if items else None
+        if abandoned is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([abandoned])
         with inference():
             output = model.generate(
                 input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device), **kwargs
             )
+        if abandoned is not None:  # each row starts with the decoder's start token: not generated
+            record_generated(items, abandoned, output[:, 1:].tolist(), eos_ids, tokenizer.pad_token_id)
         return tokenizer.batch_decode(output, skip_special_tokens=True)
 
     def fixed_prompt(prefix: str):
@@ -68,7 +80,8 @@ def load_seq2seq(spec: ModelSpec, path: str, device: str, half: bool,
         outputs: list = [None] * len(items)
         for indices in group_by_params(items).values():
             params = items[indices[0]]["params"]
-            texts = generate([items[i]["text"] for i in indices], **generate_kwargs(params, tokenizer.pad_token_id))
+            group = [items[i] for i in indices]
+            texts = generate([item["text"] for item in group], group, **generate_kwargs(params, tokenizer.pad_token_id))
             for i, text in zip(indices, shape_outputs(texts, params["num_generations"])):
                 outputs[i] = text
         return outputs

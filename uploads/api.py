@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app, request, send_file
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.auth import current_account_id
@@ -23,6 +23,7 @@ from .serving import cache_key, version_dirs
 from .storage import UploadRejected
 from .user_models import find_model, lookup_model
 from .version_bundles import delete_model_bundles
+from .versions import add_numbered_version
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
 
@@ -135,10 +136,8 @@ class UploadUrl(MethodView):
             model = UserModel(account_id=account_id, name=name, tasks=[])
             db_session.add(model)
             db_session.flush()
-        number = (db_session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
         expires = utcnow() + UPLOAD_URL_LIFETIME
-        version = ModelVersion(model_id=model.id, number=number, upload_expires_at=expires)
-        db_session.add(version)
+        version = add_numbered_version(db_session, model.id, upload_expires_at=expires)
         db_session.commit()
         storage = current_app.extensions["storage"]
         return storage.upload_url(version.id, int(expires.timestamp()), base_url())
@@ -181,9 +180,10 @@ def receive_signed_upload(object_id, issued_expiry: datetime | None, path: str, 
     # Uploads are far larger than API bodies: this request has its own limit.
     request.max_content_length = limit
     partial = path + ".partial"
+    idle_timeout_s = float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"])
+    claim_partial(partial, idle_timeout_s, ask_again)
     try:
-        written = receive_body(partial, limit, float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"]),
-                               f"INFER_{limit_key}")
+        written = receive_body(partial, limit, idle_timeout_s, f"INFER_{limit_key}")
         if not written:
             raise BadRequest(f"The upload is empty: PUT {what} as the request body.")
         os.replace(partial, path)
@@ -191,6 +191,27 @@ def receive_signed_upload(object_id, issued_expiry: datetime | None, path: str, 
         if os.path.exists(partial):
             os.remove(partial)
     return written
+
+
+def claim_partial(partial: str, idle_timeout_s: float, ask_again: str) -> None:
+    """Make the upload's partial file, or 409 while another PUT to the same URL
+    writes it: one URL holds at most one server thread, however many connections
+    a client opens to it. A partial file untouched for longer than the idle
+    timeout was left by a process that died mid-upload, and is taken over."""
+    for _attempt in range(2):
+        try:
+            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return
+        except FileExistsError:
+            try:
+                idle = time.time() - os.stat(partial).st_mtime
+            except FileNotFoundError:
+                continue  # it finished meanwhile: try again
+            if idle <= idle_timeout_s + 5:
+                break
+            os.remove(partial)
+    raise Conflict(f"Another PUT to this upload URL is in progress; wait for it to end, or {ask_again}.",
+                   headers={"Retry-After": str(int(idle_timeout_s))})
 
 
 def receive_body(path: str, limit: int, idle_timeout_s: float, limit_setting: str = "INFER_UPLOAD_MAX_BYTES") -> int:

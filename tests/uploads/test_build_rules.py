@@ -133,3 +133,15 @@ def test_without_install_network_packages_come_from_the_operators_find_links_fol
     missing = deploy(client, headers, "not-there", model("tinypkg==2.0\n"))
     assert missing["build_status"] == "fail" and "installing requirements.txt failed" in missing["build_message"]
     assert "from versions: 1.0" in missing["build_message"]  # pip looked in the folder, and nowhere else
+
+
+def test_a_config_json_over_its_limit_fails_the_build_before_it_is_parsed(client_for):
+    api = client_for(UPLOAD_MAX_CONFIG_KB=64)
+    url = upload_url(api.client, api.headers, "bloated")
+    config = json.dumps({"tasks": ["custom"], "description": "x" * 70_000})
+    assert put_local(api.client, url, make_zip({"config.json": config, "model.bin": b"ignored"})).status_code == 200
+    api.app.extensions["builder"].build(_version_id(url))
+
+    details = api.client.get("/models/bloated", headers=api.headers).json
+    assert details["build_status"] == "fail"
+    assert "config.json is over 64 KiB (INFER_UPLOAD_MAX_CONFIG_KB)" in details["build_message"]

@@ -6,9 +6,9 @@ import os
 from flask import Flask
 from flask_smorest import Api
 
-from . import errors, metrics, request_id, usage
+from . import account_limits, admission, errors, limits_api, metrics, rate_limits, request_id, usage
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
-from .cli import keys_cli
+from .cli import accounts_cli, keys_cli
 from .config import finalise, load_config
 from .db import Database, one_process_at_a_time
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
@@ -102,7 +102,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     from training.jobs import TrainingRunner
 
-    app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage)
+    app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage,
+                                                                  model_sandbox.sandbox)
 
     from predictions.runner import PredictionRunner
 
@@ -120,8 +121,11 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     metrics.init_app(app)
     usage.init_app(app, database)  # per-account usage, counted where the metrics are
     app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
+    account_limits.init_app(app, database)  # each account's limits, cached per process
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
     app.before_request(require_api_key)
+    admission.init_app(app)  # after the key check: it counts the account's requests
+    rate_limits.init_app(app)  # after the key check, before an async submit is queued: it charges the account
 
     api = Api(app)
     import openai_api
@@ -143,6 +147,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     api.register_blueprint(async_api.blp)
     api.register_blueprint(keys_blp)
     api.register_blueprint(usage_blp)
+    limits_api.register(api)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
     import ui
@@ -151,6 +156,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
     async_api.init_app(app, api)  # after every route, and after require_api_key: it needs the account
     app.cli.add_command(keys_cli)
+    app.cli.add_command(accounts_cli)
     app.cli.add_command(worker_command)
     app.extensions["api"] = api
 

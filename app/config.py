@@ -109,8 +109,10 @@ DEFAULTS = {
     # Build jobs: how often to look for uploads and abandoned builds, and limits.
     "BUILD_POLL_S": 2.0,
     "BUILD_REQUIREMENTS_TIMEOUT_S": 900.0,
-    # A user model's worker process: seconds per call and to load, and the
-    # address-space cap of every sandboxed process (workers and installs).
+    # A user model's worker process: seconds per call (taking its lock, writing
+    # the request, reading the answer: each bounded) and to load, and the memory
+    # of every sandboxed process: each one's address space, and all its tree holds
+    # (its control group: see SANDBOX_CGROUP below).
     "WORKER_CALL_TIMEOUT_S": 60.0,
     "WORKER_LOAD_TIMEOUT_S": 300.0,
     "WORKER_MEMORY_MB": 4096,
@@ -128,8 +130,9 @@ DEFAULTS = {
     "SANDBOX_UID_BASE": 200_000,
     "SANDBOX_UID_COUNT": 100_000,
     # Limits of every sandboxed process: processes and threads (per sandbox
-    # uid), CPU seconds (a worker that reaches it is killed and restarted on
-    # its next call), open files, largest file written, size of its private
+    # uid, and per process tree where a control group holds it), CPU seconds
+    # (a worker that reaches it is killed and restarted on its next call),
+    # open files, largest file written, size of its private
     # /tmp and of /dev/shm (each, in RAM), and its scheduling niceness.
     "SANDBOX_MAX_PROCESSES": 256,
     "SANDBOX_CPU_S": 3600,
@@ -157,7 +160,8 @@ DEFAULTS = {
     "ACCOUNT_MAX_MODELS": 100,
     # Versions awaiting their upload (unexpired URLs), queued or building.
     "ACCOUNT_MAX_PENDING_UPLOADS": 5,
-    # Disk taken by all the account's model versions (files and venvs).
+    # Disk taken by everything the account stores: its model versions (files and
+    # venvs), datasets (upload and parsed files) and unfinished jobs' checkpoints.
     "ACCOUNT_MAX_STORED_MB": 20_480,
     # --- Datasets and training (training/) ---
     # Largest dataset sent in the body of POST /datasets (JSON "data" or a
@@ -169,8 +173,8 @@ DEFAULTS = {
     "DATASET_MAX_ROWS": 1_000_000,
     "DATASET_MAX_LINE_BYTES": 1024**2,
     "DATASET_MAX_LABELS": 1000,
-    # Address-space cap of the process that parses a dataset (a hostile file
-    # cannot take the host's memory).
+    # Memory of the process that parses a dataset: its address-space cap and its
+    # sandbox's memory limit (a hostile file cannot take the host's memory).
     "DATASET_PARSE_MEMORY_MB": 4096,
     "ACCOUNT_MAX_DATASETS": 100,
     # Whether this process runs training jobs and dataset parsing (every
@@ -182,8 +186,9 @@ DEFAULTS = {
     # torch threads of a training process: with the web workers' threads, keep
     # them within the cores, or serving slows while a job trains.
     "TRAINING_TORCH_THREADS": 1,
-    # Address-space cap of a training process: a job whose batch or model does
-    # not fit fails saying so, instead of taking the host's memory.
+    # Memory of a training process (its address-space cap on CPU, and its
+    # sandbox's memory limit): a job whose batch or model does not fit fails
+    # saying so, instead of taking the host's memory.
     "TRAINING_MEMORY_MB": 16384,
     # Scheduling niceness of training and dataset-parsing processes: when the
     # cores are busy, requests come first and a job takes what is left.
@@ -282,11 +287,114 @@ DEFAULTS = {
     "USAGE_RETENTION_HOURS": 168,
     "USAGE_FLUSH_S": 5.0,
     # --- Resource limits of sandboxed processes (sandbox/cgroups.py) ---
+    # Each sandboxed process tree (install, worker, training and dataset-parse
+    # children) runs in a control group of its own: WORKER_MEMORY_MB bounds all
+    # the memory the tree holds (memfd, shared memory, its /tmp and /dev/shm,
+    # all its processes; no swap), SANDBOX_MAX_PROCESSES its processes and
+    # threads (pids.max, bwrap's own two included). "auto": cgroup v2 where the
+    # service's group has the memory and pids controllers, else cgroup v1 where
+    # its memory hierarchy is writable, else none; "v2" / "v1": that one or no
+    # user code at all; "off": none. Without one, memfd_create and System V
+    # shared memory are denied instead (/readyz says which holds).
+    "SANDBOX_CGROUP": "auto",
+    # Where the groups are made: a group path within the hierarchy (v2: an
+    # empty group delegated to the service, e.g. systemd's DelegateSubgroup;
+    # v1: the same path in the memory and pids hierarchies). "": a folder
+    # "infer-sandbox" in the service's own group (in v2, the service's processes
+    # move to a leaf "service" first, as v2 asks of a group with children).
+    "SANDBOX_CGROUP_PARENT": "",
     # --- Training and dataset-parsing children in the sandbox; stored-bytes quotas ---
+    # As root, an account's training and dataset-parse children run as uid
+    # BASE + (account id mod SANDBOX_UID_COUNT): uids that own nothing on the
+    # host, in a range apart from the model versions' (SANDBOX_UID_BASE...).
+    "TRAINING_SANDBOX_UID_BASE": 300_000,
+    # CPU seconds one training attempt may use (all its threads together; past
+    # it the process is killed and the job resumes from its last checkpoint,
+    # within TRAINING_MAX_ATTEMPTS), and one dataset parse (past it the parse
+    # fails): a bound on a child that spins, far above any real run.
+    "TRAINING_CPU_S": 7 * 24 * 3600,
+    "DATASET_PARSE_CPU_S": 3600,
     # --- Fair claiming of background work; webhook delivery ---
+    # Background work is claimed fairly between accounts (app/fair_claims.py):
+    # the next claim goes to the account with the fewest of that kind running,
+    # and one account runs at most this many of each kind at once, counted in
+    # the database across every process and replica (the rest wait, queued).
+    # Defaults: half of what a default host (2 gunicorn workers) runs at once,
+    # so another account always finds room: predictions 4 of 2 x 4
+    # PREDICTION_THREADS; builds, dataset parses and training jobs 1 of 2.
+    "ACCOUNT_MAX_RUNNING_PREDICTIONS": 4,
+    "ACCOUNT_MAX_RUNNING_BUILDS": 1,
+    "ACCOUNT_MAX_RUNNING_PARSES": 1,
+    "ACCOUNT_MAX_RUNNING_JOBS": 1,
+    # Webhooks are called on a pool of their own in each process that runs
+    # predictions (predictions/webhook_pool.py), never on a prediction's thread:
+    # WEBHOOK_THREADS calls at once, at most WEBHOOK_ACCOUNT_THREADS of them for
+    # one account (a slow endpoint costs its thread up to WEBHOOK_TIMEOUT_S,
+    # which bounds the whole call: connect, TLS, sending, the answer's status
+    # and headers). Looking the host up is bounded apart, by
+    # WEBHOOK_RESOLVE_TIMEOUT_S (2 x WEBHOOK_THREADS lookups at once).
+    "WEBHOOK_THREADS": 4,
+    "WEBHOOK_ACCOUNT_THREADS": 2,
+    "WEBHOOK_RESOLVE_TIMEOUT_S": 5.0,
     # --- Uploaded Hugging Face folders and tokenizers, checked before loading ---
+    # Largest config.json of an upload: the build parses it in the service's own
+    # process (every format's), before any other check.
+    "UPLOAD_MAX_CONFIG_KB": 1024,
+    # Before an uploaded Hugging Face folder is loaded (uploads/hf_checks.py), a
+    # process of its own, in the version's sandbox, builds the model from its
+    # config on the meta device and compares it with the safetensors headers: its
+    # memory cap (MiB; importing torch and transformers takes ~900 MB of address
+    # space, an 8B-parameter model's meta build a few MB more) and its time limit
+    # (seconds; ~5-20 s on 2 busy cores). A config whose model cannot be built
+    # within them fails the build.
+    "HF_CHECK_MEMORY_MB": 2048,
+    "HF_CHECK_TIMEOUT_S": 120.0,
+    # Most memory one uploaded folder's model may take as loaded (parameters and
+    # buffers; MiB, also bounded by MODEL_MEMORY_BUDGET_MB; 0: only the budget).
+    # The same as a code model's worker may use (WORKER_MEMORY_MB), so one account
+    # cannot fill the budget shared with every other account's models.
+    "HF_MAX_MODEL_MB": 4096,
+    # Largest JSON or tokenizer file in an uploaded folder (config.json,
+    # tokenizer.json, vocabularies, merges, SentencePiece models; MiB): the
+    # loaders read them into the service's own memory. The largest widely used
+    # ones are ~35 MB (Gemma 3's tokenizer.json).
+    "HF_FILE_MAX_MB": 64,
     # --- Abandoned generations ---
+    # While a non-streamed generation (/v1/completions, /v1/chat/completions,
+    # /text-generation) waits for its model, its request thread looks at the
+    # client's connection this often (seconds); a client found gone has its
+    # rows stopped at their next token (a queued request is dropped unrun).
+    # A look is one getsockopt call, so a short interval costs nothing; it
+    # bounds the tokens generated for nobody to about this long's worth.
+    # (The deadline, REQUEST_TIMEOUT_S from the submit, also ends every
+    # generation, streamed or not, at its next token: 504.)
+    "CLIENT_GONE_CHECK_S": 0.25,
     # --- Rate limits and per-account limits (app/rate_limits.py, app/account_limits.py) ---
+    # Every account's default limits; an account's own (`flask accounts limits NAME`,
+    # PUT /admin/accounts/{name}/limits) replace them. 0 means no limit. Requests per
+    # minute count POSTs to the inference routes (the tasks, /custom, /predict, /v1
+    # embeddings and completions, and their asynchronous submits); generation tokens
+    # per minute are charged when a generation is admitted, as OpenAI does: the
+    # prompt's estimated tokens (characters / 4) plus max tokens x outputs. Both are
+    # off by default: a self-hosted install sets them for its tenants.
+    "ACCOUNT_REQUESTS_PER_MIN": 0,
+    "ACCOUNT_TOKENS_PER_MIN": 0,
+    # How many of one account's requests one process serves at once (per process;
+    # see app/admission.py).
+    "ACCOUNT_MAX_IN_FLIGHT": 48,
+    # Seconds a process trusts the limits it read for an account: a change through
+    # the CLI or another process applies there within that time (0: read every request).
+    "ACCOUNT_LIMITS_CACHE_TTL_S": 5.0,
+    # Where the rate-limit counters live, as a `limits` storage URI: "redis://host:6379/1"
+    # holds across workers and replicas; "memory://" counts per process (each gunicorn
+    # worker would allow the whole limit); "sqlite:////path/file.db" one host's processes.
+    # Empty: the Redis of QUEUE_URL when set, else DATA_DIR/rate_limits.db (this host's
+    # processes). Unreachable storage lets requests pass (logged) rather than refusing all.
+    "RATE_LIMIT_STORAGE": "",
+    # Comma-separated account names whose keys may read and set any account's limits
+    # (GET/PUT /admin/accounts/{name}/limits); every other key gets 404 there. Empty:
+    # no operator API (the CLI still works).
+    "ADMIN_ACCOUNTS": "",
     # --- Fair share of the server and the models between accounts (app/admission.py) ---
 }
 

@@ -5,6 +5,7 @@ Plain SQLAlchemy 2: one engine per process, one session per request. SQLite by
 default, PostgreSQL (or anything SQLAlchemy speaks) through DATABASE_URL.
 """
 
+import logging
 import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -86,13 +88,20 @@ class UserModel(Base):
     )
 
 
+# The unique index on (model_id, number), made by create_all on a new database
+# and by migrate_version_numbers on an older one.
+VERSION_NUMBER_INDEX = "uq_model_versions_model_number"
+
+
 class ModelVersion(Base):
     """One upload of a model and its build: awaiting_upload -> queued -> building -> success | fail."""
 
     __tablename__ = "model_versions"
     # A version's id names its files, its bundle and its loaded copy in every
     # process: SQLite must never hand a deleted version's id to a new one.
-    __table_args__ = {"sqlite_autoincrement": True}
+    # Numbers are unique per model: an upload and a training job finishing at
+    # once cannot both take the next one (uploads/versions.py allocates them).
+    __table_args__ = (Index(VERSION_NUMBER_INDEX, "model_id", "number", unique=True), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
@@ -177,6 +186,9 @@ class Dataset(Base):
     parse_log: Mapped[list] = mapped_column(JSON, default=list)
     stats: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bytes its folder takes on disk (the upload and its parsed rows and images),
+    # measured after each parse: the account's stored-bytes quota adds these up.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     upload_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -217,6 +229,9 @@ class TrainingJob(Base):
     samples_per_second: Mapped[float | None] = mapped_column(nullable=True)
     version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Bytes its folder (checkpoints, output) takes while it runs, measured by its
+    # runner; counted in the account's stored bytes until the job ends.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -290,6 +305,19 @@ class UiSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class AccountLimitOverride(Base):
+    """An account's own limits, set by the operator (app/account_limits.py); a NULL
+    column means the default setting (INFER_ACCOUNT_REQUESTS_PER_MIN...), 0 no limit."""
+
+    __tablename__ = "account_limits"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    requests_per_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Database:
     """Engine, session factory and per-request session of one app."""
 
@@ -317,6 +345,7 @@ class Database:
         with one_process_at_a_time(self.engine):
             Base.metadata.create_all(self.engine)
             add_missing_columns(self.engine)
+            migrate_version_numbers(self.engine)
 
     def init_app(self, app):
         app.extensions["db"] = self
@@ -385,6 +414,38 @@ def add_missing_columns(engine) -> list[str]:
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
                 added.append(f"{table.name}.{column.name}")
     return added
+
+
+def migrate_version_numbers(engine) -> list[tuple[int, int, int]]:
+    """Give a database of an older release the unique index on (model_id,
+    number). An upload and a training job that finished at once may have given
+    two versions of a model the same number there: the later of each such pair
+    (by id) gets the model's next free number first, and the job that made it
+    records the new one. [(version id, old number, new number)] of those moved."""
+    existing = {index["name"] for index in inspect(engine).get_indexes("model_versions")}
+    if VERSION_NUMBER_INDEX in existing:
+        return []
+    moved = []
+    with engine.begin() as conn:
+        later = conn.execute(text(  # each version whose number an older one (lower id) of its model has
+            "SELECT v.id, v.model_id, v.number FROM model_versions v WHERE EXISTS (SELECT 1 FROM model_versions w "
+            "WHERE w.model_id = v.model_id AND w.number = v.number AND w.id < v.id) ORDER BY v.model_id, v.id")).all()
+        for version_id, model_id, number in later:
+            free = conn.scalar(text("SELECT MAX(number) FROM model_versions WHERE model_id = :model"),
+                               {"model": model_id}) + 1
+            conn.execute(text("UPDATE model_versions SET number = :free WHERE id = :id"),
+                         {"free": free, "id": version_id})
+            conn.execute(text("UPDATE training_jobs SET version_number = :free WHERE model_id = :model AND "
+                              "version_number = :number AND id = (SELECT job_id FROM model_versions WHERE id = :id)"),
+                         {"free": free, "model": model_id, "number": number, "id": version_id})
+            moved.append((version_id, number, free))
+        conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {VERSION_NUMBER_INDEX} "
+                          "ON model_versions (model_id, number)"))
+    if moved:
+        logging.getLogger(__name__).warning(
+            "model versions renumbered (an older release gave two versions one number): %s",
+            ", ".join(f"version id {vid}: {old} -> {new}" for vid, old, new in moved))
+    return moved
 
 
 def _sqlite_pragmas(dbapi_conn, _record):

@@ -22,13 +22,18 @@ def start_trickling_put(server_url: str, url: str, length: int) -> socket.socket
     return sock
 
 
-def test_a_second_put_to_an_upload_url_in_use_is_refused_and_the_first_is_untouched(client_for):
+def new_upload(client_for, name: str):
+    """An app that builds, and (the app, the zip, the upload URL's path, its partial file)."""
     api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
-    body = pickle_zip("hello")
-    url = upload_url(api.client, api.headers, "once")
+    url = upload_url(api.client, api.headers, name)
     partial = api.app.extensions["storage"].archive_path(1) + ".partial"  # the first version of a new app
+    return api, pickle_zip(name), "/" + url.split("/", 3)[3], partial
+
+
+def test_a_second_put_to_an_upload_url_in_use_is_refused_and_the_first_is_untouched(client_for):
+    api, body, path, partial = new_upload(client_for, "once")
     with LiveServer(api.app) as server:
-        local = server.url + "/" + url.split("/", 3)[3]
+        local = server.url + path
         first = start_trickling_put(server.url, local, len(body))
         until(lambda: os.path.exists(partial))  # the first PUT is being received
 
@@ -44,12 +49,9 @@ def test_a_second_put_to_an_upload_url_in_use_is_refused_and_the_first_is_untouc
 
 
 def test_after_an_abandoned_put_the_url_takes_the_upload(client_for):
-    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
-    body = pickle_zip("again")
-    url = upload_url(api.client, api.headers, "again")
-    partial = api.app.extensions["storage"].archive_path(1) + ".partial"  # the first version of a new app
+    api, body, path, partial = new_upload(client_for, "again")
     with LiveServer(api.app) as server:
-        local = server.url + "/" + url.split("/", 3)[3]
+        local = server.url + path
         abandoned = start_trickling_put(server.url, local, len(body))
         until(lambda: os.path.exists(partial))
         abandoned.close()  # the client goes away mid-upload

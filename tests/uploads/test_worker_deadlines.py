@@ -9,8 +9,6 @@ few threads. Taking the worker's lock is bounded too (504: the model is busy),
 a caller's own deadline ends a call early, and close() never waits for a call
 in progress (unit tests with a fake worker)."""
 
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -224,21 +222,13 @@ def test_closing_never_waits_for_a_call_stuck_writing_to_its_worker(launcher):
 
 
 def test_a_worker_that_closes_its_output_but_lives_on_is_stopped(launcher):
-    launcher_source = FAKE_WORKER.replace('print(json.dumps({"output": "ok"}), flush=True)',
+    launcher.source = FAKE_WORKER.replace('print(json.dumps({"output": "ok"}), flush=True)',
                                           'os.close(1); time.sleep(3600)')
-    client = WorkerProcess("m", lambda: _start(launcher, launcher_source), stop, call_timeout_s=600,
-                           load_timeout_s=60, max_reply_bytes=1 << 20)
+    client = WorkerProcess("m", launcher, stop, call_timeout_s=600, load_timeout_s=60, max_reply_bytes=1 << 20)
 
     with pytest.raises(Exception) as failed:
         client.call("custom", {})
 
     assert getattr(failed.value, "status", None) == 502 and "closed its output" in failed.value.message
     assert launcher.started[0].poll() is not None
-
-
-def _start(launcher: Launcher, source: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, bufsize=0)
-    launcher.started.append(process)
-    return process
 

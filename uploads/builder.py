@@ -13,13 +13,17 @@ requirements.txt installed in the sandbox) and loads the model; run each
 declared task once on a sample, checking the output's shape. Success makes the
 version current; a failure records why (with the log's tail) and leaves the
 previous version serving.
+
+What the account reads of a failure is said in its own terms (uploads/build_errors.py):
+a sentence naming the failing step, their exception and their file and line; a log
+with their traceback, their model's output and pip's, and none of the service's
+paths, frames or internal names.
 """
 
 import json
 import logging
 import os
 import threading
-import traceback
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
@@ -34,6 +38,7 @@ from sandbox import SandboxUnavailable
 from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every task's spec
 
 from .archive import ArchiveLimits, ArchiveRejected, extract_archive, model_root, remove_tree, tree_bytes
+from .build_errors import Scrubber, requirements_message, service_error_message, worker_log, worker_message
 from .formats import BuildFailed, Version, detect
 from .model_sandbox import RequirementsFailed
 from .quotas import QuotaExceeded, check_stored_bytes
@@ -42,10 +47,12 @@ from .serving import version_dirs
 from .storage import UploadTooLarge
 from .version_bundles import discard_version_bundle, store_version_files
 from .versions import remove_old_versions, serve_if_newest
+from .worker_client import WorkerFailed, WorkerTimeout
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_CHARS = 4000
+# The build log keeps its end: the failure is what an author reads it for.
+LOG_KEPT_CHARS = 64_000
 
 
 def _build_due(now):
@@ -198,10 +205,13 @@ class Builder:
             self._finish(version_id, "fail", str(exc), lines, files_dir)
         except RequirementsFailed as exc:
             lines.append(exc.log)
-            self._finish(version_id, "fail", f"{exc}; the end of pip's log:\n{exc.log[-LOG_TAIL_CHARS:]}", lines, files_dir)
-        except Exception as exc:
-            lines.append(traceback.format_exc())
-            self._finish(version_id, "fail", f"The build failed: {type(exc).__name__}: {exc}", lines, files_dir)
+            self._finish(version_id, "fail", requirements_message(str(exc), exc.log, exc.pip_failed), lines, files_dir)
+        except (WorkerFailed, WorkerTimeout) as exc:  # the model's code failed, or its worker was stopped
+            lines.append(worker_log(exc))
+            self._finish(version_id, "fail", worker_message(exc), lines, files_dir)
+        except Exception:  # the service's own failure: its traceback is for the operator, not the account
+            log.exception("build of model version %s", version_id)
+            self._finish(version_id, "fail", service_error_message(version_id), lines, files_dir)
         else:
             self._finish(version_id, "success", "Built and checked: every declared task answered its sample.",
                          lines, None, result)
@@ -234,6 +244,7 @@ class Builder:
                 self._check_task(served, task, say)
         finally:
             served.close()
+            self._say_model_output(served, say)
         stored = tree_bytes(root)
         with self.sessions() as session:
             check_stored_bytes(session, self.config, version_id, stored)
@@ -241,6 +252,14 @@ class Builder:
         store_version_files(self.config, self.storage, version_id, files_dir)  # for the other replicas (S3)
         return {"format": upload_format.name, "tasks": tasks, "description": config.get("description", ""),
                 "stored_bytes": stored}
+
+    @staticmethod
+    def _say_model_output(served, say) -> None:
+        """What the model's code printed while it loaded and answered (a worker's models only)."""
+        recent_output = getattr(served.model, "recent_output", None)
+        output = recent_output() if recent_output else ""
+        if output.strip():
+            say("your model's output (stdout and stderr, the last lines):\n" + output)
 
     def _check_task(self, served, task: str, say) -> None:
         if task not in served.runners:
@@ -255,6 +274,9 @@ class Builder:
         say(f"{task}: sample answered")
 
     def _finish(self, version_id: int, status: str, message: str, lines: list[str], cleanup: str | None, result=None):
+        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
+        scrub = Scrubber(files_dir, venv_dir, self.config["DATA_DIR"])
+        message, build_log = scrub.line(message), scrub.text("\n".join(lines))[-LOG_KEPT_CHARS:]
         with self.sessions() as session:
             version = session.get(ModelVersion, version_id)
             if version is None:  # the model was deleted during its build: keep nothing
@@ -263,7 +285,7 @@ class Builder:
                 return
             version.status = status
             version.build_message = message
-            version.build_log = "\n".join(lines)[-64_000:]
+            version.build_log = build_log
             version.finished_at = utcnow()
             version.lease_until = None
             if result:

@@ -3,7 +3,7 @@ worker that runs its code, as the settings describe them.
 
 Each version runs under its own uid (as root; see sandbox/runner.py) and sees:
 its venv at /venv (writable only while its requirements install), its files at
-/model (read-only; the worker only), the one script it runs under /opt/infer,
+/model (read-only; the worker only), the scripts it runs under /opt/infer,
 the Python and the service's installed packages (read-only), and a private
 /tmp. Nothing of the data dir, the database, the secret, other models or the
 service's code and environment.
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER_SCRIPT = os.path.join(HERE, "user_worker.py")
+# The worker's standalone helper, mounted beside it (user_worker.py imports it).
+FAILURE_REPORT_SCRIPT = os.path.join(HERE, "worker_failure_report.py")
 INSTALL_SCRIPT = os.path.join(HERE, "install_inside.py")
 INSTALL_NETWORKS = ("none", "index")
 # What a build keeps of pip's output: enough for any real failure; a package
@@ -43,9 +45,12 @@ LOG_KEEP_BYTES = 256 * 1024
 
 
 class RequirementsFailed(Exception):
-    def __init__(self, message: str, log: str):
+    """`pip_failed`: pip itself ended with an error (not stopped for time, memory or size)."""
+
+    def __init__(self, message: str, log: str, pip_failed: bool = False):
         super().__init__(message)
         self.log = log
+        self.pip_failed = pip_failed
 
 
 def sandbox_from_config(config: dict) -> Sandbox:
@@ -90,7 +95,8 @@ class ModelSandbox:
     def start_worker(self, version_id: int, files_dir: str, venv_dir: str, model_format: str) -> subprocess.Popen:
         job = Job(
             ["/venv/bin/python", "/opt/infer/user_worker.py", "/model", model_format],
-            [Bind(venv_dir, "/venv"), Bind(files_dir, "/model"), Bind(WORKER_SCRIPT, "/opt/infer/user_worker.py")],
+            [Bind(venv_dir, "/venv"), Bind(files_dir, "/model"), Bind(WORKER_SCRIPT, "/opt/infer/user_worker.py"),
+             Bind(FAILURE_REPORT_SCRIPT, "/opt/infer/worker_failure_report.py")],
             uid=self.sandbox.uid_for(version_id), limits=self.limits(), workdir="/model",
         )
         return self.sandbox.spawn(job, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
@@ -174,7 +180,7 @@ class ModelSandbox:
                 f"the installed packages grew past {self.config['SANDBOX_INSTALL_MAX_MB']} MiB "
                 "(INFER_SANDBOX_INSTALL_MAX_MB)", output)
         if code != 0:
-            raise RequirementsFailed("installing requirements.txt failed", output)
+            raise RequirementsFailed("installing requirements.txt failed", output, pip_failed=True)
         return output
 
     def _run(self, job: Job, venv_dir: str) -> tuple[int | str, str]:

@@ -25,9 +25,12 @@ import select
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from core.errors import ApiError, ModelUnavailable
+
+from .build_errors import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,16 @@ CLOSE_CHECK_S = 0.5
 EXIT_WAIT_S = 1.0
 # Deepest answer passed on: the JSON writer of responses stops near 255 levels.
 MAX_REPLY_DEPTH = 200
+# The last lines of a worker's output kept for its build log (each cut at STDERR_LINE_CHARS).
+OUTPUT_TAIL_LINES = 100
+# How long a worker that ended gets to finish writing its output before it is read.
+OUTPUT_WAIT_S = 2.0
+# What the messages an account sees call the model: the request names it; the
+# worker's own name is the service's cache key, which is for the service log.
+SHOWN_AS = "The model"
+# A model failure's report: the fields the service keeps, each cut at this many characters.
+FAILURE_FIELDS = ("step", "type", "message", "sentence", "file", "traceback")
+FAILURE_FIELD_CHARS = 16_000
 
 
 def _depth(value) -> int:
@@ -53,11 +66,38 @@ def _depth(value) -> int:
 
 
 class WorkerFailed(ApiError):
+    """`failure`: the worker's report of the model's own failure (user_worker.py), or None;
+    `summary`: what failed, without what happens next (for a build's message)."""
+
     status = 502
+
+    def __init__(self, message: str, failure: dict | None = None, summary: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.failure = failure
+        self.summary = summary
 
 
 class WorkerTimeout(ApiError):
     status = 504
+
+    def __init__(self, message: str, summary: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.summary = summary
+
+
+def _just_unloaded() -> ModelUnavailable:
+    return ModelUnavailable(f"{SHOWN_AS} was just unloaded. Retry.", headers={"Retry-After": "1"})
+
+
+def _failure(message: dict) -> dict | None:
+    """The report a worker sent, kept to known text fields (the model's code wrote it)."""
+    failure = message.get("failure")
+    if not isinstance(failure, dict):
+        return None
+    kept = {name: str(failure[name])[:FAILURE_FIELD_CHARS] for name in FAILURE_FIELDS if failure.get(name) is not None}
+    if isinstance(failure.get("line"), int):
+        kept["line"] = failure["line"]
+    return kept
 
 
 class WorkerProcess:
@@ -77,6 +117,9 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._closed = False
         self.restarts = 0
+        self._output: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self._drainer: threading.Thread | None = None
+        self._scrub = Scrubber()
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -92,12 +135,25 @@ class WorkerProcess:
         self._process = self._launch()
         self._received = bytearray()
         os.set_blocking(self._process.stdin.fileno(), False)  # writes wait in poll, with a deadline
-        threading.Thread(target=self._drain_stderr, args=(self._process,), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain_stderr, args=(self._process,), daemon=True)
+        self._drainer.start()
         message = self._read(time.monotonic() + self.load_timeout_s, self.load_timeout_s,
                              "INFER_WORKER_LOAD_TIMEOUT_S", "loading")
         if "error" in message:
             self._kill()
-            raise WorkerFailed(f"Model {self.name} could not load: {message['error']}")
+            raise self._model_failed("could not load", message)
+
+    def _model_failed(self, what: str | None, message: dict) -> WorkerFailed:
+        """The model's code failed: its worker's report, scrubbed (the model wrote it), for the account."""
+        failure = _failure(message)
+        if failure and failure.get("traceback"):
+            log.info("[%s] %s", self.name, failure["traceback"])
+        error = self._scrub.line(str(message["error"])[:FAILURE_FIELD_CHARS])
+        if failure:
+            failure = {name: self._scrub.text(value) if isinstance(value, str) else value
+                       for name, value in failure.items()}
+        said = f"{SHOWN_AS} {what}: {error}" if what else error
+        return WorkerFailed(said, failure=failure, summary=said)
 
     def _drain_stderr(self, process) -> None:
         # readline with a size: a "line" of gigabytes without a newline is read
@@ -105,14 +161,24 @@ class WorkerProcess:
         # unbuffered and its readline would read a byte per system call.
         stderr = io.BufferedReader(process.stderr, 1 << 16)
         while line := stderr.readline(STDERR_LINE_CHARS):
-            log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
+            text = line.decode(errors="replace").rstrip()
+            self._output.append(text)
+            log.info("[%s] %s", self.name, text)
+
+    def recent_output(self) -> str:
+        """The last lines the model's worker wrote (its prints, its libraries' warnings),
+        all of them once an ended worker's output is read: for a build's log."""
+        drainer = self._drainer
+        if drainer is not None and (self._process is None or self._process.poll() is not None):
+            drainer.join(OUTPUT_WAIT_S)
+        return "\n".join(list(self._output))
 
     def _wait(self, fd: int, events: int, deadline: float) -> bool:
         """Whether `fd` is ready before the deadline; raises once the model is closed.
         poll, not select: a busy service's descriptors go past select's 1024."""
         if self._closed:  # close() killed the worker, or is about to: do not wait for the timeout
             self._kill()
-            raise ModelUnavailable.just_unloaded(self.name)
+            raise _just_unloaded()
         poller = select.poll()
         poller.register(fd, events)
         remaining = min(deadline - time.monotonic(), CLOSE_CHECK_S)
@@ -122,7 +188,7 @@ class WorkerProcess:
         """The worker closed its pipes: stop what is left of its sandbox, and say why it ended."""
         if self._closed:  # close() killed it
             self._kill()
-            return ModelUnavailable.just_unloaded(self.name)
+            return _just_unloaded()
         process, self._process = self._process, None
         try:
             code = process.wait(timeout=EXIT_WAIT_S)
@@ -132,14 +198,16 @@ class WorkerProcess:
         self.restarts += 1
         reason = self._why_stopped(process)
         if reason:
-            return WorkerFailed(f"Model {self.name} {reason} while {doing}; it will be restarted.")
-        ended = f"exited (code {code})" if code is not None else "closed its output"
-        return WorkerFailed(f"Model {self.name}'s worker {ended} while {doing}; it will be restarted.")
+            summary = f"{SHOWN_AS} {reason} while {doing}"
+        else:
+            ended = f"exited (code {code})" if code is not None else "closed its output"
+            summary = f"{SHOWN_AS}'s worker {ended} while {doing}"
+        return WorkerFailed(f"{summary}; it will be restarted.", summary=summary + ".")
 
     def _timed_out(self, timeout: float, setting: str, what: str) -> WorkerTimeout:
         self._kill()
-        return WorkerTimeout(f"Model {self.name} {what.format(f'within {round(timeout, 1):g}s')} ({setting}); "
-                             "it was restarted.")
+        summary = f"{SHOWN_AS} {what.format(f'within {round(timeout, 1):g}s')} ({setting})"
+        return WorkerTimeout(f"{summary}; it was restarted.", summary=summary + ".")
 
     def _read(self, deadline: float, timeout: float, setting: str, doing: str) -> dict:
         """The worker's next line, waiting until the deadline (poll on the pipe:
@@ -150,11 +218,11 @@ class WorkerProcess:
             searched = len(self._received)
             if self._received[:1] not in (b"", b"{"):  # every message is a JSON object: no need to wait for more
                 self._kill()
-                raise WorkerFailed(f"Model {self.name}'s worker wrote something that is not its protocol; "
+                raise WorkerFailed(f"{SHOWN_AS}'s worker wrote something that is not its protocol; "
                                    "it was restarted.")
             if searched > self.max_reply_bytes:
                 self._kill()
-                raise WorkerFailed(f"Model {self.name} answered more than {self.max_reply_bytes} bytes "
+                raise WorkerFailed(f"{SHOWN_AS} answered more than {self.max_reply_bytes} bytes "
                                    "(INFER_WORKER_MAX_REPLY_MB); it was restarted.")
             if time.monotonic() >= deadline:
                 what = "did not finish its answer" if self._received else "did not answer"
@@ -173,9 +241,9 @@ class WorkerProcess:
             message = None
         if not isinstance(message, dict):
             self._kill()
-            raise WorkerFailed(f"Model {self.name}'s worker wrote something that is not its protocol; it was restarted.")
+            raise WorkerFailed(f"{SHOWN_AS}'s worker wrote something that is not its protocol; it was restarted.")
         if _depth(message) > MAX_REPLY_DEPTH:
-            raise WorkerFailed(f"Model {self.name} answered a value nested more than {MAX_REPLY_DEPTH} levels deep; "
+            raise WorkerFailed(f"{SHOWN_AS} answered a value nested more than {MAX_REPLY_DEPTH} levels deep; "
                                "answer a flatter structure.")
         return message
 
@@ -204,18 +272,18 @@ class WorkerProcess:
 
     def _refuse_if_late(self, deadline: float | None) -> None:
         if deadline is not None and time.monotonic() >= deadline:
-            raise WorkerTimeout(f"Model {self.name} did not get to this request within its deadline "
+            raise WorkerTimeout(f"{SHOWN_AS} did not get to this request within its deadline "
                                 "(INFER_REQUEST_TIMEOUT_S).")
 
     def _take_lock(self, asked: float, deadline: float) -> None:
         """The worker's lock, waited for until the deadline at most (504: the model is busy)."""
         while not self._lock.acquire(timeout=max(0.0, min(deadline - time.monotonic(), CLOSE_CHECK_S))):
             if self._closed:
-                raise ModelUnavailable.just_unloaded(self.name)
+                raise _just_unloaded()
             if time.monotonic() >= deadline:
                 waited = round(deadline - asked, 1)
                 raise WorkerTimeout(
-                    f"Model {self.name} is busy: other requests held its worker for the {waited:g}s this one "
+                    f"{SHOWN_AS} is busy: other requests held its worker for the {waited:g}s this one "
                     "could wait (INFER_WORKER_CALL_TIMEOUT_S). Retry later.", headers={"Retry-After": "1"})
 
     def call(self, task: str, task_input, deadline: float | None = None):
@@ -226,7 +294,7 @@ class WorkerProcess:
         self._take_lock(asked, min(asked + self.call_timeout_s, deadline if deadline is not None else float("inf")))
         try:
             if self._closed:
-                raise ModelUnavailable.just_unloaded(self.name)
+                raise _just_unloaded()
             if self._process is None or self._process.poll() is not None:
                 if self._process is not None:
                     self._stop(self._process)  # whatever it left running in its sandbox goes too
@@ -248,9 +316,9 @@ class WorkerProcess:
                 self._kill()
             self._lock.release()
         if "error" in message:
-            raise WorkerFailed(f"Model {self.name} failed: {message['error']}")
+            raise self._model_failed(None, message)
         if "output" not in message:
-            raise WorkerFailed(f"Model {self.name}'s worker answered without an output.")
+            raise WorkerFailed(f"{SHOWN_AS}'s worker answered without an output.")
         return message["output"]
 
     def close(self) -> None:

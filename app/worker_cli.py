@@ -1,9 +1,29 @@
 """`flask --app wsgi worker`: run background work from the queue (INFER_QUEUE_URL)."""
 
+import os
+import secrets
+import socket
+
 import click
 from flask import current_app
 
 from .work import DEFAULT_QUEUES, QUEUES
+
+
+def unique_worker_name() -> str:
+    """host.pid.random: RQ refuses a name while the previous holder's record
+    lives in Redis (up to its TTL, minutes), and in a container the host name
+    and pid (1) are the same after every restart; the random part makes each
+    start a new worker that registers at once."""
+    return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def write_health_file(path: str, name: str) -> None:
+    """Where `python -m app.worker_health` finds which worker to ask Redis about."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(name + "\n")
+    os.replace(temporary, path)  # a health check never reads half a name
 
 
 @click.command("worker")
@@ -14,8 +34,13 @@ from .work import DEFAULT_QUEUES, QUEUES
                    "training jobs are long.")
 @click.option("--burst", is_flag=True,
               help="Sweep once, run what is queued, then exit (instead of waiting for more work).")
-@click.option("--name", default=None, help="The worker's name in Redis (default: host.pid).")
-def worker_command(queues, burst, name):
+@click.option("--name", default=None,
+              help="The worker's name in Redis (default: host.pid.random, new on every start). A fixed name "
+                   "cannot be taken again until the previous worker's record expires in Redis (minutes).")
+@click.option("--health-file", default=None, type=click.Path(dir_okay=False),
+              help="Write the worker's name to this file, for `python -m app.worker_health FILE` "
+                   "(a container's health check).")
+def worker_command(queues, burst, name, health_file):
     """Run builds, dataset parses, training jobs and asynchronous predictions
     from the queue in INFER_QUEUE_URL (Redis), one at a time, until SIGTERM.
 
@@ -37,6 +62,12 @@ def worker_command(queues, burst, name):
                                  param_hint="--queues")
     from redis.exceptions import RedisError
 
+    name = name or unique_worker_name()
+    if health_file:
+        try:
+            write_health_file(health_file, name)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {health_file}: {exc.strerror}", param_hint="--health-file")
     try:
         work.run_worker(names, burst=burst, name=name)
     except RedisError as exc:  # at start; once running, RQ waits for Redis to come back

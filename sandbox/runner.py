@@ -196,8 +196,9 @@ class Sandbox:
             hint = ("the kernel refused a user namespace: allow unprivileged user namespaces "
                     "(sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 also an AppArmor profile for bwrap) "
                     "or run the service as root, which starts sandboxes under their own uids"
-                    if not self.privileged else "check that the service may create namespaces (a container needs "
-                    "--cap-add SYS_ADMIN or a seccomp profile that allows unshare/mount)")
+                    if not self.privileged else "check that the service may create namespaces and bring up "
+                    "their loopback (a container needs --cap-add SYS_ADMIN --cap-add NET_ADMIN "
+                    "--security-opt seccomp=unconfined, and --security-opt apparmor=unconfined where AppArmor runs)")
             return f"bwrap fails here ({stderr.strip()[:300]}): {hint}."
         return None
 

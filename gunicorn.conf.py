@@ -33,9 +33,15 @@ _metrics_dir = os.environ.setdefault(
 )
 
 
+# Each worker leaves a marker here once its models are loaded; the last one prints
+# the "ready" line (app/ready_line.py). Inside the metrics dir (which /metrics reads
+# only *.db files of), so that the next start clears what a killed one left.
+_ready_dir = os.path.join(_metrics_dir, "ready")
+
+
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
-    os.makedirs(_metrics_dir, exist_ok=True)
+    os.makedirs(_ready_dir)
     # Create the schema and the first API key once, in the master, before any
     # worker starts: workers racing to do it would print several keys.
     from app import prepare_database
@@ -45,6 +51,13 @@ def on_starting(server):
 
 def post_worker_init(worker):
     app = worker.wsgi
+    from app.preload import wait_until_loaded
+
+    # A worker accepts no request before its preloaded models are in: the
+    # first request after start must not be the one that pays for a load.
+    wait_until_loaded(app.extensions["models"], worker.notify, lambda: worker.alive)
+    if not worker.alive:
+        return
     if app.config["BUILDER"]:
         app.extensions["builder"].start()
     if app.config["TRAINER"]:
@@ -55,6 +68,18 @@ def post_worker_init(worker):
         from app.work import start_unloading_stale
 
         start_unloading_stale(app)
+    _announce_ready(worker, app)
+
+
+def _announce_ready(worker, app):
+    from app.preload import loaded_summary, preload_entries
+    from app.ready_line import ready_text, worker_ready
+
+    registry = app.extensions["models"]
+    models = loaded_summary(registry, preload_entries(app.config["PRELOAD_MODELS"]))
+    worker.log.info("worker %s accepts requests (models loaded: %s)", worker.pid, models)
+    if worker_ready(_ready_dir, worker.pid, worker.cfg.workers):
+        print(ready_text(worker.cfg.bind[0], worker.cfg.workers, models, registry.preload_errors), flush=True)
 
 
 def worker_exit(server, worker):
@@ -69,4 +94,11 @@ def worker_exit(server, worker):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
+    from app.ready_line import worker_gone
+
     multiprocess.mark_process_dead(worker.pid)
+    worker_gone(_ready_dir, worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(_ready_dir, ignore_errors=True)

@@ -144,6 +144,9 @@ def export_module(module, sample: dict, output_names: list[str], path: str) -> N
     # onnxscript's optimiser logs every initializer it merges at INFO (hundreds of lines per
     # export), and the exporter warns of each torchvision operator it cannot register.
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    # Its optimiser and rewriter note every node they skip at INFO: dozens of lines in
+    # the serve command's output at the first start, none of them actionable.
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     names = list(sample)

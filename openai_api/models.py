@@ -1,6 +1,7 @@
 """GET /v1/models and /v1/models/{model}: OpenAI's model list, for clients that
 discover or check models (LangChain, LlamaIndex, chat front-ends)."""
 
+from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
@@ -8,6 +9,7 @@ from sqlalchemy import select
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Account, ModelVersion, UserModel, session
+from model_registry.availability import presence_of
 from model_registry.catalogue import MODELS, tasks_of
 
 from .common import endpoints_for, model_not_found, unix_time
@@ -31,6 +33,13 @@ class OpenAIModel(Schema):
     owned_by = fields.String(metadata={"description": "system for global models, else your account's name."})
     tasks = fields.List(fields.String(), metadata={"description": "The service's tasks the model serves."})
     endpoints = fields.List(fields.String(), metadata={"description": "The /v1 routes that take this model."})
+    available = fields.Boolean(metadata={"description": (
+        "Global models: whether the model's files are on this server (a local model dir, the Hugging Face "
+        "cache at the pinned revision, or a package that ships them). When false, the server downloads them "
+        "on first use if it can reach the hub, else answers 503 until someone runs `download`.")})
+    download = fields.String(metadata={"description": (
+        "Global models whose files are not here: the command that puts them in the server's Hugging Face "
+        "cache (huggingface_hub's `hf` CLI), at the pinned revision.")})
 
 
 class OpenAIModelList(Schema):
@@ -40,8 +49,10 @@ class OpenAIModelList(Schema):
 
 def catalogue_entry(key: str) -> dict:
     tasks = tasks_of(key)
+    # OpenAI's clients ignore fields they do not know: the presence fields ride along.
     return {"id": key, "object": "model", "created": CATALOGUE_CREATED, "owned_by": CATALOGUE_OWNER,
-            "tasks": tasks, "endpoints": endpoints_for(tasks)}
+            "tasks": tasks, "endpoints": endpoints_for(tasks),
+            **presence_of(key, current_app.config["MODEL_DIR"]).fields()}
 
 
 def own_entries(name: str | None = None) -> list[dict]:

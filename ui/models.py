@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from flask import flash, redirect, render_template, url_for
 
 from model_registry.catalogue import TASK_MODELS
+from model_registry.resolve import hub_offline
 from uploads.api import UPLOAD_URL_LIFETIME
 
 from . import api
@@ -21,7 +22,9 @@ def models():
     own = [model for model in listed if model["id"].startswith("model_")]
     global_models = [{**model, "public_names": names_by_task(model["name"])}
                      for model in listed if model["id"].startswith("global_")]
-    return render_template("ui/models.html", own=own, global_models=global_models, badge=badge)
+    # Whether a model whose files are not here still answers: online, its first request downloads them.
+    return render_template("ui/models.html", own=own, global_models=global_models, badge=badge,
+                           hub_offline=hub_offline())
 
 
 def names_by_task(key: str) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from flask import current_app, jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
 from model_registry.catalogue import TASK_MODELS
+from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
 from tasks.common import StringList, TextOrTexts
 from tasks.images import ImageOrImages
@@ -109,24 +110,58 @@ def route(spec: TaskSpec) -> str:
     return spec.blueprint.url_prefix
 
 
-def model_choices(task: str, own_models: list[dict]) -> dict[str, list[tuple[str, str]]]:
-    """{group: [(model name to send, what the option says)]}: the catalogue's names
-    for the task (its default first), then the account's own models that serve it."""
+@dataclass(frozen=True)
+class ModelChoice:
+    """One option of the model select: the name to send, what the option says, and
+    for a global model whose files are not on this server, the command that gets them."""
+
+    name: str
+    label: str
+    download: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.download is None
+
+
+def model_choices(task: str, listed: list[dict]) -> dict[str, list[ModelChoice]]:
+    """{group: [choices]}: the catalogue's names for the task (its default first, as
+    Backprop's reference has it), each saying whether its files are here, then the
+    account's own models that serve it. `listed` is GET /models?include_global=true."""
+    absent = {model["name"]: model.get("download") for model in listed
+              if model["id"].startswith("global_") and not model.get("available", True)}
     built_in = []
     for position, (name, key) in enumerate(TASK_MODELS.get(task, {}).items()):
-        label = name if name == key else f"{name}: {key}"
-        built_in.append((name, label + (" (default)" if position == 0 else "")))
-    own = [(model["name"], model["name"] + ("" if model["build_status"] == "success" else f" ({model['build_status']})"))
-           for model in own_models if task in (model.get("tasks") or [])]
+        notes = (["default"] if position == 0 else []) + (["files not here"] if key in absent else [])
+        label = (name if name == key else f"{name}: {key}") + (f" ({', '.join(notes)})" if notes else "")
+        built_in.append(ModelChoice(name, label, absent.get(key)))
+    own = [ModelChoice(model["name"], model["name"] + ("" if model["build_status"] == "success"
+                                                        else f" ({model['build_status']})"))
+           for model in listed if model["id"].startswith("model_") and task in (model.get("tasks") or [])]
     return {group: choices for group, choices in (("Built-in", built_in), ("Your models", own)) if choices}
+
+
+def default_choice(choices: dict[str, list[ModelChoice]], listed: list[dict]) -> str | None:
+    """The model the form starts with: one that answers here. The task's default
+    when its files are here, else the first built-in model whose files are, else
+    one of the account's own built models, else the default all the same (its
+    option and hint say how to get its files)."""
+    built_in, own = choices.get("Built-in", []), choices.get("Your models", [])
+    built = {model["name"] for model in listed
+             if model["id"].startswith("model_") and model["build_status"] == "success"}
+    answering = [choice for choice in built_in if choice.present] + [choice for choice in own if choice.name in built]
+    first = (answering or built_in or own or [None])[0]
+    return first.name if first else None
 
 
 def _task_form_context(task: str, model: str | None = None) -> dict:
     spec = TASK_SPECS[task]
-    choices = model_choices(task, api.get("/models"))
-    names = [name for group in choices.values() for name, _ in group]
+    listed = api.get("/models", query={"include_global": "true"})
+    choices = model_choices(task, listed)
+    names = [choice.name for group in choices.values() for choice in group]
     return {"spec": spec, "route": route(spec), "fields": form_fields(spec), "choices": choices,
-            "chosen_model": model if model in names else (names[0] if names else None)}
+            "chosen_model": model if model in names else default_choice(choices, listed),
+            "hub_offline": hub_offline()}
 
 
 def _chosen_task() -> str:

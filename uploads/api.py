@@ -14,6 +14,7 @@ from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import ModelVersion, TrainingJob, UserModel, session, utcnow
 from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
 from tasks.common import StrictSchema
 
@@ -56,9 +57,20 @@ class ModelSummary(Schema):
     tasks = fields.List(fields.String())
     build_status = fields.String(metadata={"description": "success, building, fail, or awaiting_upload"})
     last_deployment = fields.String(allow_none=True)
+    available = fields.Boolean(metadata={"description": (
+        "Global models only: whether the model's files are on this server (a local model dir, the Hugging "
+        "Face cache at the pinned revision, or a package that ships them). When false, the server downloads "
+        "them on first use if it can reach the hub, else the model answers 503 until someone runs `download`.")})
+    download = fields.String(metadata={"description": (
+        "Global models whose files are not here: the command that puts them in the server's Hugging Face "
+        "cache (huggingface_hub's `hf` CLI), at the pinned revision.")})
 
 
 class ModelDetails(ModelSummary):
+    class Meta:
+        # One of your models: presence is the global models' (the listing's) alone.
+        exclude = ("available", "download")
+
     build_message = fields.String()
     model_url = fields.String(allow_none=True)
     config_url = fields.String(allow_none=True)
@@ -153,9 +165,10 @@ def receive_upload(version_id):
                           current_app.extensions["storage"].archive_path(version_id),
                           "UPLOAD_MAX_BYTES", "the zip", "ask POST /upload-url for a new one")
     version.status = "queued"
+    model_name = db_session.get(UserModel, version.model_id).name
     db_session.commit()
     current_app.extensions["work"].submit("build", version_id)
-    return {"message": "Upload received; the build is queued. Follow it with GET /models/<name>."}
+    return {"message": f"Upload received; the build is queued. Follow it with GET /models/{model_name}."}
 
 
 def receive_signed_upload(object_id, issued_expiry: datetime | None, path: str, limit_key: str, what: str,
@@ -267,7 +280,8 @@ class Models(MethodView):
         if query["include_global"]:
             for spec in MODELS.values():
                 listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
-                               "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None})
+                               "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
+                               **presence(spec, current_app.config["MODEL_DIR"]).fields()})
         return listed
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
 from core.errors import NotFound
+from model_registry.availability import presence_sentence
 from model_registry.catalogue import TASK_MODELS
 
 from . import formats
@@ -54,10 +55,8 @@ class UserModels:
         """The account's model `name` (its serving version) or `name@N` (version N)."""
         name, number = split_version_ref(name)
         model = lookup_model(session, account_id, name)
-        choices = ", ".join(TASK_MODELS.get(task, {}))
         if model is None:
-            available = f"Available: {choices}, or the name of one of your models." if choices else "Name one of your models."
-            raise NotFound(f"Model {name!r} not found for {task}. {available}")
+            raise NotFound(f"Model {name!r} not found for {task}. {self._choices(task)}")
         if number is None:
             version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
             if version is None:
@@ -77,6 +76,15 @@ class UserModels:
         label = f"Version {version.number} of model {name!r}"
         details = (version.id, version.format, list(version.tasks), label)
         return self.registry.cache.get(cache_key(version.id), load=lambda key: self._load(key, *details))
+
+    def _choices(self, task: str) -> str:
+        """The names a 404 offers: the task's global models (saying which have
+        their files here) and the account's own."""
+        names = TASK_MODELS.get(task, {})
+        if not names:
+            return "Name one of your models."
+        presence = presence_sentence(names, self.config["MODEL_DIR"], "GET /models?include_global=true")
+        return f"Global models for {task}: {', '.join(names)}, or the name of one of your models. {presence}"
 
     def ensure_files(self, session, model: UserModel) -> None:
         """The serving version's files on this replica (fetched if need be), for

@@ -18,7 +18,6 @@ NOT_YET_PINNED = {
     "xlm-roberta-large-xnli",
     "t5-base-qa-summary-emotion",
     "gpt2-large",
-    "smollm2-135m-instruct",
     "roberta-base-go_emotions",
 }
 COMMIT = re.compile(r"[0-9a-f]{7,40}")  # a git commit id, in full or abbreviated

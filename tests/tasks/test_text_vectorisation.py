@@ -83,7 +83,10 @@ def test_model_that_cannot_be_had_is_503_naming_it_and_how_to_provide_it(client,
     # The ways to provide it: its folder in the model dir, or the Hugging Face cache.
     model_dir = client.application.config["MODEL_DIR"]
     assert f"put its files in {os.path.join(model_dir, 'paraphrase-multilingual-MiniLM-L12-v2')}" in message
-    assert "huggingface-cli download sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2" in message
+    # huggingface_hub's CLI is `hf` now (`huggingface-cli` is gone from it), with the pinned revision.
+    assert ("hf download sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 "
+            "--revision bf3bf13ab40c3157080a7ab344c831b9ad18b5eb") in message
+    assert "huggingface-cli" not in message
 
 
 @pytest.mark.packaged_model

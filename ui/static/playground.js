@@ -154,8 +154,24 @@
       .then(function () { runButton.disabled = false; });
   });
 
+  /* The hint under the model select: shown, with the command that gets the files, when the chosen
+     built-in model's files are not on the server (the select's data-downloads names those models). */
+  function showPresence() {
+    var model = document.getElementById("model");
+    var hint = document.getElementById("model-presence");
+    var command = document.getElementById("model-download");
+    if (!model || !hint || !command) return;
+    var downloads = JSON.parse(model.getAttribute("data-downloads") || "{}");
+    var download = Object.prototype.hasOwnProperty.call(downloads, model.value) ? downloads[model.value] : "";
+    command.textContent = download;
+    hint.hidden = !download;
+  }
+
   form.addEventListener("input", previewCurl);
   form.addEventListener("change", previewCurl);
+  form.addEventListener("change", function (event) {
+    if (event.target && event.target.id === "model") showPresence();
+  });
 
   taskSelect.addEventListener("change", function () {
     var task = taskSelect.value;
@@ -170,6 +186,7 @@
         if (html === null || taskSelect.value !== task) return;  // another task was chosen meanwhile
         var page = new DOMParser().parseFromString(html, "text/html");
         fieldsBox.innerHTML = page.getElementById("task-fields").innerHTML;
+        showPresence();
         answer.textContent = "Run the request to see the answer here.";
         statusLine.textContent = "";
         showError("");

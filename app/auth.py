@@ -120,7 +120,7 @@ def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
     print(
         f"\nCreated the first API key (account {account_name!r}). It is shown only once:\n\n"
         f"    {key}\n\nSend it in the x-api-key header (or as Authorization: Bearer). "
-        "Manage keys with `flask --app wsgi keys --help`.\n",
+        "Manage keys with `.venv/bin/flask --app wsgi keys --help` (in the Docker image, `flask --app wsgi keys --help`).\n",
         file=out or sys.stdout,
         flush=True,
     )
@@ -146,8 +146,11 @@ def require_api_key():
         return None
     if endpoint.startswith("api-docs.") or endpoint == "static":
         return None
-    if endpoint.startswith("ui."):
-        return None  # the web UI signs in with a key once and checks its own session (ui/sessions.py)
+    unrouted_ui_path = not endpoint and (request.path == "/ui" or request.path.startswith("/ui/"))
+    if endpoint.startswith("ui.") or unrouted_ui_path:
+        # The web UI signs in with a key once and checks its own session (ui/sessions.py). A /ui path
+        # that routes nowhere yet (/ui, redirected to /ui/) is the UI's too: never the API's JSON 401.
+        return None
     internal = request.environ.get(INTERNAL_ACCOUNT)
     if internal is not None:
         # A request the service makes to itself for an account (predictions/dispatch.py).

@@ -6,8 +6,8 @@ Pages read and change everything through the JSON API as the signed-in account
 
 import os
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app.db import session as database_session
 from core.errors import ApiError
@@ -20,6 +20,8 @@ bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder=os.path.join(HE
 
 # Reached without a session: the sign-in page itself and the CSS/JS it needs.
 OPEN_ENDPOINTS = {"ui.sign_in", "ui.static"}
+# The methods a browser or script may send to a path under /ui: no_such_page takes each of them.
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 # Pages only run the UI's own scripts and styles (no inline script: an injected
 # tag would not run), are never framed (clickjacking of the delete buttons), and
@@ -40,7 +42,8 @@ def require_session():
             return redirect(url_for("ui.sign_in", next=request.full_path.rstrip("?")))
         return render_template("ui/error.html", status=401, message="Sign in again: this session has ended."), 401
     g.ui_account_id, g.ui_account, g.ui_key_id = account
-    if request.method == "POST" and not csrf_ok():
+    # no_such_page changes nothing: a stray POST there is told "not found", not "form out of date".
+    if request.method == "POST" and request.endpoint != "ui.no_such_page" and not csrf_ok():
         return render_template("ui/error.html", status=403,
                                message="This form is out of date or was not sent from this site (CSRF check). "
                                        "Go back, reload the page and send it again."), 403
@@ -80,9 +83,41 @@ def _upload_origins() -> str:
 
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException):
-    return render_template("ui/error.html", status=error.code, message=error.description), error.code
+    page = render_template("ui/error.html", status=error.code, message=error.description)
+    # The error's own headers that still apply to a page (a 405's Allow), not its Content-Type.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    return page, error.code, headers
 
 
 @bp.errorhandler(ApiError)
 def api_error(error: ApiError):
     return render_template("ui/error.html", status=error.status, message=str(error)), error.status
+
+
+@bp.route("/", defaults={"unknown": ""}, methods=[method for method in ANY_METHOD if method != "GET"])
+@bp.route("/<path:unknown>", methods=ANY_METHOD)
+def no_such_page(unknown):
+    """Every path under /ui that no page has: without this, routing fails before the
+    request belongs to the blueprint, and the app's JSON errors would answer it.
+    Here it is a page like any other (sign-in first, then this page's 404 or 405)."""
+    allowed = _methods_of_other_pages(request.path)
+    if allowed:
+        raise MethodNotAllowed(valid_methods=allowed,
+                               description=f"{request.path} does not take {request.method}; it takes "
+                                           f"{', '.join(allowed)}.")
+    abort(404, f"There is no page at {request.path}. The menu above lists the pages.")
+
+
+def _methods_of_other_pages(path: str) -> list[str]:
+    """The methods that a real page at `path` takes (a POST-only form's URL opened in
+    the browser is a 405, not a 404). Empty when no page but no_such_page matches."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in ANY_METHOD:
+        try:
+            rule, _arguments = adapter.match(path, method=method, return_rule=True)
+        except HTTPException:  # no such rule for this method (or a redirect to one)
+            continue
+        if rule.endpoint != request.endpoint:
+            allowed.append(method)
+    return allowed

@@ -138,7 +138,7 @@ def train(dataset_id):
     if not answer.ok:
         flash(f"Could not start training: {answer.message}", "error")
         return back
-    flash(f"Training {name} ({task}): the job is queued.", "success")
+    # No flash: "queued" would outlive the state it names. The job page's live part says it while it is so.
     return redirect(url_for("ui.job", job_id=answer.body["id"]))
 
 

@@ -10,6 +10,8 @@ from . import api
 from .blueprint import bp
 
 WINDOWS = (1, 6, 24, 168)  # hours offered
+# Without a choice the page shows the shortest window that holds every request still kept (a new account's
+# first requests fill an hour's chart instead of a spike at the right edge of a day); with none, this one.
 DEFAULT_WINDOW = 24
 # The chart's buckets: the stored bucket times the first of these that gives at
 # most MAX_POINTS points (with 5-minute buckets: 5 min for 6 hours, 10 min for a
@@ -25,14 +27,39 @@ def windows() -> list[int]:
     return offered or [max(1, int(retention))]
 
 
-def chosen_window(offered: list[int]) -> int:
+def chosen_window(offered: list[int]) -> int | None:
+    """The window the reader chose (?hours=, one of those offered), else None."""
     try:
         hours = int(request.args.get("hours", ""))
     except ValueError:
         hours = None
-    if hours in offered:
-        return hours
-    return DEFAULT_WINDOW if DEFAULT_WINDOW in offered else offered[-1]
+    return hours if hours in offered else None
+
+
+def usage_of(hours: int) -> dict:
+    return api.get("/usage", query={"hours": hours, "step": chart_step(hours)})
+
+
+def request_count(usage: dict) -> int:
+    return sum(row["requests"] for row in usage["totals"])
+
+
+def fitting_window(offered: list[int]) -> tuple[int, dict]:
+    """(hours, usage) of the shortest offered window that holds as many requests as the
+    longest: the span of the account's requests. Asks the longest first, then the
+    shorter ones from the shortest up, so an account whose requests are all recent costs
+    two queries."""
+    answers = {offered[-1]: usage_of(offered[-1])}
+    everything = request_count(answers[offered[-1]])
+    if not everything:
+        fallback = DEFAULT_WINDOW if DEFAULT_WINDOW in offered else offered[-1]
+        return fallback, answers.get(fallback) or usage_of(fallback)
+    for hours in offered:
+        if hours not in answers:
+            answers[hours] = usage_of(hours)
+        if request_count(answers[hours]) >= everything:  # >=: a request may land between the two queries
+            return hours, answers[hours]
+    return offered[-1], answers[offered[-1]]
 
 
 def chart_step(hours: int) -> int:
@@ -69,10 +96,11 @@ def chart_series(usage: dict, now: float) -> dict:
 @bp.route("/usage")
 def usage():
     offered = windows()
-    hours = chosen_window(offered)
-    answer = api.get("/usage", query={"hours": hours, "step": chart_step(hours)})
+    chosen = chosen_window(offered)
+    hours, answer = fitting_window(offered) if chosen is None else (chosen, usage_of(chosen))
     totals = answer["totals"]
     summary = {"requests": sum(row["requests"] for row in totals), "errors": sum(row["errors"] for row in totals)}
     return render_template("ui/usage.html", windows=offered, hours=hours, totals=totals, summary=summary,
+                           fitted=chosen is None,
                            chart=chart_series(answer, time.time()),
                            flush_s=current_app.config["USAGE_FLUSH_S"])

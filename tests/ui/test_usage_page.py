@@ -5,7 +5,12 @@ import html
 import json
 import re
 
+import time
+
 import pytest
+from sqlalchemy import select
+
+from app.db import Account
 
 from ..conftest import new_key
 
@@ -53,7 +58,8 @@ def test_the_page_shows_the_accounts_requests_per_task_and_model(ui_app, ui_for)
     assert f'data-points="{len(chart["time"])}"' in page
     assert chart["time"] == sorted(chart["time"]) and len(set(chart["time"])) == len(chart["time"])
     assert [value is None for value in chart["latency_ms"]] == [count == 0 for count in chart["requests"]]
-    assert '<option value="24" selected>' in page
+    # All of them in the last hour: the first view is that hour, not a day with a spike at its right edge.
+    assert '<option value="1" selected>' in page and 'id="window-note"' in page
     assert 'id="usage-chart"' in page and "usage.js" in page and "uPlot.iife.min.js" in page
 
 
@@ -75,8 +81,29 @@ def test_the_window_is_one_of_the_choices_and_sets_the_charts_buckets(ui_app, ui
     assert chart_data(week)["step_seconds"] == 3600 and sum(chart_data(week)["requests"]) == 1
     hour = chart_data(alice.get("/ui/usage?hours=1").get_data(as_text=True))
     assert hour["step_seconds"] == 300 and len(hour["time"]) in (13, 14)  # the bucket holding an hour ago, to now
-    for odd in ("7", "abc", "-1"):
-        assert '<option value="24" selected>' in alice.get(f"/ui/usage?hours={odd}").get_data(as_text=True)
+    assert 'id="window-note"' not in week  # a window chosen is not explained as one fitted
+    for odd in ("7", "abc", "-1"):  # as if none was chosen: the window that holds the requests
+        assert '<option value="1" selected>' in alice.get(f"/ui/usage?hours={odd}").get_data(as_text=True)
+
+
+def account_id(app, name: str) -> int:
+    with app.extensions["db"].sessions() as session:
+        return session.scalar(select(Account.id).where(Account.name == name))
+
+
+@pytest.mark.parametrize("hours_ago,window", [(0, 1), (2, 6), (20, 24), (30, 168), (None, 24)])
+def test_the_first_view_is_the_shortest_window_that_holds_every_request(ui_app, ui_for, hours_ago, window):
+    alice = ui_for("alice")
+    if hours_ago is not None:
+        ui_app.extensions["usage"].record(account_id(ui_app, "alice"), "emotion", "english", 200, 12.0,
+                                          at=time.time() - hours_ago * 3600)
+        ui_app.extensions["usage"].record(account_id(ui_app, "alice"), "emotion", "english", 200, 8.0)
+    page = alice.get("/ui/usage").get_data(as_text=True)
+    assert f'<option value="{window}" selected>' in page
+    chart = chart_data(page)
+    assert sum(chart["requests"]) == (0 if hours_ago is None else 2)
+    # Said only when there is something to fit: an account with no requests sees the day, plainly.
+    assert ('id="window-note"' in page) == (hours_ago is not None)
 
 
 def test_only_windows_within_the_retention_are_offered(make_app, ui_for):

@@ -23,6 +23,30 @@
     });
   }
 
+  /* The y axis fits the values: from 0 (or the lowest value, when one is negative) to a little above
+     the highest. With options.unitInterval (accuracy, F1: capped at 1) it is 0-1 while no value
+     passes 1: uPlot's own range pads a flat line at 1 to an axis of 0-2. */
+  function fittedRange(options) {
+    return function (u, min, max) {
+      if (min == null || max == null || !isFinite(min) || !isFinite(max)) return [0, 1];
+      if (options.unitInterval && min >= 0 && max <= 1) return [0, 1];
+      var low = Math.min(0, min), high = Math.max(0, max);
+      var pad = (high - low) * 0.05 || 1;  // all zero: an axis of 0-1
+      return [low < 0 ? low - pad : 0, high + pad];
+    };
+  }
+
+  /* A number as a legend shows it: up to 4 significant digits, no trailing zeros. */
+  function readable(value) {
+    if (typeof value !== "number" || !isFinite(value)) return "\u2014";
+    return String(Number(value.toPrecision(4)));
+  }
+
+  function lastOf(values) {
+    for (var i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i];
+    return null;
+  }
+
   /* Redraw at the element's new width whenever it changes (phone rotation, window resize). */
   function followWidth(element, getPlot, height) {
     if (typeof ResizeObserver === "undefined") return;
@@ -34,7 +58,8 @@
   }
 
   /* Lines of series over a shared x (epochs, steps, days). update() redraws in place, or
-     builds the chart afresh when the series' names change (a metric that appears later). */
+     builds the chart afresh when the series' names change (a metric that appears later).
+     The legend reads the hovered point, and the latest one (named "latest") otherwise. */
   function lineChart(element, options) {
     options = options || {};
     var height = options.height || DEFAULT_HEIGHT;
@@ -45,16 +70,28 @@
       element.textContent = "";
       plot = new uPlot({
         width: widthOf(element), height: height,
-        scales: { x: { time: false } },
+        scales: { x: { time: false }, y: { range: fittedRange(options) } },
         axes: [
           { label: options.xLabel || "", incrs: options.integerX === false ? undefined : [1, 2, 5, 10, 20, 50, 100, 200, 500] },
           { label: options.yLabel || "", size: 60 }
         ],
-        series: [{ label: options.xLabel || "x" }].concat(series.map(function (one, index) {
+        series: [{
+          label: options.xLabel || "x",
+          value: function (u, value, index, at) {
+            return at == null ? readable(lastOf(u.data[0])) + " (latest)" : readable(value);
+          }
+        }].concat(series.map(function (one, index) {
           var color = PALETTE[index % PALETTE.length];
-          return { label: one.label, stroke: color, width: 2, spanGaps: true, points: { show: true, size: 6, fill: color } };
+          return {
+            label: one.label, stroke: color, width: 2, spanGaps: true, points: { show: true, size: 6, fill: color },
+            value: function (u, value, seriesIndex, at) {
+              return readable(at == null ? lastOf(u.data[seriesIndex]) : value);
+            }
+          };
         })),
-        legend: { show: true }
+        legend: { show: true },
+        // The y axis drawn, as data-y-range="min max": what a reader (or a test) sees of the scale.
+        hooks: { draw: [function (u) { element.setAttribute("data-y-range", u.scales.y.min + " " + u.scales.y.max); }] }
       }, data, element);
     }
 
@@ -71,7 +108,7 @@
   }
 
   /* One bar per label (label counts, usage per day). Long label lists show every n-th name
-     on the axis; hovering a bar names it in the legend. */
+     on the axis; hovering a bar names it in the legend, which reads the total otherwise. */
   function barChart(element, labels, values, options) {
     options = options || {};
     var height = options.height || DEFAULT_HEIGHT;
@@ -106,10 +143,18 @@
           { label: options.yLabel || "", size: 60 }
         ],
         series: [
-          { label: options.xLabel || "label", value: function (u, index) { return index == null ? "\u2014" : names[index]; } },
+          {
+            label: options.xLabel || "label",
+            value: function (u, index) {
+              return index == null ? "all " + names.length : names[index];
+            }
+          },
           {
             label: options.yLabel || "count", fill: PALETTE[0] + "cc", stroke: PALETTE[0],
-            paths: uPlot.paths.bars({ size: [0.7, 80] }), points: { show: false }
+            paths: uPlot.paths.bars({ size: [0.7, 80] }), points: { show: false },
+            value: function (u, value, seriesIndex, at) {
+              return readable(at == null ? total(u.data[seriesIndex]) : value);
+            }
           }
         ],
         legend: { show: true }
@@ -122,6 +167,10 @@
       update: function (newLabels, newValues) { build(newLabels, newValues); },
       destroy: function () { if (plot) plot.destroy(); plot = null; }
     };
+  }
+
+  function total(values) {
+    return values.reduce(function (sum, value) { return sum + (value || 0); }, 0);
   }
 
   window.inferCharts = { lineChart: lineChart, barChart: barChart, palette: PALETTE };

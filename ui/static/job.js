@@ -16,7 +16,8 @@
   var metricElement = document.getElementById("metric-chart");
   var note = document.getElementById("charts-note");
   var lossChart = inferCharts.lineChart(lossElement, { xLabel: "epoch", yLabel: "loss" });
-  var metricChart = inferCharts.lineChart(metricElement, { xLabel: "epoch", yLabel: "value" });
+  // Accuracy and F1 are capped at 1: their axis is 0-1 (wider only for a metric past 1, a log loss).
+  var metricChart = inferCharts.lineChart(metricElement, { xLabel: "epoch", yLabel: "value", unitInterval: true });
 
   function isNumber(value) { return typeof value === "number"; }
 

@@ -75,3 +75,58 @@ def test_every_page_fits_a_phone_screen(open_tab, furnished):
     tab.go("/ui/sign-in")
     tab.shot("sign-in-phone")
     assert not too_wide, too_wide
+
+
+def test_ui_and_every_path_under_it_answer_as_pages(open_tab, live, furnished):
+    """The README's link, /ui, reaches the sign-in page and then the models; an unknown page is a
+    404 page in the UI's layout (after signing in), at desktop and phone width."""
+    for viewport, suffix in ((None, ""), (PHONE, "-phone")):
+        tab = open_tab(viewport=viewport)
+        answer = tab.go("/ui")
+        assert answer.status == 200 and answer.headers["content-type"].startswith("text/html")
+        assert tab.page.url == live.url + "/ui/sign-in?next=/ui/"
+        expect(tab.page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+        tab.page.get_by_label("API key", exact=True).fill(furnished["key"])
+        tab.page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(tab.page).to_have_url(live.url + "/ui/models")
+
+        answer = tab.go("/ui/no-such-page")
+        assert answer.status == 404 and answer.headers["content-type"].startswith("text/html")
+        expect(tab.page.get_by_role("heading", name="Not found", exact=True)).to_be_visible()
+        expect(tab.page.get_by_role("alert")).to_have_text(re.compile("There is no page at /ui/no-such-page"))
+        expect(tab.menu("Models")).to_be_visible()  # the UI's layout, its menu included
+        tab.shot("not-found" + suffix)
+        tab.page.get_by_role("link", name="Back to your models", exact=True).click()
+        expect(tab.page).to_have_url(live.url + "/ui/models")
+
+
+def test_a_table_wider_than_a_phone_says_it_scrolls_and_scrolls_from_the_keyboard(open_tab, furnished):
+    tab = open_tab(viewport=PHONE)
+    tab.sign_in(furnished["key"])
+    page = tab.page
+    for path, table in (("/ui/models", "#global-models-table"), ("/ui/usage", "#usage-table")):
+        tab.go(path)
+        wrap = page.locator(".table-wrap", has=page.locator(table))
+        expect(wrap).to_have_attribute("data-overflows", "")
+        cue = wrap.evaluate("element => getComputedStyle(element, '::before').content")
+        assert "Scroll sideways" in cue, cue
+        wrap.focus()  # a named region the keyboard reaches
+        assert wrap.get_attribute("tabindex") == "0" and "scrolls sideways" in wrap.get_attribute("aria-label")
+        assert wrap.evaluate("element => element.scrollLeft") == 0
+        page.keyboard.press("ArrowRight")
+        assert scrolled_sideways(wrap), path
+        tab.shot("phone-table-scrolls-" + slug(path))
+    # Wide enough for the table: no cue.
+    tab.page.set_viewport_size({"width": 1280, "height": 900})
+    tab.go("/ui/usage")
+    expect(page.locator(".table-wrap", has=page.locator("#usage-table"))).not_to_have_attribute("data-overflows", "")
+
+
+def scrolled_sideways(wrap, tries: int = 50) -> bool:
+    """Whether the element has scrolled right (the arrow key's scroll may be smooth, so asked a few
+    times; page.wait_for_function would evaluate a string, which the pages' CSP forbids)."""
+    for _ in range(tries):
+        if wrap.evaluate("element => element.scrollLeft") > 0:
+            return True
+        wrap.page.wait_for_timeout(100)
+    return False

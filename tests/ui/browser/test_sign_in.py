@@ -10,6 +10,8 @@ def test_a_wrong_key_is_refused_and_the_right_one_lands_on_the_models_page(open_
     tab.go("/ui/models")
     assert "/ui/sign-in" in tab.page.url  # not signed in yet: sent to sign in, then back
     expect(tab.page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    # The hint's command as it runs on a fresh clone (flask is in the venv, not on PATH).
+    expect(tab.page.locator("#key-help")).to_contain_text(".venv/bin/flask --app wsgi keys create --account NAME")
     tab.shot("sign-in")
 
     tab.page.get_by_label("API key", exact=True).fill("ik_not-a-key-of-anyone")

@@ -45,6 +45,10 @@ def test_upload_a_dataset_train_on_it_and_watch_the_loss_chart_gain_points(signe
     expect(page.locator("#parse-log")).not_to_be_empty()
     expect(page.locator("#label-chart")).to_be_visible()
     expect(page.locator("#label-chart canvas, #label-chart svg").first).to_be_visible()  # drawn by the script
+    # The legend reads the totals until a bar is hovered, never uPlot's "--".
+    expect(page.locator("#label-chart .u-legend")).to_contain_text("all 2")
+    expect(page.locator("#label-chart .u-legend")).to_contain_text("16")
+    expect(page.locator("#label-chart .u-legend")).not_to_contain_text("--")
     tab.shot("dataset")
 
     page.get_by_label("Trainer", exact=True).select_option("text-classification")
@@ -70,12 +74,40 @@ def test_upload_a_dataset_train_on_it_and_watch_the_loss_chart_gain_points(signe
     expect(page.locator("#metric-chart canvas").first).to_be_visible()
     expect(page.locator("#confusion-matrix")).to_be_visible()
     expect(page.locator("#confusion-matrix")).to_contain_text("positive")
+    expect(page.locator("#charts-note")).to_have_text(f"{SETTINGS['epochs']} epochs (succeeded).")  # job.js's last poll came
+    # "queued" went with the state it named (it lives in the page's live part, not in a flash).
+    expect(page.locator("#job-queued")).to_have_count(0)
+    expect(page.get_by_text("the job is queued")).to_have_count(0)
+    # Accuracy and macro F1 are capped at 1: the axis is 0-1 (uPlot's own would be 0-2 for a flat line at 1).
+    expect(page.locator("#metric-chart")).to_have_attribute("data-y-range", "0 1")
+    loss_low, loss_high = map(float, chart.get_attribute("data-y-range").split())
+    assert loss_low == 0 and 0 < loss_high < 2 * max_loss(job_of(live, tab, job_id)), (loss_low, loss_high)
+    # The legends read values (the latest epoch's, until a point is hovered), never uPlot's "--".
+    for legend in (page.locator("#loss-chart .u-legend"), page.locator("#metric-chart .u-legend")):
+        expect(legend).to_contain_text(f"{SETTINGS['epochs']} (latest)")
+        expect(legend).not_to_contain_text("--")
+    expect(page.locator("#metric-chart .u-legend")).to_contain_text("accuracy")
     tab.shot("training-run")
+    page.locator("#metric-chart .u-over").hover()  # a hovered epoch: its own values
+    expect(page.locator("#metric-chart .u-legend")).not_to_contain_text("(latest)")
+    expect(page.locator("#metric-chart .u-legend")).not_to_contain_text("--")
+    tab.shot("training-run-hover")
 
     tab.menu("Training").click()
     expect(page.get_by_role("link", name=job_id, exact=True)).to_be_visible()
     expect(page.get_by_role("row").filter(has_text=job_id)).to_contain_text("sentiment")
     tab.shot("jobs")
+
+
+def job_of(live, tab, job_id: str) -> dict:
+    answer = live.api().get(f"/jobs/{job_id}", headers={"x-api-key": tab.key})
+    assert answer.status_code == 200, answer.json
+    return answer.json
+
+
+def max_loss(job: dict) -> float:
+    return max(epoch[key] for epoch in job["epochs"] for key in ("train_loss", "validation_loss")
+               if isinstance(epoch.get(key), (int, float)))
 
 
 def _at_least(count: int):

@@ -13,6 +13,7 @@ from .config import finalise, load_config
 from .db import Database, one_process_at_a_time
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
+from .front_door import front_door
 from .health import health
 from .json_provider import OrjsonProvider
 from .keys_api import blp as keys_blp
@@ -51,7 +52,8 @@ OPENAPI_SETTINGS = {
 # The upload PUTs are authorised by their URL's signature, a prediction URL by its
 # secret, not by an API key.
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models.receive_upload",
-                    "datasets.receive_dataset_upload", "prediction_urls.predict_with_url", "docs_assets.asset"}
+                    "datasets.receive_dataset_upload", "prediction_urls.predict_with_url", "docs_assets.asset",
+                    "front_door.index"}
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
@@ -150,6 +152,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     limits_api.register(api)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
+    app.register_blueprint(front_door)
     import ui
 
     ui.init_app(app)
@@ -163,7 +166,11 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     if config["BOOTSTRAP_KEY"] if bootstrap_key is None else bootstrap_key:
         with one_process_at_a_time(database.engine), database.sessions() as session:
             ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
-    registry.start_preload([e.strip() for e in config["PRELOAD_MODELS"].split(",") if e.strip()])
+    from .preload import preload_entries
+
+    # In a thread: under gunicorn, post_worker_init waits for it before the worker
+    # accepts a request (app/preload.py).
+    registry.start_preload(preload_entries(config["PRELOAD_MODELS"]))
     loops = not work.queued
     if loops and (config["BUILDER"] if start_builder is None else start_builder):
         builder.start()

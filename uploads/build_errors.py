@@ -30,6 +30,9 @@ QUOTED_CHARS = 600
 
 # An absolute path; a segment does not end in a dot, so a sentence's full stop stays outside.
 _PATH = re.compile(r"(?<![\w/.~-])(?:/[\w.@+~%=-]*[\w@+~%=-])+/?")
+# A path relative to the current folder, as pip prints one below it (its cwd is the sandbox's /tmp, and a
+# service installed under /tmp shows its packages as "./<where>/.venv/lib/.../site-packages").
+_RELATIVE_PATH = re.compile(r"(?<![\w/.~-])\.\.?(?:/[\w.@+~%=-]*[\w@+~%=-])+/?")
 _FRAME = re.compile(r'^(\s*)File "(.*?)", line (\d+)(?:, in (.*))?$')
 _MARKERS = re.compile(r"^\s*[\^~]+\s*$")
 _MODEL_KEY = re.compile(r"\b(Model )?user-\d+\b")
@@ -106,6 +109,7 @@ class Scrubber:
         return path  # the sandbox's own /tmp, /usr...: the model sees those itself
 
     def _paths(self, text: str) -> str:
+        text = _RELATIVE_PATH.sub(lambda match: self._library(match.group(0)) or match.group(0), text)
         return _PATH.sub(lambda match: self.path(match.group(0)), text)
 
     # --- text ---------------------------------------------------------------------------

@@ -57,7 +57,9 @@ def test_replicas_and_workers_share_state_and_keep_their_own_data_dirs():
     assert len({mounts[0] for mounts in volumes}) == len(replicas)  # one volume each
 
     worker = services["worker"]
-    assert worker["command"] == ["flask", "--app", "wsgi", "worker"]
+    # The worker command, and where it writes the name its health check looks up (app/worker_health.py).
+    assert worker["command"][:4] == ["flask", "--app", "wsgi", "worker"]
+    assert worker["command"][4:] == ["--health-file", "/tmp/worker.health"]
     assert "command" not in services[replicas[0]]  # the image's: gunicorn -c gunicorn.conf.py wsgi:app
     environments = [services[name]["environment"] for name in replicas] + [worker["environment"]]
     for name in SHARED:

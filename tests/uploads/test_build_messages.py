@@ -189,6 +189,8 @@ def test_the_scrubber_folds_service_frames_and_rewrites_paths(tmp_path):
         "    raise ImportError('needs bar')\n"
         f"ImportError: needs bar (Model user-8, see {tmp_path}/data/keys.db)\n"
         f"Requirement already satisfied: numpy in {SERVICE_ROOT}/.venv/lib/python3.11/site-packages (1.26)\n"
+        # pip shows a path below its working folder (the sandbox's /tmp) relative to it: a service under /tmp.
+        "Requirement already satisfied: scipy in ./ci-clone/.venv/lib/python3.11/site-packages (1.15)\n"
     )
 
     scrubbed = scrub.text(text)
@@ -201,6 +203,7 @@ def test_the_scrubber_folds_service_frames_and_rewrites_paths(tmp_path):
         "  [library] foo/__init__.py, line 3, in <module>",
         "ImportError: needs bar (The model, see [service])",
         "Requirement already satisfied: numpy in [installed packages] (1.26)",
+        "Requirement already satisfied: scipy in [installed packages] (1.15)",
     ]
     assert scrub.line(f"No such file: '/model/weights.bin' or '{files_dir}/a/b.txt'") == \
         "No such file: 'weights.bin' or 'a/b.txt'"

@@ -40,7 +40,7 @@ VOLUME /data
 EXPOSE 8000
 # The web API's check, at INFER_BIND (host:port; a wildcard host is asked on
 # 127.0.0.1). A worker serves no HTTP: it gets its own
-# (`python -m app.worker_health`; deploy/docker-compose.yml, README "Docker").
+# (`python -m app.worker_health`; deploy/docker-compose.yml, docs/operations/docker.md).
 # The start period covers the first start's preload (an ONNX export, ~20 s on 2
 # cores), during which no worker answers yet.
 HEALTHCHECK --start-period=120s CMD python -c "import os, urllib.request; \

@@ -1,6 +1,6 @@
 """The production server configuration (the one bench/ measures).
 
-Settings come from INFER_* variables; see README. gthread workers: requests
+Settings come from INFER_* variables; see docs/operations/settings.md. gthread workers: requests
 spend their time in torch, which releases the GIL, so threads overlap well.
 """
 

@@ -10,7 +10,7 @@ it is built once, not once per worker; on a restart it is there already.
 
 Why each worker loads its own copy instead of sharing one loaded before fork,
 and why the export is not built in a separate process before the workers start:
-see the README's "Starting: preloaded models".
+see docs/operations/starting.md.
 """
 
 def preload_entries(raw: str) -> list[str]:

@@ -1,7 +1,10 @@
-"""The README's walk-throughs, run as written, against the service as scripts/serve starts it.
+"""The documentation's walk-throughs, run as written, against the service as scripts/serve starts it.
+
+The documentation is README.md and the site's pages in docs/, read in the order of
+tests/documentation.py: the README, then the pages in mkdocs.yml's nav order.
 
 (a) Every shell block that follows a `<!-- readme-test: NAME -->` marker runs, in the
-README's order, in one bash session, as a user pastes them into one terminal (later
+documentation's order, in one bash session, as a user pastes them into one terminal (later
 blocks use the KEY and the models earlier ones made). The server is gunicorn with
 gunicorn.conf.py on an empty data dir, offline (HF_HUB_OFFLINE=1). What the test
 changes, and nothing else (see `substituted` and `shell_environment`):
@@ -15,12 +18,13 @@ changes, and nothing else (see `substituted` and `shell_environment`):
   in a folder of its own (they write files: my-model.zip, reviews.csv, ...).
 
 Each block must exit with no failing command (an ERR trap lists them) and print what
-the README says it prints (CHECKS, one per block).
+the documentation says it prints (CHECKS, one per block).
 
-(b) Every http://127.0.0.1:8000/... URL in the README's prose answers as the README says.
+(b) Every http://127.0.0.1:8000/... URL in the prose of the README and of docs/ answers
+as they say.
 
-Both start gunicorn, so tests/conftest.py marks them slow; the check that the README
-still marks the blocks named here is quick.
+Both start gunicorn, so tests/conftest.py marks them slow; the check that the
+documentation still marks the blocks named here, in this order, is quick.
 """
 
 import json
@@ -36,11 +40,11 @@ import uuid
 import pytest
 import requests
 
+from .documentation import documentation_files, read
 from .gunicorn import ROOT, start_production_server
 
-README = os.path.join(ROOT, "README.md")
 MARKER = re.compile(r"^<!-- readme-test: ([a-z0-9-]+) -->$")
-# The blocks this test runs, in the README's order, with how long each may take on
+# The blocks this test runs, in the documentation's order, with how long each may take on
 # 2 busy cores (a training job, a first load of SmolLM2).
 BLOCK_TIMEOUTS_S = {
     "quickstart": 300,
@@ -57,11 +61,6 @@ BLOCK_TIMEOUTS_S = {
 RUN_IN_CHECKOUT = {"keys"}
 
 
-def readme_text() -> str:
-    with open(README) as f:
-        return f.read()
-
-
 def marked_blocks(text: str) -> dict[str, str]:
     """{name: the shell block after its marker, unindented}: the indented code block
     that starts at the first indented line after the marker (blank lines inside it
@@ -72,12 +71,12 @@ def marked_blocks(text: str) -> dict[str, str]:
         found = MARKER.match(line)
         if not found:
             continue
-        assert found.group(1) not in blocks, f"two README blocks are marked {found.group(1)!r}"
+        assert found.group(1) not in blocks, f"two blocks are marked {found.group(1)!r}"
         start = index + 1
         while start < len(lines) and not lines[start].strip():
             start += 1
         assert start < len(lines) and lines[start].startswith("    "), \
-            f"the README's marker {found.group(1)!r} is not followed by an indented code block"
+            f"the marker {found.group(1)!r} is not followed by an indented code block"
         end = start
         while end < len(lines) and (lines[end].startswith("    ") or not lines[end].strip()):
             end += 1
@@ -88,8 +87,18 @@ def marked_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
+def documentation_blocks() -> dict[str, str]:
+    """{name: block} of every documentation file, in the documentation's order."""
+    blocks, found_in = {}, {}
+    for path in documentation_files():
+        for name, block in marked_blocks(read(path)).items():
+            assert name not in blocks, f"two blocks are marked {name!r}: in {found_in[name]} and {path}"
+            blocks[name], found_in[name] = block, path
+    return blocks
+
+
 def substituted(block: str, key: str, address: str) -> str:
-    """The only changes made to a README block: the key and the server's address."""
+    """The only changes made to a documentation block: the key and the server's address."""
     return block.replace("ik_...", key).replace("127.0.0.1:8000", address).replace("localhost:8000", address)
 
 
@@ -186,7 +195,7 @@ def shell_environment(server_data_dir: str) -> dict:
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
     """A server as scripts/serve starts it (one worker: the test's cores are few),
-    its printed key, and a shell that runs the README's blocks against it."""
+    its printed key, and a shell that runs the documentation's blocks against it."""
     folder = tmp_path_factory.mktemp("readme-server")
     server = start_production_server(folder, INFER_WORKERS="1")
     shell = None
@@ -195,7 +204,7 @@ def walk(tmp_path_factory):
         keys = server.printed_keys()
         assert len(keys) == 1, server.log()
         shell = Shell(shell_environment(os.path.join(str(folder), "data")), str(tmp_path_factory.mktemp("readme-user")))
-        yield {"server": server, "key": keys[0], "shell": shell, "blocks": marked_blocks(readme_text()),
+        yield {"server": server, "key": keys[0], "shell": shell, "blocks": documentation_blocks(),
                "results": {}}
     finally:
         if shell is not None:
@@ -208,7 +217,7 @@ def run_block(walk, name: str) -> str:
     address = f"127.0.0.1:{walk['server'].port}"
     cwd = ROOT if name in RUN_IN_CHECKOUT else walk["shell"].scratch
     output, failed = walk["shell"].run(substituted(block, walk["key"], address), cwd, BLOCK_TIMEOUTS_S[name])
-    assert not failed, f"commands of the README's {name!r} block failed: {failed}\nit printed:\n{output}"
+    assert not failed, f"commands of the documentation's {name!r} block failed: {failed}\nit printed:\n{output}"
     return output
 
 
@@ -223,7 +232,7 @@ def check_quickstart(walk, output):
 
 def check_keys(walk, output):
     created = re.search(r"id (\d+) for account 'alice'.*?\n(ik_[A-Za-z0-9_-]+)", output, re.S)
-    assert created and created.group(1) == "2", output  # the README revokes id 2, alice's on a fresh install
+    assert created and created.group(1) == "2", output  # the keys page revokes id 2, alice's on a fresh install
     listed = [line.split("\t") for line in output.splitlines() if line.count("\t") >= 4]
     assert [row[1] for row in listed] == ["default", "alice", "alice"], output  # keys list, then --account alice
     assert "revoked key 2" in output
@@ -315,8 +324,8 @@ CHECKS = {
 }
 
 
-def test_the_readme_marks_the_blocks_this_test_runs_in_this_order():
-    assert list(marked_blocks(readme_text())) == list(BLOCK_TIMEOUTS_S) == list(CHECKS)
+def test_the_documentation_marks_the_blocks_this_test_runs_in_this_order():
+    assert list(documentation_blocks()) == list(BLOCK_TIMEOUTS_S) == list(CHECKS)
 
 
 @pytest.mark.parametrize("name", list(BLOCK_TIMEOUTS_S))
@@ -325,13 +334,13 @@ def test_a_readme_block_runs_as_written(walk, name):
     missing = [block for block in earlier if walk["results"].get(block) != "passed"]
     # Later blocks use what earlier ones made (the iris model, KEY): say so rather than
     # fail for a reason that is not theirs.
-    assert not missing, f"an earlier README block did not pass: {missing}"
+    assert not missing, f"an earlier documentation block did not pass: {missing}"
     output = run_block(walk, name)
     CHECKS[name](walk, output)
     walk["results"][name] = "passed"
 
 
-# --- (b) the URLs the README gives --------------------------------------------------------
+# --- (b) the URLs the documentation gives --------------------------------------------------------
 
 URL = re.compile(r"http://127\.0\.0\.1:8000(/[^\s`)\"'<>]*)?")
 
@@ -365,7 +374,7 @@ def answers_with_the_openapi_document(response):
 
 
 def answers_as_the_service(response):
-    # The README gives the bare address as where the service listens: it answers (without a key) where to go.
+    # The documentation gives the bare address as where the service listens: it answers (without a key) where to go.
     assert response.status_code == 200 and response.json()["links"]["dashboard"] == "/ui/"
 
 
@@ -377,10 +386,24 @@ URL_EXPECTATIONS = {
 }
 
 
-def test_every_url_in_the_readmes_prose_answers_as_the_readme_says(walk):
-    paths = prose_urls(readme_text())
-    unknown = [path for path in paths if path not in URL_EXPECTATIONS]
-    assert not unknown, f"README URLs this test does not know what to expect of: {unknown}; add them"
-    for path in paths:
+def documentation_urls() -> dict[str, list[str]]:
+    """{path of a prose URL: the documentation files that give it}."""
+    files: dict[str, list[str]] = {}
+    for file in documentation_files():
+        for path in prose_urls(read(file)):
+            files.setdefault(path, []).append(os.path.relpath(file, ROOT))
+    return files
+
+
+def test_the_url_walk_covers_the_readme_and_the_docs_pages():
+    given_by = {file for files in documentation_urls().values() for file in files}
+    assert "README.md" in given_by and any(file.startswith("docs" + os.sep) for file in given_by), given_by
+
+
+def test_every_url_in_the_documentations_prose_answers_as_it_says(walk):
+    urls = documentation_urls()
+    unknown = {path: urls[path] for path in urls if path not in URL_EXPECTATIONS}
+    assert not unknown, f"URLs this test does not know what to expect of (and where): {unknown}; add them"
+    for path in sorted(urls):
         response = requests.get(walk["server"].url + path, timeout=60)
         URL_EXPECTATIONS[path](response)

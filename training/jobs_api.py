@@ -50,7 +50,7 @@ class TrainBody(StrictSchema):
         "description": "Validate on this dataset (same format) instead of a split."})
     hyperparameters = fields.Dict(load_default=dict, metadata={
         "description": "epochs, batch_size, learning_rate, seed, early_stopping_patience and the trainer's own "
-                       "(see the README's table); left out: the trainer's defaults. The job reports what it used."})
+                       "(see docs/user-guide/training.md's table); left out: the trainer's defaults. The job reports what it used."})
 
     @validates_schema
     def one_validation(self, data, **kwargs):

@@ -6,7 +6,7 @@ process: a pattern such as "(a+)+$" takes exponential time on some inputs. So an
 uploaded tokenizer's patterns must be among these (uploads/tokenizer_check.py);
 literal String patterns are always fine. These have served billions of requests
 in the models named, and each was timed here on hostile 20,000-character inputs
-(the longest text a request may carry; the figures are in the README).
+(the longest text a request may carry; the figures are in docs/security.md).
 
 Some shipped patterns are left out (LEFT_OUT), as they take quadratic time in
 the length of a text; the tokenizers that carry them are refused.

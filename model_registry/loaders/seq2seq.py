@@ -2,7 +2,7 @@
 emotion and generation, each by its text prefix.
 
 Inputs longer than the encoder's limit are truncated to it (summaries of very
-long documents cover their beginning; see README).
+long documents cover their beginning; see docs/user-guide/models.md).
 """
 
 from ..catalogue import ModelSpec

@@ -37,7 +37,7 @@ import urllib.request
 
 from tests.uploads.helpers import inference_zip
 
-# The documented `docker run` options (README, "Docker"): bubblewrap as root
+# The documented `docker run` options (docs/operations/docker.md): bubblewrap as root
 # makes mount, PID, IPC, UTS, cgroup and network namespaces (SYS_ADMIN; Docker's
 # default seccomp profile refuses its pivot_root even then) and brings up the
 # new network namespace's loopback (NET_ADMIN). AppArmor, where the host runs

@@ -1,5 +1,5 @@
 """Two replicas of the service behind HAProxy, sharing PostgreSQL, S3 and a Redis
-queue with a job worker (README, "Running at scale"): a model uploaded through
+queue with a job worker (docs/operations/scale.md): a model uploaded through
 one replica (and built by the worker) is served by every replica, a key revoked
 on one is refused by the other within INFER_AUTH_CACHE_TTL_S, and neither a
 rolling restart nor a kill -9 of a replica fails a request sent through the
@@ -114,7 +114,7 @@ def test_rolling_restart_under_load_fails_no_request(topology):
     with SteadyLoad(proxy.url, topology.key, pause=0.05) as load:
         load.wait_for(20)
         for name in topology.names:
-            # The README's procedure: drain, wait for its requests, stop (SIGTERM), start,
+            # The procedure of docs/operations/scale.md: drain, wait for its requests, stop (SIGTERM), start,
             # wait until HAProxy's checks see it up, ready.
             proxy.set_state(name, "drain")
             proxy.wait_idle(name)

@@ -1,4 +1,4 @@
-"""The README's "Running at scale" topology on 127.0.0.1, for the replica tests: N
+"""The "Running at scale" topology (docs/operations/scale.md) on 127.0.0.1, for the replica tests: N
 production servers (gunicorn.conf.py, each with its own data dir) sharing one
 PostgreSQL database, one S3 bucket and one Redis queue, behind
 deploy/haproxy.cfg, and a job worker (`flask --app wsgi worker`, its own data

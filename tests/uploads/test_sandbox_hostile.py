@@ -114,7 +114,7 @@ def _assert_everything_blocked(report: dict, targets: dict, at_install: bool) ->
     assert not [name for name in report["environ"] if name.startswith(("INFER_", "AWS_")) or name == "DATABASE_URL"]
     if os.geteuid() == 0:  # as root, the service gives each sandbox a uid of its own
         assert report["uid"] >= 200_000 and 0 not in report["groups"]
-    else:  # as an ordinary user: its uid in a user namespace (see README, Security model)
+    else:  # as an ordinary user: its uid in a user namespace (see docs/security.md)
         assert report["uid"] == os.getuid()
     assert len(report["capabilities"]) == 5  # inheritable, permitted, effective, bounding, ambient: none
     for line in report["capabilities"]:

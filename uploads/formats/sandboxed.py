@@ -1,6 +1,6 @@
 """What the formats that carry code share: their build installs requirements.txt
 into the version's own venv and they are served by a worker process, both in the
-version's bubblewrap sandbox (README, Security model). Without a sandbox such a
+version's bubblewrap sandbox (docs/security.md). Without a sandbox such a
 model neither builds nor loads: a pickle runs code when it is unpickled, so
 running it in the service's process is never a fallback.
 

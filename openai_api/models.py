@@ -11,6 +11,7 @@ from app.blueprint import Blueprint
 from app.db import Account, ModelVersion, UserModel, session
 from model_registry.availability import presence_of
 from model_registry.catalogue import MODELS, tasks_of
+from tasks.common import presence_fields
 
 from .common import endpoints_for, model_not_found, unix_time
 from .errors import documented_errors
@@ -33,13 +34,7 @@ class OpenAIModel(Schema):
     owned_by = fields.String(metadata={"description": "system for global models, else your account's name."})
     tasks = fields.List(fields.String(), metadata={"description": "The service's tasks the model serves."})
     endpoints = fields.List(fields.String(), metadata={"description": "The /v1 routes that take this model."})
-    available = fields.Boolean(metadata={"description": (
-        "Global models: whether the model's files are on this server (a local model dir, the Hugging Face "
-        "cache at the pinned revision, or a package that ships them). When false, the server downloads them "
-        "on first use if it can reach the hub, else answers 503 until someone runs `download`.")})
-    download = fields.String(metadata={"description": (
-        "Global models whose files are not here: the command that puts them in the server's Hugging Face "
-        "cache (huggingface_hub's `hf` CLI), at the pinned revision.")})
+    available, download = presence_fields()
 
 
 class OpenAIModelList(Schema):

@@ -54,6 +54,20 @@ def check_batch(values: list, what: str = "items") -> list:
     return values
 
 
+def presence_fields() -> tuple[fields.Boolean, fields.String]:
+    """`available` and `download`: what a model list says of a global model's files
+    (model_registry/availability.py), for GET /models?include_global=true and GET /v1/models.
+    In a schema: `available, download = presence_fields()`."""
+    available = fields.Boolean(metadata={"description": (
+        "Global models only: whether the model's files are on this server (a local model dir, the Hugging "
+        "Face cache at the pinned revision, or a package that ships them). When false, the server downloads "
+        "them on first use if it can reach the hub, else the model answers 503 until someone runs `download`.")})
+    download = fields.String(metadata={"description": (
+        "Global models whose files are not here: the command that puts them in the server's Hugging Face "
+        "cache (huggingface_hub's `hf` CLI), at the pinned revision.")})
+    return available, download
+
+
 class TextOrTexts(fields.Field):
     """A string, or a list of strings for a batch; each within the text length limit.
 

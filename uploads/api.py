@@ -16,7 +16,7 @@ from app.db import ModelVersion, TrainingJob, UserModel, session, utcnow
 from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from tasks.common import StrictSchema
+from tasks.common import StrictSchema, presence_fields
 
 from .archive import remove_tree
 from .quotas import check_new_upload
@@ -57,13 +57,7 @@ class ModelSummary(Schema):
     tasks = fields.List(fields.String())
     build_status = fields.String(metadata={"description": "success, building, fail, or awaiting_upload"})
     last_deployment = fields.String(allow_none=True)
-    available = fields.Boolean(metadata={"description": (
-        "Global models only: whether the model's files are on this server (a local model dir, the Hugging "
-        "Face cache at the pinned revision, or a package that ships them). When false, the server downloads "
-        "them on first use if it can reach the hub, else the model answers 503 until someone runs `download`.")})
-    download = fields.String(metadata={"description": (
-        "Global models whose files are not here: the command that puts them in the server's Hugging Face "
-        "cache (huggingface_hub's `hf` CLI), at the pinned revision.")})
+    available, download = presence_fields()
 
 
 class ModelDetails(ModelSummary):

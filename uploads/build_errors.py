@@ -30,8 +30,10 @@ QUOTED_CHARS = 600
 
 # An absolute path; a segment does not end in a dot, so a sentence's full stop stays outside.
 _PATH = re.compile(r"(?<![\w/.~-])(?:/[\w.@+~%=-]*[\w@+~%=-])+/?")
-# A path relative to the current folder, as pip prints one below it (its cwd is the sandbox's /tmp, and a
-# service installed under /tmp shows its packages as "./<where>/.venv/lib/.../site-packages").
+# The folder the install runs pip in (uploads/model_sandbox.py). pip prints a path below its working folder
+# relative to it: a service installed under /tmp shows its packages as "./<where>/.venv/lib/.../site-packages".
+INSTALL_WORKDIR = "/tmp"
+# A path relative to the current folder.
 _RELATIVE_PATH = re.compile(r"(?<![\w/.~-])\.\.?(?:/[\w.@+~%=-]*[\w@+~%=-])+/?")
 _FRAME = re.compile(r'^(\s*)File "(.*?)", line (\d+)(?:, in (.*))?$')
 _MARKERS = re.compile(r"^\s*[\^~]+\s*$")
@@ -109,8 +111,15 @@ class Scrubber:
         return path  # the sandbox's own /tmp, /usr...: the model sees those itself
 
     def _paths(self, text: str) -> str:
-        text = _RELATIVE_PATH.sub(lambda match: self._library(match.group(0)) or match.group(0), text)
+        text = _RELATIVE_PATH.sub(lambda match: self._relative_path(match.group(0)), text)
         return _PATH.sub(lambda match: self.path(match.group(0)), text)
+
+    def _relative_path(self, path: str) -> str:
+        """A relative path, read as pip's (below INSTALL_WORKDIR): rewritten as its absolute path would
+        be when that is a library's or the service's; left as it was written otherwise (a model's own)."""
+        absolute = os.path.normpath(os.path.join(INSTALL_WORKDIR, path))
+        shown = self.path(absolute)
+        return path if shown == absolute else shown
 
     # --- text ---------------------------------------------------------------------------
 

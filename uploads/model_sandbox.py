@@ -28,6 +28,7 @@ from sandbox import Bind, Job, Limits, Sandbox
 from sandbox.egress import EgressProxy, parse_allowed
 
 from .archive import tree_bytes
+from .build_errors import INSTALL_WORKDIR
 from .requirements_check import MAX_BYTES as REQUIREMENTS_MAX_BYTES
 from .requirements_check import check_requirements
 
@@ -159,7 +160,7 @@ class ModelSandbox:
             inside += ["--proxy-socket", "/install/egress.sock"]
         else:
             pip.append("--no-index")
-        job = Job([*inside, "--", *pip], binds, uid=uid, limits=self.limits(), workdir="/tmp")
+        job = Job([*inside, "--", *pip], binds, uid=uid, limits=self.limits(), workdir=INSTALL_WORKDIR)
         try:
             code, output = self._run(job, venv_dir)
         finally:

@@ -192,6 +192,7 @@ def test_the_scrubber_folds_service_frames_and_rewrites_paths(tmp_path):
         # pip shows a path below its working folder (the sandbox's /tmp) relative to it: a service under /tmp.
         "Requirement already satisfied: scipy in ./ci-clone/.venv/lib/python3.11/site-packages (1.15)\n"
     )
+    below_tmp = Scrubber(files_dir, data_dir="/tmp/ci-clone/data")
 
     scrubbed = scrub.text(text)
 
@@ -205,5 +206,7 @@ def test_the_scrubber_folds_service_frames_and_rewrites_paths(tmp_path):
         "Requirement already satisfied: numpy in [installed packages] (1.26)",
         "Requirement already satisfied: scipy in [installed packages] (1.15)",
     ]
+    # A relative path into the service (its data dir under /tmp here) is the service's too; a model's own stays.
+    assert below_tmp.line("see ./ci-clone/data/keys.db and ./weights.bin") == "see [service] and ./weights.bin"
     assert scrub.line(f"No such file: '/model/weights.bin' or '{files_dir}/a/b.txt'") == \
         "No such file: 'weights.bin' or 'a/b.txt'"

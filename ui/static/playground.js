@@ -13,7 +13,6 @@
   var errorLine = document.getElementById("run-error");
   var statusLine = document.getElementById("run-status");
   var runButton = document.getElementById("run");
-  var copyStatus = document.getElementById("copy-status");
 
   // With the script, the fields follow the task select at once: no "Show its fields" step.
   document.getElementById("choose-task").remove();
@@ -194,25 +193,6 @@
         previewCurl();
       })
       .catch(function (error) { showError(error.message); });
-  });
-
-  document.getElementById("copy-curl").addEventListener("click", function () {
-    var text = curl.textContent;
-    function selectAndCopy() {
-      var range = document.createRange();
-      range.selectNodeContents(curl);
-      var selection = window.getSelection();
-      selection.removeAllRanges();
-      selection.addRange(range);
-      var copied = false;
-      try { copied = document.execCommand("copy"); } catch (error) { copied = false; }
-      copyStatus.textContent = copied ? "Copied." : "Selected: press Ctrl+C (⌘C) to copy.";
-    }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(function () { copyStatus.textContent = "Copied."; }, selectAndCopy);
-    } else {
-      selectAndCopy();
-    }
   });
 
   // The page arrives with its curl command rendered: no request until a field changes.

@@ -31,4 +31,9 @@ def test_run_text_vectorisation_on_an_uploaded_model_and_see_its_vector(signed_i
     expect(curl).to_contain_text("curl")
     expect(curl).to_contain_text(live.url + "/text-vectorisation")  # this service, as the browser reached it
     expect(curl).to_contain_text("doubler")
+    # Copy puts the command, as shown, on the clipboard (the same button as the keys page's: ui.js).
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()") == curl.text_content().strip()
     tab.shot("playground")

@@ -6,6 +6,7 @@ import os
 from flask import Flask
 from flask_smorest import Api
 
+from web import database as web_database
 from . import account_limits, admission, errors, limits_api, metrics, rate_limits, request_id, usage
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import accounts_cli, keys_cli
@@ -81,7 +82,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     _configure_torch(config)
 
-    database = Database(config["DATABASE_URL"], pool_size=int(config["DB_POOL_SIZE"])).init_app(app)
+    database = web_database.init_app(app, Database(config["DATABASE_URL"], pool_size=int(config["DB_POOL_SIZE"])))
     from model_registry import ModelRegistry
 
     registry = ModelRegistry(

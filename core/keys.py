@@ -1,0 +1,121 @@
+"""API keys: creation, hashing, lookup, revocation, and the cache of verified keys.
+
+Keys are 256 random bits, so a single sha256 is enough to store them safely
+(no dictionary to guess from; the same reasoning as GitHub's tokens) and lets a
+request find its key with one indexed lookup instead of a slow KDF per call.
+The request check that uses them is web/auth.py.
+"""
+
+import hashlib
+import secrets
+import sys
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from .errors import NotFound
+from .tables import Account, ApiKey, utcnow
+
+KEY_PREFIX = "ik_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session, account_name: str, label: str = "") -> tuple[ApiKey, str]:
+    """Create a key (and the account, if new). Returns the row and the key in clear."""
+    account = session.scalar(select(Account).where(Account.name == account_name))
+    if account is None:
+        account = Account(name=account_name)
+        session.add(account)
+        session.flush()
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(account_id=account.id, prefix=key[:10], key_hash=hash_key(key), label=label)
+    session.add(row)
+    session.commit()
+    return row, key
+
+
+def revoke_key(session, key_id: int, account_id: int | None = None) -> ApiKey:
+    """Revoke a key by id; with account_id, only that account's key (else 404)."""
+    query = select(ApiKey).where(ApiKey.id == key_id)
+    if account_id is not None:
+        query = query.where(ApiKey.account_id == account_id)
+    row = session.scalar(query)
+    if row is None:
+        raise NotFound(f"key {key_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.commit()
+    return row
+
+
+def find_active_key(session, key_hash: str):
+    """(key id, account id) of the active key with this hash, or None.
+
+    A plain column query, not an ORM object: this runs on every request.
+    """
+    row = session.execute(
+        select(ApiKey.id, ApiKey.account_id, ApiKey.revoked_at).where(ApiKey.key_hash == key_hash)
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row
+
+
+class KeyCache:
+    """Keys verified in the last few seconds, so most requests skip the database.
+
+    Looking a key up costs a connection checkout and a query on every request
+    (about a third of the service's own time on a small model). Only valid keys
+    are kept, by hash, so a flood of wrong keys cannot fill the cache and every
+    one of them is still checked against the database. The price: a key revoked
+    through another process (the CLI, another gunicorn worker) keeps working here
+    for up to ``ttl_s`` seconds. A revocation through this process forgets the
+    key at once. ``ttl_s`` 0 turns the cache off.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock=time.monotonic):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, int, int]] = {}  # hash -> (expiry, key id, account id)
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> tuple[int, int] | None:
+        """(key id, account id) of a key verified less than ttl_s ago, else None."""
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key_hash: str, key_id: int, account_id: int) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # rare (that many live keys in seconds); simpler than LRU
+            self._entries[key_hash] = (self._clock() + self.ttl_s, key_id, account_id)
+
+    def forget(self, key_id: int) -> None:
+        with self._lock:
+            for key_hash, entry in list(self._entries.items()):
+                if entry[1] == key_id:
+                    del self._entries[key_hash]
+
+
+def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
+    """On a database with no key at all, create one and print it once."""
+    if session.scalar(select(func.count()).select_from(ApiKey)):
+        return None
+    _row, key = create_key(session, account_name, label="bootstrap")
+    print(
+        f"\nCreated the first API key (account {account_name!r}). It is shown only once:\n\n"
+        f"    {key}\n\nSend it in the x-api-key header (or as Authorization: Bearer). "
+        "Manage keys with `.venv/bin/flask --app wsgi keys --help` (in the Docker image, `flask --app wsgi keys --help`).\n",
+        file=out or sys.stdout,
+        flush=True,
+    )
+    return key

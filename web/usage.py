@@ -1,0 +1,85 @@
+"""Counting an account's inference requests as they are answered: the Flask hook
+that adds each to this process's UsageRecorder (core/usage.py says what counts)."""
+
+import logging
+import time
+
+from flask import g, request
+
+from core.usage import MODEL_NAME_MAX, UsageRecorder
+
+log = logging.getLogger(__name__)
+
+
+
+def init_app(app, database) -> UsageRecorder:
+    config = app.config
+    recorder = UsageRecorder(database.sessions, config["USAGE_BUCKET_S"], config["USAGE_RETENTION_HOURS"],
+                             config["USAGE_FLUSH_S"])
+    app.extensions["usage"] = recorder
+    tasks_of_rules: dict[str, str] = {}
+
+    def count_request(response):
+        try:
+            if not tasks_of_rules:  # every route is registered by the first request
+                tasks_of_rules.update(inference_routes())
+            _count(recorder, tasks_of_rules, response)
+        except Exception:  # counting must never cost a request its answer
+            log.exception("Could not count a request's usage")
+        return response
+
+    app.after_request(count_request)
+    return recorder
+
+
+def inference_routes() -> dict[str, str]:
+    """URL rule -> task of every route that runs a model for an account."""
+    from openai_api.common import ENDPOINTS_FOR_TASK
+    from tasks.spec import TASK_SPECS
+
+    routes = {spec.blueprint.url_prefix: spec.name for spec in TASK_SPECS.values()}
+    routes.update({path: task for task, paths in ENDPOINTS_FOR_TASK.items() for path in paths})
+    return routes
+
+
+def _count(recorder: UsageRecorder, tasks_of_rules: dict, response) -> None:
+    account_id = g.get("account_id")
+    if account_id is None or request.method != "POST" or request.url_rule is None:
+        return
+    task = tasks_of_rules.get(request.url_rule.rule)
+    if task is None:
+        return
+    if response.status_code == 202 and response.headers.get("Preference-Applied") == "respond-async":
+        return  # queued, not run: it counts when the runner replays it
+    model = _model_named(task)
+    started = g.get("request_started") or time.perf_counter()  # app/metrics.py's timer
+
+    def record():
+        recorder.record(account_id, task, model, response.status_code, (time.perf_counter() - started) * 1000)
+
+    if response.is_streamed:
+        response.response = _then(response.response, record)
+    else:
+        record()
+
+
+def _then(chunks, done):
+    """The streamed body, then `done()`: after its last chunk, or when the server
+    closes it early (the client went away)."""
+    try:
+        yield from chunks
+    finally:
+        done()
+
+
+def _model_named(task: str) -> str:
+    from model_registry.catalogue import TASK_MODELS, default_name
+
+    try:
+        body = request.get_json(force=True, silent=True)  # parsed by the view already; cached from here on
+    except Exception:  # a body over the size limit, a client that went away
+        body = None
+    name = body.get("model") if isinstance(body, dict) else None
+    if isinstance(name, str) and name:
+        return name[:MODEL_NAME_MAX]
+    return default_name(task) if task in TASK_MODELS else ""

@@ -13,15 +13,18 @@ import time
 
 from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
 
+from model_registry.trained.tabular_pipeline import (  # noqa: F401
+    MODEL_FILE,
+    TRAINED_FILE,
+    TRUSTED_TYPES,
+    UntrustedModelFile,
+    feature_matrix,
+    is_number,
+    load_pipeline,
+    plain,
+)
+
 from .base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
-
-MODEL_FILE = "model.skops"
-TRAINED_FILE = "trained.json"
-
-# The types skops does not trust by default that our pipelines hold (their
-# get_untrusted_types, checked by the tests for every estimator below); a file
-# holding anything else was not written by this trainer and is refused.
-TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
 ESTIMATORS = {
     "classification": ("random_forest", "logistic_regression", "gradient_boosting"),
@@ -33,10 +36,6 @@ MAX_AUTO_CLASSES = 10
 MISSING_CATEGORY = "(missing)"
 METRIC_KEYS = {"classification": ("accuracy", "macro_f1", "per_class", "confusion_matrix", "log_loss"),
                "regression": ("r2", "mae", "mse")}
-
-
-class UntrustedModelFile(Exception):
-    pass
 
 
 class OnePassHyperparameters(BaseHyperparameters):
@@ -85,10 +84,6 @@ class TabularHyperparameters(OnePassHyperparameters):
                     raise ValidationError(f"Only random_forest and gradient_boosting have {name}.", name)
 
 
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def column_kinds(rows: list) -> dict[str, str]:
     """{column: "numeric" | "categorical"}, in first-seen order: numeric when every
     value present is a number (a bool is a category)."""
@@ -99,26 +94,6 @@ def column_kinds(rows: list) -> dict[str, str]:
             if kinds.get(column) != "categorical":
                 kinds[column] = "numeric" if numeric else "categorical"
     return kinds
-
-
-def feature_matrix(features: list[dict], kinds: dict[str, str]):
-    """An object array, one column per model column in `kinds` order: numbers as
-    floats and missing numbers NaN, categories as strings and missing ones NaN."""
-    import numpy as np
-
-    matrix = np.empty((len(features), len(kinds)), dtype=object)
-    for i, row in enumerate(features):
-        for j, (column, kind) in enumerate(kinds.items()):
-            value = row.get(column)
-            if value is None:
-                matrix[i, j] = np.nan
-            elif kind == "categorical":
-                matrix[i, j] = str(value)
-            elif is_number(value):
-                matrix[i, j] = float(value)
-            else:
-                raise ValueError(f"row {i}: {value!r} in numeric column {column!r} is not a number")
-    return matrix
 
 
 def decide_objective(requested: str, estimator: str, labels: list) -> str:
@@ -180,18 +155,6 @@ def build_pipeline(kinds: dict[str, str], objective: str, params: dict):
     return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
 
 
-def load_pipeline(path: str):
-    """The pipeline in a skops file, refused (UntrustedModelFile) if the file holds
-    any type outside TRUSTED_TYPES: skops would otherwise build it on loading."""
-    import skops.io
-
-    outside = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-    if outside:
-        raise UntrustedModelFile(f"{os.path.basename(path)} holds types a trained tabular model never has: "
-                                 f"{', '.join(outside)}; it is not loaded.")
-    return skops.io.load(path, trusted=TRUSTED_TYPES)
-
-
 def evaluate(pipeline, features, y: list, objective: str) -> tuple[float | None, dict]:
     """(the loss, the task's metrics) of the pipeline on these rows; None and
     no metrics for no rows."""
@@ -211,11 +174,6 @@ def evaluate(pipeline, features, y: list, objective: str) -> tuple[float | None,
     probabilities = np.hstack([pipeline.predict_proba(features), np.zeros((len(y), len(unseen)))])
     metrics = classification_metrics(y, predicted, classes + unseen, probabilities)
     return metrics["log_loss"], metrics
-
-
-def plain(value):
-    """A numpy scalar as the Python value JSON carries."""
-    return value.item() if hasattr(value, "item") else value
 
 
 class TabularTrainer(TaskTrainer):

@@ -15,7 +15,7 @@ from model_registry.device import module_nbytes
 from model_registry.resolve import resolve_model_dir
 from model_registry.served_model import ServedModel
 from tasks.common import score_subset
-from training.trainers.clip_probe import head_probabilities, image_encoder, load_head
+from model_registry.trained.clip_head import head_probabilities, image_encoder, load_head
 
 from .base import TrainedFormat, Version
 

@@ -10,7 +10,7 @@ import os
 
 from core.errors import ModelUnavailable
 from model_registry.served_model import ServedModel
-from training.trainers.tabular import (
+from model_registry.trained.tabular_pipeline import (
     MODEL_FILE,
     TRAINED_FILE,
     UntrustedModelFile,

@@ -13,31 +13,11 @@ from ..device import module_nbytes
 from ..served_model import ServedModel
 from ..token_batching import PreparedRunner, collate, split_rows
 from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, inference
+from .sentence_transformer_inputs import pad_values, plain_text_inputs
 from .shared_tokenizers import token_counter
 
 # The tasks this loader's models serve (checked against the catalogue at import).
 TASKS = frozenset({"text-vectorisation"})
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def plain_text_inputs(model) -> list[str] | str:
-    """The token inputs a model's first module reads, or why its inputs are not just
-    tokens (then it is served through encode, which knows its prompts and modalities)."""
-    if model.tokenizer is None:
-        return "its first module reads no text"
-    if getattr(model, "default_prompt_name", None):
-        return f"it prepends the prompt {model.default_prompt_name!r} to every input"
-    probe = model.preprocess(["probe"])
-    extra = sorted(set(probe) - set(TEXT_INPUTS) - {"modality"})
-    if extra or probe.get("modality", "text") != "text" or "attention_mask" not in probe:
-        return f"its inputs are not only token ids ({', '.join(sorted(probe))})"
-    return [name for name in TEXT_INPUTS if name in probe]
-
-
-def pad_values(tokenizer, names: list[str]) -> dict[str, int]:
-    values = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0,
-              "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
-    return {name: values[name] for name in names}
 
 
 def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool,

@@ -27,7 +27,7 @@ from ..onnx_quantise import quantise, worst_cosine
 from ..served_model import ServedModel
 from ..token_batching import PreparedRunner, Tokens, collate
 from .common import LoadSettings, import_lock
-from .sentence_transformer import pad_values, plain_text_inputs
+from .sentence_transformer_inputs import pad_values, plain_text_inputs
 from .shared_tokenizers import token_counter
 
 log = logging.getLogger(__name__)

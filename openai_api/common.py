@@ -9,7 +9,7 @@ from app.db import session
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from tasks.common import find_model
+from app.task_models import find_model
 from uploads.user_models import lookup_model
 
 # The /v1 routes that take a model serving each task.

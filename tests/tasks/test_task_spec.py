@@ -179,3 +179,46 @@ def test_no_task_module_imports_another():
                     imported.add(module.split(".")[1])
         assert not (imported & task_modules) - {name}, f"tasks/{name}.py imports {imported & task_modules}"
     assert tasks.SHARED.isdisjoint(task_modules)
+
+
+def test_a_spec_whose_trainer_trains_another_task_is_refused():
+    from training.trainers.tabular import TabularTrainer
+
+    bad = TaskSpec(TASK, "/word-count", "", "", WordCountBody, WordCountResponse, ("count",), sample=dict,
+                   trainer=TabularTrainer)
+
+    with pytest.raises(TaskSpecError, match="its trainer TabularTrainer trains tabular"):
+        check_specs({**TASK_SPECS, TASK: bad}, TASK_MODELS, loader_tasks())
+
+
+def test_the_trainers_are_found_through_the_specs():
+    from tasks.spec import NoTrainer, trainable_tasks, trainer_for
+
+    assert trainable_tasks() == ["image-classification", "tabular", "text-classification", "text-generation",
+                                 "text-vectorisation"]
+    assert type(trainer_for("tabular")).__name__ == "TabularTrainer"
+    with pytest.raises(NoTrainer, match="'qa' cannot be trained; tasks that can: image-classification"):
+        trainer_for("qa")
+
+
+def test_no_module_of_tasks_imports_flask_or_the_web_layer():
+    """A task is data: its routes are the web layer's (app/task_routes.py)."""
+    import ast
+    from pathlib import Path
+
+    import tasks
+
+    # app.config's settings names move to core/ with the rest of the settings.
+    allowed_from_app = {"app.config"}
+    for path in Path(tasks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in {"flask", "flask_smorest", "webargs"}, f"tasks/{path.name} imports {name}"
+                assert top != "app" or name in allowed_from_app, f"tasks/{path.name} imports {name}"

@@ -15,8 +15,9 @@ from ..token_batching import PreparedRunner, collate, split_rows
 from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, inference
 from .shared_tokenizers import token_counter
 
-# The tasks this loader's models serve (checked against the catalogue at import).
-TASKS = frozenset({"text-vectorisation"})
+# The tasks this loader's models serve (checked against the catalogue at import): each
+# runs a text to its vector; text-similarity's route compares the vectors (tasks/text_similarity.py).
+TASKS = frozenset({"text-vectorisation", "text-similarity"})
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -64,7 +65,7 @@ def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: boo
         runner = _encode_runner(model)
     else:
         runner = _token_runner(model, names, device)
-    served = ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": runner})
+    served = ServedModel(spec.key, model, module_nbytes(model), device, dict.fromkeys(TASKS, runner))
     if model.tokenizer is not None:  # None for a model whose first module reads no text
         served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
     served.truncatable_vectors = spec.matryoshka

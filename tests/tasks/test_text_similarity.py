@@ -145,3 +145,29 @@ def test_an_uploaded_vectoriser_declaring_the_task_serves_it(client_for, tiny_se
     assert served.json["similarity"] == pytest.approx(expected, abs=1e-4)
     assert refused.status_code == 404
     assert "does not do text-similarity" in refused.json["message"]
+
+
+LENGTH_VECTORS = '''
+def load_model(model_dir):
+    return None
+
+def call_model(model, task_input, task):
+    return [float(len(task_input["text"])), 1.0]
+'''
+
+
+def test_uploaded_code_serves_it_and_a_prediction_url_takes_the_texts_from_the_query(client_for):
+    from ..uploads.helpers import make_zip
+
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    archive = make_zip({"inference.py": LENGTH_VECTORS, "requirements.txt": "",
+                        "config.json": json.dumps({"description": "length vectors", "tasks": ["text-similarity"]})})
+    assert deploy(api.client, api.headers, "lengths", archive)["build_status"] == "success"
+    made = api.client.post("/models/lengths/prediction-url", json={"task": "text-similarity"}, headers=api.headers)
+    assert made.status_code == 201, made.json
+
+    # text_b "1" is a text field of the task: it stays the text "1" (one character), not the number 1.
+    answer = api.client.get(made.json["url"][made.json["url"].index("/p/"):] + "?text_a=ab&text_b=1")
+
+    assert answer.status_code == 200, answer.json
+    assert answer.json["similarity"] == pytest.approx(3 / np.sqrt(10))  # cos([2, 1], [1, 1])

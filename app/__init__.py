@@ -132,7 +132,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     api = Api(app)
     import openai_api
-    import tasks
+    from . import task_routes
     from predictions import async_api
     from predictions.urls_api import blp as prediction_urls_blp
     from training.datasets_api import blp as datasets_blp
@@ -140,7 +140,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from uploads.api import blp as models_blp
     from uploads.versions_api import blp as versions_blp
 
-    tasks.register(api)
+    task_routes.register(api)
     openai_api.register(api)
     api.register_blueprint(models_blp)
     api.register_blueprint(versions_blp)

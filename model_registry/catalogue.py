@@ -176,6 +176,11 @@ TASK_MODELS = {
         "english": "roberta-base-go_emotions",
         "t5-base-qa-summary-emotion": "t5-base-qa-summary-emotion",
     },
+    # Not in Backprop: the cosine similarity of two texts' vectors (tasks/text_similarity.py).
+    "text-similarity": {
+        "english": "all-MiniLM-L6-v2",
+        "multilingual": "paraphrase-multilingual-MiniLM-L12-v2",
+    },
 }
 
 

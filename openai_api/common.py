@@ -9,13 +9,14 @@ from app.db import session
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from tasks.common import find_model
+from app.task_models import find_model
+from tasks import text_generation, text_vectorisation
 from uploads.user_models import lookup_model
 
 # The /v1 routes that take a model serving each task.
 ENDPOINTS_FOR_TASK = {
-    "text-vectorisation": ["/v1/embeddings"],
-    "text-generation": ["/v1/completions", "/v1/chat/completions"],
+    text_vectorisation.TASK: ["/v1/embeddings"],
+    text_generation.TASK: ["/v1/completions", "/v1/chat/completions"],
 }
 
 

@@ -25,13 +25,13 @@ from app.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
+from tasks.text_generation import TASK
 
 from .common import resolve_model
 from .errors import documented_errors, openai_format
 from .sampling import SamplingBody, completion_request, max_new_tokens, only_default
 from .sse import ChunkShape, event_stream
 
-TASK = "text-generation"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # OpenAI's default for /v1/completions (chat has none: as much as fits).
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16

@@ -9,11 +9,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 from app.blueprint import Blueprint
 from core.errors import BadRequest
 from tasks.common import StrictSchema, TextOrTexts, as_batch
+from tasks.text_vectorisation import TASK
 
 from .common import resolve_model
 from .errors import documented_errors
-
-TASK = "text-vectorisation"
 
 blp = Blueprint("openai-embeddings", __name__, url_prefix="/v1/embeddings",
                 description="OpenAI-compatible: text to vectors.")

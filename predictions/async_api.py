@@ -77,7 +77,7 @@ class WebhookSecret(Schema):
 
 def _async_targets(app) -> dict:
     """endpoint -> (task, request schema) of every route that may answer asynchronously."""
-    task_of_path = {spec.blueprint.url_prefix: spec.name for spec in TASK_SPECS.values()}
+    task_of_path = {spec.path: spec.name for spec in TASK_SPECS.values()}
     task_of_path.update({path: task for task, paths in ENDPOINTS_FOR_TASK.items() for path in paths})
     targets = {}
     for rule in app.url_map.iter_rules():

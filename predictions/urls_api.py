@@ -33,9 +33,6 @@ from .dispatch import call_as
 
 blp = Blueprint("prediction_urls", __name__, description="Private prediction URLs: one model, no API key.")
 
-# Query values sent as they are, never read as JSON (a text "1" stays "1").
-TEXT_FIELDS = {"text", "question", "context", "prev_q", "prev_a"}
-LIST_FIELDS = {"labels", "prev_q", "prev_a"}
 
 
 class CreateBody(StrictSchema):
@@ -115,15 +112,17 @@ class RevokeUrl(MethodView):
         return None
 
 
-def _query_value(key: str, values: list[str], tabular: bool):
-    if tabular:  # a feature: a number when it reads as one
+def _query_value(values: list[str], kind: str | None):
+    """A query (or form) parameter's value as the JSON body would carry it; `kind` is
+    its request field's input_kind (tasks/), "row" for a column of a tabular row."""
+    if kind == "row":  # a feature: a number when it reads as one
         try:
             return float(values[-1])
         except ValueError:
             return values[-1]
-    if key in LIST_FIELDS:
+    if kind == "lines":
         return values if len(values) > 1 else [v for v in values[0].split(",") if v]
-    if key in TEXT_FIELDS:
+    if kind == "text":  # sent as it is, never read as JSON (a text "1" stays "1")
         return values[-1]
     try:  # max_length=20, do_sample=false: what the JSON body would carry
         return json.loads(values[-1])
@@ -131,19 +130,24 @@ def _query_value(key: str, values: list[str], tabular: bool):
         return values[-1]
 
 
-def _input_of_request(task: str) -> dict:
+def _body_of(spec, values: dict[str, list[str]]) -> dict:
+    """The task's body from parameters named as its request fields; for a task that
+    takes a row (tabular), every parameter is a column of that row."""
+    kinds = {name: getattr(field, "input_kind", None) for name, field in spec.request_fields().items()}
+    row_field = next((name for name, kind in kinds.items() if kind == "row"), None)
+    if row_field is not None:
+        return {row_field: {key: _query_value(v, "row") for key, v in values.items()}}
+    return {key: _query_value(v, kinds.get(key)) for key, v in values.items()}
+
+
+def _input_of_request(spec) -> dict:
     """The task's request body, from the query string (GET) or the body (POST)."""
     if "model" in request.args or "model" in request.form:
         raise BadRequest("A prediction URL answers its own model: leave out \"model\".")
     if request.method == "GET":
-        values = {key: request.args.getlist(key) for key in request.args}
-        if task == "tabular":
-            return {"features": {key: _query_value(key, v, True) for key, v in values.items()}}
-        return {key: _query_value(key, v, False) for key, v in values.items()}
+        return _body_of(spec, {key: request.args.getlist(key) for key in request.args})
     if request.mimetype == "multipart/form-data":
-        body = {key: _query_value(key, request.form.getlist(key), task == "tabular") for key in request.form}
-        if task == "tabular":
-            body = {"features": body}
+        body = _body_of(spec, {key: request.form.getlist(key) for key in request.form})
         for key, upload in request.files.items():  # an image file, sent as the JSON API takes it
             body[key] = base64.b64encode(upload.read()).decode()
         return body
@@ -178,7 +182,7 @@ def predict_with_url(secret):
     spec = TASK_SPECS.get(row.task)
     if model is None or spec is None:
         raise NotFound("Unknown or revoked prediction URL.")
-    body = _input_of_request(row.task)
+    body = _input_of_request(spec)
     if "model" in body:
         raise BadRequest("A prediction URL answers its own model: leave out \"model\".")
     limit = int(current_app.config["PREDICTION_URL_RATE_PER_MIN"])
@@ -186,6 +190,6 @@ def predict_with_url(secret):
         raise TooManyRequests(f"This URL answered {limit} calls this minute (INFER_PREDICTION_URL_RATE_PER_MIN); "
                               "try again in a minute.", headers={"Retry-After": str(60 - int(time.time()) % 60)})
     body["model"] = model.name if row.version_number is None else f"{model.name}@{row.version_number}"
-    status, answer = call_as(current_app._get_current_object(), row.account_id, spec.blueprint.url_prefix, body,
+    status, answer = call_as(current_app._get_current_object(), row.account_id, spec.path, body,
                              current_request_id.get())
     return answer, status

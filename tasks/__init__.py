@@ -24,7 +24,6 @@ for _module in pkgutil.iter_modules(__path__):
 check_specs(TASK_SPECS, TASK_MODELS, {name: loader.tasks for name, loader in LOADERS.items()})
 
 
-
 def in_catalogue_order() -> list:
     """The specs in the catalogue's order of tasks (Backprop's reference order, which
     the API docs follow), then the tasks only uploaded models serve, by name."""
@@ -34,8 +33,3 @@ def in_catalogue_order() -> list:
 
 # name -> spec (a live view: a spec registered later, by a test, is in it too).
 TASKS = TASK_SPECS
-
-
-def register(api) -> None:
-    for spec in in_catalogue_order():
-        api.register_blueprint(spec.blueprint)

@@ -1,12 +1,16 @@
-"""What every task shares: the strict base schema, text fields with limits, model lookup,
-the labels and top_k of the classification tasks."""
+"""What every task shares: the strict base schema, text fields with limits, the labels
+and top_k of the classification tasks.
 
-from flask import current_app
+Nothing here is Flask's: the limits are read through the reader the web layer
+installs (app/task_routes.py), and the model a request names is found there too
+(app/task_models.py)."""
+
+from collections.abc import Callable
+from typing import Any
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from app.auth import current_account_id
 from app.config import ENV_PREFIX
-from app.db import session
 from core.errors import InvalidInput
 from model_registry.catalogue import default_name
 
@@ -18,9 +22,23 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
+# key -> the running service's setting (INFER_<key>). The web layer installs it when it
+# registers the task routes, so that the schemas here check the limits of the app
+# that serves the request without importing Flask.
+_read_setting: Callable[[str], Any] | None = None
+
+
+def read_settings_with(reader: Callable[[str], Any]) -> None:
+    global _read_setting
+    _read_setting = reader
+
+
 def limit_setting(key: str) -> int:
     """A numeric limit setting of the running app (INFER_<key>)."""
-    return int(current_app.config[key])
+    if _read_setting is None:
+        raise RuntimeError("tasks.common has no settings reader: the web layer installs one "
+                           "(app.task_routes.register) before any request is read")
+    return int(_read_setting(key))
 
 
 def check_at_most(setting: str, field_name: str, value: int) -> None:
@@ -74,6 +92,9 @@ class TextOrTexts(fields.Field):
     With `empty_error`, an empty string is refused with that message (for tasks
     whose models cannot start from nothing).
     """
+
+    # What a form or a query string makes of this field (the playground, prediction URLs).
+    input_kind = "text"
 
     def __init__(self, empty_error: str | None = None, **kwargs):
         self.empty_error = empty_error
@@ -150,12 +171,20 @@ def as_batch(value) -> tuple[list, bool]:
     return [value], False
 
 
+def text_items(body: dict) -> tuple[list[dict], bool]:
+    """A TaskSpec's split for a body whose `text` is a text or a batch: one {"text": ...} per text."""
+    texts, is_batch = as_batch(body["text"])
+    return [{"text": text} for text in texts], is_batch
+
+
 class StringList(fields.Field):
     """A list of strings, or (for batch requests) a list of such lists.
 
     Which shape is right depends on the other fields, so the view checks that
     with `per_item`; this field checks the items and the limits.
     """
+
+    input_kind = "lines"  # one string per line of a form, or per repeated query parameter
 
     def __init__(self, what: str, limit_key: str, **kwargs):
         self.what = what
@@ -210,20 +239,6 @@ def per_item(values, count: int, field_name: str, is_batch: bool, default=None) 
     if len(values) != count:
         raise ValidationError({field_name: [f"Send one list per item: {count} lists, not {len(values)}."]})
     return values
-
-
-def find_model(task: str, model_name: str | None):
-    """A global model by its public name or catalogue key, else one of the caller's
-    own (404 if neither), loaded if need be. Its `run(task, items)` goes through
-    its batcher."""
-    registry = current_app.extensions["models"]
-    if model_name is None or registry.serves(task, model_name):
-        return registry.get(task, model_name)
-    return current_app.extensions["user_models"].get(session(), current_account_id(), task, model_name)
-
-
-def run_task(task: str, model_name: str | None, items: list) -> list:
-    return find_model(task, model_name).run(task, items)
 
 
 def require_labels(labels: list[str], field_name: str) -> list[str]:

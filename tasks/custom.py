@@ -1,16 +1,10 @@
 """POST /custom: any fields, passed whole to your own model (one with the custom task)."""
 
-from flask.views import MethodView
 from marshmallow import INCLUDE, Schema, fields
 
-from app.blueprint import Blueprint
-
-from .common import run_task
 from .spec import TaskSpec, register
 
 TASK = "custom"
-
-blp = Blueprint(TASK, __name__, url_prefix="/custom", description="Your own model's custom task.")
 
 
 class CustomBody(Schema):
@@ -26,15 +20,13 @@ class CustomResponse(Schema):
     output = fields.Raw(metadata={"description": "Whatever your model returns."})
 
 
-@blp.route("")
-class Custom(MethodView):
-    @blp.arguments(CustomBody)
-    @blp.response(200, CustomResponse)
-    def post(self, body):
-        """Call your model with the request's fields (all but model)"""
-        task_input = {key: value for key, value in body.items() if key != "model"}
-        return SPEC.answer(run_task(TASK, body["model"], [task_input]), False)
+def one_input(body: dict) -> tuple[list[dict], bool]:
+    """The model's one input: every field of the request but model."""
+    return [{key: value for key, value in body.items() if key != "model"}], False
 
 
 # Only uploaded models serve it: whatever they answer is theirs to choose.
-SPEC = register(TaskSpec(TASK, blp, response_keys=("output",), sample=dict))
+SPEC = register(TaskSpec(
+    TASK, "/custom", "Your own model's custom task.", "Call your model with the request's fields (all but model)",
+    CustomBody, CustomResponse, response_keys=("output",), sample=dict, items=one_input,
+))

@@ -9,18 +9,13 @@ reads (every release), and under `output`, the key the Backprop API reference
 documents.
 """
 
-from flask.views import MethodView
-
-from app.blueprint import Blueprint
 from model_registry.catalogue import EMOTION_CLASSIFIER
 
 from .answers import SAMPLE_TEXT, string_answer
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
+from .common import StrictSchema, TextOrTexts, model_field, string_or_list, text_items
 from .spec import TaskSpec, register
 
 TASK = "emotion"
-
-blp = Blueprint(TASK, __name__, url_prefix="/emotion", description="Emotion detection (GoEmotions labels).")
 
 
 class EmotionBody(StrictSchema):
@@ -34,18 +29,8 @@ class EmotionResponse(StrictSchema):
     output = string_or_list(description="The same value: the key the Backprop API reference documents.")
 
 
-@blp.route("")
-class Emotion(MethodView):
-    @blp.arguments(EmotionBody)
-    @blp.response(200, EmotionResponse)
-    def post(self, body):
-        """Detect the emotions in a text (or a batch of texts)"""
-        texts, is_batch = as_batch(body["text"])
-        outputs = run_task(TASK, body["model"], [{"text": text} for text in texts])
-        return SPEC.answer(outputs, is_batch)
-
-
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("emotion", "output"), sample=lambda: {"text": SAMPLE_TEXT},
-    check_answer=string_answer, hf_loader=EMOTION_CLASSIFIER,
+    TASK, "/emotion", "Emotion detection (GoEmotions labels).", "Detect the emotions in a text (or a batch of texts)",
+    EmotionBody, EmotionResponse, response_keys=("emotion", "output"), sample=lambda: {"text": SAMPLE_TEXT},
+    items=text_items, check_answer=string_answer, hf_loader=EMOTION_CLASSIFIER,
 ))

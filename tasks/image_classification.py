@@ -3,18 +3,16 @@ base64 image (or each of a batch); the probabilities of an image sum to 1 over i
 A model you trained (a linear probe on CLIP's image features) knows its labels: it needs
 none, and scores a subset of them when sent some."""
 
-from flask.views import MethodView
 from marshmallow import fields, post_load
 
-from app.blueprint import Blueprint
 from model_registry.catalogue import CLIP
+from training.trainers.clip_probe import ClipProbeTrainer
 
 from .answers import encode_png, sample_image, probabilities_answer
 from .common import (
     StrictSchema,
     as_batch,
     checked_labels,
-    find_model,
     keep_top_k,
     labels_field,
     model_field,
@@ -26,9 +24,6 @@ from .images import ImageOrImages, decode_images
 from .spec import TaskSpec, register
 
 TASK = "image-classification"
-
-blp = Blueprint(TASK, __name__, url_prefix="/image-classification",
-                description="Zero-shot image classification, or your trained classifier.")
 
 
 class ImageClassificationBody(StrictSchema):
@@ -57,24 +52,21 @@ class ImageClassificationResponse(StrictSchema):
                   {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
 
 
-@blp.route("")
-class ImageClassification(MethodView):
-    @blp.arguments(ImageClassificationBody)
-    @blp.response(200, ImageClassificationResponse)
-    def post(self, body):
-        """Score the caller's labels for an image (or a batch of images)"""
-        # An unknown model, or one that needs the labels it was not sent, fails before any image is decoded.
-        model = find_model(TASK, body["model"])
-        require_labels_for(model, body["model"], TASK, body["labels"])
-        images, _ = as_batch(decode_images(body["image"]))
-        items = [{"image": image, "labels": labels} for image, labels in zip(images, body["labels"])]
-        results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, items)]
-        return SPEC.answer(results, body["is_batch"])
+def labelled_images(body: dict) -> tuple[list[dict], bool]:
+    # Decoded once the model is found: an unknown model, or one that needs the labels
+    # it was not sent (check_model), fails before any image is decoded.
+    images, _ = as_batch(decode_images(body["image"]))
+    return [{"image": image, "labels": labels} for image, labels in zip(images, body["labels"])], body["is_batch"]
 
 
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("probabilities",), sample=lambda: {"image": sample_image(), "labels": ["purple", "green"]},
+    TASK, "/image-classification", "Zero-shot image classification, or your trained classifier.",
+    "Score the caller's labels for an image (or a batch of images)",
+    ImageClassificationBody, ImageClassificationResponse, response_keys=("probabilities",),
+    sample=lambda: {"image": sample_image(), "labels": ["purple", "green"]}, items=labelled_images,
+    check_model=lambda model, body: require_labels_for(model, body["model"], TASK, body["labels"]),
+    finish=lambda results, body: [keep_top_k(result, body["top_k"]) for result in results],
     check_answer=probabilities_answer,
     to_user_input=lambda item: {"image": encode_png(item["image"]), "labels": item["labels"]}, hf_loader=CLIP,
-    trainer="training.trainers.clip_probe:ClipProbeTrainer",
+    trainer=ClipProbeTrainer,
 ))

@@ -3,20 +3,16 @@ library computed it with CLIP: the image's vector and the text's vector joined e
 to end (image first), the whole scaled to length 1. Not in the Backprop API
 reference; Backprop's Python client 0.1.x calls it."""
 
-from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load
 
-from app.blueprint import Blueprint
 from model_registry.catalogue import CLIP
 
 from .answers import SAMPLE_TEXT, encode_png, sample_image, vector_answer
-from .common import StrictSchema, TextOrTexts, as_batch, find_model, model_field
+from .common import StrictSchema, TextOrTexts, as_batch, model_field
 from .images import ImageOrImages, decode_images
 from .spec import TaskSpec, register
 
 TASK = "image-text-vectorisation"
-
-blp = Blueprint(TASK, __name__, url_prefix="/image-text-vectorisation", description="Image and text pairs to vectors.")
 
 
 class ImageTextVectorisationBody(StrictSchema):
@@ -43,21 +39,18 @@ class ImageTextVectorisationResponse(StrictSchema):
                   {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}]})
 
 
-@blp.route("")
-class ImageTextVectorisation(MethodView):
-    @blp.arguments(ImageTextVectorisationBody)
-    @blp.response(200, ImageTextVectorisationResponse)
-    def post(self, body):
-        """Vectorise an image and its text together (or a batch of pairs)"""
-        model = find_model(TASK, body["model"])  # an unknown model is a 404 before any image is decoded
-        images, _ = as_batch(decode_images(body["image"]))
-        texts, _ = as_batch(body["text"])
-        vectors = model.run(TASK, [{"image": image, "text": text} for image, text in zip(images, texts)])
-        return SPEC.answer(vectors, body["is_batch"])
+def pairs(body: dict) -> tuple[list[dict], bool]:
+    # Decoded once the model is found: an unknown model is a 404 before any image is decoded.
+    images, _ = as_batch(decode_images(body["image"]))
+    texts, _ = as_batch(body["text"])
+    return [{"image": image, "text": text} for image, text in zip(images, texts)], body["is_batch"]
 
 
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("vector",), sample=lambda: {"image": sample_image(), "text": SAMPLE_TEXT},
+    TASK, "/image-text-vectorisation", "Image and text pairs to vectors.",
+    "Vectorise an image and its text together (or a batch of pairs)",
+    ImageTextVectorisationBody, ImageTextVectorisationResponse, response_keys=("vector",),
+    sample=lambda: {"image": sample_image(), "text": SAMPLE_TEXT}, items=pairs,
     check_answer=vector_answer, to_user_input=lambda item: {"image": encode_png(item["image"]), "text": item["text"]},
     hf_loader=CLIP,
 ))

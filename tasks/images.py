@@ -13,14 +13,13 @@ import binascii
 import io
 import warnings
 
-from flask import current_app
 from marshmallow import ValidationError, fields
 
 from app.config import ENV_PREFIX
 from core.errors import BadRequest
 from core.images import IMAGE_FORMATS
 
-from .common import as_batch, check_batch
+from .common import as_batch, check_batch, limit_setting
 
 
 class NotAnImage(Exception):
@@ -52,6 +51,8 @@ def _bad_request(field: str, errors: dict, is_batch: bool) -> BadRequest:
 
 class ImageOrImages(fields.Field):
     """One base64 image, or (when allowed) a list of them for a batch: their file bytes."""
+
+    input_kind = "image"  # a file of a form
 
     def __init__(self, allow_batch: bool = True, **kwargs):
         self.allow_batch = allow_batch
@@ -94,8 +95,8 @@ def _each(step, items: list, field: str, is_batch: bool) -> list:
 def decode_images(value: bytes | list[bytes], field: str = "image"):
     """What `ImageOrImages` loaded -> an RGB image, or a list of them for a list."""
     raws, is_batch = as_batch(value)
-    per_image = int(current_app.config["MAX_IMAGE_PIXELS"])
-    per_request = int(current_app.config["MAX_REQUEST_PIXELS"])
+    per_image = limit_setting("MAX_IMAGE_PIXELS")
+    per_request = limit_setting("MAX_REQUEST_PIXELS")
     opened = _each(lambda raw: _open(raw, per_image), raws, field, is_batch)
     total = sum(image.width * image.height for image in opened)
     if total > per_request:

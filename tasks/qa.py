@@ -1,18 +1,14 @@
 """POST /qa: answer a question from a context, with the conversation so far."""
 
-from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load
 
-from app.blueprint import Blueprint
 from model_registry.catalogue import EXTRACTIVE_QA
 
 from .answers import SAMPLE_TEXT, string_answer
-from .common import StrictSchema, StringList, TextOrTexts, as_batch, model_field, per_item, run_task
+from .common import StrictSchema, StringList, TextOrTexts, as_batch, model_field, per_item
 from .spec import TaskSpec, register
 
 TASK = "qa"
-
-blp = Blueprint(TASK, __name__, url_prefix="/qa", description="Question answering.")
 
 
 class QABody(StrictSchema):
@@ -54,22 +50,9 @@ class QAResponse(StrictSchema):
                                   "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
 
 
-def predict(model_name: str | None, items: list[dict]) -> list[str]:
-    return run_task(TASK, model_name, items)
-
-
-@blp.route("")
-class QA(MethodView):
-    @blp.arguments(QABody)
-    @blp.response(200, QAResponse)
-    def post(self, body):
-        """Answer a question (or a batch) from its context and the conversation so far"""
-        answers = predict(body["model"], body["items"])
-        return SPEC.answer(answers, body["is_batch"])
-
-
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("answer",),
+    TASK, "/qa", "Question answering.", "Answer a question (or a batch) from its context and the conversation so far",
+    QABody, QAResponse, response_keys=("answer",),
     sample=lambda: {"question": "What is checked?", "context": SAMPLE_TEXT, "prev_q": [], "prev_a": []},
     check_answer=string_answer, hf_loader=EXTRACTIVE_QA,
 ))

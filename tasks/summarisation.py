@@ -9,18 +9,13 @@ distilbart-cnn-12-6, 512 for T5) are truncated to it: the summary covers the
 beginning of the text.
 """
 
-from flask.views import MethodView
-
-from app.blueprint import Blueprint
 from model_registry.catalogue import SEQ2SEQ
 
 from .answers import SAMPLE_TEXT, string_answer
-from .common import StrictSchema, TextOrTexts, as_batch, model_field, run_task, string_or_list
+from .common import StrictSchema, TextOrTexts, model_field, string_or_list, text_items
 from .spec import TaskSpec, register
 
 TASK = "summarisation"
-
-blp = Blueprint(TASK, __name__, url_prefix="/summarisation", description="Summarisation.")
 
 
 class SummarisationBody(StrictSchema):
@@ -33,18 +28,8 @@ class SummarisationResponse(StrictSchema):
     output = string_or_list(description="The same value: the key the Backprop API reference documents.")
 
 
-@blp.route("")
-class Summarisation(MethodView):
-    @blp.arguments(SummarisationBody)
-    @blp.response(200, SummarisationResponse)
-    def post(self, body):
-        """Summarise a text (or a batch of texts)"""
-        texts, is_batch = as_batch(body["text"])
-        summaries = run_task(TASK, body["model"], [{"text": text} for text in texts])
-        return SPEC.answer(summaries, is_batch)
-
-
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("summary", "output"), sample=lambda: {"text": SAMPLE_TEXT},
-    check_answer=string_answer, hf_loader=SEQ2SEQ,
+    TASK, "/summarisation", "Summarisation.", "Summarise a text (or a batch of texts)",
+    SummarisationBody, SummarisationResponse, response_keys=("summary", "output"), sample=lambda: {"text": SAMPLE_TEXT},
+    items=text_items, check_answer=string_answer, hf_loader=SEQ2SEQ,
 ))

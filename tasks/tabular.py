@@ -4,18 +4,15 @@ the probability of each class (OneClick's prediction API, in JSON)."""
 
 import math
 
-from flask.views import MethodView
 from marshmallow import ValidationError, fields, validate
 
-from app.blueprint import Blueprint
 from core.errors import InvalidInput
+from training.trainers.tabular import TabularTrainer
 
-from .common import StrictSchema, as_batch, check_batch, check_text, find_model
+from .common import StrictSchema, as_batch, check_batch, check_text
 from .spec import TaskSpec, register
 
 TASK = "tabular"
-
-blp = Blueprint(TASK, __name__, url_prefix="/predict", description="Predictions of your own tabular models.")
 
 # What a build runs an uploaded tabular model on (trained ones are never built):
 # a row of the iris measurements, OneClick's example.
@@ -41,6 +38,8 @@ def _row_schema() -> dict:
 
 class RowOrRows(fields.Field):
     """One row {column: value}, or a list of rows for a batch."""
+
+    input_kind = "row"  # a query string's or a form's fields are the row's columns
 
     def __init__(self, **kwargs):
         super().__init__(metadata={"oneOf": [_row_schema(), {"type": "array", "items": _row_schema(), "minItems": 1}],
@@ -135,21 +134,21 @@ def prediction_answer(item, output) -> str | None:
     return None if ok else 'should return {"prediction": a class or number, "probabilities": {class: p} or null}'
 
 
-@blp.route("")
-class Predict(MethodView):
-    @blp.arguments(PredictBody)
-    @blp.response(200, PredictResponse)
-    def post(self, body):
-        """Predict a row's label with your tabular model (or each row's, for a batch)"""
-        rows, is_batch = as_batch(body["features"])
-        model = find_model(TASK, body["model"])
-        if model.input_columns is not None:  # a trained model knows its columns; uploaded code checks its own
-            check_rows(rows, model.input_columns, body["model"], is_batch)
-        return answer(model.run(TASK, rows), is_batch)
+def rows(body: dict) -> tuple[list[dict], bool]:
+    return as_batch(body["features"])
+
+
+def check_columns(model, body: dict) -> None:
+    """A trained model knows its columns: the rows must have them; uploaded code checks its own."""
+    if model.input_columns is not None:
+        features, is_batch = rows(body)
+        check_rows(features, model.input_columns, body["model"], is_batch)
 
 
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("prediction", "probabilities"), sample=lambda: dict(SAMPLE_ROW),
-    check_answer=prediction_answer, to_user_input=lambda item: {"features": item},
-    trainer="training.trainers.tabular:TabularTrainer",
+    TASK, "/predict", "Predictions of your own tabular models.",
+    "Predict a row's label with your tabular model (or each row's, for a batch)",
+    PredictBody, PredictResponse, response_keys=("prediction", "probabilities"), sample=lambda: dict(SAMPLE_ROW),
+    items=rows, check_model=check_columns, answer_body=answer,
+    check_answer=prediction_answer, to_user_input=lambda item: {"features": item}, trainer=TabularTrainer,
 ))

@@ -1,11 +1,10 @@
 """POST /text-classification: zero-shot probabilities for the caller's labels, or
 a trained classifier's probabilities for its own labels (no labels needed)."""
 
-from flask.views import MethodView
 from marshmallow import fields, post_load
 
-from app.blueprint import Blueprint
 from model_registry.catalogue import ZERO_SHOT_NLI
+from training.trainers.setfit_text import SetFitTextTrainer
 
 from .answers import SAMPLE_TEXT, probabilities_answer
 from .common import (
@@ -13,7 +12,6 @@ from .common import (
     TextOrTexts,
     as_batch,
     checked_labels,
-    find_model,
     keep_top_k,
     labels_field,
     model_field,
@@ -24,9 +22,6 @@ from .common import (
 from .spec import TaskSpec, register
 
 TASK = "text-classification"
-
-blp = Blueprint(TASK, __name__, url_prefix="/text-classification",
-                description="Zero-shot text classification, or with a classifier you trained.")
 
 
 class TextClassificationBody(StrictSchema):
@@ -54,20 +49,13 @@ class TextClassificationResponse(StrictSchema):
                   {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}]})
 
 
-@blp.route("")
-class TextClassification(MethodView):
-    @blp.arguments(TextClassificationBody)
-    @blp.response(200, TextClassificationResponse)
-    def post(self, body):
-        """Score the caller's labels for a text (or a batch of texts)"""
-        model = find_model(TASK, body["model"])
-        require_labels_for(model, body["model"], TASK, [item["labels"] for item in body["items"]])
-        results = [keep_top_k(result, body["top_k"]) for result in model.run(TASK, body["items"])]
-        return SPEC.answer(results, body["is_batch"])
-
-
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("probabilities",), sample=lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
-    check_answer=probabilities_answer, hf_loader=ZERO_SHOT_NLI,
-    trainer="training.trainers.setfit_text:SetFitTextTrainer",
+    TASK, "/text-classification", "Zero-shot text classification, or with a classifier you trained.",
+    "Score the caller's labels for a text (or a batch of texts)",
+    TextClassificationBody, TextClassificationResponse, response_keys=("probabilities",),
+    sample=lambda: {"text": SAMPLE_TEXT, "labels": ["check", "other"]},
+    check_model=lambda model, body: require_labels_for(
+        model, body["model"], TASK, [item["labels"] for item in body["items"]]),
+    finish=lambda results, body: [keep_top_k(result, body["top_k"]) for result in results],
+    check_answer=probabilities_answer, hf_loader=ZERO_SHOT_NLI, trainer=SetFitTextTrainer,
 ))

@@ -8,28 +8,24 @@ the reference's default (Backprop's client sends only those its user set).
 Prompts longer than the model's context are cut from the left, keeping the
 latest text.
 
-A generation nobody waits for stops at its next token (app/client_gone.py): its
-client has gone (499), or REQUEST_TIMEOUT_S passed since its submit (504). The
-tokens every generation produced are counted in infer_generated_tokens_total,
-those of a stopped one included.
+A generation nobody waits for stops at its next token (the spec's
+stops_when_abandoned; the route watches it, app/client_gone.py): its client has
+gone (499), or REQUEST_TIMEOUT_S passed since its submit (504). The tokens every
+generation produced are counted in infer_generated_tokens_total, those of a
+stopped one included.
 """
 
-from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load, validate
 
-from app import metrics
-from app.blueprint import Blueprint
-from app.client_gone import new_control, run_watched
 from model_registry.catalogue import CAUSAL_LM
 from model_registry.loaders.generation import DEFAULTS
+from training.trainers.lora_generation import LoraGenerationTrainer
 
 from .answers import SAMPLE_TEXT, strings_answer
-from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, find_model, model_field
+from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, model_field
 from .spec import TaskSpec, register
 
 TASK = "text-generation"
-
-blp = Blueprint(TASK, __name__, url_prefix="/text-generation", description="Text generation.")
 
 
 class TextGenerationBody(StrictSchema):
@@ -86,30 +82,13 @@ class TextGenerationBody(StrictSchema):
         return {"items": [{"text": text, "params": data} for text in texts], "is_batch": is_batch, "model": model}
 
 
-@blp.route("")
-class TextGeneration(MethodView):
-    @blp.arguments(TextGenerationBody)
-    @blp.response(200, OutputResponse)
-    def post(self, body):
-        """Continue a text (or a batch of texts)"""
-        served = find_model(TASK, body["model"])
-        control = new_control(served.batch_settings.timeout_s)
-        items = [{**item, "control": control} for item in body["items"]]
-
-        def count_generated(done):
-            if not done.cancelled() and not done.exception():
-                metrics.on_generated_rows(served.key, control.rows())
-
-        outputs = run_watched(served, TASK, items, control, on_done=count_generated)
-        return SPEC.answer(outputs, body["is_batch"])
-
-
 SPEC = register(TaskSpec(
-    TASK, blp, response_keys=("output",),
+    TASK, "/text-generation", "Text generation.", "Continue a text (or a batch of texts)",
+    TextGenerationBody, OutputResponse, response_keys=("output",), stops_when_abandoned=True,
     sample=lambda: {"text": SAMPLE_TEXT, "params": {**DEFAULTS, "min_length": 1, "max_length": 4, "temperature": 0}},
     check_answer=strings_answer, to_user_input=lambda item: {"text": item["text"], **item["params"]},
     # A Hugging Face folder of an encoder-decoder model goes to the seq2seq loader
     # instead (uploads.serving.hf_loader reads its config.json).
     hf_loader=CAUSAL_LM,
-    trainer="training.trainers.lora_generation:LoraGenerationTrainer",
+    trainer=LoraGenerationTrainer,
 ))

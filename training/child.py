@@ -132,11 +132,10 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     import torch
 
     from model_registry.loaders import DEFAULT_SETTINGS
-    from tasks.spec import task_spec
+    from tasks.spec import task_spec, trainer_for
     from uploads import formats
 
     from .datasets import read_rows
-    from .trainers import trainer_for
     from .trainers.base import TrainingFailed, TrainingRun
 
     threads = int(spec["torch_threads"])
@@ -178,7 +177,7 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     served = formats.named(result.format).serve(version)
     try:
         for task in result.tasks:
-            item = trainer.sample_input(train_rows)
+            item = trainer.sample_input(train_rows, task_spec(task).sample())
             output = served.runners[task]([item])[0]
             problem = task_spec(task).check_answer(item, output)
             if problem:

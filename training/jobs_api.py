@@ -22,6 +22,7 @@ from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
 from model_registry.resolve import hub_offline, unavailable_message
 from tasks.common import StrictSchema
+from tasks.spec import NoTrainer, trainable_tasks, trainer_for
 from uploads.api import RESERVED_NAMES, Conflict, UploadUrlBody, iso_time
 from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
@@ -29,7 +30,6 @@ from uploads.user_models import lookup_model
 from .datasets import FORMAT_TASKS
 from .datasets_api import find_dataset
 from .paths import new_id
-from .trainers import NoTrainer, trainable_tasks, trainer_for
 
 blp = Blueprint("jobs", __name__, description="Training jobs: train your models on your datasets.")
 

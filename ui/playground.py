@@ -1,7 +1,7 @@
 """The playground: pick a task and a model, fill in the task's fields, run it, and
 get the curl command that sends the same request.
 
-The form is built from each task's own request schema (the one its view declares,
+The form is built from each task's own request schema (its TaskSpec's,
 tasks/*.py), so a task added to tasks/ shows up here with its fields. The page
 runs a request through the JSON API as the signed-in account (ui/api.py): the
 answer, and the error message, are exactly what the account's key would get.
@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from flask import current_app, jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
-from model_registry.catalogue import TASK_MODELS
 from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
-from tasks.common import StringList, TextOrTexts
-from tasks.images import ImageOrImages
 from tasks.spec import TASK_SPECS, TaskSpec
 
 from . import api
@@ -60,10 +57,17 @@ class FormField:
         return self.kind in ("integer", "number", "boolean") and not self.required
 
 
+# The task fields' kinds (their input_kind, tasks/) the form has an input for; a row
+# of a tabular model's columns is typed as JSON.
+FORM_KINDS = {"image", "text", "lines"}
+
+
 def _kind(field: fields.Field) -> str:
-    # The task fields' own classes first: they subclass the generic ones.
-    for field_class, kind in ((ImageOrImages, "image"), (TextOrTexts, "text"), (StringList, "lines"),
-                              (fields.Boolean, "boolean"), (fields.Integer, "integer"), (fields.Number, "number"),
+    # The task fields' own kinds first: their classes subclass the generic ones.
+    kind = getattr(field, "input_kind", None)
+    if kind is not None:
+        return kind if kind in FORM_KINDS else "json"
+    for field_class, kind in ((fields.Boolean, "boolean"), (fields.Integer, "integer"), (fields.Number, "number"),
                               (fields.String, "text")):
         if isinstance(field, field_class):
             return kind
@@ -78,19 +82,9 @@ def _first_sentence(description: str) -> str:
     return re.split(r"(?<=[.:])\s+(?=[A-Z])", description, maxsplit=1)[0]
 
 
-def request_schema(spec: TaskSpec):
-    """The schema class the task's POST view declares with @blp.arguments."""
-    for view_docs in spec.blueprint._docs.values():
-        for parameter in (view_docs.get("post") or {}).get("arguments", {}).get("parameters", []):
-            if parameter.get("in") == "json":
-                return parameter["schema"]
-    raise LookupError(f"task {spec.name} declares no JSON body")
-
-
 def form_fields(spec: TaskSpec) -> list[FormField]:
     """The task's body fields as form inputs; the model has its own select."""
-    schema_class = request_schema(spec)
-    schema = schema_class() if isinstance(schema_class, type) else schema_class
+    schema = spec.request_schema()
     found = []
     for name, field in schema.fields.items():
         if name == "model":
@@ -104,10 +98,6 @@ def form_fields(spec: TaskSpec) -> list[FormField]:
                                'Your model\'s fields, as a JSON object, e.g. {"numbers": [1, 2]}. '
                                "Each becomes a field of the request."))
     return found
-
-
-def route(spec: TaskSpec) -> str:
-    return spec.blueprint.url_prefix
 
 
 @dataclass(frozen=True)
@@ -131,7 +121,7 @@ def model_choices(task: str, listed: list[dict]) -> dict[str, list[ModelChoice]]
     absent = {model["name"]: model.get("download") for model in listed
               if model["id"].startswith("global_") and not model.get("available", True)}
     built_in = []
-    for position, (name, key) in enumerate(TASK_MODELS.get(task, {}).items()):
+    for position, (name, key) in enumerate(TASK_SPECS[task].models.items()):
         notes = (["default"] if position == 0 else []) + (["files not here"] if key in absent else [])
         label = (name if name == key else f"{name}: {key}") + (f" ({', '.join(notes)})" if notes else "")
         built_in.append(ModelChoice(name, label, absent.get(key)))
@@ -159,7 +149,7 @@ def _task_form_context(task: str, model: str | None = None) -> dict:
     listed = api.get("/models", query={"include_global": "true"})
     choices = model_choices(task, listed)
     names = [choice.name for group in choices.values() for choice in group]
-    return {"spec": spec, "route": route(spec), "fields": form_fields(spec), "choices": choices,
+    return {"spec": spec, "route": spec.path, "fields": form_fields(spec), "choices": choices,
             "chosen_model": model if model in names else default_choice(choices, listed),
             "hub_offline": hub_offline()}
 
@@ -234,7 +224,7 @@ def curl_command(url: str, body: dict, files: dict[str, str] | None = None) -> s
 
 
 def _curl_for(spec: TaskSpec, body: dict, files: dict[str, str]) -> str:
-    return curl_command(public_url() + route(spec), body, files)
+    return curl_command(public_url() + spec.path, body, files)
 
 
 @bp.errorhandler(BadRun)
@@ -254,6 +244,6 @@ def playground_curl():
 def playground_run():
     """Send the body to the task's route as the account; the API's status and answer."""
     spec, body, files = _run_request()
-    answer = api.call("POST", route(spec), json=body)
+    answer = api.call("POST", spec.path, json=body)
     return jsonify(status=answer.status, ok=answer.ok, answer=answer.body,
                    message=None if answer.ok else answer.message, curl=_curl_for(spec, body, files))

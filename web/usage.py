@@ -37,7 +37,7 @@ def inference_routes() -> dict[str, str]:
     from openai_api.common import ENDPOINTS_FOR_TASK
     from tasks.spec import TASK_SPECS
 
-    routes = {spec.blueprint.url_prefix: spec.name for spec in TASK_SPECS.values()}
+    routes = {spec.path: spec.name for spec in TASK_SPECS.values()}
     routes.update({path: task for task, paths in ENDPOINTS_FOR_TASK.items() for path in paths})
     return routes
 

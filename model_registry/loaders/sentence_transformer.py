@@ -16,8 +16,9 @@ from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, inference
 from .sentence_transformer_inputs import pad_values, plain_text_inputs
 from .shared_tokenizers import token_counter
 
-# The tasks this loader's models serve (checked against the catalogue at import).
-TASKS = frozenset({"text-vectorisation"})
+# The tasks this loader's models serve (checked against the catalogue at import): each
+# runs a text to its vector; text-similarity's route compares the vectors (tasks/text_similarity.py).
+TASKS = frozenset({"text-vectorisation", "text-similarity"})
 
 
 def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: bool,
@@ -44,7 +45,7 @@ def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: boo
         runner = _encode_runner(model)
     else:
         runner = _token_runner(model, names, device)
-    served = ServedModel(spec.key, model, module_nbytes(model), device, {"text-vectorisation": runner})
+    served = ServedModel(spec.key, model, module_nbytes(model), device, dict.fromkeys(TASKS, runner))
     if model.tokenizer is not None:  # None for a model whose first module reads no text
         served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
     served.truncatable_vectors = spec.matryoshka

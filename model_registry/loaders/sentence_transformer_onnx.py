@@ -64,8 +64,10 @@ def load_onnx_vectoriser(spec: ModelSpec, path: str, settings: LoadSettings) -> 
                       "sentences is %.4f, below INFER_ONNX_INT8_MIN_COSINE=%g; serving the fp32 ONNX export",
                       spec.key, preset, cosine, settings.int8_min_cosine)
     vectorise = _Vectoriser(folder, manifest, graph, settings.threads)
+    # The tasks of sentence_transformer.TASKS, each a text to its vector, through one runner.
+    runner = PreparedRunner(vectorise.prepare, vectorise.run)
     served = ServedModel(spec.key, vectorise.forward, onnx_file_bytes(vectorise.graph), "cpu",
-                         {"text-vectorisation": PreparedRunner(vectorise.prepare, vectorise.run)})
+                         dict.fromkeys(("text-vectorisation", "text-similarity"), runner))
     served.backend = backend
     served.count_tokens = token_counter(vectorise.tokenizer, vectorise.tokenizer.model_max_length)
     served.truncatable_vectors = spec.matryoshka

@@ -24,7 +24,7 @@ def test_each_entry_says_which_tasks_and_v1_routes_take_it(serve):
     assert body["object"] == "list"
     entries = {entry["id"]: entry for entry in body["data"]}
 
-    assert entries["all-MiniLM-L6-v2"]["tasks"] == ["text-vectorisation"]
+    assert entries["all-MiniLM-L6-v2"]["tasks"] == ["text-vectorisation", "text-similarity"]
     assert entries["all-MiniLM-L6-v2"]["endpoints"] == ["/v1/embeddings"]
     assert {"text-vectorisation", "image-classification", "image-vectorisation"} <= set(
         entries["clip-vit-base-patch32"]["tasks"])

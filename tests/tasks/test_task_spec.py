@@ -1,26 +1,22 @@
 """A task is its TaskSpec: a throwaway task declared here, in the test and nowhere in
-the product, is served over HTTP by an uploaded model (built with the spec's
-sample and answer check, called through the spec's adapter) with no edit
-anywhere else. And the task table, the catalogue and the loaders are checked
+the product, as data only (no view, no blueprint), is served over HTTP by an
+uploaded model (built with the spec's sample and answer check, called through
+the spec's adapter) with no edit anywhere else. And the task table, the catalogue and the loaders are checked
 against each other at import, with messages."""
 
 import json
 
 import pytest
-from flask.views import MethodView
 from marshmallow import fields
 
-from app.blueprint import Blueprint
 from model_registry.catalogue import MODELS, TASK_MODELS, ModelSpec
 from model_registry.loaders import LOADERS, CatalogueError, check_catalogue
-from tasks.common import StrictSchema, TextOrTexts, as_batch, model_field, run_task
+from tasks.common import StrictSchema, TextOrTexts, as_batch, model_field
 from tasks.spec import TASK_SPECS, TaskSpec, TaskSpecError, check_specs, register, unregister
 
 from ..uploads.helpers import deploy, make_zip
 
 TASK = "word-count"
-
-blp = Blueprint(TASK, __name__, url_prefix="/word-count", description="Counts words (a test's task).")
 
 
 class WordCountBody(StrictSchema):
@@ -32,17 +28,14 @@ class WordCountResponse(StrictSchema):
     count = fields.Raw()
 
 
-@blp.route("")
-class WordCount(MethodView):
-    @blp.arguments(WordCountBody)
-    @blp.response(200, WordCountResponse)
-    def post(self, body):
-        texts, is_batch = as_batch(body["text"])
-        return SPEC.answer(run_task(TASK, body["model"], [{"words": text.split()} for text in texts]), is_batch)
+def words(body: dict) -> tuple[list, bool]:
+    texts, is_batch = as_batch(body["text"])
+    return [{"words": text.split()} for text in texts], is_batch
 
 
 SPEC = TaskSpec(
-    TASK, blp, response_keys=("count",),
+    TASK, "/word-count", "Counts words (a test's task).", "Count the words of a text",
+    WordCountBody, WordCountResponse, response_keys=("count",), items=words,
     sample=lambda: {"words": ["three", "little", "words"]},
     check_answer=lambda item, output: None if output == len(item["words"]) else "should count the words",
     # Uploaded code receives the words joined again: the adapter is the spec's too.
@@ -120,7 +113,8 @@ def test_a_catalogue_task_without_a_spec_is_refused_naming_it():
 
 
 def test_a_spec_whose_folder_loader_cannot_serve_it_is_refused():
-    bad = TaskSpec(TASK, blp, ("count",), sample=dict, hf_loader="sentence-transformer")
+    bad = TaskSpec(TASK, "/word-count", "", "", WordCountBody, WordCountResponse, ("count",), sample=dict,
+                   hf_loader="sentence-transformer")
 
     with pytest.raises(TaskSpecError, match="loader sentence-transformer does not serve it"):
         check_specs({**TASK_SPECS, TASK: bad}, TASK_MODELS, loader_tasks())
@@ -170,8 +164,8 @@ def test_no_task_module_imports_another():
 
     import tasks
 
-    task_modules = {spec.blueprint.import_name.rsplit(".", 1)[-1] for spec in TASK_SPECS.values()
-                    if spec.blueprint.import_name.startswith("tasks.")}
+    task_modules = {spec.request_schema.__module__.rsplit(".", 1)[-1] for spec in TASK_SPECS.values()
+                    if spec.request_schema.__module__.startswith("tasks.")}
     assert len(task_modules) >= 10
     for name in task_modules:
         tree = ast.parse(inspect.getsource(importlib.import_module(f"tasks.{name}")))
@@ -185,3 +179,46 @@ def test_no_task_module_imports_another():
                     imported.add(module.split(".")[1])
         assert not (imported & task_modules) - {name}, f"tasks/{name}.py imports {imported & task_modules}"
     assert tasks.SHARED.isdisjoint(task_modules)
+
+
+def test_a_spec_whose_trainer_trains_another_task_is_refused():
+    from training.trainers.tabular import TabularTrainer
+
+    bad = TaskSpec(TASK, "/word-count", "", "", WordCountBody, WordCountResponse, ("count",), sample=dict,
+                   trainer=TabularTrainer)
+
+    with pytest.raises(TaskSpecError, match="its trainer TabularTrainer trains tabular"):
+        check_specs({**TASK_SPECS, TASK: bad}, TASK_MODELS, loader_tasks())
+
+
+def test_the_trainers_are_found_through_the_specs():
+    from tasks.spec import NoTrainer, trainable_tasks, trainer_for
+
+    assert trainable_tasks() == ["image-classification", "tabular", "text-classification", "text-generation",
+                                 "text-vectorisation"]
+    assert type(trainer_for("tabular")).__name__ == "TabularTrainer"
+    with pytest.raises(NoTrainer, match="'qa' cannot be trained; tasks that can: image-classification"):
+        trainer_for("qa")
+
+
+def test_no_module_of_tasks_imports_flask_or_the_web_layer():
+    """A task is data: its routes are the web layer's (app/task_routes.py)."""
+    import ast
+    from pathlib import Path
+
+    import tasks
+
+    # app.config's settings names move to core/ with the rest of the settings.
+    allowed_from_app = {"app.config"}
+    for path in Path(tasks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in {"flask", "flask_smorest", "webargs"}, f"tasks/{path.name} imports {name}"
+                assert top != "app" or name in allowed_from_app, f"tasks/{path.name} imports {name}"

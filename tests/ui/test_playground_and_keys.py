@@ -47,7 +47,8 @@ def test_the_playground_lists_the_tasks_their_models_and_fields(ui_for):
 
     page = ui.get("/ui/playground").get_data(as_text=True)
     for task in ("text-vectorisation", "qa", "text-classification", "image-classification", "text-generation",
-                 "summarisation", "emotion", "image-vectorisation", "image-text-vectorisation", "custom", "tabular"):
+                 "summarisation", "emotion", "image-vectorisation", "image-text-vectorisation", "custom", "tabular",
+                 "text-similarity"):
         assert f'<option value="{task}"' in page
     assert '<select id="task" name="task"' in page and '<label for="task">Task</label>' in page
     assert '<label for="model">Model</label>' in page
@@ -74,6 +75,11 @@ def test_the_playground_lists_the_tasks_their_models_and_fields(ui_for):
 
     tabular = ui.get("/ui/playground?task=tabular").get_data(as_text=True)
     assert "No model serves this task yet" in tabular and 'data-kind="json"' in tabular
+
+    # A task added as one spec module has its form too: its fields from its request schema.
+    similarity = ui.get("/ui/playground?task=text-similarity").get_data(as_text=True)
+    assert all(f'id="field-{name}" data-name="{name}" data-kind="text" required' in similarity
+               for name in ("text_a", "text_b"))
 
 
 def test_own_models_are_offered_and_run_only_for_their_account(make_app):

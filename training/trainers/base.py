@@ -118,12 +118,9 @@ class TaskTrainer(ABC):
         these hyperparameters (the 422's message), or None."""
         return None
 
-    def sample_input(self, train_rows: list) -> object:
+    def sample_input(self, train_rows: list, sample: object) -> object:
         """A batch item the job runs the trained version on before publishing it
-        (as a build runs an upload on its task's sample)."""
-        from tasks.spec import task_spec
-
-        sample = task_spec(self.task).sample()
+        (as a build runs an upload on `sample`, its task's: the task spec's)."""
         if self.classifies_its_labels:  # scored on every trained label, as a request naming them all is
             sample["labels"] = sorted({str(row["label"]) for row in train_rows})
         return sample

@@ -186,7 +186,7 @@ class TabularTrainer(TaskTrainer):
     limitations = ("One fit over the whole training set (no epochs, no early stopping); no hyperparameter search; "
                    "columns are numbers or categories (no dates or free text).")
 
-    def sample_input(self, train_rows: list) -> dict:
+    def sample_input(self, train_rows: list, sample: object) -> dict:
         return dict(train_rows[0]["features"])  # the model's own columns, not the task's iris sample
 
     def train(self, run: TrainingRun) -> TrainingResult:

@@ -37,6 +37,8 @@ from flask import g, request
 from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.settings import settings_of
+
 from .db import UsageBucket
 
 log = logging.getLogger(__name__)
@@ -244,9 +246,9 @@ def _figures(task, model, requests, errors, latency_total, latency_max) -> dict:
 # --- counting requests ------------------------------------------------------------------
 
 def init_app(app, database) -> UsageRecorder:
-    config = app.config
-    recorder = UsageRecorder(database.sessions, config["USAGE_BUCKET_S"], config["USAGE_RETENTION_HOURS"],
-                             config["USAGE_FLUSH_S"])
+    config = settings_of(app)
+    recorder = UsageRecorder(database.sessions, config.usage_bucket_s, config.usage_retention_hours,
+                             config.usage_flush_s)
     app.extensions["usage"] = recorder
     tasks_of_rules: dict[str, str] = {}
 

@@ -5,9 +5,10 @@ from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.auth import current_account_id
-from app.config import ENV_PREFIX
 from app.db import session
+from app.settings import current_settings
 from core.errors import InvalidInput
+from core.settings import ENV_PREFIX
 from model_registry.catalogue import default_name
 
 
@@ -20,7 +21,7 @@ class StrictSchema(Schema):
 
 def limit_setting(key: str) -> int:
     """A numeric limit setting of the running app (INFER_<key>)."""
-    return int(current_app.config[key])
+    return getattr(current_settings(), key.lower())
 
 
 def check_at_most(setting: str, field_name: str, value: int) -> None:

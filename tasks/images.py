@@ -13,12 +13,12 @@ import binascii
 import io
 import warnings
 
-from flask import current_app
 from marshmallow import ValidationError, fields
 
-from app.config import ENV_PREFIX
+from app.settings import current_settings
 from core.errors import BadRequest
 from core.images import IMAGE_FORMATS
+from core.settings import ENV_PREFIX
 
 from .common import as_batch, check_batch
 
@@ -94,8 +94,8 @@ def _each(step, items: list, field: str, is_batch: bool) -> list:
 def decode_images(value: bytes | list[bytes], field: str = "image"):
     """What `ImageOrImages` loaded -> an RGB image, or a list of them for a list."""
     raws, is_batch = as_batch(value)
-    per_image = int(current_app.config["MAX_IMAGE_PIXELS"])
-    per_request = int(current_app.config["MAX_REQUEST_PIXELS"])
+    per_image = current_settings().max_image_pixels
+    per_request = current_settings().max_request_pixels
     opened = _each(lambda raw: _open(raw, per_image), raws, field, is_batch)
     total = sum(image.width * image.height for image in opened)
     if total > per_request:

@@ -64,7 +64,7 @@ class Settings:
         20_000,
         "longest text item in characters (422); models also truncate to their token limit",
     )
-    max_labels: int = setting(32, "most labels per item in classification (422)")
+    max_labels: int = setting(32, "most labels per item in zero-shot text and image classification (422)")
     max_image_pixels: int = setting(40_000_000, "largest decoded image (400); guards against decompression bombs")
     # Most decoded pixels in one request, all its images together (400 above): a
     # batch of small files that each decode to a large image must not take
@@ -124,7 +124,9 @@ class Settings:
         "a request waiting longer for its model gets 504; a generation (streamed or not) is stopped at its "
         "next token then",
     )
-    device: str = setting("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, `mps`")
+    device: str = setting(
+        "auto", "`auto` (cuda, else mps, else cpu), or a torch device: `cpu`, `cuda`, `cuda:1`, `mps`",
+    )
     # Half precision for models on a GPU ("auto": on cuda only, where it is safe
     # for inference of the encoders we serve). "off" keeps float32 everywhere.
     half_precision: str = setting("auto", "`auto` (fp16 on cuda), `on`, `off`")
@@ -155,9 +157,10 @@ class Settings:
     upload_max_bytes: int = setting(5 * 1024**3, "largest zip (413 at the PUT)")
     upload_max_members: int = setting(
         10_000,
-        "most files in a zip, counted from its central directory before it is parsed",
+        "most files and folders in a zip, counted from its central directory before it is parsed (the build "
+        "fails above)",
     )
-    upload_max_uncompressed_bytes: int = setting(10 * 1024**3, "most data a zip may expand to")
+    upload_max_uncompressed_bytes: int = setting(10 * 1024**3, "most data a zip may expand to (the build fails above)")
     # Most times a zip may expand (zip bombs): the whole archive (uncompressed
     # total over the file's size), and each member over 1 MB on its own.
     upload_max_ratio: int = setting(
@@ -269,14 +272,16 @@ class Settings:
         "host folders of wheels/sdists mounted read-only into installs (`--find-links`); their files must be "
         "readable by all",
     )
-    sandbox_install_max_mb: int = setting(4096, "most a model's venv may grow to during its install")
+    sandbox_install_max_mb: int = setting(
+        4096, "most a model's venv may grow to during its install (the install is stopped)",
+    )
     account_max_models: int = setting(
         100, "models per account (403)",
         section="Per-account limits on user models",
     )
     account_max_pending_uploads: int = setting(
         5,
-        "versions per account awaiting their upload, queued or building (429)",
+        "versions per account awaiting their upload (unexpired URLs), queued or building (429)",
     )
     # Disk taken by everything the account stores: its model versions (files and
     # venvs), datasets (upload and parsed files) and unfinished jobs' checkpoints.
@@ -474,7 +479,7 @@ class Settings:
         "into passes of similar lengths; 0: by item count only",
     )
     metrics_require_key: bool = setting(
-        False, "make `/metrics` need a key",
+        False, "make `/metrics` need a key (Prometheus scrapers usually have none)",
         section="Metrics and per-account usage (app/usage.py)",
     )
     # Per-account usage (app/usage.py, GET /usage, the UI's Usage page): each

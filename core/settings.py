@@ -725,22 +725,15 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def parse(raw: str, kind: str):
-    """An environment value as the field's type (a dataclass field's type is its
-    annotation's text here, as the module has no `from __future__ import annotations`
-    but dataclasses keeps the class itself: both are handled)."""
-    kind = getattr(kind, "__name__", kind)
-    if kind == "bool":
+def parse(raw: str, kind: type):
+    """An environment value as the field's type."""
+    if kind is bool:
         if raw.strip().lower() in ("1", "true", "yes", "on"):
             return True
         if raw.strip().lower() in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"expected a boolean, got {raw!r}")
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    return raw
+    return kind(raw)  # int, float or str: int("many") says "invalid literal for int()"
 
 
 def field_values(overrides: Mapping[str, Any]) -> dict:
@@ -752,12 +745,14 @@ def field_values(overrides: Mapping[str, Any]) -> dict:
         name = key.lower()
         if name not in FIELDS:
             raise ValueError(f"{key} is not a setting (see core/settings.py)")
-        kind = getattr(FIELDS[name].type, "__name__", FIELDS[name].type)
-        if isinstance(value, str) and kind != "str":
+        kind = FIELDS[name].type
+        if isinstance(value, str) and kind is not str:
             value = parse(value, kind)
-        elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        elif kind is str and isinstance(value, os.PathLike):  # a folder given as a pathlib.Path
+            value = os.fspath(value)
+        elif kind is float and type(value) is int:
             value = float(value)
-        if type(value).__name__ != kind:
-            raise ValueError(f"{key} must be {kind}, not {type(value).__name__} ({value!r})")
+        if type(value) is not kind:
+            raise ValueError(f"{key} must be {kind.__name__}, not {type(value).__name__} ({value!r})")
         values[name] = value
     return values

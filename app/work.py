@@ -36,7 +36,6 @@ and, optionally, for a queue worker (app/work_queue.py):
 import logging
 import threading
 
-from app.settings import settings_of
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ def start_unloading_stale(app) -> threading.Event:
     user model versions replaced or deleted through other processes: this
     thread does it instead, as often as the builder would look, until the
     event it returns (also app.extensions["unloading_stale"]) is set."""
-    every_s = settings_of(app).build_poll_s
+    every_s = app.extensions["settings"].build_poll_s
     user_models, sessions = app.extensions["user_models"], app.extensions["db"].sessions
     stopped = threading.Event()
 

@@ -120,7 +120,8 @@ def test_a_model_built_on_a_is_served_by_b_from_the_bucket_and_deleted_everywher
 
     assert on_b.status_code == 200, on_b.json
     assert on_b.json["output"] == on_a.json["output"] and set(on_b.json["output"].split(", ")) <= set(GO_EMOTIONS)
-    assert sorted(os.listdir(files_on_b)) == sorted(os.listdir(version_dirs(settings_of(group.a).data_dir, version_id)[0]))
+    files_on_a = version_dirs(settings_of(group.a).data_dir, version_id)[0]
+    assert sorted(os.listdir(files_on_b)) == sorted(os.listdir(files_on_a))
     download = b.get("/models/feelings/files/config.json", headers=headers)
     assert download.status_code == 200 and b'"emotion"' in download.data
 

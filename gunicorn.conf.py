@@ -1,6 +1,7 @@
 """The production server configuration (the one bench/ measures).
 
-Settings come from INFER_* variables; see docs/operations/settings.md. gthread workers: requests
+Settings come from INFER_* variables, read by core/settings.py as the app reads them;
+see docs/operations/settings.md. gthread workers: requests
 spend their time in torch, which releases the GIL, so threads overlap well.
 """
 
@@ -8,23 +9,26 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("INFER_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("INFER_WORKERS", "2"))
+from core.settings import Settings
+
+settings = Settings.from_environ()
+bind = settings.bind
+workers = settings.workers
 # Requests mostly wait on the model's batcher, so threads are cheap, and a
 # batch can only be as large as the requests a worker has accepted: with too
 # few threads, concurrent clients queue in the socket instead of in a batch.
 # Keep it above INFER_ACCOUNT_MAX_IN_FLIGHT (48): the threads beyond one
 # account's limit are what every other account is served on during its flood.
-threads = int(os.environ.get("INFER_THREADS", "64"))
+threads = settings.threads
 # gthread, with its thread pool shared round-robin between clients instead of
 # first come first served (app/fair_worker.py).
 worker_class = "app.fair_worker.FairThreadWorker"
 # Loading a large model on first use can take a while; the worker must not be
 # killed for it.
-timeout = int(os.environ.get("INFER_WORKER_TIMEOUT", "300"))
+timeout = settings.worker_timeout
 graceful_timeout = 30
 keepalive = 5
-accesslog = os.environ.get("INFER_ACCESS_LOG") or None
+accesslog = settings.access_log or None
 errorlog = "-"
 
 # Every worker writes its metrics here so /metrics can sum them (see app/metrics.py).
@@ -52,17 +56,19 @@ def on_starting(server):
 def post_worker_init(worker):
     app = worker.wsgi
     from app.preload import wait_until_loaded
+    from app.settings import settings_of
 
     # A worker accepts no request before its preloaded models are in: the
     # first request after start must not be the one that pays for a load.
     wait_until_loaded(app.extensions["models"], worker.notify, lambda: worker.alive)
     if not worker.alive:
         return
-    if app.config["BUILDER"]:
+    app_settings = settings_of(app)  # the app's: a queue turns its loops off
+    if app_settings.builder:
         app.extensions["builder"].start()
-    if app.config["TRAINER"]:
+    if app_settings.trainer:
         app.extensions["training"].start()
-    if app.config["PREDICTIONS"]:
+    if app_settings.predictions:
         app.extensions["predictions"].start()
     if app.extensions["work"].queued:
         from app.work import start_unloading_stale
@@ -74,9 +80,10 @@ def post_worker_init(worker):
 def _announce_ready(worker, app):
     from app.preload import loaded_summary, preload_entries
     from app.ready_line import ready_text, worker_ready
+    from app.settings import settings_of
 
     registry = app.extensions["models"]
-    models = loaded_summary(registry, preload_entries(app.config["PRELOAD_MODELS"]))
+    models = loaded_summary(registry, preload_entries(settings_of(app).preload_models))
     worker.log.info("worker %s accepts requests (models loaded: %s)", worker.pid, models)
     if worker_ready(_ready_dir, worker.pid, worker.cfg.workers):
         print(ready_text(worker.cfg.bind[0], worker.cfg.workers, models, registry.preload_errors), flush=True)

@@ -1,16 +1,18 @@
 """The application factory."""
 
+import dataclasses
 import logging
 import os
 
 from flask import Flask
 from flask_smorest import Api
 
+from core.settings import FIELDS, Settings
 from web import database as web_database
+
 from . import account_limits, admission, errors, limits_api, metrics, rate_limits, request_id, usage
 from .auth import KeyCache, ensure_bootstrap_key, require_api_key
 from .cli import accounts_cli, keys_cli
-from .config import finalise, load_config
 from .db import Database, one_process_at_a_time
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
@@ -69,24 +71,25 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     """
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
-    config = load_config()
-    config.update(test_config or {})
-    config = finalise(config)
-    app.config.update(config)
+    flask_keys, overrides = split_test_config(app, test_config or {})
+    settings = Settings.from_environ(overrides=overrides)
+    app.extensions["settings"] = settings  # read through app.settings.current_settings()
+    app.config.update(flask_keys)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # Flask answers 413 above it
     app.config.update(OPENAPI_SETTINGS)
     app.config["PUBLIC_ENDPOINTS"] = set(PUBLIC_ENDPOINTS)
-    if config["METRICS_REQUIRE_KEY"]:
+    if settings.metrics_require_key:
         app.config["PUBLIC_ENDPOINTS"].discard("health.metrics")
-    make_data_dir_private(config["DATA_DIR"])
+    make_data_dir_private(settings.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    _configure_torch(config)
+    _configure_torch(settings)
 
-    database = web_database.init_app(app, Database(config["DATABASE_URL"], pool_size=int(config["DB_POOL_SIZE"])))
+    database = web_database.init_app(app, Database(settings.database_url, pool_size=settings.db_pool_size))
     from model_registry import ModelRegistry
 
     registry = ModelRegistry(
-        config, on_load=metrics.on_model_load, on_evict=metrics.on_model_evict, on_batch=metrics.on_batch
+        settings, on_load=metrics.on_model_load, on_evict=metrics.on_model_evict, on_batch=metrics.on_batch
     )
     app.extensions["models"] = registry
 
@@ -95,35 +98,36 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from uploads.storage import make_storage
     from uploads.user_models import UserModels
 
-    app.extensions["sandbox"] = model_sandbox = ModelSandbox(config, sandbox_from_config(config))
-    app.extensions["storage"] = storage = make_storage(config)
-    app.extensions["user_models"] = user_models = UserModels(config, registry, model_sandbox, storage)
+    app.extensions["sandbox"] = model_sandbox = ModelSandbox(settings, sandbox_from_config(settings))
+    app.extensions["storage"] = storage = make_storage(settings)
+    app.extensions["user_models"] = user_models = UserModels(settings, registry, model_sandbox, storage)
     app.extensions["builder"] = builder = Builder(
-        config, database.sessions, storage, registry.device, registry.half, model_sandbox,
+        settings, database.sessions, storage, registry.device, registry.half, model_sandbox,
         after_poll=lambda: user_models.unload_stale(database.sessions),
     )
 
     from training.jobs import TrainingRunner
 
-    app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage,
+    app.extensions["training"] = training_runner = TrainingRunner(settings, database.sessions, storage,
                                                                   model_sandbox.sandbox)
 
     from predictions.runner import PredictionRunner
 
     from .work import make_work, start_unloading_stale
 
-    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, config, database.sessions)
-    app.extensions["work"] = work = make_work(config)
+    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, settings, database.sessions)
+    app.extensions["work"] = work = make_work(settings)
     for runner in (builder, *training_runner.kinds(), prediction_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
         # submits it. gunicorn's post_worker_init reads these settings too.
-        app.config.update(BUILDER=False, TRAINER=False, PREDICTIONS=False)
+        settings = dataclasses.replace(settings, builder=False, trainer=False, predictions=False)
+        app.extensions["settings"] = settings
 
     metrics.init_app(app)
     usage.init_app(app, database)  # per-account usage, counted where the metrics are
-    app.extensions["key_cache"] = KeyCache(float(config["AUTH_CACHE_TTL_S"]))
+    app.extensions["key_cache"] = KeyCache(settings.auth_cache_ttl_s)
     account_limits.init_app(app, database)  # each account's limits, cached per process
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
     app.before_request(require_api_key)
@@ -164,22 +168,22 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.cli.add_command(worker_command)
     app.extensions["api"] = api
 
-    if config["BOOTSTRAP_KEY"] if bootstrap_key is None else bootstrap_key:
+    if settings.bootstrap_key if bootstrap_key is None else bootstrap_key:
         with one_process_at_a_time(database.engine), database.sessions() as session:
-            ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
+            ensure_bootstrap_key(session, settings.bootstrap_account)
     from .preload import preload_entries
 
     # In a thread: under gunicorn, post_worker_init waits for it before the worker
     # accepts a request (app/preload.py).
-    registry.start_preload(preload_entries(config["PRELOAD_MODELS"]))
+    registry.start_preload(preload_entries(settings.preload_models))
     loops = not work.queued
-    if loops and (config["BUILDER"] if start_builder is None else start_builder):
+    if loops and (settings.builder if start_builder is None else start_builder):
         builder.start()
-    if loops and (config["TRAINER"] if start_builder is None else start_builder):
+    if loops and (settings.trainer if start_builder is None else start_builder):
         training_runner.start()
-    if loops and (config["PREDICTIONS"] if start_builder is None else start_builder):
+    if loops and (settings.predictions if start_builder is None else start_builder):
         prediction_runner.start()
-    if work.queued and (config["BUILDER"] if start_builder is None else start_builder):
+    if work.queued and (settings.builder if start_builder is None else start_builder):
         start_unloading_stale(app)
     return app
 
@@ -190,17 +194,24 @@ def prepare_database(test_config: dict | None = None) -> None:
     gunicorn's master calls this once before forking workers, without building
     the app: no model library is imported and no thread started before fork.
     """
-    config = load_config()
-    config.update(test_config or {})
-    config = finalise(config)
-    make_data_dir_private(config["DATA_DIR"])
-    database = Database(config["DATABASE_URL"])
+    settings = Settings.from_environ(overrides=test_config)
+    make_data_dir_private(settings.data_dir)
+    database = Database(settings.database_url)
     try:
-        if config["BOOTSTRAP_KEY"]:
+        if settings.bootstrap_key:
             with one_process_at_a_time(database.engine), database.sessions() as session:
-                ensure_bootstrap_key(session, config["BOOTSTRAP_ACCOUNT"])
+                ensure_bootstrap_key(session, settings.bootstrap_account)
     finally:
         database.engine.dispose()
+
+
+def split_test_config(app: Flask, test_config: dict) -> tuple[dict, dict]:
+    """test_config's Flask keys (TESTING: those Flask has a default for, that are not
+    a setting of ours) apart from its settings; an unknown key is an error
+    (Settings.from_environ says which), not a setting that silently does nothing."""
+    flask_keys = {key: value for key, value in test_config.items()
+                  if key in app.config and key.lower() not in FIELDS}
+    return flask_keys, {key: value for key, value in test_config.items() if key not in flask_keys}
 
 
 def make_data_dir_private(data_dir: str) -> None:
@@ -217,9 +228,9 @@ def make_data_dir_private(data_dir: str) -> None:
             os.chmod(path, 0o700 if name == "" else 0o600)
 
 
-def _configure_torch(config: dict) -> None:
+def _configure_torch(settings: Settings) -> None:
     import torch
 
-    threads = int(config["TORCH_THREADS"])
+    threads = settings.torch_threads
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

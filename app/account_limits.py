@@ -21,6 +21,9 @@ from dataclasses import dataclass, fields
 from flask import current_app
 from sqlalchemy import select
 
+from app.settings import settings_of
+from core.settings import Settings
+
 from .db import Account, AccountLimitOverride, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,8 @@ SETTING_OF = {"requests_per_min": "ACCOUNT_REQUESTS_PER_MIN", "tokens_per_min": 
 MOST = 2**31 - 1
 
 
-def defaults_from(config) -> AccountLimits:
-    return AccountLimits(**{name: int(config[SETTING_OF[name]]) for name in LIMIT_NAMES})
+def defaults_from(settings: Settings) -> AccountLimits:
+    return AccountLimits(**{name: getattr(settings, SETTING_OF[name].lower()) for name in LIMIT_NAMES})
 
 
 def effective(defaults: AccountLimits, overrides: dict) -> AccountLimits:
@@ -140,8 +143,8 @@ class AccountLimitsCache:
 
 
 def init_app(app, database) -> AccountLimitsCache:
-    cache = AccountLimitsCache(database.sessions, defaults_from(app.config),
-                               float(app.config["ACCOUNT_LIMITS_CACHE_TTL_S"]))
+    cache = AccountLimitsCache(database.sessions, defaults_from(settings_of(app)),
+                               settings_of(app).account_limits_cache_ttl_s)
     app.extensions["account_limits"] = cache
     return cache
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from .account_limits import LIMIT_NAMES, MOST, effective, find_account, overrides_of, set_overrides
 from .auth import create_key, revoke_key
 from .db import Account, ApiKey, get_db
+from app.settings import current_settings
 from core.errors import NotFound
 
 keys_cli = AppGroup("keys", help="Manage API keys.")
@@ -51,7 +52,7 @@ def revoke_command(key_id):
         except NotFound as exc:
             raise click.ClickException(exc.message) from None
         current_app.extensions["key_cache"].forget(key_id)  # this process; servers keep theirs
-        ttl = float(current_app.config["AUTH_CACHE_TTL_S"])
+        ttl = current_settings().auth_cache_ttl_s
         click.echo(f"revoked key {key_id}" + (f"; running servers refuse it within {ttl:g} s" if ttl > 0 else ""))
 
 
@@ -119,6 +120,6 @@ def accounts_limits_command(name, requests_per_min, tokens_per_min, max_in_fligh
         if changes or reset:
             set_overrides(session, account.id, changes, reset=reset)
         click.echo(_describe_limits(session, account))
-        ttl = float(current_app.config["ACCOUNT_LIMITS_CACHE_TTL_S"])
+        ttl = current_settings().account_limits_cache_ttl_s
         if (changes or reset) and ttl > 0:
             click.echo(f"Running servers apply the change within {ttl:g} s (INFER_ACCOUNT_LIMITS_CACHE_TTL_S).")

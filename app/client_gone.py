@@ -37,8 +37,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 
-from flask import current_app, request
+from flask import request
 
+from app.settings import current_settings
 from core.errors import ApiError
 from model_registry.batcher import DeadlineExceeded
 from model_registry.loaders.generation import CANCELLED, DEADLINE, GenerationControl
@@ -100,7 +101,7 @@ def run_watched(served, task: str, items: list, control: GenerationControl,
     if on_done is not None:
         future.add_done_callback(on_done)
     sock = client_socket(request.environ)
-    check_every_s = max(0.01, float(current_app.config["CLIENT_GONE_CHECK_S"]))
+    check_every_s = max(0.01, current_settings().client_gone_check_s)
     while True:
         remaining = control.deadline - time.monotonic()
         if remaining <= 0:

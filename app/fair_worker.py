@@ -28,7 +28,6 @@ the app, as always.
 """
 
 import hashlib
-import os
 import re
 import socket
 import threading
@@ -37,6 +36,7 @@ from concurrent.futures import Future
 from gunicorn.workers.gthread import ThreadWorker
 
 from core.fair_queue import FairQueue
+from core.settings import Settings
 
 # How much of a request is looked at for its key: a request line and headers
 # longer than this (rare) are queued by the peer's address.
@@ -156,9 +156,9 @@ class FairExecutor:
 
 
 def per_client_threads(threads: int) -> int:
-    """INFER_ACCOUNT_MAX_IN_FLIGHT (as app/config.py reads it), kept below the
+    """INFER_ACCOUNT_MAX_IN_FLIGHT (read as the app reads it), kept below the
     thread count so that other clients always find a thread."""
-    limit = int(os.environ.get("INFER_ACCOUNT_MAX_IN_FLIGHT", "48") or 0)
+    limit = Settings.from_environ().account_max_in_flight
     return max(1, min(limit or threads, threads - max(1, threads // 4)))
 
 

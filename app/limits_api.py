@@ -10,6 +10,7 @@ from flask.views import MethodView
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.exceptions import NotFound as NoSuchRoute
 
+from app.settings import current_settings
 from core.errors import NotFound
 
 from .account_limits import LIMIT_NAMES, MOST, account_limits, effective, find_account, overrides_of, set_overrides
@@ -97,7 +98,7 @@ class Limits(MethodView):
 # --- the operator API ----------------------------------------------------------------
 
 def operator_accounts() -> set[str]:
-    return {name.strip() for name in current_app.config["ADMIN_ACCOUNTS"].split(",") if name.strip()}
+    return {name.strip() for name in current_settings().admin_accounts.split(",") if name.strip()}
 
 
 @admin_blp.before_request

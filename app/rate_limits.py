@@ -60,6 +60,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import SCHEMES, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from app.settings import current_settings, settings_of
 from core.errors import TooManyRequests
 
 from . import limits_storage  # noqa: F401 - registers the sqlite:// scheme with `limits`
@@ -136,12 +137,12 @@ class AccountWindow(RateLimitItemPerMinute):
 
 def storage_uri(config) -> str:
     """INFER_RATE_LIMIT_STORAGE, else INFER_QUEUE_URL's Redis, else the host's SQLite file."""
-    uri = config["RATE_LIMIT_STORAGE"].strip()
-    queue_url = config["QUEUE_URL"].strip()
+    uri = config.rate_limit_storage.strip()
+    queue_url = config.queue_url.strip()
     if not uri and urllib.parse.urlparse(queue_url).scheme in REDIS_SCHEMES:
         uri = queue_url
     if not uri:
-        uri = "sqlite:///" + os.path.join(config["DATA_DIR"], "rate_limits.db")
+        uri = "sqlite:///" + os.path.join(config.data_dir, "rate_limits.db")
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme not in SCHEMES:
         raise ValueError(f"INFER_RATE_LIMIT_STORAGE: {scheme or uri!r} is not a storage `limits` knows; use "
@@ -244,7 +245,7 @@ def check_rate_limits():
             body = request.get_json(force=True, silent=True)
         except (ValueError, RecursionError):  # nested too deeply for the parser: the view refuses it
             body = None
-        tokens = generation_tokens(rule.rule, body, current_app.config)
+        tokens = generation_tokens(rule.rule, body, current_settings())
         if tokens > limits.tokens_per_min:
             raise too_large(tokens, limits.tokens_per_min)  # before counting anything: it can never pass
     rate_limits: RateLimits = extensions["rate_limits"]
@@ -306,7 +307,7 @@ def duration(seconds: float) -> str:
 def init_app(app) -> RateLimits:
     """Register right after require_api_key (it needs the account) and before the
     asynchronous-prediction hook (an async submit is charged when it is queued)."""
-    app.extensions["rate_limits"] = rate_limits = RateLimits(storage_uri(app.config))
+    app.extensions["rate_limits"] = rate_limits = RateLimits(storage_uri(settings_of(app)))
     app.extensions["rate_limited_routes"] = {}
     app.before_request(check_rate_limits)
     app.after_request(add_rate_limit_headers)

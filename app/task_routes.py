@@ -9,7 +9,6 @@ batcher, post-process the outputs and answer. A task whose items can stop when
 nobody waits (text generation) is run watched (app/client_gone.py).
 """
 
-from flask import current_app
 from flask.views import MethodView
 
 import tasks
@@ -17,13 +16,15 @@ from tasks.common import read_settings_with
 from tasks.spec import TaskSpec
 
 from . import metrics
+from .settings import current_settings
 from .blueprint import Blueprint
 from .client_gone import new_control, run_watched
 from .task_models import find_model
 
 
 def _setting(key: str):
-    return current_app.config[key]
+    """A limit by its setting's name (INFER_<key>, named so in the messages)."""
+    return getattr(current_settings(), key.lower())
 
 
 def answer(spec: TaskSpec, body: dict) -> dict:

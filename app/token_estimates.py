@@ -49,12 +49,12 @@ def _message_text(message) -> int:
 
 def chat_completion(body: dict, config) -> int:
     """/v1/chat/completions: one prompt (every message), n choices."""
-    messages = _texts(body.get("messages"), int(config["MAX_BATCH_SIZE"]))
+    messages = _texts(body.get("messages"), config.max_batch_size)
     characters = sum(_message_text(message) for message in messages)
-    most_new = int(config["GEN_MAX_NEW_TOKENS"])
+    most_new = config.gen_max_new_tokens
     # Left out, a chat may generate as much as fits: charge the ceiling.
     new_tokens = _count(body.get("max_completion_tokens") or body.get("max_tokens"), most_new, most_new)
-    choices = _count(body.get("n"), 1, int(config["MAX_BATCH_SIZE"]))
+    choices = _count(body.get("n"), 1, config.max_batch_size)
     return math.ceil(characters / CHARACTERS_PER_TOKEN) + new_tokens * choices
 
 
@@ -62,10 +62,10 @@ def completion(body: dict, config) -> int:
     """/v1/completions: each prompt, n choices each."""
     from openai_api.completions import COMPLETIONS_DEFAULT_MAX_TOKENS  # here: app/ imports this module early
 
-    prompts = _texts(body.get("prompt"), int(config["MAX_BATCH_SIZE"]))
-    most_new = int(config["GEN_MAX_NEW_TOKENS"])
+    prompts = _texts(body.get("prompt"), config.max_batch_size)
+    most_new = config.gen_max_new_tokens
     new_tokens = _count(body.get("max_tokens"), min(COMPLETIONS_DEFAULT_MAX_TOKENS, most_new), most_new)
-    choices = _count(body.get("n"), 1, int(config["MAX_BATCH_SIZE"]))
+    choices = _count(body.get("n"), 1, config.max_batch_size)
     return sum(prompt_tokens(prompt) + new_tokens * choices for prompt in prompts)
 
 
@@ -73,11 +73,11 @@ def text_generation(body: dict, config) -> int:
     """/text-generation: each text, num_generations outputs of max_length tokens each."""
     from model_registry.loaders.generation import DEFAULTS as TEXT_GENERATION_DEFAULTS
 
-    texts = _texts(body.get("text"), int(config["MAX_BATCH_SIZE"]))
-    most_new = int(config["GEN_MAX_NEW_TOKENS"])
+    texts = _texts(body.get("text"), config.max_batch_size)
+    most_new = config.gen_max_new_tokens
     new_tokens = _count(body.get("max_length"), min(TEXT_GENERATION_DEFAULTS["max_length"], most_new), most_new)
     outputs = _count(body.get("num_generations"), TEXT_GENERATION_DEFAULTS["num_generations"],
-                     int(config["GEN_MAX_GENERATIONS"]))
+                     config.gen_max_generations)
     return sum(prompt_tokens(text) + new_tokens * outputs for text in texts)
 
 

@@ -9,6 +9,8 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
+from app.settings import current_settings
+
 from .auth import current_account_id
 from .blueprint import Blueprint
 from .db import session
@@ -23,13 +25,13 @@ DEFAULT_HOURS = 24
 
 
 def _within_retention(hours: int) -> None:
-    most = float(current_app.config["USAGE_RETENTION_HOURS"])
+    most = current_settings().usage_retention_hours
     if hours > most:
         raise ValidationError(f"At most {most:g} (INFER_USAGE_RETENTION_HOURS: older usage is deleted); got {hours}.")
 
 
 def _whole_buckets(step: int) -> None:
-    bucket_s = int(current_app.config["USAGE_BUCKET_S"])
+    bucket_s = current_settings().usage_bucket_s
     if step % bucket_s:
         raise ValidationError(f"Send a multiple of {bucket_s} (INFER_USAGE_BUCKET_S, the stored buckets); got {step}.")
 
@@ -78,13 +80,13 @@ class UsageResource(MethodView):
     @blp.response(200, AccountUsage)
     def get(self, query):
         """Your requests per task and model, their errors and latency, over the last hours"""
-        config = current_app.config
+        config = current_settings()
         recorder = current_app.extensions["usage"]
         try:
             recorder.flush()  # this process's latest requests, so a caller sees its own last one
         except Exception:  # they stay pending for the next flush; answer with what is stored
             log.warning("Could not store the usage counts before answering GET /usage", exc_info=True)
-        hours = query.get("hours") or min(DEFAULT_HOURS, max(1, int(float(config["USAGE_RETENTION_HOURS"]))))
+        hours = query.get("hours") or min(DEFAULT_HOURS, max(1, config.usage_retention_hours))
         step = query.get("step") or recorder.bucket_s
         since = recorder.bucket_of(time.time() - hours * 3600, step)
         buckets, totals = account_usage(session(), current_account_id(), since, step)

@@ -36,6 +36,8 @@ and, optionally, for a queue worker (app/work_queue.py):
 import logging
 import threading
 
+from core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # With a queue: each kind's queue (RQ), so a prediction never waits behind a
@@ -71,9 +73,9 @@ class KindRunner:
             setattr(self, name, hook)
 
 
-def make_work(config: dict):
+def make_work(config: Settings):
     """EmbeddedWork, or with INFER_QUEUE_URL the queue (RQ on Redis)."""
-    if config.get("QUEUE_URL"):
+    if config.queue_url:
         from .work_queue import QueueWork
 
         return QueueWork(config)
@@ -85,7 +87,7 @@ def start_unloading_stale(app) -> threading.Event:
     user model versions replaced or deleted through other processes: this
     thread does it instead, as often as the builder would look, until the
     event it returns (also app.extensions["unloading_stale"]) is set."""
-    every_s = float(app.config["BUILD_POLL_S"])
+    every_s = app.extensions["settings"].build_poll_s
     user_models, sessions = app.extensions["user_models"], app.extensions["db"].sessions
     stopped = threading.Event()
 

@@ -41,6 +41,8 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from core.settings import Settings
+
 from .work import QUEUES
 
 log = logging.getLogger(__name__)
@@ -70,10 +72,10 @@ class QueueWork:
 
     queued = True
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Settings):
         self.config = config
-        self.url = config["QUEUE_URL"]
-        self.sweep_s = float(config["QUEUE_SWEEP_S"])
+        self.url = config.queue_url
+        self.sweep_s = config.queue_sweep_s
         # How long a message sent is taken to be on its way (the sweep leaves
         # its row alone meanwhile): far less than any lease.
         self.grace_ms = int(max(5.0, 2 * self.sweep_s) * 1000)

@@ -11,11 +11,12 @@ RQ's own idea of alive, with the same delay. It imports neither the app nor
 torch: a check every 30 s must cost little.
 """
 
-import os
 import sys
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+from core.settings import Settings
 
 WORKER_KEY_PREFIX = "rq:worker:"  # rq.worker.BaseWorker.redis_worker_namespace_prefix
 CHECK_TIMEOUT_S = 5
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m app.worker_health FILE  (the --health-file of `flask --app wsgi worker`)")
         return 2
-    problem = check(argv[0], os.environ.get("INFER_QUEUE_URL", ""))
+    problem = check(argv[0], Settings.from_environ().queue_url)
     print(problem or "worker registered in Redis")
     return 1 if problem else 0
 

@@ -4,6 +4,7 @@ import logging
 import threading
 
 from core.errors import ModelUnavailable, NotFound
+from core.settings import Settings
 
 from .cache import ModelCache
 from .catalogue import MODELS, TASK_MODELS, default_name, public_names
@@ -17,24 +18,24 @@ log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    def __init__(self, config: dict, on_load=None, on_evict=None, on_batch=None):
-        self.model_dir = config["MODEL_DIR"]
+    def __init__(self, config: Settings, on_load=None, on_evict=None, on_batch=None):
+        self.model_dir = config.model_dir
         self.batch_settings = BatchSettings(
-            max_batch_size=int(config["BATCH_MAX_SIZE"]),
-            max_wait_s=float(config["BATCH_MAX_WAIT_MS"]) / 1000,
-            max_queue=int(config["BATCH_MAX_QUEUE"]),
-            timeout_s=float(config["REQUEST_TIMEOUT_S"]),
+            max_batch_size=config.batch_max_size,
+            max_wait_s=config.batch_max_wait_ms / 1000,
+            max_queue=config.batch_max_queue,
+            timeout_s=config.request_timeout_s,
             # With several torch threads, every thread that runs a forward pass
             # gets its own OpenMP team; passes must then stay on the batch worker.
-            run_alone_inline=int(config["TORCH_THREADS"]) == 1,
-            max_batch_tokens=int(config.get("BATCH_MAX_TOKENS", 0)),
+            run_alone_inline=config.torch_threads == 1,
+            max_batch_tokens=config.batch_max_tokens,
             on_batch=on_batch,
         )
         # What a loaded model's answers depend on, given at load time.
         self.load_settings = LoadSettings.from_config(config)
-        self.device = pick_device(config["DEVICE"])
-        self.half = use_half_precision(config["HALF_PRECISION"], self.device)
-        budget = int(config["MODEL_MEMORY_BUDGET_MB"]) * 2**20
+        self.device = pick_device(config.device)
+        self.half = use_half_precision(config.half_precision, self.device)
+        budget = config.model_memory_budget_mb * 2**20
         self.cache = ModelCache(self._load, budget, on_load=on_load, on_evict=self._evicted(on_evict))
         self.preload_done = threading.Event()
         self.preload_errors: dict[str, str] = {}

@@ -2,10 +2,10 @@
 
 from datetime import datetime, timezone
 
-from flask import current_app
 
 from app.auth import current_account_id
 from app.db import session
+from app.settings import current_settings
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
@@ -45,7 +45,7 @@ def resolve_model(task: str, name: str):
 def model_not_found(name: str, task: str | None = None) -> NotFound:
     keys = [key for key in MODELS if task in tasks_of(key)] if task else []
     if keys:
-        present = presence_sentence({key: key for key in keys}, current_app.config["MODEL_DIR"], "GET /v1/models")
+        present = presence_sentence({key: key for key in keys}, current_settings().model_dir, "GET /v1/models")
         choices = (f"Models for {task}: {', '.join(keys)} (also known as {', '.join(TASK_MODELS[task])}), "
                    f"or one of your own models that declares {task}; GET /v1/models lists them. {present}")
     elif task:

@@ -1,7 +1,6 @@
 """GET /v1/models and /v1/models/{model}: OpenAI's model list, for clients that
 discover or check models (LangChain, LlamaIndex, chat front-ends)."""
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
@@ -9,6 +8,7 @@ from sqlalchemy import select
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Account, ModelVersion, UserModel, session
+from app.settings import current_settings
 from model_registry.availability import presence_of
 from model_registry.catalogue import MODELS, tasks_of
 from tasks.common import presence_fields
@@ -47,7 +47,7 @@ def catalogue_entry(key: str) -> dict:
     # OpenAI's clients ignore fields they do not know: the presence fields ride along.
     return {"id": key, "object": "model", "created": CATALOGUE_CREATED, "owned_by": CATALOGUE_OWNER,
             "tasks": tasks, "endpoints": endpoints_for(tasks),
-            **presence_of(key, current_app.config["MODEL_DIR"]).fields()}
+            **presence_of(key, current_settings().model_dir).fields()}
 
 
 def own_entries(name: str | None = None) -> list[dict]:

@@ -25,6 +25,7 @@ from app.blueprint import Blueprint
 from app.db import Account, Prediction, owned, session, utcnow
 from app.errors import validation_error
 from app.pages import newest_first_page
+from app.settings import current_settings
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
 from core.request_context import current_request_id
 from openai_api.common import ENDPOINTS_FOR_TASK
@@ -144,7 +145,7 @@ def _check_webhook(url) -> None:
 
 
 def _check_room(db_session, account_id: int) -> None:
-    limit = int(current_app.config["ACCOUNT_MAX_QUEUED_PREDICTIONS"])
+    limit = current_settings().account_max_queued_predictions
     active = db_session.scalar(select(func.count()).select_from(Prediction).where(
         Prediction.account_id == account_id, Prediction.status.in_(("queued", "running"))))
     if active >= limit:
@@ -183,7 +184,7 @@ def find_prediction(db_session, prediction_id: str) -> Prediction:
     row = owned(db_session, Prediction, prediction_id, current_account_id())
     if row is None:
         raise NotFound(f"Prediction {prediction_id!r} not found (finished ones are kept for "
-                       f"{current_app.config['PREDICTION_RETENTION_S']} s: INFER_PREDICTION_RETENTION_S).")
+                       f"{current_settings().prediction_retention_s} s: INFER_PREDICTION_RETENTION_S).")
     return row
 
 

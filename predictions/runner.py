@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, or_, update
 from app import leases
 from app.db import Prediction, utcnow
 from app.fair_claims import FairClaims, WorkKind, leased
+from core.settings import Settings
 from . import webhooks
 from .dispatch import call_as
 from .webhook_pool import WebhookPool
@@ -45,16 +46,16 @@ PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_f
 class PredictionRunner:
     kind = "predict"
 
-    def __init__(self, app, config: dict, sessions):
+    def __init__(self, app, config: Settings, sessions):
         self.app = app
         self.config = config
         self.sessions = sessions
-        self.lease = timedelta(seconds=float(config["PREDICTION_LEASE_S"]))
-        self.claims = FairClaims(PREDICTIONS, self.lease, int(config["ACCOUNT_MAX_RUNNING_PREDICTIONS"]))
-        self.networks = webhooks.allowed_networks(config["WEBHOOK_ALLOWED_NETWORKS"])
+        self.lease = timedelta(seconds=config.prediction_lease_s)
+        self.claims = FairClaims(PREDICTIONS, self.lease, config.account_max_running_predictions)
+        self.networks = webhooks.allowed_networks(config.webhook_allowed_networks)
         # Lookups of the pool's calls and of requests checking a new webhook.
-        self.resolver = webhooks.Resolver(2 * int(config["WEBHOOK_THREADS"]),
-                                          float(config["WEBHOOK_RESOLVE_TIMEOUT_S"]))
+        self.resolver = webhooks.Resolver(2 * config.webhook_threads,
+                                          config.webhook_resolve_timeout_s)
         self.webhooks = WebhookPool(config, sessions, self.networks, self.resolver)
         self._wake = threading.Condition()
         self._pending_wakes = 0
@@ -67,7 +68,7 @@ class PredictionRunner:
         # One thread polls the database (predictions queued through another
         # process); the others sleep until woken, so an idle process asks once
         # per poll, not once per thread.
-        for number in range(int(self.config["PREDICTION_THREADS"])):
+        for number in range(self.config.prediction_threads):
             self._threads.append(threading.Thread(target=self._loop, args=(number == 0,), name=f"predictions-{number}",
                                                   daemon=True))
         self._threads.append(threading.Thread(target=self._housekeeping_loop, name="predictions-housekeeping",
@@ -91,7 +92,7 @@ class PredictionRunner:
     def _sleep(self, polls: bool) -> None:
         with self._wake:
             if self._pending_wakes == 0:
-                self._wake.wait(float(self.config["PREDICTION_POLL_S"]) * (1 if polls else 60))
+                self._wake.wait(self.config.prediction_poll_s * (1 if polls else 60))
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
     def _loop(self, polls: bool) -> None:
@@ -105,7 +106,7 @@ class PredictionRunner:
             self._sleep(polls)
 
     def _housekeeping_loop(self) -> None:
-        while not self._stopped.wait(float(self.config["PREDICTION_POLL_S"])):
+        while not self._stopped.wait(self.config.prediction_poll_s):
             try:
                 self.housekeeping()
             except Exception:
@@ -150,7 +151,7 @@ class PredictionRunner:
             row = session.get(Prediction, row_id)
             account_id, path, body, request_id, attempts = (row.account_id, row.path, row.input, row.request_id,
                                                             row.attempts)
-        if attempts > int(self.config["PREDICTION_MAX_ATTEMPTS"]):
+        if attempts > self.config.prediction_max_attempts:
             self._finish(row_id, 500, {"message": f"The process running this prediction stopped {attempts - 1} "
                                                   "times; it was not run again."}, 0.0)
             return
@@ -189,7 +190,7 @@ class PredictionRunner:
     def housekeeping(self) -> None:
         """Delete predictions past their retention. (Webhooks due for a retry are
         the pool's: it looks for them itself.)"""
-        kept = timedelta(seconds=float(self.config["PREDICTION_RETENTION_S"]))
+        kept = timedelta(seconds=self.config.prediction_retention_s)
         with self.sessions() as session:
             session.execute(delete(Prediction).where(Prediction.completed_at < utcnow() - kept))
             session.commit()

@@ -22,6 +22,7 @@ from sqlalchemy import case, select, update
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import PredictionUrl, UserModel, owned, session, utcnow
+from app.settings import current_settings
 from core.request_context import current_request_id
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
 from tasks.common import StrictSchema
@@ -185,7 +186,7 @@ def predict_with_url(secret):
     body = _input_of_request(spec)
     if "model" in body:
         raise BadRequest("A prediction URL answers its own model: leave out \"model\".")
-    limit = int(current_app.config["PREDICTION_URL_RATE_PER_MIN"])
+    limit = current_settings().prediction_url_rate_per_min
     if not _count_use(row.id, limit):
         raise TooManyRequests(f"This URL answered {limit} calls this minute (INFER_PREDICTION_URL_RATE_PER_MIN); "
                               "try again in a minute.", headers={"Retry-After": str(60 - int(time.time()) % 60)})

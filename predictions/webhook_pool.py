@@ -30,6 +30,7 @@ from sqlalchemy import func, select, update
 
 from app.db import Account, Prediction, utcnow
 from app.fair_claims import fairest_first
+from core.settings import Settings
 from . import webhooks
 from .objects import prediction_object
 
@@ -46,13 +47,13 @@ def _due(now):
 
 
 class WebhookPool:
-    def __init__(self, config: dict, sessions, networks: list, resolver: webhooks.Resolver):
+    def __init__(self, config: Settings, sessions, networks: list, resolver: webhooks.Resolver):
         self.config = config
         self.sessions = sessions
         self.networks = networks
         self.resolver = resolver
-        self.timeout_s = float(config["WEBHOOK_TIMEOUT_S"])
-        self.account_threads = max(1, int(config["WEBHOOK_ACCOUNT_THREADS"]))
+        self.timeout_s = config.webhook_timeout_s
+        self.account_threads = max(1, config.webhook_account_threads)
         # The lookup (a wait for a slot and the lookup, within the resolve timeout) and the call.
         self.claimed_for = timedelta(seconds=resolver.timeout_s + self.timeout_s + CLAIM_MARGIN_S)
         self._in_flight: dict = {}  # account -> deliveries this process makes now
@@ -70,7 +71,7 @@ class WebhookPool:
         # retry, or finished in another process); the others sleep until woken.
         self._stopped = stopped = threading.Event()
         self.threads = [threading.Thread(target=self._loop, args=(number == 0, stopped), name=f"webhooks-{number}",
-                                         daemon=True) for number in range(max(1, int(self.config["WEBHOOK_THREADS"])))]
+                                         daemon=True) for number in range(max(1, self.config.webhook_threads))]
         for thread in self.threads:
             thread.start()
 
@@ -94,7 +95,7 @@ class WebhookPool:
                 log.exception("webhook pool")
             with self._wake:
                 if self._pending_wakes == 0 and not stopped.is_set():
-                    self._wake.wait(float(self.config["PREDICTION_POLL_S"]) * (1 if polls else 60))
+                    self._wake.wait(self.config.prediction_poll_s * (1 if polls else 60))
                 self._pending_wakes = max(0, self._pending_wakes - 1)
 
     # --- one delivery --------------------------------------------------------------
@@ -173,18 +174,18 @@ class WebhookPool:
         values = {"webhook_attempts": attempt, "webhook_error": error}
         if not error:
             values["webhook_status"] = "delivered"
-        elif final or attempt >= int(self.config["WEBHOOK_MAX_ATTEMPTS"]):
+        elif final or attempt >= self.config.webhook_max_attempts:
             values["webhook_status"] = "failed"
             log.warning("webhook of prediction %s failed for good after %d calls: %s", row_id, attempt, error)
         else:
-            wait = float(self.config["WEBHOOK_RETRY_S"]) * 2 ** (attempt - 1)
+            wait = self.config.webhook_retry_s * 2 ** (attempt - 1)
             values["webhook_next_at"] = utcnow() + timedelta(seconds=wait)
         with self.sessions() as session:
             session.execute(update(Prediction).where(Prediction.id == row_id).values(**values))
             session.commit()
         if "webhook_next_at" in values:
             log.info("webhook of prediction %s: call %d failed (%s); retried in %g s", row_id, attempt, error,
-                     float(self.config["WEBHOOK_RETRY_S"]) * 2 ** (attempt - 1))
+                     self.config.webhook_retry_s * 2 ** (attempt - 1))
 
 
 def account_webhook_secret(session, account_id: int) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from app.config import ENV_PREFIX
 from core.errors import InvalidInput
+from core.settings import ENV_PREFIX
 from model_registry.catalogue import default_name
 
 
@@ -38,7 +38,7 @@ def limit_setting(key: str) -> int:
     if _read_setting is None:
         raise RuntimeError("tasks.common has no settings reader: the web layer installs one "
                            "(app.task_routes.register) before any request is read")
-    return int(_read_setting(key))
+    return _read_setting(key)
 
 
 def check_at_most(setting: str, field_name: str, value: int) -> None:

@@ -15,9 +15,10 @@ import warnings
 
 from marshmallow import ValidationError, fields
 
-from app.config import ENV_PREFIX
+from app.settings import current_settings
 from core.errors import BadRequest
 from core.images import IMAGE_FORMATS
+from core.settings import ENV_PREFIX
 
 from .common import as_batch, check_batch, limit_setting
 

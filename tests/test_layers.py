@@ -10,7 +10,7 @@ import pytest
 from tests.gunicorn import ROOT
 
 
-@pytest.mark.parametrize("module", ["core.errors", "core.request_context", "model_registry", "sandbox",
+@pytest.mark.parametrize("module", ["core.errors", "core.request_context", "core.settings", "model_registry", "sandbox",
                                     "uploads.worker_client", "uploads.storage"])
 def test_importing_it_imports_no_web_framework(module):
     code = (f"import sys, {module}\n"

@@ -131,6 +131,7 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 def run(spec: dict, job_dir: str, events: Events) -> dict:
     import torch
 
+    from core.settings import Settings
     from model_registry.loaders import DEFAULT_SETTINGS
     from tasks.spec import task_spec, trainer_for
     from uploads import formats
@@ -172,7 +173,8 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     ))
     # The new version must serve before it is published: load it as the service
     # will and run each task once, as a build does with an upload.
-    version = formats.Version(0, list(result.tasks), output_dir, "", spec["settings"], None, "cpu", False,
+    version = formats.Version(0, list(result.tasks), output_dir, "", Settings().with_overrides(spec["settings"]), None,
+                              "cpu", False,
                               DEFAULT_SETTINGS)
     served = formats.named(result.format).serve(version)
     try:

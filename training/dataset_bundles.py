@@ -13,6 +13,7 @@ import os
 import shutil
 
 from core.errors import ApiError
+from core.settings import Settings
 from uploads import bundles
 
 from .paths import dataset_dir, dataset_source
@@ -53,12 +54,12 @@ def share_direct_upload(storage, dataset_id: str, data_dir: str) -> None:
         raise StoreUnavailable(f"The dataset was not created. {exc}") from None
 
 
-def store_parsed_dataset(config: dict, storage, dataset_id: str, outcome: dict) -> None:
+def store_parsed_dataset(config: Settings, storage, dataset_id: str, outcome: dict) -> None:
     """After a parse that made the dataset ready: its parsed folder to the bucket.
     A failure raises, and the caller records the dataset as failed with it."""
     if not bundles.shared(storage) or outcome.get("status") != "ready":
         return
-    folder = dataset_dir(config["DATA_DIR"], dataset_id)
+    folder = dataset_dir(config.data_dir, dataset_id)
     try:
         bundles.store(storage, parsed_key(storage, dataset_id), folder, bundles.BundleLimits.from_config(config),
                       LEFT_OUT)
@@ -66,7 +67,7 @@ def store_parsed_dataset(config: dict, storage, dataset_id: str, outcome: dict) 
         raise DatasetUnavailable(f"The parsed dataset could not be stored for the other replicas: {exc}") from None
 
 
-def ensure_parsed_datasets(config: dict, storage, *dataset_ids: str | None) -> None:
+def ensure_parsed_datasets(config: Settings, storage, *dataset_ids: str | None) -> None:
     """Before a job trains on them: its datasets (training, validation) on this
     replica, fetched if missing. DatasetUnavailable says what is wrong."""
     for dataset_id in dataset_ids:
@@ -74,11 +75,11 @@ def ensure_parsed_datasets(config: dict, storage, *dataset_ids: str | None) -> N
             _ensure(config, storage, dataset_id)
 
 
-def _ensure(config: dict, storage, dataset_id: str) -> None:
-    folder = dataset_dir(config["DATA_DIR"], dataset_id)
+def _ensure(config: Settings, storage, dataset_id: str) -> None:
+    folder = dataset_dir(config.data_dir, dataset_id)
     if os.path.isfile(os.path.join(folder, PARSED_MARK)):
         return
-    lock_dir = os.path.join(config["DATA_DIR"], "datasets", ".locks")
+    lock_dir = os.path.join(config.data_dir, "datasets", ".locks")
     with bundles.folder_lock(lock_dir, dataset_id):
         if os.path.isfile(os.path.join(folder, PARSED_MARK)):  # another process fetched it meanwhile
             return

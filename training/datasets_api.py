@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Dataset, TrainingJob, owned, session, utcnow
+from app.settings import current_settings
 from core.errors import BadRequest, NotFound, PayloadTooLarge
 from tasks.common import StrictSchema
 from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
@@ -97,7 +98,7 @@ def find_dataset(db_session, account_id: int, dataset_id: str) -> Dataset:
 def allow_dataset_bodies():
     # Datasets are larger than task requests: their body has its own limit.
     if request.endpoint == "datasets.Datasets" and request.method == "POST":
-        request.max_content_length = int(current_app.config["DATASET_MAX_DIRECT_BYTES"])
+        request.max_content_length = current_settings().dataset_max_direct_bytes
         request.body_limit_setting = "INFER_DATASET_MAX_DIRECT_BYTES (or ask for an upload URL: \"upload\": true)"
 
 
@@ -120,7 +121,7 @@ class Datasets(MethodView):
     def post(self):
         """Create a dataset from the request's data or file, or get an upload URL for a large one"""
         body, upload = _read_body()
-        config = current_app.config
+        config = current_settings()
         sources = [body["data"] is not None, upload is not None, body["upload"]]
         if sum(sources) != 1:
             raise BadRequest("Send exactly one of: \"data\" (the CSV or JSONL text), a multipart \"file\", "
@@ -128,14 +129,14 @@ class Datasets(MethodView):
         db_session = session()
         account_id = current_account_id()
         count = db_session.scalar(select(func.count()).select_from(Dataset).where(Dataset.account_id == account_id))
-        if count >= int(config["ACCOUNT_MAX_DATASETS"]):
-            raise QuotaExceeded(f"This account has {count} datasets; the limit is {config['ACCOUNT_MAX_DATASETS']} "
+        if count >= config.account_max_datasets:
+            raise QuotaExceeded(f"This account has {count} datasets; the limit is {config.account_max_datasets} "
                                 "(INFER_ACCOUNT_MAX_DATASETS). Delete one first.")
         check_room(db_session, config, account_id, "create a dataset")
         options = {key: body[key] for key in ("label_column", "text_column") if body[key]}
         dataset = Dataset(id=new_id("ds"), account_id=account_id, name=body["name"], format=body["format"] or "",
                           options=options, parse_log=[])
-        folder = dataset_dir(config["DATA_DIR"], dataset.id)
+        folder = dataset_dir(config.data_dir, dataset.id)
         os.makedirs(folder)
         upload_url = None
         if body["upload"]:
@@ -144,9 +145,9 @@ class Datasets(MethodView):
             dataset.parse_log = [log_line("Waiting for the upload.")]
             upload_url = _upload_url(dataset.id, int(expires.timestamp()))
         else:
-            dataset.size_bytes = _save_direct(body["data"], upload, dataset_source(config["DATA_DIR"], dataset.id),
-                                              int(config["DATASET_MAX_DIRECT_BYTES"]))
-            share_direct_upload(current_app.extensions["storage"], dataset.id, config["DATA_DIR"])  # S3: any parser
+            dataset.size_bytes = _save_direct(body["data"], upload, dataset_source(config.data_dir, dataset.id),
+                                              config.dataset_max_direct_bytes)
+            share_direct_upload(current_app.extensions["storage"], dataset.id, config.data_dir)  # S3: any parser
             dataset.parse_log = [log_line(f"Received {dataset.size_bytes} bytes; waiting in the queue.")]
         db_session.add(dataset)
         db_session.commit()
@@ -205,7 +206,7 @@ class DatasetResource(MethodView):
                            "finish before deleting the dataset.")
         db_session.delete(dataset)
         db_session.commit()
-        remove_tree(dataset_dir(current_app.config["DATA_DIR"], dataset_id))
+        remove_tree(dataset_dir(current_settings().data_dir, dataset_id))
         storage = current_app.extensions["storage"]
         if storage.kind == "s3":
             storage.delete(0, key=storage.dataset_key(dataset_id))
@@ -220,7 +221,7 @@ def receive_dataset_upload(dataset_id):
     dataset = db_session.get(Dataset, dataset_id)
     pending = dataset is not None and dataset.status == "awaiting_upload"
     written = receive_signed_upload(dataset_id, dataset.upload_expires_at if pending else None,
-                                    dataset_source(current_app.config["DATA_DIR"], dataset_id), "DATASET_MAX_BYTES",
+                                    dataset_source(current_settings().data_dir, dataset_id), "DATASET_MAX_BYTES",
                                     "the dataset file", "create a new dataset for another upload")
     dataset.status, dataset.size_bytes = "processing", written
     dataset.parse_log = [*dataset.parse_log, log_line(f"Received {written} bytes; waiting in the queue.")]

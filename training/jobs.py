@@ -36,6 +36,7 @@ from app.fair_claims import FairClaims, WorkKind, leased
 from app.work import KindRunner
 from app.db import Dataset, TrainingJob, UserModel, utcnow
 from core.errors import ModelUnavailable
+from core.settings import Settings
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from uploads.archive import tree_bytes
@@ -67,15 +68,15 @@ MEASURE_S = 2.0
 
 
 class TrainingRunner:
-    def __init__(self, config: dict, sessions, storage, sandbox=None):
+    def __init__(self, config: Settings, sessions, storage, sandbox=None):
         self.config = config
         self.sessions = sessions
         self.storage = storage
         self.children = ChildSandbox(config, sandbox)
-        self.lease = timedelta(seconds=float(config["TRAINING_LEASE_S"]))
+        self.lease = timedelta(seconds=config.training_lease_s)
         # Claimed fairly between accounts, each capped (app/fair_claims.py).
-        self.parse_claims = FairClaims(PARSES, self.lease, int(config["ACCOUNT_MAX_RUNNING_PARSES"]))
-        self.job_claims = FairClaims(JOBS, self.lease, int(config["ACCOUNT_MAX_RUNNING_JOBS"]))
+        self.parse_claims = FairClaims(PARSES, self.lease, config.account_max_running_parses)
+        self.job_claims = FairClaims(JOBS, self.lease, config.account_max_running_jobs)
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -120,7 +121,7 @@ class TrainingRunner:
         return claims.claim(self.sessions, **values)
 
     def _wait(self) -> None:
-        self._wake.wait(float(self.config["TRAINING_POLL_S"]))
+        self._wake.wait(self.config.training_poll_s)
         self._wake.clear()
 
     # --- the runner interface of app/work.py: kinds "parse" and "train" -------------
@@ -188,7 +189,7 @@ class TrainingRunner:
             session.commit()
 
     def _parse(self, dataset_id: str) -> None:
-        folder = dataset_dir(self.config["DATA_DIR"], dataset_id)
+        folder = dataset_dir(self.config.data_dir, dataset_id)
         done = threading.Event()
         threading.Thread(target=leases.keep_renewed, args=(self.sessions, Dataset, dataset_id, self.lease, done),
                          daemon=True).start()
@@ -222,7 +223,7 @@ class TrainingRunner:
     # --- training jobs ------------------------------------------------------------
 
     def _jobs_loop(self) -> None:
-        per_process = max(1, int(self.config["TRAINING_JOBS_PER_PROCESS"]))
+        per_process = max(1, self.config.training_jobs_per_process)
         while not self._stopped.is_set():
             try:
                 while not self._stopped.is_set() and len(self.running_jobs()) < per_process:
@@ -273,14 +274,14 @@ class TrainingRunner:
         if job.cancel_requested:
             record.finish("cancelled", "Cancelled.")
             return
-        if job.attempts + 1 > int(config["TRAINING_MAX_ATTEMPTS"]):
+        if job.attempts + 1 > config.training_max_attempts:
             record.finish("failed", f"The training process stopped without finishing {job.attempts} times "
                                     f"(INFER_TRAINING_MAX_ATTEMPTS); see the log for the last attempt's output. "
                                     f"A process that needs more memory than INFER_TRAINING_MEMORY_MB "
-                                    f"({config['TRAINING_MEMORY_MB']} MB) ends this way.")
+                                    f"({config.training_memory_mb} MB) ends this way.")
             return
         record.started(job.attempts + 1)
-        folder = job_dir(config["DATA_DIR"], job_id)
+        folder = job_dir(config.data_dir, job_id)
         os.makedirs(folder, exist_ok=True)
         try:
             spec = self._job_spec(job, folder)
@@ -318,7 +319,7 @@ class TrainingRunner:
         base_dir = base_file = None
         if job.base_model:
             spec = MODELS[job.base_model]
-            base_dir, _source = resolve_model_dir(spec, config["MODEL_DIR"], public_names(spec.key))
+            base_dir, _source = resolve_model_dir(spec, config.model_dir, public_names(spec.key))
             base_file = spec.filename
         with self.sessions() as session:
             dataset = session.get(Dataset, job.dataset_id)
@@ -329,13 +330,13 @@ class TrainingRunner:
         return {
             "job_id": job.id, "task": job.task, "base_model": job.base_model, "base_model_dir": base_dir,
             "base_model_file": base_file, "hyperparameters": job.hyperparameters, "dataset_format": dataset_format,
-            "dataset_dir": dataset_dir(config["DATA_DIR"], job.dataset_id),
-            "validation_dataset_dir": (dataset_dir(config["DATA_DIR"], job.validation_dataset_id)
+            "dataset_dir": dataset_dir(config.data_dir, job.dataset_id),
+            "validation_dataset_dir": (dataset_dir(config.data_dir, job.validation_dataset_id)
                                        if job.validation_dataset_id else None),
-            "validation_split": job.validation_split, "torch_threads": int(config["TRAINING_TORCH_THREADS"]),
-            "nice": int(config["TRAINING_NICE"]), "memory_mb": int(config["TRAINING_MEMORY_MB"]),
+            "validation_split": job.validation_split, "torch_threads": config.training_torch_threads,
+            "nice": config.training_nice, "memory_mb": config.training_memory_mb,
             # What loading the trained version needs to check it (the base model's folder).
-            "settings": {"MODEL_DIR": config["MODEL_DIR"], "DATA_DIR": "", "TORCH_THREADS": 1},
+            "settings": {"MODEL_DIR": config.model_dir, "DATA_DIR": "", "TORCH_THREADS": 1},
         }
 
     def _supervise(self, job_id: str, account_id: int, folder: str, spec: dict, record: JobRecord) -> str:
@@ -384,7 +385,7 @@ class TrainingRunner:
         if ended is not None:
             return ended
         if over_memory:  # the same data and settings would go over again: a failure, not a crash to retry
-            record.failure = (f"The training process went over its memory limit of {self.config['TRAINING_MEMORY_MB']}"
+            record.failure = (f"The training process went over its memory limit of {self.config.training_memory_mb}"
                               " MiB (INFER_TRAINING_MEMORY_MB) and was stopped; lower batch_size or max_length, or "
                               "train a smaller base model.")
             return "failed"
@@ -429,7 +430,7 @@ class TrainingRunner:
                 source="training", job_id=job_id, dataset_id=job.dataset_id, metrics=result["metrics"],
                 build_message="", build_log="")
             store_version_files(config, self.storage, version.id, output)  # for the other replicas (S3)
-            files_dir = version_dirs(config["DATA_DIR"], version.id)[0]
+            files_dir = version_dirs(config.data_dir, version.id)[0]
             os.makedirs(os.path.dirname(files_dir), exist_ok=True)
             os.rename(output, files_dir)
             version.status, version.stored_bytes, version.finished_at = "success", stored, utcnow()
@@ -442,7 +443,7 @@ class TrainingRunner:
         record.finish("succeeded", f"Trained version {number} of {record.model_name}; it serves now.",
                       best_epoch=result["best_epoch"], metrics=result["metrics"],
                       samples_per_second=result.get("samples_per_second"))
-        remove_old_versions(self.sessions, config["DATA_DIR"], int(config["USER_MODEL_VERSIONS_KEPT"]), model_id,
+        remove_old_versions(self.sessions, config.data_dir, config.user_model_versions_kept, model_id,
                             self.storage)
 
 

@@ -17,6 +17,7 @@ from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import Dataset, TrainingJob, UserModel, owned, session
 from app.pages import newest_first_page
+from app.settings import current_settings
 from core.errors import InvalidInput, ModelUnavailable, NotFound, TooManyRequests
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
@@ -165,7 +166,7 @@ def _check_base_model_files(key: str | None) -> None:
     minutes later, in the training child: refuse it now, saying how to get them."""
     if key is None or not hub_offline():
         return
-    model_dir = current_app.config["MODEL_DIR"]
+    model_dir = current_settings().model_dir
     if not presence(MODELS[key], model_dir).available:
         raise ModelUnavailable(unavailable_message(MODELS[key], model_dir) + " Then start the job again.")
 
@@ -208,7 +209,7 @@ class Trainers(MethodView):
                 "task": task, "library": trainer.library, "dataset_formats": list(trainer.dataset_formats),
                 "default_base_model": trainer.default_base_model,
                 "base_models": base_models,
-                "base_model_files": {key: presence(MODELS[key], current_app.config["MODEL_DIR"]).fields()
+                "base_model_files": {key: presence(MODELS[key], current_settings().model_dir).fields()
                                      for key in base_models},
                 "hyperparameters": {name: describe_field(field)
                                     for name, field in trainer.hyperparameters().fields.items()},
@@ -223,7 +224,7 @@ class Train(MethodView):
     @blp.response(202, JobObject)
     def post(self, body, name):
         """Start a training job: a new version of your model `name` (created if need be) when it succeeds"""
-        config = current_app.config
+        config = current_settings()
         name_problem = UploadUrlBody().validate({"model_name": name})
         if name_problem:
             raise _invalid("name", name_problem["model_name"][0])
@@ -256,9 +257,9 @@ class Train(MethodView):
             raise _invalid("hyperparameters", problem)
         active = db_session.scalar(select(func.count()).select_from(TrainingJob).where(
             TrainingJob.account_id == account_id, TrainingJob.status.in_(ACTIVE)))
-        if active >= int(config["ACCOUNT_MAX_ACTIVE_JOBS"]):
+        if active >= config.account_max_active_jobs:
             raise TooManyRequests(f"This account has {active} queued or running jobs; the limit is "
-                                  f"{config['ACCOUNT_MAX_ACTIVE_JOBS']} (INFER_ACCOUNT_MAX_ACTIVE_JOBS). Wait for one "
+                                  f"{config.account_max_active_jobs} (INFER_ACCOUNT_MAX_ACTIVE_JOBS). Wait for one "
                                   "to finish or cancel one.", headers={"Retry-After": "60"})
         check_room(db_session, config, account_id, "start a training job")  # its checkpoints and version count
         model = lookup_model(db_session, account_id, name)

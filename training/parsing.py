@@ -11,6 +11,7 @@ import os
 import shutil
 
 from app.db import Dataset
+from core.settings import Settings
 from uploads.quotas import over_quota_message, stored_usage
 
 from .datasets.child import OUT_OF_MEMORY
@@ -29,38 +30,38 @@ def failed(message: str, log: list | None = None) -> dict:
     return {"status": "failed", "format": None, "stats": None, "message": message, "log": log or []}
 
 
-def fetch_source(config: dict, storage, dataset_id: str, folder: str) -> dict | None:
+def fetch_source(config: Settings, storage, dataset_id: str, folder: str) -> dict | None:
     """With S3 storage, a dataset uploaded to the bucket (or sent to another
     replica) is fetched into `folder` first; a failed outcome if it cannot be."""
-    if os.path.isfile(dataset_source(config["DATA_DIR"], dataset_id)) or storage.kind != "s3":
+    if os.path.isfile(dataset_source(config.data_dir, dataset_id)) or storage.kind != "s3":
         return None
     from uploads.storage import UploadTooLarge
 
     os.makedirs(folder, exist_ok=True)
     try:
-        fetched = storage.fetch(0, folder, int(config["DATASET_MAX_BYTES"]), key=storage.dataset_key(dataset_id),
+        fetched = storage.fetch(0, folder, config.dataset_max_bytes, key=storage.dataset_key(dataset_id),
                                 filename="source")
     except UploadTooLarge:
-        return failed(f"The upload is over {config['DATASET_MAX_BYTES']} bytes (INFER_DATASET_MAX_BYTES).")
+        return failed(f"The upload is over {config.dataset_max_bytes} bytes (INFER_DATASET_MAX_BYTES).")
     if not os.path.isfile(fetched):
         return failed("The upload is missing from the bucket: create the dataset again.")
     return None
 
 
-def parse_request(config: dict, dataset: Dataset) -> dict:
-    return {"source": dataset_source(config["DATA_DIR"], dataset.id), "format": dataset.format or None,
-            "options": dict(dataset.options or {}), "nice": int(config["TRAINING_NICE"]), "limits": {
-                "max_rows": int(config["DATASET_MAX_ROWS"]), "max_line_bytes": int(config["DATASET_MAX_LINE_BYTES"]),
-                "max_image_pixels": int(config["MAX_IMAGE_PIXELS"]),
-                "max_label_count": int(config["DATASET_MAX_LABELS"]),
-                "max_archive_bytes": int(config["DATASET_MAX_BYTES"]),
-                "max_members": int(config["UPLOAD_MAX_MEMBERS"]),
-                "max_uncompressed_bytes": int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]),
-                "max_ratio": int(config["UPLOAD_MAX_RATIO"]),
-                "max_memory_mb": int(config["DATASET_PARSE_MEMORY_MB"])}}
+def parse_request(config: Settings, dataset: Dataset) -> dict:
+    return {"source": dataset_source(config.data_dir, dataset.id), "format": dataset.format or None,
+            "options": dict(dataset.options or {}), "nice": config.training_nice, "limits": {
+                "max_rows": config.dataset_max_rows, "max_line_bytes": config.dataset_max_line_bytes,
+                "max_image_pixels": config.max_image_pixels,
+                "max_label_count": config.dataset_max_labels,
+                "max_archive_bytes": config.dataset_max_bytes,
+                "max_members": config.upload_max_members,
+                "max_uncompressed_bytes": config.upload_max_uncompressed_bytes,
+                "max_ratio": config.upload_max_ratio,
+                "max_memory_mb": config.dataset_parse_memory_mb}}
 
 
-def run_parse(config: dict, sessions, storage, children, dataset_id: str, folder: str) -> dict:
+def run_parse(config: Settings, sessions, storage, children, dataset_id: str, folder: str) -> dict:
     """Parse the dataset in `folder` in its child; the outcome (SandboxUnavailable
     when the child cannot be confined)."""
     missing = fetch_source(config, storage, dataset_id, folder)
@@ -87,12 +88,12 @@ def run_parse(config: dict, sessions, storage, children, dataset_id: str, folder
     except UnsafeOutput as exc:
         return failed(f"The dataset could not be parsed: the parser left something unexpected ({exc}).")
     if over_memory or child.returncode == OUT_OF_MEMORY:  # its control group, or its address-space cap
-        return failed(f"The parser went over its memory limit of {config['DATASET_PARSE_MEMORY_MB']} MiB "
+        return failed(f"The parser went over its memory limit of {config.dataset_parse_memory_mb} MiB "
                       "(INFER_DATASET_PARSE_MEMORY_MB) and was stopped: the file needs more memory to parse than "
                       "that. Split it, or make its images smaller.")
     if not os.path.isfile(result_path) or os.path.islink(result_path):
         return failed(f"The parser stopped without a result (exit status {child.returncode}); a file that needs "
-                      f"more than INFER_DATASET_PARSE_MEMORY_MB ({config['DATASET_PARSE_MEMORY_MB']} MB) ends "
+                      f"more than INFER_DATASET_PARSE_MEMORY_MB ({config.dataset_parse_memory_mb} MB) ends "
                       "this way.")
     try:
         outcome = read_json_no_links(result_path, RESULT_MAX_BYTES)
@@ -103,7 +104,7 @@ def run_parse(config: dict, sessions, storage, children, dataset_id: str, folder
     return within_quota(config, sessions, dataset_id, folder, outcome)
 
 
-def within_quota(config: dict, sessions, dataset_id: str, folder: str, outcome: dict) -> dict:
+def within_quota(config: Settings, sessions, dataset_id: str, folder: str, outcome: dict) -> dict:
     """A ready dataset whose files take its account over the stored-bytes quota
     fails instead, keeping only its upload (which counted before the parse)."""
     if outcome.get("status") != "ready":

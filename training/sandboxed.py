@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 
+from core.settings import Settings
 from sandbox import Bind, Job, Limits, Sandbox
 
 from .records import child_environment
@@ -59,12 +60,12 @@ class UnsafeOutput(Exception):
 
 
 class ChildSandbox:
-    def __init__(self, config: dict, sandbox: Sandbox | None):
+    def __init__(self, config: Settings, sandbox: Sandbox | None):
         self.config = config
         self.sandbox = sandbox
         self.confined = sandbox is not None and sandbox.kind != "none"
-        base, count = int(config["TRAINING_SANDBOX_UID_BASE"]), int(config["SANDBOX_UID_COUNT"])
-        models_base = int(config["SANDBOX_UID_BASE"])
+        base, count = config.training_sandbox_uid_base, config.sandbox_uid_count
+        models_base = config.sandbox_uid_base
         if self.confined and base < models_base + count and models_base < base + count:
             raise ValueError(f"INFER_TRAINING_SANDBOX_UID_BASE ({base}) must leave the model versions' uids "
                              f"(INFER_SANDBOX_UID_BASE {models_base} + INFER_SANDBOX_UID_COUNT {count}) apart.")
@@ -75,16 +76,16 @@ class ChildSandbox:
         """An account's own uid, the same for its parses and its jobs: its children
         cannot signal or read another account's, and its datasets are given its
         group alone (see `start_training`)."""
-        return int(self.config["TRAINING_SANDBOX_UID_BASE"]) + account_id % int(self.config["SANDBOX_UID_COUNT"])
+        return self.config.training_sandbox_uid_base + account_id % self.config.sandbox_uid_count
 
     def limits(self, memory_mb: int, cpu_seconds: int) -> Limits:
         config = self.config
         return Limits(
-            memory_bytes=memory_mb * 2**20, processes=int(config["SANDBOX_MAX_PROCESSES"]), cpu_seconds=cpu_seconds,
-            open_files=int(config["SANDBOX_MAX_OPEN_FILES"]),
+            memory_bytes=memory_mb * 2**20, processes=config.sandbox_max_processes, cpu_seconds=cpu_seconds,
+            open_files=config.sandbox_max_open_files,
             # No one file can be larger than the account may store in all.
-            file_bytes=int(config["ACCOUNT_MAX_STORED_MB"]) * 2**20,
-            tmp_bytes=int(config["SANDBOX_TMP_MB"]) * 2**20, nice=int(config["TRAINING_NICE"]))
+            file_bytes=config.account_max_stored_mb * 2**20,
+            tmp_bytes=config.sandbox_tmp_mb * 2**20, nice=config.training_nice)
 
     def command(self, module: str, work_dir: str) -> list[str]:
         """The child's command line (tests put a probe here, to run as the child would)."""
@@ -108,7 +109,7 @@ class ChildSandbox:
         config = self.config
         return Job(self.command(PARSE_MODULE, DATASET_DIR), [*self._code_binds(), Bind(folder, DATASET_DIR, True)],
                    uid=self.uid_for(account_id), workdir=CODE_DIR, env=self._env(1),
-                   limits=self.limits(int(config["DATASET_PARSE_MEMORY_MB"]), int(config["DATASET_PARSE_CPU_S"])))
+                   limits=self.limits(config.dataset_parse_memory_mb, config.dataset_parse_cpu_s))
 
     def training_job(self, account_id: int, folder: str, spec: dict) -> Job:
         """`spec` as the runner made it, with the host's paths."""
@@ -124,7 +125,7 @@ class ChildSandbox:
                         HF_HOME=f"{cache}/huggingface", HF_DATASETS_CACHE=f"{cache}/datasets",
                         XDG_CACHE_HOME=cache)
         return Job(self.command(TRAIN_MODULE, JOB_DIR), binds, uid=self.uid_for(account_id), workdir=CODE_DIR,
-                   env=env, limits=self.limits(int(config["TRAINING_MEMORY_MB"]), int(config["TRAINING_CPU_S"])))
+                   env=env, limits=self.limits(config.training_memory_mb, config.training_cpu_s))
 
     def child_spec(self, spec: dict) -> dict:
         """The job spec as the child sees it: the sandbox's paths, and the

@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app.db import session as database_session
+from app.settings import current_settings
 from core.errors import ApiError
 
 from .sessions import csrf_ok, csrf_token, signed_in_account
@@ -72,11 +73,11 @@ def security_headers(response):
 def _upload_origins() -> str:
     """Where the browser PUTs an upload: this service (local storage, or PUBLIC_URL) or the S3 endpoint."""
     origins = []
-    for url in (current_app.config.get("PUBLIC_URL", ""), current_app.config.get("S3_ENDPOINT_URL", "")):
+    for url in (current_settings().public_url, current_settings().s3_endpoint_url):
         if url:
             scheme, _, rest = url.partition("://")
             origins.append(f"{scheme}://{rest.split('/')[0]}")
-    if current_app.config.get("STORAGE") == "s3" and not current_app.config.get("S3_ENDPOINT_URL"):
+    if current_settings().storage == "s3" and not current_settings().s3_endpoint_url:
         origins.append("https://*.amazonaws.com")
     return " ".join(origins)
 

@@ -13,9 +13,10 @@ import secrets
 import shlex
 from dataclasses import dataclass
 
-from flask import current_app, jsonify, render_template, request
+from flask import jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
+from app.settings import current_settings
 from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
 from tasks.spec import TASK_SPECS, TaskSpec
@@ -196,7 +197,7 @@ def _run_request() -> tuple[TaskSpec, dict, dict[str, str]]:
 
 
 def public_url() -> str:
-    return (current_app.config.get("PUBLIC_URL") or request.host_url).rstrip("/")
+    return (current_settings().public_url or request.host_url).rstrip("/")
 
 
 def curl_command(url: str, body: dict, files: dict[str, str] | None = None) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy import delete, select, update
 
 from app.auth import find_active_key, hash_key
 from app.db import Account, ApiKey, UiSession, utcnow
+from app.settings import current_settings, settings_of
 from uploads.storage import load_secret
 
 COOKIE_NAME = "infer_ui"
@@ -46,17 +47,17 @@ class UiSessionInterface(SecureCookieSessionInterface):
                                       signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256})
 
     def get_cookie_secure(self, app) -> bool:
-        return request.is_secure or app.config.get("PUBLIC_URL", "").startswith("https://")
+        return request.is_secure or settings_of(app).public_url.startswith("https://")
 
 
 def init_sessions(app) -> None:
-    secret = load_secret(app.config)
+    secret = load_secret(settings_of(app))
     # A key of its own: a leaked session key must not sign upload URLs, nor the reverse.
     signing_key = hmac.new(secret, b"infer web UI sessions", hashlib.sha256).digest()
     app.session_interface = UiSessionInterface(signing_key)
     app.config.update(SESSION_COOKIE_NAME=COOKIE_NAME, SESSION_COOKIE_PATH="/ui", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax",
-                      PERMANENT_SESSION_LIFETIME=timedelta(hours=float(app.config["UI_SESSION_HOURS"])))
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=settings_of(app).ui_session_hours))
 
 
 def sign_in(database_session, key: str) -> bool:
@@ -72,7 +73,7 @@ def sign_in(database_session, key: str) -> bool:
     lifetime = current_app.permanent_session_lifetime
     database_session.add(UiSession(token_hash=_hashed(token), key_id=row.id, created_at=now,
                                    expires_at=now + lifetime))
-    _keep_newest(database_session, row.id, _hashed(token), int(current_app.config["UI_SESSIONS_PER_KEY"]))
+    _keep_newest(database_session, row.id, _hashed(token), current_settings().ui_sessions_per_key)
     database_session.commit()
     session.permanent = True
     session["sid"] = token
@@ -143,5 +144,5 @@ def csrf_ok() -> bool:
     origin = request.headers.get("Origin")
     if origin is None:  # older browsers and same-origin GET-born forms may not send it
         return True
-    ours = {request.host_url.rstrip("/"), current_app.config.get("PUBLIC_URL", "").rstrip("/")} - {""}
+    ours = {request.host_url.rstrip("/"), current_settings().public_url.rstrip("/")} - {""}
     return origin in ours

@@ -6,7 +6,9 @@ service's signed URL, or S3's presigned one), so the file never passes through
 the UI, and follows the build on the model page (ui/static/upload.js).
 """
 
-from flask import current_app, jsonify, render_template, request, url_for
+from flask import jsonify, render_template, request, url_for
+
+from app.settings import current_settings
 
 from . import api
 from .blueprint import bp
@@ -15,8 +17,8 @@ from .blueprint import bp
 @bp.route("/upload")
 def upload():
     return render_template("ui/upload.html", name=request.args.get("name", ""),
-                           max_bytes=int(current_app.config["UPLOAD_MAX_BYTES"]),
-                           max_size=readable_size(int(current_app.config["UPLOAD_MAX_BYTES"])))
+                           max_bytes=current_settings().upload_max_bytes,
+                           max_size=readable_size(current_settings().upload_max_bytes))
 
 
 def readable_size(size: int) -> str:

@@ -4,7 +4,9 @@ latency over a chosen window, as a table and a chart over time (GET /usage)."""
 import time
 from datetime import datetime, timezone
 
-from flask import current_app, render_template, request
+from flask import render_template, request
+
+from app.settings import current_settings
 
 from . import api
 from .blueprint import bp
@@ -22,9 +24,9 @@ MAX_POINTS = 200
 
 def windows() -> list[int]:
     """The windows within the retention (older usage is deleted)."""
-    retention = float(current_app.config["USAGE_RETENTION_HOURS"])
+    retention = current_settings().usage_retention_hours
     offered = [hours for hours in WINDOWS if hours <= retention]
-    return offered or [max(1, int(retention))]
+    return offered or [max(1, retention)]
 
 
 def chosen_window(offered: list[int]) -> int | None:
@@ -63,7 +65,7 @@ def fitting_window(offered: list[int]) -> tuple[int, dict]:
 
 
 def chart_step(hours: int) -> int:
-    bucket_s = int(current_app.config["USAGE_BUCKET_S"])
+    bucket_s = current_settings().usage_bucket_s
     for multiple in STEP_MULTIPLES:
         if hours * 3600 / (bucket_s * multiple) <= MAX_POINTS:
             return bucket_s * multiple
@@ -103,4 +105,4 @@ def usage():
     return render_template("ui/usage.html", windows=offered, hours=hours, totals=totals, summary=summary,
                            fitted=chosen is None,
                            chart=chart_series(answer, time.time()),
-                           flush_s=current_app.config["USAGE_FLUSH_S"])
+                           flush_s=current_settings().usage_flush_s)

@@ -13,6 +13,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import ModelVersion, TrainingJob, UserModel, session, utcnow
+from app.settings import current_settings
 from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
@@ -117,12 +118,12 @@ def serving_file(model: UserModel, filename: str) -> str | None:
     if not model.current_version_id:
         return None
     current_app.extensions["user_models"].ensure_files(session(), model)  # another replica built it?
-    path = os.path.join(version_dirs(current_app.config["DATA_DIR"], model.current_version_id)[0], filename)
+    path = os.path.join(version_dirs(current_settings().data_dir, model.current_version_id)[0], filename)
     return path if os.path.isfile(path) else None
 
 
 def base_url() -> str:
-    return current_app.config["PUBLIC_URL"] or request.host_url
+    return current_settings().public_url or request.host_url
 
 
 @blp.route("/upload-url")
@@ -137,7 +138,7 @@ class UploadUrl(MethodView):
         db_session = session()
         account_id = current_account_id()
         model = lookup_model(db_session, account_id, name)
-        check_new_upload(db_session, current_app.config, account_id, new_model=model is None)
+        check_new_upload(db_session, current_settings(), account_id, new_model=model is None)
         if model is None:
             model = UserModel(account_id=account_id, name=name, tasks=[])
             db_session.add(model)
@@ -183,11 +184,11 @@ def receive_signed_upload(object_id, issued_expiry: datetime | None, path: str, 
         raise Conflict(f"This upload URL was used already; {ask_again}.")
     if expires != str(int(as_utc(issued_expiry).timestamp())):
         raise UploadRejected(f"This upload URL is not the one issued; {ask_again}.")
-    limit = int(current_app.config[limit_key])
+    limit = getattr(current_settings(), limit_key.lower())
     # Uploads are far larger than API bodies: this request has its own limit.
     request.max_content_length = limit
     partial = path + ".partial"
-    idle_timeout_s = float(current_app.config["UPLOAD_IDLE_TIMEOUT_S"])
+    idle_timeout_s = current_settings().upload_idle_timeout_s
     claim_partial(partial, idle_timeout_s, ask_again)
     try:
         written = receive_body(partial, limit, idle_timeout_s, f"INFER_{limit_key}")
@@ -275,7 +276,7 @@ class Models(MethodView):
             for spec in MODELS.values():
                 listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
                                "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
-                               **presence(spec, current_app.config["MODEL_DIR"]).fields()})
+                               **presence(spec, current_settings().model_dir).fields()})
         return listed
 
 
@@ -307,7 +308,7 @@ class Model(MethodView):
         registry = current_app.extensions["models"]
         for version_id in version_ids:
             registry.cache.evict(cache_key(version_id))
-            remove_tree(os.path.dirname(version_dirs(current_app.config["DATA_DIR"], version_id)[0]))
+            remove_tree(os.path.dirname(version_dirs(current_settings().data_dir, version_id)[0]))
         return None
 
 

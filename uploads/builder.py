@@ -32,6 +32,7 @@ from sqlalchemy.orm import join
 from app import leases
 from app.fair_claims import FairClaims, WorkKind, leased
 from app.db import ModelVersion, UserModel, utcnow
+from core.settings import Settings
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
 from sandbox import SandboxUnavailable
@@ -100,7 +101,7 @@ def read_model_config(files_dir: str, max_bytes: int) -> dict:
 class Builder:
     kind = "build"  # its kind of work for app/work.py
 
-    def __init__(self, config: dict, sessions, storage, device: str, half: bool, model_sandbox, after_poll=None):
+    def __init__(self, config: Settings, sessions, storage, device: str, half: bool, model_sandbox, after_poll=None):
         self.config = config
         self.model_sandbox = model_sandbox
         # Run after each look for work (the app unloads stale user models there).
@@ -111,11 +112,11 @@ class Builder:
         self.half = half
         self.load_settings = LoadSettings.from_config(config)
         self.limits = ArchiveLimits(
-            int(config["UPLOAD_MAX_BYTES"]), int(config["UPLOAD_MAX_MEMBERS"]),
-            int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_RATIO"]),
+            config.upload_max_bytes, config.upload_max_members,
+            config.upload_max_uncompressed_bytes, config.upload_max_ratio,
         )
-        self.lease = timedelta(seconds=float(config["BUILD_LEASE_S"]))
-        self.claims = FairClaims(BUILDS, self.lease, int(config["ACCOUNT_MAX_RUNNING_BUILDS"]))
+        self.lease = timedelta(seconds=config.build_lease_s)
+        self.claims = FairClaims(BUILDS, self.lease, config.account_max_running_builds)
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,7 +143,7 @@ class Builder:
                 self.after_poll()
             except Exception:  # the loop must survive anything a build or the database throws
                 log.exception("builder loop")
-            self._wake.wait(float(self.config["BUILD_POLL_S"]))
+            self._wake.wait(self.config.build_poll_s)
             self._wake.clear()
 
     def notice_s3_uploads(self) -> None:
@@ -197,7 +198,7 @@ class Builder:
         done = threading.Event()
         threading.Thread(target=leases.keep_renewed, args=(self.sessions, ModelVersion, version_id, self.lease, done),
                          daemon=True).start()
-        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
+        files_dir, venv_dir = version_dirs(self.config.data_dir, version_id)
         try:
             result = self._build_steps(version_id, files_dir, venv_dir, lines.append)
         except (BuildFailed, ArchiveRejected, RequirementsRejected, SandboxUnavailable, QuotaExceeded,
@@ -232,7 +233,7 @@ class Builder:
         remove_tree(extracted)
         if archive.startswith(root + os.sep):
             os.remove(archive)  # fetched from S3: the extracted files are what is kept
-        config = read_model_config(files_dir, int(self.config["UPLOAD_MAX_CONFIG_KB"]) * 1024)
+        config = read_model_config(files_dir, self.config.upload_max_config_kb * 1024)
         upload_format = detect(files_dir, config)
         tasks = config["tasks"]
         say(f"format {upload_format.name}, tasks {tasks}")
@@ -274,13 +275,13 @@ class Builder:
         say(f"{task}: sample answered")
 
     def _finish(self, version_id: int, status: str, message: str, lines: list[str], cleanup: str | None, result=None):
-        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
-        scrub = Scrubber(files_dir, venv_dir, self.config["DATA_DIR"])
+        files_dir, venv_dir = version_dirs(self.config.data_dir, version_id)
+        scrub = Scrubber(files_dir, venv_dir, self.config.data_dir)
         message, build_log = scrub.line(message), scrub.text("\n".join(lines))[-LOG_KEPT_CHARS:]
         with self.sessions() as session:
             version = session.get(ModelVersion, version_id)
             if version is None:  # the model was deleted during its build: keep nothing
-                remove_tree(os.path.dirname(version_dirs(self.config["DATA_DIR"], version_id)[0]))
+                remove_tree(os.path.dirname(version_dirs(self.config.data_dir, version_id)[0]))
                 discard_version_bundle(self.storage, version_id)
                 return
             version.status = status
@@ -302,7 +303,7 @@ class Builder:
         if cleanup:
             remove_tree(os.path.dirname(cleanup))
         if result:
-            remove_old_versions(self.sessions, self.config["DATA_DIR"], int(self.config["USER_MODEL_VERSIONS_KEPT"]),
+            remove_old_versions(self.sessions, self.config.data_dir, self.config.user_model_versions_kept,
                                 model_id, self.storage)
         self.storage.delete(version_id)
         log.info("build of model version %s: %s: %s", version_id, status, message.splitlines()[0])

@@ -24,6 +24,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 
+from core.settings import Settings
+
 from .storage import UploadTooLarge
 
 # A bundle holds what an upload may, plus the folders and the few files the
@@ -52,8 +54,8 @@ class BundleLimits:
     max_members: int
 
     @classmethod
-    def from_config(cls, config: dict) -> "BundleLimits":
-        return cls(int(config["UPLOAD_MAX_UNCOMPRESSED_BYTES"]), int(config["UPLOAD_MAX_MEMBERS"]) + EXTRA_MEMBERS)
+    def from_config(cls, config: Settings) -> "BundleLimits":
+        return cls(config.upload_max_uncompressed_bytes, config.upload_max_members + EXTRA_MEMBERS)
 
     @property
     def max_object_bytes(self) -> int:

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 
+from core.settings import Settings
 from model_registry.catalogue import (
     CAUSAL_LM,
     CLIP,
@@ -94,7 +95,7 @@ def check_hf_folder(version, loader: str, say) -> dict:
     """Check the folder of `version` (uploads.formats.base.Version) for `loader`;
     BuildFailed saying why it cannot be served. The inspection's answer."""
     settings = version.settings
-    check_file_sizes(version.files_dir, int(settings["HF_FILE_MAX_MB"]))
+    check_file_sizes(version.files_dir, settings.hf_file_max_mb)
     result = inspect_folder(version, loader, say)
     check_size(result, version.half, settings)
     check_weights_fit(result["modules"], PURPOSES[loader])
@@ -145,14 +146,15 @@ def size_as_loaded(result: dict, half: bool) -> int:
     return int(result["nbytes"]) - int(result["float_nbytes"]) + 2 * int(result["float_elements"])
 
 
-def size_limit(settings: dict) -> tuple[int, str]:
+def size_limit(settings: Settings) -> tuple[int, str]:
     """(the most bytes one uploaded model may take, the setting that says so); 0: none."""
-    limits = [(int(settings[key]), f"INFER_{key}") for key in ("HF_MAX_MODEL_MB", "MODEL_MEMORY_BUDGET_MB")]
+    limits = [(settings.hf_max_model_mb, "INFER_HF_MAX_MODEL_MB"),
+              (settings.model_memory_budget_mb, "INFER_MODEL_MEMORY_BUDGET_MB")]
     mib, name = min(((mib, name) for mib, name in limits if mib > 0), default=(0, ""))
     return mib * 2**20, name
 
 
-def check_size(result: dict, half: bool, settings: dict) -> None:
+def check_size(result: dict, half: bool, settings: Settings) -> None:
     size = size_as_loaded(result, half)
     limit, name = size_limit(settings)
     if limit and size > limit:
@@ -167,8 +169,8 @@ def check_size(result: dict, half: bool, settings: dict) -> None:
 def inspect_folder(version, loader: str, say) -> dict:
     """Run hf_inspect.py on the version's files; its answer, or BuildFailed."""
     settings = version.settings
-    timeout_s = float(settings["HF_CHECK_TIMEOUT_S"])
-    memory_mb = int(settings["HF_CHECK_MEMORY_MB"])
+    timeout_s = settings.hf_check_timeout_s
+    memory_mb = settings.hf_check_memory_mb
     request = {"model_class": MODEL_CLASSES.get(loader), "sentence_transformers": loader == SENTENCE_TRANSFORMER,
                "site_dirs": service_package_paths(), "memory_bytes": memory_mb * 2**20,
                "cpu_seconds": int(timeout_s) + 1, "max_patterns": MAX_PATTERNS}

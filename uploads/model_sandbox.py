@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 
+from core.settings import Settings
 from sandbox import Bind, Job, Limits, Sandbox
 from sandbox.egress import EgressProxy, parse_allowed
 
@@ -54,34 +55,34 @@ class RequirementsFailed(Exception):
         self.pip_failed = pip_failed
 
 
-def sandbox_from_config(config: dict) -> Sandbox:
-    allowed_env = tuple(n.strip() for n in config["SANDBOX_ENV_ALLOW"].split(",") if n.strip())
+def sandbox_from_config(config: Settings) -> Sandbox:
+    allowed_env = tuple(n.strip() for n in config.sandbox_env_allow.split(",") if n.strip())
     forbidden = [n for n in allowed_env if n.startswith(("INFER_", "AWS_")) or n == "DATABASE_URL"]
     if forbidden:
         raise ValueError(f"INFER_SANDBOX_ENV_ALLOW must not name the service's own secrets: {', '.join(forbidden)}")
-    return Sandbox(config["SANDBOX"], env_allow=allowed_env, threads=max(1, int(config["TORCH_THREADS"])),
-                   uid_base=int(config["SANDBOX_UID_BASE"]), uid_count=int(config["SANDBOX_UID_COUNT"]),
-                   cgroup=config["SANDBOX_CGROUP"], cgroup_parent=config["SANDBOX_CGROUP_PARENT"])
+    return Sandbox(config.sandbox, env_allow=allowed_env, threads=max(1, config.torch_threads),
+                   uid_base=config.sandbox_uid_base, uid_count=config.sandbox_uid_count,
+                   cgroup=config.sandbox_cgroup, cgroup_parent=config.sandbox_cgroup_parent)
 
 
 class ModelSandbox:
-    def __init__(self, config: dict, sandbox: Sandbox):
+    def __init__(self, config: Settings, sandbox: Sandbox):
         self.config = config
         self.sandbox = sandbox
-        if config["SANDBOX_INSTALL_NETWORK"] not in INSTALL_NETWORKS:
+        if config.sandbox_install_network not in INSTALL_NETWORKS:
             raise ValueError(f"INFER_SANDBOX_INSTALL_NETWORK must be one of {', '.join(INSTALL_NETWORKS)}")
-        self.find_links = [p.strip() for p in config["SANDBOX_PIP_FIND_LINKS"].split(",") if p.strip()]
+        self.find_links = [p.strip() for p in config.sandbox_pip_find_links.split(",") if p.strip()]
 
     def limits(self) -> Limits:
         config = self.config
         return Limits(
-            memory_bytes=int(config["WORKER_MEMORY_MB"]) * 2**20,
-            processes=int(config["SANDBOX_MAX_PROCESSES"]),
-            cpu_seconds=int(config["SANDBOX_CPU_S"]),
-            open_files=int(config["SANDBOX_MAX_OPEN_FILES"]),
-            file_bytes=int(config["SANDBOX_MAX_FILE_MB"]) * 2**20,
-            tmp_bytes=int(config["SANDBOX_TMP_MB"]) * 2**20,
-            nice=int(config["SANDBOX_NICE"]),
+            memory_bytes=config.worker_memory_mb * 2**20,
+            processes=config.sandbox_max_processes,
+            cpu_seconds=config.sandbox_cpu_s,
+            open_files=config.sandbox_max_open_files,
+            file_bytes=config.sandbox_max_file_mb * 2**20,
+            tmp_bytes=config.sandbox_tmp_mb * 2**20,
+            nice=config.sandbox_nice,
         )
 
     # --- the model's worker ---------------------------------------------------------
@@ -110,14 +111,14 @@ class ModelSandbox:
         return self._over_memory() if self.sandbox.over_memory(process) else None
 
     def _over_memory(self) -> str:
-        return (f"went over its memory limit of {int(self.config['WORKER_MEMORY_MB'])} MiB "
+        return (f"went over its memory limit of {self.config.worker_memory_mb} MiB "
                 "(INFER_WORKER_MEMORY_MB) and was stopped")
 
     def describe(self) -> dict:
         """What /readyz shows: the sandbox, and the limits every sandboxed tree gets."""
         described = self.sandbox.describe()
-        described["resource_limits"].update(memory_mb=int(self.config["WORKER_MEMORY_MB"]),
-                                            max_processes=int(self.config["SANDBOX_MAX_PROCESSES"]))
+        described["resource_limits"].update(memory_mb=self.config.worker_memory_mb,
+                                            max_processes=self.config.sandbox_max_processes)
         return described
 
     # --- the install of requirements.txt ----------------------------------------------
@@ -150,12 +151,12 @@ class ModelSandbox:
         inside = ["/venv/bin/python", "/opt/infer/install_inside.py"]
         proxy = None
         socket_dir = None
-        if self.config["SANDBOX_INSTALL_NETWORK"] == "index":
+        if self.config.sandbox_install_network == "index":
             # Its own short folder (0700): a unix socket's path holds at most 107
             # bytes, which a data dir's path can take up on its own.
             socket_dir = tempfile.mkdtemp(prefix="infer-egress-")
             socket_path = os.path.join(socket_dir, "egress.sock")
-            proxy = EgressProxy(socket_path, parse_allowed(self.config["SANDBOX_INSTALL_HOSTS"]))
+            proxy = EgressProxy(socket_path, parse_allowed(self.config.sandbox_install_hosts))
             binds.append(Bind(socket_path, "/install/egress.sock"))
             inside += ["--proxy-socket", "/install/egress.sock"]
         else:
@@ -173,12 +174,12 @@ class ModelSandbox:
                        + " (only INFER_SANDBOX_INSTALL_HOSTS are reachable).\n")
         if code == "timeout":
             raise RequirementsFailed(
-                f"installing requirements.txt took over {self.config['BUILD_REQUIREMENTS_TIMEOUT_S']:g}s", output)
+                f"installing requirements.txt took over {self.config.build_requirements_timeout_s:g}s", output)
         if code == "memory":
             raise RequirementsFailed(f"installing requirements.txt {self._over_memory()}", output)
         if code == "too big":
             raise RequirementsFailed(
-                f"the installed packages grew past {self.config['SANDBOX_INSTALL_MAX_MB']} MiB "
+                f"the installed packages grew past {self.config.sandbox_install_max_mb} MiB "
                 "(INFER_SANDBOX_INSTALL_MAX_MB)", output)
         if code != 0:
             raise RequirementsFailed("installing requirements.txt failed", output, pip_failed=True)
@@ -191,8 +192,8 @@ class ModelSandbox:
         kept: deque[bytes] = deque()
         reader = threading.Thread(target=_keep_tail, args=(process.stdout, kept), daemon=True)
         reader.start()
-        deadline = time.monotonic() + float(self.config["BUILD_REQUIREMENTS_TIMEOUT_S"])
-        size_limit = int(self.config["SANDBOX_INSTALL_MAX_MB"]) * 2**20
+        deadline = time.monotonic() + self.config.build_requirements_timeout_s
+        size_limit = self.config.sandbox_install_max_mb * 2**20
         outcome: int | str | None = None
         while outcome is None:
             try:

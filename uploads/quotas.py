@@ -20,6 +20,7 @@ from sqlalchemy import case, func, or_, select
 
 from app.db import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import ApiError, TooManyRequests
+from core.settings import Settings
 
 # Jobs whose folder (checkpoints, output) is still on disk.
 JOBS_WITH_FILES = ("queued", "running")
@@ -56,8 +57,8 @@ def readable_bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-def limit_bytes(config: dict) -> int:
-    return int(config["ACCOUNT_MAX_STORED_MB"]) * 2**20
+def limit_bytes(config: Settings) -> int:
+    return config.account_max_stored_mb * 2**20
 
 
 def stored_usage(session, account_id: int, excluding_version: int | None = None,
@@ -86,7 +87,7 @@ def stored_bytes(session, account_id: int, excluding_version: int | None = None)
     return stored_usage(session, account_id, excluding_version=excluding_version).total
 
 
-def check_room(session, config: dict, account_id: int, what: str) -> None:
+def check_room(session, config: Settings, account_id: int, what: str) -> None:
     """Before storing anything new (`what`: "upload a model", "create a dataset"...):
     403 when the account is at its limit already."""
     usage = stored_usage(session, account_id)
@@ -96,7 +97,7 @@ def check_room(session, config: dict, account_id: int, what: str) -> None:
                             f"{readable_bytes(limit)} (INFER_ACCOUNT_MAX_STORED_MB). {ROOM_ADVICE}")
 
 
-def over_quota_message(config: dict, usage: StoredUsage, what: str, new_bytes: int) -> str | None:
+def over_quota_message(config: Settings, usage: StoredUsage, what: str, new_bytes: int) -> str | None:
     """Why `new_bytes` more (what: "This version", "The parsed dataset"...) would
     take the account over its limit, given what else it stores; None if they fit."""
     limit = limit_bytes(config)
@@ -107,15 +108,15 @@ def over_quota_message(config: dict, usage: StoredUsage, what: str, new_bytes: i
             f"(INFER_ACCOUNT_MAX_STORED_MB), and the rest of the account takes {usage.describe()}. {ROOM_ADVICE}")
 
 
-def check_new_upload(session, config: dict, account_id: int, new_model: bool) -> None:
+def check_new_upload(session, config: Settings, account_id: int, new_model: bool) -> None:
     """Before handing out an upload URL (or making a model for a training job)."""
     if new_model:
-        limit = int(config["ACCOUNT_MAX_MODELS"])
+        limit = config.account_max_models
         count = session.scalar(select(func.count()).select_from(UserModel).where(UserModel.account_id == account_id))
         if count >= limit:
             raise QuotaExceeded(f"This account has {count} models; the limit is {limit} (INFER_ACCOUNT_MAX_MODELS). "
                                 "Delete one, or upload a new version of an existing model.")
-    limit = int(config["ACCOUNT_MAX_PENDING_UPLOADS"])
+    limit = config.account_max_pending_uploads
     pending = session.scalar(
         select(func.count()).select_from(ModelVersion)
         .join(UserModel, ModelVersion.model_id == UserModel.id)
@@ -133,7 +134,7 @@ def check_new_upload(session, config: dict, account_id: int, new_model: bool) ->
     check_room(session, config, account_id, "upload a model")
 
 
-def check_stored_bytes(session, config: dict, version_id: int, new_bytes: int) -> None:
+def check_stored_bytes(session, config: Settings, version_id: int, new_bytes: int) -> None:
     """When a build knows what its version takes on disk."""
     version = session.get(ModelVersion, version_id)
     if version is None:

@@ -4,6 +4,7 @@ folder through the built-in loaders (no user code runs at all)."""
 import os
 import time
 
+from core.settings import Settings
 from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, UPLOADED, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS, LOADERS, LoadSettings, completion
 from model_registry.served_model import ServedModel
@@ -26,7 +27,7 @@ def version_dirs(data_dir: str, version_id: int) -> tuple[str, str]:
     return os.path.join(root, "files"), os.path.join(root, "venv")
 
 
-def hf_loader(tasks: list[str], files_dir: str, config: dict) -> str:
+def hf_loader(tasks: list[str], files_dir: str, config: Settings) -> str:
     """Which built-in loader serves a Hugging Face folder declaring these tasks:
     a generator by its architecture (encoder-decoder or not), a
     sentence-transformers folder as one, else by the first declared task that a
@@ -49,18 +50,18 @@ def user_input(task: str, item):
 
 
 def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_format: str, tasks: list[str],
-               config: dict, model_sandbox) -> ServedModel:
+               config: Settings, model_sandbox) -> ServedModel:
     """A model whose pickle or code runs in its worker, in the version's sandbox."""
     worker = WorkerProcess(
         key,
         launch=lambda: model_sandbox.start_worker(version_id, files_dir, venv_dir, model_format),
         stop=model_sandbox.stop,
-        call_timeout_s=float(config["WORKER_CALL_TIMEOUT_S"]),
-        load_timeout_s=float(config["WORKER_LOAD_TIMEOUT_S"]),
-        max_reply_bytes=int(config["WORKER_MAX_REPLY_MB"]) * 2**20,
+        call_timeout_s=config.worker_call_timeout_s,
+        load_timeout_s=config.worker_load_timeout_s,
+        max_reply_bytes=config.worker_max_reply_mb * 2**20,
         why_stopped=model_sandbox.stopped_because,
     )
-    request_timeout_s = float(config["REQUEST_TIMEOUT_S"])
+    request_timeout_s = config.request_timeout_s
 
     def runner(task):
         # A batch's items go to the worker one after another: together they get

@@ -9,6 +9,7 @@ import tempfile
 import time
 
 from core.errors import ApiError
+from core.settings import Settings
 
 
 class UploadRejected(ApiError):
@@ -19,11 +20,11 @@ class UploadTooLarge(Exception):
     """An archive in the bucket over INFER_UPLOAD_MAX_BYTES: its build fails."""
 
 
-def load_secret(config: dict) -> bytes:
+def load_secret(config: Settings) -> bytes:
     """The signing secret: INFER_SECRET_KEY, else one generated once and kept in the data dir."""
-    if config.get("SECRET_KEY"):
-        return config["SECRET_KEY"].encode()
-    path = os.path.join(config["DATA_DIR"], "secret_key")
+    if config.secret_key:
+        return config.secret_key.encode()
+    path = os.path.join(config.data_dir, "secret_key")
     try:
         with open(path) as secret:
             return secret.read().strip().encode()
@@ -33,7 +34,7 @@ def load_secret(config: dict) -> bytes:
     # a complete file under its own name and links it into place. The first link
     # wins; the others read the winner's, so no worker sees a half-written secret
     # or keeps a secret the others do not share.
-    fd, temporary = tempfile.mkstemp(dir=config["DATA_DIR"], prefix=".secret_key-")
+    fd, temporary = tempfile.mkstemp(dir=config.data_dir, prefix=".secret_key-")
     try:
         with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
             out.write(secrets.token_hex(32))
@@ -50,9 +51,9 @@ def load_secret(config: dict) -> bytes:
 class LocalStorage:
     kind = "local"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Settings):
         self.secret = load_secret(config)
-        self.folder = os.path.join(config["DATA_DIR"], "uploads")
+        self.folder = os.path.join(config.data_dir, "uploads")
         os.makedirs(self.folder, exist_ok=True)
 
     def _signature(self, version_id: int | str, expires: int) -> str:
@@ -90,16 +91,16 @@ class LocalStorage:
 class S3Storage:
     kind = "s3"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Settings):
         import boto3
         from botocore.config import Config
 
-        self.bucket = config["S3_BUCKET"]
-        self.prefix = config["S3_PREFIX"]
+        self.bucket = config.s3_bucket
+        self.prefix = config.s3_prefix
         self.client = boto3.client(
             "s3",
-            endpoint_url=config["S3_ENDPOINT_URL"] or None,
-            region_name=config["S3_REGION"] or None,
+            endpoint_url=config.s3_endpoint_url or None,
+            region_name=config.s3_region or None,
             # SigV4: what AWS requires today and what S3-compatible stores expect.
             # A store that does not answer fails a request in seconds (a 503 that
             # says so), not after botocore's default minute of connecting.
@@ -183,9 +184,9 @@ def _missing(error) -> bool:
     return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
-def make_storage(config: dict):
-    if config["STORAGE"] == "s3":
+def make_storage(config: Settings):
+    if config.storage == "s3":
         return S3Storage(config)
-    if config["STORAGE"] == "local":
+    if config.storage == "local":
         return LocalStorage(config)
-    raise ValueError(f"INFER_STORAGE must be local or s3, not {config['STORAGE']!r}")
+    raise ValueError(f"INFER_STORAGE must be local or s3, not {config.storage!r}")

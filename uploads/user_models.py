@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
 from core.errors import NotFound
+from core.settings import Settings
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import TASK_MODELS
 
@@ -37,7 +38,7 @@ PINNED_IDLE_S = 600.0
 
 
 class UserModels:
-    def __init__(self, config: dict, registry, model_sandbox, storage=None):
+    def __init__(self, config: Settings, registry, model_sandbox, storage=None):
         self.config = config
         self.registry = registry
         self.model_sandbox = model_sandbox
@@ -47,7 +48,7 @@ class UserModels:
     @property
     def storage(self):
         """Where a version this replica lacks is fetched from (S3 storage only)."""
-        if self._storage is None and self.config["STORAGE"] == "s3":
+        if self._storage is None and self.config.storage == "s3":
             self._storage = make_storage(self.config)
         return self._storage
 
@@ -66,9 +67,9 @@ class UserModels:
             if version is None or version.status != "success":
                 raise NotFound(f"Model {name!r} has no successful version {number}; "
                                f"GET /models/{name}/versions lists them.")
-            if not has_files(self.config["DATA_DIR"], version):
+            if not has_files(self.config.data_dir, version):
                 raise NotFound(f"Version {number} of {name!r} no longer has its files (only the newest "
-                               f"{self.config['USER_MODEL_VERSIONS_KEPT']} keep theirs: INFER_USER_MODEL_VERSIONS_KEPT).")
+                               f"{self.config.user_model_versions_kept} keep theirs: INFER_USER_MODEL_VERSIONS_KEPT).")
         if task not in version.tasks:
             raise NotFound(f"Model {name!r} does not do {task}; it serves {', '.join(version.tasks)}.")
         if number is not None:
@@ -83,7 +84,7 @@ class UserModels:
         names = TASK_MODELS.get(task, {})
         if not names:
             return "Name one of your models."
-        presence = presence_sentence(names, self.config["MODEL_DIR"], "GET /models?include_global=true")
+        presence = presence_sentence(names, self.config.model_dir, "GET /models?include_global=true")
         return f"Global models for {task}: {', '.join(names)}, or the name of one of your models. {presence}"
 
     def ensure_files(self, session, model: UserModel) -> None:
@@ -103,7 +104,7 @@ class UserModels:
         for key in stale:
             self.registry.cache.evict(key)
         in_use = {int(key.removeprefix(KEY_PREFIX)) for key in loaded if key not in stale}
-        forget_removed_versions(sessions, self.config["DATA_DIR"], self.storage, in_use)
+        forget_removed_versions(sessions, self.config.data_dir, self.storage, in_use)
         return stale
 
     def _stale(self, sessions, loaded: list[str]) -> list[str]:
@@ -118,7 +119,7 @@ class UserModels:
     def _load(self, key: str, version_id: int, model_format: str, tasks: list[str], label: str):
         # Inside the cache's load-once: this process's concurrent first requests wait for this one fetch.
         ensure_version_files(self.config, self.storage, self.model_sandbox, version_id, model_format, label)
-        files_dir, venv_dir = version_dirs(self.config["DATA_DIR"], version_id)
+        files_dir, venv_dir = version_dirs(self.config.data_dir, version_id)
         version = formats.Version(version_id, tasks, files_dir, venv_dir, self.config, self.model_sandbox,
                                   self.registry.device, self.registry.half, self.registry.load_settings)
         served = formats.named(model_format).serve(version)

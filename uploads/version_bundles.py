@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from app.db import ModelVersion
 from core.errors import ModelUnavailable
+from core.settings import Settings
 from sandbox import SandboxUnavailable
 
 from . import bundles
@@ -53,7 +54,7 @@ def _lock_dir(data_dir: str) -> str:
     return os.path.join(data_dir, "user_models", ".locks")
 
 
-def store_version_files(config: dict, storage, version_id: int, files_dir: str) -> None:
+def store_version_files(config: Settings, storage, version_id: int, files_dir: str) -> None:
     """With S3 storage, put the version's files in the bucket; BuildFailed (which
     fails the build or the training job) when the bucket does not take them."""
     if not bundles.shared(storage):
@@ -68,18 +69,18 @@ class _Unavailable(ModelUnavailable):
     """503: the version exists and should serve, but this replica cannot have its files now."""
 
 
-def ensure_version_files(config: dict, storage, model_sandbox, version_id: int, model_format: str,
+def ensure_version_files(config: Settings, storage, model_sandbox, version_id: int, model_format: str,
                          label: str, with_venv: bool = True) -> None:
     """Make sure this replica has the version's files (and venv, for uploaded code,
     unless with_venv is False), fetching them from the bucket if not. `label`
     names the model and version in the 503 that says what is wrong."""
     if not bundles.shared(storage):
         return
-    files_dir, venv_dir = version_dirs(config["DATA_DIR"], version_id)
+    files_dir, venv_dir = version_dirs(config.data_dir, version_id)
     needs_venv = with_venv and isinstance(named(model_format), SandboxedCode)
     if os.path.isdir(files_dir) and (not needs_venv or os.path.isdir(venv_dir)):
         return
-    with bundles.folder_lock(_lock_dir(config["DATA_DIR"]), str(version_id)):
+    with bundles.folder_lock(_lock_dir(config.data_dir), str(version_id)):
         try:
             _fetch(config, storage, version_id, files_dir, label)
             if needs_venv and not os.path.isdir(venv_dir):
@@ -94,7 +95,7 @@ def ensure_version_files(config: dict, storage, model_sandbox, version_id: int, 
             raise _Unavailable(f"{label} could not be written to this replica's data dir: {exc}") from None
 
 
-def _fetch(config: dict, storage, version_id: int, files_dir: str, label: str) -> None:
+def _fetch(config: Settings, storage, version_id: int, files_dir: str, label: str) -> None:
     if os.path.isdir(files_dir):  # another process fetched them while this one waited
         return
     os.makedirs(os.path.dirname(files_dir), exist_ok=True)

@@ -1,7 +1,6 @@
 """GET /models/{name}/versions, POST /models/{name}/versions/{n}/promote and the
 record of serving moves: a model's versions, uploaded or trained, side by side."""
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
@@ -9,6 +8,7 @@ from sqlalchemy import select
 from app.auth import current_account_id
 from app.blueprint import Blueprint
 from app.db import ModelVersion, ServingChange, session
+from app.settings import current_settings
 from core.errors import NotFound
 
 from .api import Conflict, iso_time
@@ -49,7 +49,7 @@ def version_summary(version: ModelVersion, serving_id: int | None) -> dict:
         "source": version.source, "format": version.format, "tasks": list(version.tasks or []),
         "description": version.description, "job_id": version.job_id, "dataset_id": version.dataset_id,
         "metrics": version.metrics, "message": version.build_message,
-        "has_files": version.status == "success" and has_files(current_app.config["DATA_DIR"], version),
+        "has_files": version.status == "success" and has_files(current_settings().data_dir, version),
         "created_at": iso_time(version.created_at), "finished_at": iso_time(version.finished_at),
     }
 
@@ -75,9 +75,9 @@ class Promote(MethodView):
             raise NotFound(f"Model {name!r} has no version {number}; GET /models/{name}/versions lists them.")
         if version.status != "success":
             raise Conflict(f"Version {number} of {name!r} is {version.status}: only a successful version can serve.")
-        if not has_files(current_app.config["DATA_DIR"], version):
+        if not has_files(current_settings().data_dir, version):
             raise Conflict(f"Version {number} of {name!r} no longer has its files (only the newest "
-                           f"{current_app.config['USER_MODEL_VERSIONS_KEPT']} keep theirs: "
+                           f"{current_settings().user_model_versions_kept} keep theirs: "
                            "INFER_USER_MODEL_VERSIONS_KEPT); it cannot serve again.")
         if model.current_version_id != version.id:
             move_serving(db_session, model, version, "promote")

@@ -6,6 +6,7 @@ import time
 
 from flask import g, request
 
+from app.settings import settings_of
 from core.usage import MODEL_NAME_MAX, UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -13,9 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def init_app(app, database) -> UsageRecorder:
-    config = app.config
-    recorder = UsageRecorder(database.sessions, config["USAGE_BUCKET_S"], config["USAGE_RETENTION_HOURS"],
-                             config["USAGE_FLUSH_S"])
+    settings = settings_of(app)
+    recorder = UsageRecorder(database.sessions, settings.usage_bucket_s, settings.usage_retention_hours,
+                             settings.usage_flush_s)
     app.extensions["usage"] = recorder
     tasks_of_rules: dict[str, str] = {}
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.settings import Settings
+
 # Model libraries are imported on first load, not at start (the CLI and health
 # endpoints do not need them); their first import is not thread-safe, and two
 # models may load at once in two threads.
@@ -35,26 +37,26 @@ class LoadSettings:
     int8_min_cosine: float = 0.99
 
     @classmethod
-    def from_config(cls, config: dict) -> "LoadSettings":
+    def from_config(cls, config: Settings) -> "LoadSettings":
         from ..onnx_backend import BACKENDS, parse_overrides
         from ..onnx_quantise import PRESETS
 
-        backend = config.get("BACKEND", "auto")
+        backend = config.backend
         if backend not in BACKENDS:
             raise ValueError(f"INFER_BACKEND: {backend!r} is not one of {', '.join(BACKENDS)}")
-        int8 = config.get("ONNX_INT8", "")
+        int8 = config.onnx_int8
         if int8 and int8 not in PRESETS:
             raise ValueError(f"INFER_ONNX_INT8: {int8!r} is not one of {', '.join(PRESETS)} (or empty: off)")
         return cls(
-            emotion_threshold=float(config["EMOTION_THRESHOLD"]),
+            emotion_threshold=config.emotion_threshold,
             backend=backend,
-            backend_overrides=parse_overrides(config.get("BACKEND_OVERRIDES", "")),
-            onnx_cache_dir=config.get("ONNX_CACHE_DIR", ""),
-            model_dir=config.get("MODEL_DIR", ""),
-            data_dir=config.get("DATA_DIR", ""),
-            threads=int(config.get("TORCH_THREADS", 1)),
+            backend_overrides=parse_overrides(config.backend_overrides),
+            onnx_cache_dir=config.onnx_cache_dir,
+            model_dir=config.model_dir,
+            data_dir=config.data_dir,
+            threads=config.torch_threads,
             int8=int8,
-            int8_min_cosine=float(config.get("ONNX_INT8_MIN_COSINE", 0.99)),
+            int8_min_cosine=config.onnx_int8_min_cosine,
         )
 
     def backend_for(self, key: str, device: str, auto: str = "torch") -> str:

@@ -6,12 +6,14 @@ requests pass instead of refusing them, and limits come back with it."""
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import requests
 
 from app.limits_storage import SQLiteStorage
 from app.rate_limits import storage_uri
+from core.settings import Settings
 from limits import RateLimitItemPerMinute
 from limits.strategies import SlidingWindowCounterRateLimiter
 
@@ -32,12 +34,12 @@ def redis_server():
 
 
 def test_the_default_storage_is_queue_urls_redis_else_a_file_in_the_data_dir():
-    config = {"RATE_LIMIT_STORAGE": "", "QUEUE_URL": "", "DATA_DIR": "/srv/data"}
+    config = Settings(rate_limit_storage="", queue_url="", data_dir="/srv/data")
     assert storage_uri(config) == "sqlite:////srv/data/rate_limits.db"
-    assert storage_uri({**config, "QUEUE_URL": "redis://queue:6379/0"}) == "redis://queue:6379/0"
-    assert storage_uri({**config, "QUEUE_URL": "redis://q/0", "RATE_LIMIT_STORAGE": "memory://"}) == "memory://"
+    assert storage_uri(replace(config, queue_url="redis://queue:6379/0")) == "redis://queue:6379/0"
+    assert storage_uri(replace(config, queue_url="redis://q/0", rate_limit_storage="memory://")) == "memory://"
     with pytest.raises(ValueError, match="INFER_RATE_LIMIT_STORAGE"):
-        storage_uri({**config, "RATE_LIMIT_STORAGE": "mysql://db"})
+        storage_uri(replace(config, rate_limit_storage="mysql://db"))
 
 
 def test_the_sqlite_storage_counts_hits_from_many_threads_and_processes_exactly(tmp_path):

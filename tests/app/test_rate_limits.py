@@ -15,7 +15,9 @@ import pytest
 import requests
 
 from app.rate_limits import Window, duration
+from app.settings import settings_of
 from app.token_estimates import chat_completion, completion, text_generation
+from core.settings import Settings
 
 from ..conftest import LiveServer, new_key, until
 from ..openai_api.conftest import assert_openai_error
@@ -57,7 +59,7 @@ def test_limits_that_are_off_create_no_storage_and_add_no_headers(client_for, ti
         assert answer.status_code == 200
         assert not [name for name in answer.headers.keys() if name.lower().startswith("x-ratelimit")]
     assert api.app.extensions["rate_limits"].storage is None
-    assert not os.path.exists(os.path.join(api.app.config["DATA_DIR"], "rate_limits.db"))
+    assert not os.path.exists(os.path.join(settings_of(api.app).data_dir, "rate_limits.db"))
 
 
 def test_a_flood_over_the_requests_limit_gets_429_at_once_and_another_account_is_served(serve):
@@ -206,7 +208,7 @@ def test_reset_headers_read_as_openais(seconds, text):
     assert duration(seconds) == text
 
 
-CONFIG = {"MAX_BATCH_SIZE": 64, "GEN_MAX_NEW_TOKENS": 256, "GEN_MAX_GENERATIONS": 8}
+CONFIG = Settings(max_batch_size=64, gen_max_new_tokens=256, gen_max_generations=8)
 
 
 def test_generation_estimates_are_prompt_characters_over_4_plus_new_tokens_times_outputs():

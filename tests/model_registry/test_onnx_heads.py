@@ -1,8 +1,11 @@
 """The emotion, NLI and extractive QA loaders on ONNX Runtime give torch's answers (tiny
 BERT models of each head, exported once into this module's cache)."""
 
+from dataclasses import replace
+
 import pytest
 
+from core.settings import Settings
 from model_registry.catalogue import ModelSpec
 from model_registry.loaders import load_emotion_classifier, load_extractive_qa, load_zero_shot_nli
 from model_registry.loaders.common import LoadSettings
@@ -53,11 +56,11 @@ def test_a_per_model_override_picks_the_backend_of_that_model_only(tiny_dir, onn
 
 
 def test_backend_settings_are_read_and_a_wrong_one_names_its_variable():
-    base = {"EMOTION_THRESHOLD": 0.5, "BACKEND": "torch", "BACKEND_OVERRIDES": "a:onnx, b:torch"}
+    base = Settings(emotion_threshold=0.5, backend="torch", backend_overrides="a:onnx, b:torch")
     assert LoadSettings.from_config(base).backend_overrides == (("a", "onnx"), ("b", "torch"))
     with pytest.raises(ValueError, match="INFER_BACKEND: 'tensorflow'"):
-        LoadSettings.from_config({**base, "BACKEND": "tensorflow"})
+        LoadSettings.from_config(replace(base, backend="tensorflow"))
     with pytest.raises(ValueError, match="INFER_BACKEND_OVERRIDES: 'a:tpu'"):
-        LoadSettings.from_config({**base, "BACKEND_OVERRIDES": "a:tpu"})
+        LoadSettings.from_config(replace(base, backend_overrides="a:tpu"))
     with pytest.raises(ValueError, match="INFER_ONNX_INT8: 'int4'"):
-        LoadSettings.from_config({**base, "ONNX_INT8": "int4"})
+        LoadSettings.from_config(replace(base, onnx_int8="int4"))

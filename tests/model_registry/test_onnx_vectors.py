@@ -104,9 +104,9 @@ def test_auto_serves_catalogue_vectorisers_on_onnx_and_uploaded_models_and_gpus_
 
 
 def test_the_service_default_is_auto():
-    from app.config import DEFAULTS
+    from core.settings import Settings
 
-    assert LoadSettings.from_config({**DEFAULTS}).backend == "auto"
+    assert LoadSettings.from_config(Settings()).backend == "auto"
 
 
 def test_the_export_is_reused_and_rebuilt_when_a_library_or_the_model_changes(

@@ -2,16 +2,14 @@
 
 import pytest
 
-from app.config import finalise, load_config
 from core.errors import NotFound
+from core.settings import Settings
 from model_registry import ModelRegistry
 
 
 @pytest.fixture
 def registry(tmp_path):
-    config = load_config({})
-    config.update(DATA_DIR=str(tmp_path / "data"), DEVICE="cpu")
-    return ModelRegistry(finalise(config))
+    return ModelRegistry(Settings.from_environ({}, overrides={"DATA_DIR": str(tmp_path / "data"), "DEVICE": "cpu"}))
 
 
 def test_an_entry_names_a_model_by_task_and_public_name_or_by_key(registry):

@@ -10,7 +10,7 @@ import re
 
 import yaml
 
-from app.config import DEFAULTS
+from core.settings import FIELDS, env_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(ROOT, "deploy")
@@ -34,9 +34,8 @@ def image_setting(name: str) -> str:
 
 
 def known_settings() -> set[str]:
-    """INFER_<KEY> of app/config.py, and the INFER_* gunicorn.conf.py reads itself."""
-    gunicorn_conf = open(os.path.join(ROOT, "gunicorn.conf.py")).read()
-    return {f"INFER_{key}" for key in DEFAULTS} | set(re.findall(r"INFER_[A-Z_]+", gunicorn_conf))
+    """INFER_<NAME> of every field of core/settings.py (gunicorn.conf.py's too)."""
+    return {env_name(name) for name in FIELDS}
 
 
 def test_every_infer_variable_the_compose_file_sets_is_a_setting():

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Account, ModelVersion, UserModel, utcnow
+from app.settings import settings_of
 from training.trainers.tabular import TabularTrainer
 from uploads.archive import tree_bytes
 from uploads.serving import version_dirs
@@ -33,7 +34,7 @@ def add_trained_version(app, account: str, name: str, trainer, train_rows, valid
                                upload_expires_at=utcnow(), source="training", job_id="job_test")
         session.add(version)
         session.flush()
-        files_dir = version_dirs(app.config["DATA_DIR"], version.id)[0]
+        files_dir = version_dirs(settings_of(app).data_dir, version.id)[0]
         root, folder = files_dir.rsplit("/", 1)
         run = make_run(root, trainer, train_rows, validation_rows, dataset_format, hyperparameters,
                        output_name=folder, **run_fields)

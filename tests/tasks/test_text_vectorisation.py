@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import requests
 
+from app.settings import settings_of
+
 from ..conftest import LiveServer, metric_value
 from ..tiny_models import packaged_minilm_dir
 
@@ -81,7 +83,7 @@ def test_model_that_cannot_be_had_is_503_naming_it_and_how_to_provide_it(client,
     message = response.json["message"]
     assert "paraphrase-multilingual-MiniLM-L12-v2" in message
     # The ways to provide it: its folder in the model dir, or the Hugging Face cache.
-    model_dir = client.application.config["MODEL_DIR"]
+    model_dir = settings_of(client.application).model_dir
     assert f"put its files in {os.path.join(model_dir, 'paraphrase-multilingual-MiniLM-L12-v2')}" in message
     # huggingface_hub's CLI is `hf` now (`huggingface-cli` is gone from it), with the pinned revision.
     assert ("hf download sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 "

@@ -21,6 +21,7 @@ import zlib
 import pytest
 import requests
 
+from app.settings import settings_of
 from training.sandboxed import PARSE_MODULE, TRAIN_MODULE, ChildSandbox
 
 from ..conftest import LiveServer
@@ -60,7 +61,7 @@ def _forbidden(api, live, victim_dataset: str, own_dataset: str | None = None) -
     """What no child may reach: the service's files, the victim's dataset, the
     service's code, its port. Each file exists on the host: a miss in the
     sandbox means the sandbox hid it."""
-    data_dir = api.app.config["DATA_DIR"]
+    data_dir = settings_of(api.app).data_dir
     victim = os.path.join(data_dir, "datasets", victim_dataset)
     targets = {
         "read": {"data_dir": data_dir, "database": os.path.join(data_dir, "infer.db"),
@@ -87,7 +88,7 @@ def _assert_confined(found: dict, api, forbidden: dict) -> None:
     assert AWS_CANARY not in found["environ_text"] and INFER_CANARY not in found["environ_text"]
     assert len(found["processes"]) <= 3  # a PID namespace of its own: bwrap's init and itself
     if os.geteuid() == 0:  # as root: a uid of its account's own, in the training range
-        assert found["uid"] >= int(api.app.config["TRAINING_SANDBOX_UID_BASE"]) and 0 not in found["groups"]
+        assert found["uid"] >= settings_of(api.app).training_sandbox_uid_base and 0 not in found["groups"]
     assert not os.path.exists(os.path.join(ROOT, "training", "pwned.py"))
     assert not os.path.exists(forbidden["write"]["data_dir"])
 
@@ -226,7 +227,7 @@ def test_links_a_child_leaves_are_never_followed_by_the_service(client_for, monk
     client = api.client
     victim, attacker = api.headers_for("victim"), api.headers_for("attacker")
     victim_dataset = add_dataset(client, victim, iris_csv())
-    victims_result = os.path.join(api.app.config["DATA_DIR"], "datasets", victim_dataset["id"], "parse_result.json")
+    victims_result = os.path.join(settings_of(api.app).data_dir, "datasets", victim_dataset["id"], "parse_result.json")
     own = add_dataset(client, attacker, iris_csv())
     _shell_in_place_of(monkeypatch, PARSE_MODULE, f"ln -s {victims_result} /dataset/parse_result.json")
     linked = add_dataset(client, attacker, iris_csv())
@@ -286,7 +287,7 @@ def test_without_a_sandbox_a_dataset_fails_with_the_sandboxs_message_instead_of_
     assert failed["status"] == "failed" and failed["stats"] is None
     assert failed["message"].startswith("The dataset could not be parsed: ")
     assert "no sandbox is available" in failed["message"]
-    folder = os.path.join(api.app.config["DATA_DIR"], "datasets", failed["id"])
+    folder = os.path.join(settings_of(api.app).data_dir, "datasets", failed["id"])
     assert not os.path.exists(os.path.join(folder, "rows.jsonl"))
 
 

@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from core.settings import Settings
 from tests.tiny_models import build_tiny_clip
 from training.trainers.base import EPOCH_KEYS
 from training.trainers.clip_probe import ClipProbeTrainer, image_encoder
@@ -65,7 +66,8 @@ def train(tmp_path, model_dir, dataset, reporter=None, output_name="output"):
 
 
 def serve(output_dir: str, model_dir: str):
-    version = Version(1, ["image-classification"], output_dir, "", {"MODEL_DIR": model_dir}, None, "cpu", False, None)
+    version = Version(1, ["image-classification"], output_dir, "", Settings(model_dir=model_dir), None, "cpu",
+                      False, None)
     return named("clip-probe").serve(version)
 
 

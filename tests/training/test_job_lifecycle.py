@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from app.settings import settings_of
+
 from .flow import add_dataset, start_job, until, wait_job
 
 # Long enough to be caught mid-run: every epoch is a checkpoint.
@@ -94,7 +96,7 @@ def test_cancel_stops_a_running_job_and_makes_no_version(client_for, runner_conf
     assert len(done["epochs"]) < MANY_EPOCHS["epochs"]
     assert not _alive(pid)
     assert client.get("/models/writer/versions", headers=headers).json == []
-    assert not os.path.exists(os.path.join(api.app.config["DATA_DIR"], "training", job["id"]))  # checkpoints gone
+    assert not os.path.exists(os.path.join(settings_of(api.app).data_dir, "training", job["id"]))  # checkpoints gone
 
 
 def test_a_job_survives_a_restart_of_the_service_and_resumes_elsewhere(make_app, client_for, runner_config):

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from core.settings import Settings
 from model_registry.catalogue import CAUSAL_LM, MODELS, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS
 from model_registry.loaders.generation import DEFAULTS, generate_kwargs
@@ -46,7 +47,7 @@ def tiny_run(tmp_path, base_dir, hyperparameters, reporter=None, output_name="ou
 
 def served_version(output_dir, models_dir):
     return Version(id=7, tasks=["text-generation"], files_dir=output_dir, venv_dir="",
-                   settings={"MODEL_DIR": models_dir}, model_sandbox=None, device="cpu", half=False,
+                   settings=Settings(model_dir=models_dir), model_sandbox=None, device="cpu", half=False,
                    load_settings=DEFAULT_SETTINGS)
 
 

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from tests.tiny_models import build_tiny_sentence_transformer
 from training.trainers.base import EPOCH_KEYS
 from training.trainers.sentence_pairs import SentencePairsTrainer
@@ -42,7 +43,7 @@ def _run(tmp_path, base_dir, train_rows, validation_rows, dataset_format, report
 
 
 def _served(output_dir):
-    version = Version(id=7, tasks=["text-vectorisation"], files_dir=output_dir, venv_dir="", settings={},
+    version = Version(id=7, tasks=["text-vectorisation"], files_dir=output_dir, venv_dir="", settings=Settings(),
                       model_sandbox=None, device="cpu", half=False, load_settings=None)
     return HfFolder().serve(version)
 

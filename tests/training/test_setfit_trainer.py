@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from tests.tiny_models import packaged_minilm_dir
 from training.trainers.base import EPOCH_KEYS
 from training.trainers.setfit_text import SetFitTextTrainer
@@ -67,7 +68,7 @@ def _run(tmp_path, reporter, output_name="output", **overrides):
 
 
 def _served(output_dir):
-    version = Version(id=1, tasks=["text-classification"], files_dir=output_dir, venv_dir="", settings={},
+    version = Version(id=1, tasks=["text-classification"], files_dir=output_dir, venv_dir="", settings=Settings(),
                       model_sandbox=None, device="cpu", half=False, load_settings=None)
     return SetFitModelFormat().serve(version)
 
@@ -194,7 +195,7 @@ def test_setfit_format_is_never_detected_in_an_upload_and_cannot_be_built(traine
     from uploads.formats import BuildFailed, named
 
     run, reporter, result, setfit_model = trained
-    version = Version(id=1, tasks=["text-classification"], files_dir=run.output_dir, venv_dir="", settings={},
+    version = Version(id=1, tasks=["text-classification"], files_dir=run.output_dir, venv_dir="", settings=Settings(),
                       model_sandbox=None, device="cpu", half=False, load_settings=None)
 
     assert named("setfit").detect(run.output_dir, {}) is False

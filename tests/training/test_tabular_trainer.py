@@ -8,6 +8,7 @@ import random
 import pytest
 
 from core.errors import ModelUnavailable
+from core.settings import Settings
 from training.trainers.base import EPOCH_KEYS
 from training.trainers.tabular import (
     ESTIMATORS,
@@ -54,7 +55,7 @@ def line_rows(count: int, seed: int) -> list:
 
 
 def serve(output_dir: str):
-    version = Version(1, ["tabular"], output_dir, "", {}, None, "cpu", False, None)
+    version = Version(1, ["tabular"], output_dir, "", Settings(), None, "cpu", False, None)
     return named("sklearn").serve(version)
 
 

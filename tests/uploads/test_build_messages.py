@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from app.settings import settings_of
 from uploads.build_errors import SERVICE_FRAMES, SERVICE_ROOT, Scrubber
 
 from .helpers import deploy, make_zip, pickle_zip
@@ -102,7 +103,7 @@ def test_a_failed_build_names_the_authors_file_line_and_exception_and_nothing_of
     for words in log_says:
         assert words in log, log
     assert len(message) < 600 and "Traceback" not in message  # a sentence or two, not a dump
-    data_dir = api.app.config["DATA_DIR"]
+    data_dir = settings_of(api.app).data_dir
     assert _service_text_in(message, data_dir) == [], message
     assert _service_text_in(log, data_dir) == [], log
 
@@ -114,7 +115,7 @@ def test_a_successful_builds_log_shows_pips_answers_without_the_services_paths(c
 
     assert details["build_status"] == "success", details["build_message"]
     assert "Requirement already satisfied: cloudpickle in [installed packages]" in log
-    assert _service_text_in(log, api.app.config["DATA_DIR"]) == [], log
+    assert _service_text_in(log, settings_of(api.app).data_dir) == [], log
 
 
 def test_the_build_log_keeps_what_the_model_printed_in_its_own_paths(client_for):
@@ -130,7 +131,7 @@ def test_the_build_log_keeps_what_the_model_printed_in_its_own_paths(client_for)
     assert "inference.py:3: UserWarning: old weights format" in log
     assert "model at inference.py" in log
     assert log.index("loading weights") < log.index("RuntimeError: bad checkpoint")
-    assert _service_text_in(log, api.app.config["DATA_DIR"]) == [], log
+    assert _service_text_in(log, settings_of(api.app).data_dir) == [], log
 
 
 def test_service_paths_a_model_prints_are_scrubbed_from_its_log(client_for, tmp_path):
@@ -148,7 +149,7 @@ def test_service_paths_a_model_prints_are_scrubbed_from_its_log(client_for, tmp_
     assert f"{SERVICE_FRAMES}\n" in log
     assert '  File "inference.py", line 3, in load_model\n    boom()' in log
     assert "KeyError: The model at [service]" in log
-    assert _service_text_in(log, api.app.config["DATA_DIR"]) == [], log
+    assert _service_text_in(log, settings_of(api.app).data_dir) == [], log
 
 
 def test_a_model_that_raises_while_serving_answers_its_file_and_line_not_service_names(client_for):
@@ -171,7 +172,7 @@ def test_a_build_that_overruns_its_load_timeout_names_the_setting(client_for):
 
     assert details["build_message"] == ("The model did not answer within 1s while loading "
                                         "(INFER_WORKER_LOAD_TIMEOUT_S).")
-    assert _service_text_in(log, api.app.config["DATA_DIR"]) == [], log
+    assert _service_text_in(log, settings_of(api.app).data_dir) == [], log
 
 
 def test_the_scrubber_folds_service_frames_and_rewrites_paths(tmp_path):

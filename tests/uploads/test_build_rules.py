@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.db import ModelVersion, UserModel
+from app.settings import settings_of
 
 from .helpers import deploy, make_zip, pickle_zip, put_local, upload_url
 
@@ -87,7 +88,7 @@ def test_a_build_that_would_take_the_account_past_its_stored_bytes_fails_and_kee
     second = deploy(client, headers, "big-two", _big_model(b"2"))
 
     assert second["build_status"] == "fail" and "INFER_ACCOUNT_MAX_STORED_MB" in second["build_message"]
-    user_models = os.path.join(app.config["DATA_DIR"], "user_models")
+    user_models = os.path.join(settings_of(app).data_dir, "user_models")
     assert len(os.listdir(user_models)) == 1  # the failed version's files are gone
     assert client.post("/custom", json={"model": "big-one"}, headers=headers).json["output"] == "ok"
     assert client.delete("/models/big-one", headers=headers).status_code == 200

@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from app.settings import settings_of
+
 from ..conftest import new_key
 from .helpers import deploy, inference_zip, pickle_zip, put_local, upload_url, wait_built
 
@@ -200,7 +202,7 @@ def _version_ids_and_files(app) -> list[tuple[int, bool]]:
 
     with app.extensions["db"].sessions() as session:
         ids = session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)).all()
-    return [(i, os.path.isdir(os.path.dirname(version_dirs(app.config["DATA_DIR"], i)[0]))) for i in ids]
+    return [(i, os.path.isdir(os.path.dirname(version_dirs(settings_of(app).data_dir, i)[0]))) for i in ids]
 
 
 def test_only_the_newest_versions_keep_their_files(service):

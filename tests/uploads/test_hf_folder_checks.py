@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.settings import Settings
 from tests import tiny_models
 from uploads import hf_inspect, tokenizer_check
 from uploads.tokenizer_patterns import KNOWN, KNOWN_PATTERNS, REFUSED, canonical
@@ -239,9 +240,9 @@ def test_the_size_limit_is_the_smaller_of_the_per_upload_limit_and_the_budget():
     from uploads.hf_checks import size_as_loaded, size_limit
 
     budget = (2**30, "INFER_MODEL_MEMORY_BUDGET_MB")
-    assert size_limit({"HF_MAX_MODEL_MB": 4096, "MODEL_MEMORY_BUDGET_MB": 1024}) == budget
-    assert size_limit({"HF_MAX_MODEL_MB": 512, "MODEL_MEMORY_BUDGET_MB": 0}) == (2**29, "INFER_HF_MAX_MODEL_MB")
-    assert size_limit({"HF_MAX_MODEL_MB": 0, "MODEL_MEMORY_BUDGET_MB": 0}) == (0, "")
+    assert size_limit(Settings(hf_max_model_mb=4096, model_memory_budget_mb=1024)) == budget
+    assert size_limit(Settings(hf_max_model_mb=512, model_memory_budget_mb=0)) == (2**29, "INFER_HF_MAX_MODEL_MB")
+    assert size_limit(Settings(hf_max_model_mb=0, model_memory_budget_mb=0)) == (0, "")
     # 100 float32 numbers and 10 int64 ones: in half precision the floats take 2 bytes each.
     result = {"nbytes": 480, "float_nbytes": 400, "float_elements": 100}
     assert (size_as_loaded(result, half=False), size_as_loaded(result, half=True)) == (480, 280)

@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from app.settings import settings_of
 from uploads.archive import ArchiveLimits, ArchiveRejected, check_archive, extract_archive
 
 from .helpers import CONFIG, deploy, make_zip
@@ -67,7 +68,7 @@ def test_hostile_archive_fails_the_build_with_a_clear_message(service, tmp_path,
     assert details["build_status"] == "fail"
     assert words in details["build_message"], details["build_message"]
     assert "escaped.txt" not in os.listdir(tmp_path.parent) and "absolute-escape.txt" not in set(os.listdir("/tmp")) - before
-    user_models = os.path.join(app.config["DATA_DIR"], "user_models")
+    user_models = os.path.join(settings_of(app).data_dir, "user_models")
     assert not os.path.exists(user_models) or os.listdir(user_models) == []  # a failed build leaves no files
     assert client.post("/custom", json={"model": "hostile"}, headers=headers).status_code == 404
 

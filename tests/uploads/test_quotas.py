@@ -10,6 +10,7 @@ import os
 import pytest
 
 from app.db import Dataset, TrainingJob
+from app.settings import settings_of
 from training.sandboxed import TRAIN_MODULE, ChildSandbox
 from uploads.quotas import stored_usage
 
@@ -34,7 +35,7 @@ def _usage(api, account_headers) -> int:
 
 
 def _dataset_folder(api, dataset_id: str) -> str:
-    return os.path.join(api.app.config["DATA_DIR"], "datasets", dataset_id)
+    return os.path.join(settings_of(api.app).data_dir, "datasets", dataset_id)
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_a_job_whose_checkpoints_outgrow_the_quota_is_stopped_and_fails_saying_s
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["message"].startswith("This job's checkpoints and output takes")
     assert "INFER_ACCOUNT_MAX_STORED_MB" in job["message"]
-    assert not os.path.exists(os.path.join(api.app.config["DATA_DIR"], "training", job["id"]))
+    assert not os.path.exists(os.path.join(settings_of(api.app).data_dir, "training", job["id"]))
     with api.app.extensions["db"].sessions() as session:
         assert session.get(TrainingJob, job["id"]).stored_bytes == 0
     assert api.app.extensions["training"].running_jobs() == []

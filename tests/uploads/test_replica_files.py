@@ -15,6 +15,7 @@ import requests
 from sqlalchemy import select
 
 from app.db import Account, ModelVersion, UserModel, utcnow
+from app.settings import settings_of
 from training.paths import dataset_dir
 from training.trainers.tabular import TabularTrainer
 from uploads import bundles
@@ -84,10 +85,10 @@ class Replicas:
             model.current_version_id = version.id
             session.commit()
             version_id = version.id
-        files_dir = version_dirs(app.config["DATA_DIR"], version_id)[0]
+        files_dir = version_dirs(settings_of(app).data_dir, version_id)[0]
         shutil.copytree(files, files_dir)
         if store:
-            store_version_files(app.config, app.extensions["storage"], version_id, files_dir)
+            store_version_files(settings_of(app), app.extensions["storage"], version_id, files_dir)
         return version_id
 
 
@@ -110,7 +111,7 @@ def test_a_model_built_on_a_is_served_by_b_from_the_bucket_and_deleted_everywher
     assert requests.put(url, data=archive, timeout=30).status_code == 200
     assert wait_built(a, headers, "feelings")["build_status"] == "success"
     version_id = _serving_id(group.a, "feelings")
-    files_on_b = version_dirs(group.b.config["DATA_DIR"], version_id)[0]
+    files_on_b = version_dirs(settings_of(group.b).data_dir, version_id)[0]
     assert group.keys() == [f"versions/{version_id}/files.tar"]  # the uploaded zip went; the built files stay
     assert not os.path.exists(files_on_b)
 
@@ -119,7 +120,8 @@ def test_a_model_built_on_a_is_served_by_b_from_the_bucket_and_deleted_everywher
 
     assert on_b.status_code == 200, on_b.json
     assert on_b.json["output"] == on_a.json["output"] and set(on_b.json["output"].split(", ")) <= set(GO_EMOTIONS)
-    assert sorted(os.listdir(files_on_b)) == sorted(os.listdir(version_dirs(group.a.config["DATA_DIR"], version_id)[0]))
+    files_on_a = version_dirs(settings_of(group.a).data_dir, version_id)[0]
+    assert sorted(os.listdir(files_on_b)) == sorted(os.listdir(files_on_a))
     download = b.get("/models/feelings/files/config.json", headers=headers)
     assert download.status_code == 200 and b'"emotion"' in download.data
 
@@ -140,7 +142,7 @@ def test_uploaded_code_built_on_a_gets_its_environment_built_on_b(replicas):
 
     assert answer.status_code == 200, answer.json
     assert answer.json["output"] == {"sum": 9}
-    files_dir, venv_dir = version_dirs(group.b.config["DATA_DIR"], _serving_id(group.a, "adder"))
+    files_dir, venv_dir = version_dirs(settings_of(group.b).data_dir, _serving_id(group.a, "adder"))
     assert os.path.isfile(os.path.join(files_dir, "inference.py"))
     assert os.path.isfile(os.path.join(venv_dir, "pyvenv.cfg"))  # built here, from the fetched files
 
@@ -150,18 +152,18 @@ def test_a_dataset_sent_to_b_parsed_on_a_is_trained_on_by_b_whose_version_a_serv
     a, headers = group.a.test_client(), group.headers
     dataset = add_dataset(group.b.test_client(), headers, iris_csv(), name="iris")  # b runs no trainer
     assert dataset["status"] == "ready", dataset["parse_logs"]
-    assert os.path.isfile(os.path.join(dataset_dir(group.a.config["DATA_DIR"], dataset["id"]), "rows.jsonl"))
+    assert os.path.isfile(os.path.join(dataset_dir(settings_of(group.a).data_dir, dataset["id"]), "rows.jsonl"))
     group.a.extensions["training"].stop()  # from here on only b trains
     b_app = group.replica("b", TRAINER=True, TRAINING_POLL_S=0.1)
-    assert os.listdir(dataset_dir(b_app.config["DATA_DIR"], dataset["id"])) == ["source"]  # as sent, not parsed
+    assert os.listdir(dataset_dir(settings_of(b_app).data_dir, dataset["id"])) == ["source"]  # as sent, not parsed
 
     done = wait_job(a, headers, start_job(a, headers, "iris", task="tabular", dataset_id=dataset["id"])["id"])
 
     assert done["status"] == "succeeded", done["message"]
-    assert os.path.isfile(os.path.join(dataset_dir(b_app.config["DATA_DIR"], dataset["id"]), "rows.jsonl"))
-    assert not os.path.exists(os.path.join(dataset_dir(b_app.config["DATA_DIR"], dataset["id"]), "source"))
+    assert os.path.isfile(os.path.join(dataset_dir(settings_of(b_app).data_dir, dataset["id"]), "rows.jsonl"))
+    assert not os.path.exists(os.path.join(dataset_dir(settings_of(b_app).data_dir, dataset["id"]), "source"))
     version_id = _serving_id(group.a, "iris")
-    assert not os.path.exists(version_dirs(group.a.config["DATA_DIR"], version_id)[0])  # trained on b
+    assert not os.path.exists(version_dirs(settings_of(group.a).data_dir, version_id)[0])  # trained on b
     for app in (group.a, b_app):
         answer = predict(app, headers, "iris")
         assert answer.status_code == 200, answer.json
@@ -201,7 +203,7 @@ def test_a_tampered_bundle_is_refused_with_a_503_and_nothing_is_written(replicas
 
     assert answer.status_code == 503
     assert "Version 1 of model 'iris'" in answer.json["message"] and "refused" in answer.json["message"]
-    root_on_b = os.path.dirname(version_dirs(group.b.config["DATA_DIR"], version_id)[0])
+    root_on_b = os.path.dirname(version_dirs(settings_of(group.b).data_dir, version_id)[0])
     assert not os.path.exists(os.path.join(root_on_b, "files"))
     assert [name for name in os.listdir(root_on_b) if not name.startswith(".")] == []  # no temporary folder left
     assert not any("escaped" in name for _, _, names in os.walk(group.tmp_path) for name in names)
@@ -220,7 +222,7 @@ def test_a_bundle_past_the_unpacked_size_limit_is_refused(replicas, iris_files):
     answer = predict(small, group.headers, "iris")
 
     assert answer.status_code == 503 and "more than 1000 bytes" in answer.json["message"]
-    assert not os.path.exists(version_dirs(small.config["DATA_DIR"], version_id)[0])
+    assert not os.path.exists(version_dirs(settings_of(small).data_dir, version_id)[0])
 
 
 def test_a_bundle_missing_from_the_bucket_or_an_unreachable_store_answers_503_naming_the_version(replicas, iris_files):
@@ -283,16 +285,16 @@ def test_two_requests_at_once_on_b_fetch_a_new_version_once(replicas, iris_files
 def test_another_process_of_the_replica_waits_for_the_fetch_under_way(replicas, iris_files, monkeypatch):
     group = replicas()
     version_id = group.publish("iris", *iris_files)
-    config, storage = group.b.config, group.b.extensions["user_models"].storage
+    config, storage = settings_of(group.b), group.b.extensions["user_models"].storage
     downloads = _count_downloads(monkeypatch, storage)
-    lock_dir = os.path.join(config["DATA_DIR"], "user_models", ".locks")
+    lock_dir = os.path.join(config.data_dir, "user_models", ".locks")
     fetch = [config, storage, group.b.extensions["sandbox"], version_id, iris_files[0], "Version 1 of model 'iris'"]
     waiter = threading.Thread(target=ensure_version_files, args=fetch)
     with bundles.folder_lock(lock_dir, str(version_id)):  # as another worker process fetching it
         waiter.start()
         lock_inode = os.stat(os.path.join(lock_dir, f"{version_id}.lock")).st_ino
         until(lambda: any(" -> FLOCK" in line and f":{lock_inode} " in line for line in open("/proc/locks")))
-        ensure_files_dir = version_dirs(config["DATA_DIR"], version_id)[0]
+        ensure_files_dir = version_dirs(config.data_dir, version_id)[0]
         assert bundles.fetch(storage, storage.named(f"versions/{version_id}/files.tar"), ensure_files_dir,
                              bundles.BundleLimits.from_config(config))
     waiter.join()
@@ -308,12 +310,12 @@ def test_versions_past_the_kept_number_lose_their_bundle_and_other_replicas_thei
     second = group.publish("iris", *iris_files, number=2)
     group.b.extensions["models"].cache.evict(cache_key(first))
 
-    removed = remove_old_versions(group.a.extensions["db"].sessions, group.a.config["DATA_DIR"], 1,
+    removed = remove_old_versions(group.a.extensions["db"].sessions, settings_of(group.a).data_dir, 1,
                                   _model_id(group.a, "iris"), group.a.extensions["storage"])
 
     assert removed == [first]
     assert group.keys() == [f"versions/{second}/files.tar"]
-    copy_on_b = os.path.dirname(version_dirs(group.b.config["DATA_DIR"], first)[0])
+    copy_on_b = os.path.dirname(version_dirs(settings_of(group.b).data_dir, first)[0])
     assert os.path.isdir(copy_on_b)  # b has not noticed yet; the database answers for it
     gone = predict(group.b, group.headers, "iris@1")
     assert gone.status_code == 404 and "no longer has its files" in gone.json["message"]

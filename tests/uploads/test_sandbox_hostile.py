@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from app.db import ModelVersion, UserModel
+from app.settings import settings_of
 from uploads.serving import version_dirs
 
 from ..conftest import LiveServer
@@ -80,7 +81,7 @@ def service(client_for, monkeypatch, outside_listener, package_index):
         victim = api.headers_for("victim")
         attacker = api.headers_for("attacker")
         assert deploy(client, victim, "victim-model", inference_zip())["build_status"] == "success"
-        data_dir = app.config["DATA_DIR"]
+        data_dir = settings_of(app).data_dir
         with app.extensions["db"].sessions() as session:
             victim_version = session.query(UserModel).filter_by(name="victim-model").one().current_version_id
         targets = {
@@ -174,7 +175,7 @@ def test_hostile_package_build_backend_is_confined_at_install(service):
     assert hostile.processes_with(targets["marker"]) == []  # gone with the install's sandbox
     with app.extensions["db"].sessions() as session:
         version = session.query(ModelVersion).order_by(ModelVersion.id.desc()).first()
-    venv = version_dirs(app.config["DATA_DIR"], version.id)[1]
+    venv = version_dirs(settings_of(app).data_dir, version.id)[1]
     assert os.path.isdir(venv)
     assert client.delete("/models/hostile-package", headers=attacker).status_code == 200
     assert not os.path.exists(os.path.dirname(venv))

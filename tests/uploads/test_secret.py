@@ -4,16 +4,17 @@ import os
 import stat
 import threading
 
+from core.settings import Settings
 from uploads.storage import load_secret
 
 
 def test_a_configured_secret_is_used_as_is(tmp_path):
-    assert load_secret({"SECRET_KEY": "configured", "DATA_DIR": str(tmp_path)}) == b"configured"
+    assert load_secret(Settings(secret_key="configured", data_dir=str(tmp_path))) == b"configured"
     assert not (tmp_path / "secret_key").exists()
 
 
 def test_a_generated_secret_is_private_and_kept(tmp_path):
-    config = {"SECRET_KEY": "", "DATA_DIR": str(tmp_path)}
+    config = Settings(secret_key="", data_dir=str(tmp_path))
     first = load_secret(config)
     assert len(first) == 64
     assert load_secret(config) == first
@@ -24,7 +25,7 @@ def test_a_generated_secret_is_private_and_kept(tmp_path):
 def test_workers_starting_together_share_one_secret(tmp_path):
     # gunicorn starts its workers at once on an empty data dir; each must come up
     # (no "file exists" crash) with the same, complete secret.
-    config = {"SECRET_KEY": "", "DATA_DIR": str(tmp_path)}
+    config = Settings(secret_key="", data_dir=str(tmp_path))
     start = threading.Barrier(16)
     secrets, errors = [], []
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app.db import ModelVersion
+from app.settings import settings_of
 
 from ..conftest import LiveServer
 from .helpers import pickle_zip, put_local, upload_url
@@ -27,7 +28,7 @@ def _status(app, url: str) -> str:
 
 
 def _upload_folder(app) -> list[str]:
-    return os.listdir(os.path.join(app.config["DATA_DIR"], "uploads"))
+    return os.listdir(os.path.join(settings_of(app).data_dir, "uploads"))
 
 
 def _raw_put(base_url: str, url: str, head_extra: str, body: bytes, then_wait: float = 0) -> bytes:

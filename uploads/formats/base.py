@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from core.settings import Settings
 from model_registry.loaders import LoadSettings
 from model_registry.served_model import ServedModel
 
@@ -29,7 +30,7 @@ class Version:
     tasks: list[str]
     files_dir: str
     venv_dir: str
-    settings: dict  # the service's config (timeouts, limits), not the model's config.json
+    settings: Settings  # the service's settings (timeouts, limits), not the model's config.json
     model_sandbox: object  # uploads.model_sandbox.ModelSandbox
     device: str
     half: bool

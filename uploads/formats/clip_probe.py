@@ -31,7 +31,7 @@ class ClipProbe(TrainedFormat):
         if base not in MODELS:
             raise ModelUnavailable(f"Version {version.id} probes {base!r}, which this service's catalogue "
                                    "no longer has.")
-        path, _source = resolve_model_dir(MODELS[base], version.settings["MODEL_DIR"], public_names(base))
+        path, _source = resolve_model_dir(MODELS[base], version.settings.model_dir, public_names(base))
         model, encode = image_encoder(path, version.device, version.half)
         coef, intercept, classes = load_head(version.files_dir)
 

@@ -35,7 +35,7 @@ class LoraAdapter(TrainedFormat):
         with open(os.path.join(version.files_dir, "trained.json")) as file:
             trained = json.load(file)
         spec = _base_spec(trained)
-        base_dir, _ = resolve_model_dir(spec, version.settings["MODEL_DIR"])
+        base_dir, _ = resolve_model_dir(spec, version.settings.model_dir)
         served = load_causal_lm(
             dataclasses.replace(spec, key=version.key), base_dir, version.device, version.half,
             version.load_settings, adapt=lambda model: merged(model, version.files_dir),

@@ -9,6 +9,7 @@ from marshmallow import ValidationError, fields, validate
 
 from app.blueprint import Blueprint
 from core.errors import InvalidInput
+from model_registry.served_model import Capability
 
 from .common import StrictSchema, as_batch, check_batch, check_text, find_model
 from .spec import TaskSpec, register
@@ -143,7 +144,8 @@ class Predict(MethodView):
         """Predict a row's label with your tabular model (or each row's, for a batch)"""
         rows, is_batch = as_batch(body["features"])
         model = find_model(TASK, body["model"])
-        if model.input_columns is not None:  # a trained model knows its columns; uploaded code checks its own
+        # A trained model knows its columns; uploaded code checks its own.
+        if Capability.INPUT_COLUMNS in model.capabilities:
             check_rows(rows, model.input_columns, body["model"], is_batch)
         return answer(model.run(TASK, rows), is_batch)
 

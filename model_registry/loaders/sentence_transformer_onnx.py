@@ -67,8 +67,8 @@ def load_onnx_vectoriser(spec: ModelSpec, path: str, settings: LoadSettings) -> 
     served = ServedModel(spec.key, vectorise.forward, onnx_file_bytes(vectorise.graph), "cpu",
                          {"text-vectorisation": PreparedRunner(vectorise.prepare, vectorise.run)})
     served.backend = backend
-    served.count_tokens = token_counter(vectorise.tokenizer, vectorise.tokenizer.model_max_length)
-    served.truncatable_vectors = spec.matryoshka
+    served.declare(count_tokens=token_counter(vectorise.tokenizer, vectorise.tokenizer.model_max_length),
+                   shorter_vectors=spec.matryoshka)
     return served
 
 

@@ -1,15 +1,19 @@
 """What every task shares: the strict base schema, text fields with limits, model lookup,
 the labels and top_k of the classification tasks."""
 
+from typing import TYPE_CHECKING
+
 from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.auth import current_account_id
 from app.config import ENV_PREFIX
-from app.db import session
 from core.errors import InvalidInput
 from model_registry.catalogue import default_name
 from model_registry.served_model import Capability
+
+if TYPE_CHECKING:  # uploads imports the task specs: importing it here would be a cycle
+    from uploads.resolver import Resolved
 
 
 class StrictSchema(Schema):
@@ -213,14 +217,16 @@ def per_item(values, count: int, field_name: str, is_batch: bool, default=None) 
     return values
 
 
+def resolve(task: str, model_name: str | None) -> "Resolved":
+    """What the request's model name stands for, for the caller (uploads/resolver.py)."""
+    return current_app.extensions["resolver"].find_model(current_account_id(), task, model_name)
+
+
 def find_model(task: str, model_name: str | None):
     """A global model by its public name or catalogue key, else one of the caller's
     own (404 if neither), loaded if need be. Its `run(task, items)` goes through
     its batcher."""
-    registry = current_app.extensions["models"]
-    if model_name is None or registry.serves(task, model_name):
-        return registry.get(task, model_name)
-    return current_app.extensions["user_models"].get(session(), current_account_id(), task, model_name)
+    return resolve(task, model_name).load()
 
 
 def run_task(task: str, model_name: str | None, items: list) -> list:

@@ -1,4 +1,8 @@
-"""The registry: public (task, model name) -> a loaded model, through the cache."""
+"""The registry: the catalogue's models (and, under their own keys, user models'
+versions) loaded once, held by the cache within the memory budget.
+
+Which model a request's name stands for is uploads/resolver.py's answer; the
+registry says only what the catalogue calls it (catalogue_key)."""
 
 import logging
 import threading
@@ -78,7 +82,8 @@ class ModelRegistry:
         return key
 
     def get(self, task: str, name: str | None) -> ServedModel:
-        return self.cache.get(self.model_key(task, name))
+        """A catalogue model by task and name (a 404 listing the task's names)."""
+        return self.load(self.model_key(task, name))
 
     def load(self, key: str) -> ServedModel:
         """The catalogue model `key`, loaded once and kept in the cache."""

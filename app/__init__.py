@@ -95,12 +95,14 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     from uploads.builder import Builder
     from uploads.model_sandbox import ModelSandbox, sandbox_from_config
+    from uploads.resolver import ModelResolver
     from uploads.storage import make_storage
     from uploads.user_models import UserModels
 
     app.extensions["sandbox"] = model_sandbox = ModelSandbox(settings, sandbox_from_config(settings))
     app.extensions["storage"] = storage = make_storage(settings)
     app.extensions["user_models"] = user_models = UserModels(settings, registry, model_sandbox, storage)
+    app.extensions["resolver"] = ModelResolver(registry, user_models, web_database.session)
     app.extensions["builder"] = builder = Builder(
         settings, database.sessions, storage, registry.device, registry.half, model_sandbox,
         after_poll=lambda: user_models.unload_stale(database.sessions),

@@ -1,7 +1,13 @@
-"""The registry: public (task, model name) -> a loaded model, through the cache."""
+"""The registry: the catalogue's models (and, under their own keys, user models'
+versions) loaded once, held by the cache within the memory budget.
+
+Which model a request's name stands for is uploads/resolver.py's answer; the
+registry says only what the catalogue calls it (catalogue_key)."""
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from core.errors import ModelUnavailable, NotFound
 from core.settings import Settings
@@ -15,6 +21,16 @@ from .resolve import resolve_model_dir
 from .served_model import BatchSettings, ServedModel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how this process loads a model: what a user model's version
+    needs to load as the catalogue's models do."""
+
+    device: str
+    half: bool
+    settings: LoadSettings
 
 
 class ModelRegistry:
@@ -46,26 +62,54 @@ class ModelRegistry:
         return TASK_MODELS.get(task, {})
 
     @staticmethod
-    def serves(task: str, name: str | None) -> bool:
-        """Whether `name` is a global model of `task`: one of its public names, or
-        the catalogue key of a model that serves it (what GET /v1/models lists)."""
+    def catalogue_key(task: str, name: str | None) -> str | None:
+        """The catalogue model `name` stands for in `task`: the key of a model that
+        serves it (what GET /v1/models lists), or one of the task's public names;
+        None (no name) is the task's default. None when it is neither: not a
+        global model of the task."""
         names = TASK_MODELS.get(task, {})
-        return name in names or name in names.values()
-
-    def model_key(self, task: str, name: str | None) -> str:
-        names = TASK_MODELS[task]
-        name = name or default_name(task)
+        if name is None:
+            return names[default_name(task)] if names else None
         if name in names.values():  # a catalogue key, as /v1 and Backprop's local model names use them
             return name
-        try:
-            return names[name]
-        except KeyError:
+        return names.get(name)
+
+    def model_key(self, task: str, name: str | None) -> str:
+        key = self.catalogue_key(task, name)
+        if key is None:
             raise NotFound(
-                f"Model {name!r} not found for {task}. Available: {', '.join(names)}."
-            ) from None
+                f"Model {name!r} not found for {task}. Available: {', '.join(self.names(task))}."
+            )
+        return key
 
     def get(self, task: str, name: str | None) -> ServedModel:
-        return self.cache.get(self.model_key(task, name))
+        """A catalogue model by task and name (a 404 listing the task's names)."""
+        return self.load(self.model_key(task, name))
+
+    def load(self, key: str) -> ServedModel:
+        """The catalogue model `key`, loaded once and kept in the cache."""
+        return self.cache.get(key)
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.half, self.load_settings)
+
+    def load_other(self, key: str, load: Callable[[Placement], ServedModel]) -> ServedModel:
+        """A model the catalogue does not list (a user model's version), under its
+        own `key`: loaded once by `load` where the catalogue's load, batched with
+        the same settings, and held by the same cache within the same budget."""
+        def load_placed(_key: str) -> ServedModel:
+            served = load(self.placement)
+            served.batch_settings = self.batch_settings
+            return served
+
+        return self.cache.get(key, load=load_placed)
+
+    def loaded_keys(self) -> list[str]:
+        return self.cache.loaded()
+
+    def unload(self, key: str) -> None:
+        self.cache.evict(key)
 
     def _load(self, key: str) -> ServedModel:
         spec = MODELS[key]

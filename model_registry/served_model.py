@@ -4,6 +4,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from enum import Enum
 
 from .batcher import Batcher
 from .token_batching import PreparedRunner
@@ -19,6 +20,27 @@ class BatchSettings:
     # Most padded tokens in one pass, for runners that tokenise ahead (0: no budget).
     max_batch_tokens: int = 0
     on_batch: Callable[[str, str, int, float], None] | None = None  # (model, task, batch size, seconds)
+
+
+class Capability(str, Enum):
+    """What a loaded model can do beyond its task runners, declared by its loader
+    (ServedModel.declare); the routes that need one test for it."""
+
+    # count_tokens(texts): the tokens the model reads of each text (usage on /v1).
+    TOKEN_COUNTS = "token-counts"
+    # Its vectors may be cut short (trained Matryoshka-style): /v1/embeddings' dimensions.
+    SHORTER_VECTORS = "shorter-vectors"
+    # Token-level generation, `completion` (model_registry/loaders/completion.py): the /v1 generation routes.
+    COMPLETION = "completion"
+    # Uploaded code (model.bin, inference.py) answering in its sandboxed worker: it
+    # may do anything its author chose, e.g. classify without being sent labels.
+    UPLOADED_CODE = "uploaded-code"
+    # A classifier trained on its own labels, `trained_labels` (a training job's version):
+    # it answers without labels, and scores only a subset of these when sent some.
+    TRAINED_LABELS = "trained-labels"
+    # A trained tabular model's columns, `input_columns` ({name: "numeric" | "categorical"}):
+    # POST /predict checks a request's rows against them before queueing any.
+    INPUT_COLUMNS = "input-columns"
 
 
 class ServedModel:
@@ -44,24 +66,37 @@ class ServedModel:
         self._lock = threading.Lock()
         # Extra clean-up on eviction (a user model's worker process).
         self.on_close: Callable[[], None] | None = None
-        # Uploaded code (model.bin, inference.py) answering in its sandboxed
-        # worker: it may do anything its author chose, e.g. classify without
-        # being sent labels.
-        self.runs_uploaded_code = False
-        # A classifier trained on its own labels (a training job's version): it
-        # answers without labels, and scores only a subset of these when sent some.
-        self.trained_labels: list[str] | None = None
-        # A trained tabular model's columns, {name: "numeric" | "categorical"}:
-        # POST /predict checks a request's rows against them before queueing any.
-        self.input_columns: dict[str, str] | None = None
-        # What the OpenAI-compatible API needs beyond the task runners (set by
-        # the loaders that can provide it; None where a model cannot, such as
-        # uploaded code): token counts of texts as the model reads them ...
-        self.count_tokens: Callable[[list[str]], list[int]] | None = None
-        # ... whether its vectors may be cut short (trained Matryoshka-style) ...
-        self.truncatable_vectors: bool = False
-        # ... and token-level generation (model_registry/loaders/completion.py).
+        # What it can do beyond its runners (Capability); the values that go with
+        # some are below, meaningful only when declared.
+        self.capabilities: frozenset[Capability] = frozenset()
+        self.count_tokens: Callable[[list[str]], list[int]] = _undeclared
         self.completion = None
+        self.trained_labels: list[str] = []
+        self.input_columns: dict[str, str] = {}
+
+    def declare(self, *, count_tokens: Callable[[list[str]], list[int]] | None = None, shorter_vectors=False,
+                completion=None, uploaded_code=False, trained_labels: list[str] | None = None,
+                input_columns: dict[str, str] | None = None) -> "ServedModel":
+        """Add capabilities (with the values they come with), as the loader knows them."""
+        declared = set(self.capabilities)
+        if count_tokens is not None:
+            self.count_tokens = count_tokens
+            declared.add(Capability.TOKEN_COUNTS)
+        if shorter_vectors:
+            declared.add(Capability.SHORTER_VECTORS)
+        if completion is not None:
+            self.completion = completion
+            declared.add(Capability.COMPLETION)
+        if uploaded_code:
+            declared.add(Capability.UPLOADED_CODE)
+        if trained_labels is not None:
+            self.trained_labels = trained_labels
+            declared.add(Capability.TRAINED_LABELS)
+        if input_columns is not None:
+            self.input_columns = input_columns
+            declared.add(Capability.INPUT_COLUMNS)
+        self.capabilities = frozenset(declared)
+        return self
 
     @property
     def tasks(self) -> list[str]:
@@ -106,3 +141,7 @@ class ServedModel:
                 batcher.close()
         if self.on_close:
             self.on_close()
+
+
+def _undeclared(texts: list[str]) -> list[int]:
+    raise TypeError("this model declares no token counts (Capability.TOKEN_COUNTS)")

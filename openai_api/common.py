@@ -3,15 +3,13 @@
 from datetime import datetime, timezone
 
 
-from app.auth import current_account_id
-from app.db import session
 from app.settings import current_settings
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from app.task_models import find_model
+from app.task_models import resolve
 from tasks import text_generation, text_vectorisation
-from uploads.user_models import lookup_model
+from uploads.resolver import UnknownModel
 
 # The /v1 routes that take a model serving each task.
 ENDPOINTS_FOR_TASK = {
@@ -29,17 +27,15 @@ def resolve_model(task: str, name: str):
 
     In order: a catalogue model key serving `task` ("all-MiniLM-L6-v2", the ids
     GET /v1/models lists), a Backprop public name of the task ("english"), one
-    of the caller's own models (never another account's: the same lookup as
-    the task endpoints; /upload-url reserves the global names, so an own model
-    is never hidden by a global one). Anything else is a 404 naming the choices.
+    of the caller's own models (never another account's): the task endpoints'
+    resolver (uploads/resolver.py). Anything else is a 404 naming the choices.
     """
     try:
-        return find_model(task, name), name
-    except NotFound as exc:
-        if lookup_model(session(), current_account_id(), name) is not None:
-            # Theirs, but not usable here (no successful build, another task): say why.
-            raise NotFound(exc.message, reason="model_not_found", param="model") from None
+        return resolve(task, name).load(), name
+    except UnknownModel:
         raise model_not_found(name, task) from None
+    except NotFound as exc:  # theirs, but not usable here (no successful build, another task): say why
+        raise NotFound(exc.message, reason="model_not_found", param="model") from None
 
 
 def model_not_found(name: str, task: str | None = None) -> NotFound:

@@ -24,6 +24,7 @@ from core.errors import ApiError, BadRequest
 from app.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
+from model_registry.served_model import Capability
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
 from tasks.text_generation import TASK
 
@@ -41,12 +42,12 @@ blp = Blueprint("openai-completions", __name__, url_prefix="/v1",
 
 
 def _engine(served, name: str, chat: bool):
-    engine = served.completion
-    if engine is None:
+    if Capability.COMPLETION not in served.capabilities:
         raise BadRequest(
             f"Model {name!r} cannot be used on the /v1 generation routes (only decoder-only language models "
             "loaded by the service can; uploaded code and encoder-decoder models cannot). Use POST /text-generation.",
             errors={"model": ["Not a decoder-only language model."]}, param="model")
+    engine = served.completion
     if chat and not engine.runs_chat_template:
         raise BadRequest(
             f"Model {name!r} is an uploaded model: its chat template is code, and the service runs uploaded code "

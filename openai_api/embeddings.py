@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from app.blueprint import Blueprint
 from core.errors import BadRequest
+from model_registry.served_model import Capability
 from tasks.common import StrictSchema, TextOrTexts, as_batch
 from tasks.text_vectorisation import TASK
 
@@ -124,9 +125,9 @@ class Embeddings(MethodView):
         vectors = served.run(TASK, texts)
         if body["dimensions"] is not None:
             # Checked once the model has answered: a model's vector size is known only then.
-            vectors = shorten(vectors, body["dimensions"], served.truncatable_vectors, name)
+            vectors = shorten(vectors, body["dimensions"], Capability.SHORTER_VECTORS in served.capabilities, name)
         encode = as_base64 if body["encoding_format"] == "base64" else (lambda vector: vector)
-        tokens = sum(served.count_tokens(texts)) if served.count_tokens else None
+        tokens = sum(served.count_tokens(texts)) if Capability.TOKEN_COUNTS in served.capabilities else None
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": index, "embedding": encode(vector)}

@@ -13,6 +13,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from core.errors import InvalidInput
 from core.settings import ENV_PREFIX
 from model_registry.catalogue import default_name
+from model_registry.served_model import Capability
+
+if TYPE_CHECKING:  # uploads imports the task specs: importing it here would be a cycle
+    from uploads.resolver import Resolved
 
 
 class StrictSchema(Schema):
@@ -277,15 +281,15 @@ def require_labels_for(model, model_name: str | None, task: str, labels: list) -
     knows its labels: sent some, it scores that subset. The built-in classifiers,
     global or an uploaded Hugging Face folder, are zero-shot: they score the
     labels they are sent."""
-    trained = model.trained_labels
-    if trained is not None:
+    if Capability.TRAINED_LABELS in model.capabilities:
+        trained = model.trained_labels
         unknown = sorted({label for item in labels if item for label in item} - set(trained))
         if unknown:
             problem = (f"{unknown} are not labels of model {model_name!r}; it was trained on "
                        f"{', '.join(map(str, trained))}. Send a subset of those, or no labels.")
             raise InvalidInput(f"Invalid request. labels: {problem}", errors={"labels": [problem]})
         return
-    if model.runs_uploaded_code or all(item is not None for item in labels):
+    if Capability.UPLOADED_CODE in model.capabilities or all(item is not None for item in labels):
         return
     name = repr(model_name) if model_name else f"{default_name(task)!r} (the default)"
     problem = (f"Labels are required for model {name}: it is a zero-shot classifier that scores the labels you "

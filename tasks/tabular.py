@@ -8,6 +8,7 @@ from marshmallow import ValidationError, fields, validate
 
 from core.errors import InvalidInput
 from training.trainers.tabular import TabularTrainer
+from model_registry.served_model import Capability
 
 from .common import StrictSchema, as_batch, check_batch, check_text
 from .spec import TaskSpec, register
@@ -140,7 +141,7 @@ def rows(body: dict) -> tuple[list[dict], bool]:
 
 def check_columns(model, body: dict) -> None:
     """A trained model knows its columns: the rows must have them; uploaded code checks its own."""
-    if model.input_columns is not None:
+    if Capability.INPUT_COLUMNS in model.capabilities:
         features, is_batch = rows(body)
         check_rows(features, model.input_columns, body["model"], is_batch)
 

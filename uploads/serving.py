@@ -7,7 +7,7 @@ import time
 from core.settings import Settings
 from model_registry.catalogue import SENTENCE_TRANSFORMER, SEQ2SEQ, UPLOADED, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS, LOADERS, LoadSettings, completion
-from model_registry.served_model import ServedModel
+from model_registry.served_model import Capability, ServedModel
 from tasks.spec import TASK_SPECS, task_spec  # importing tasks registers every task's spec
 
 from .archive import tree_bytes
@@ -75,8 +75,7 @@ def code_model(key: str, version_id: int, files_dir: str, venv_dir: str, model_f
     # The worker's memory is outside this process; count the files as its weight.
     served = ServedModel(key, worker, tree_bytes(files_dir), "worker process", {task: runner(task) for task in tasks})
     served.on_close = worker.close
-    served.runs_uploaded_code = True
-    return served
+    return served.declare(uploaded_code=True)
 
 
 def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: str, half: bool,
@@ -86,6 +85,6 @@ def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: st
     # A generation model's token-level runner (the /v1 routes) comes with its task.
     runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())
     served.runners = {task: run for task, run in served.runners.items() if task in runners}
-    if served.completion is not None:
+    if Capability.COMPLETION in served.capabilities:
         served.completion.runs_chat_template = False  # uploaded Jinja is uploaded code
     return served

@@ -5,14 +5,14 @@ and another account's model answers exactly as a model that does not exist.
 """
 
 import time
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from app.db import ModelVersion, UserModel
 from core.errors import NotFound
 from core.settings import Settings
-from model_registry.availability import presence_sentence
-from model_registry.catalogue import TASK_MODELS
+from model_registry.registry import Placement
 
 from . import formats
 from .serving import KEY_PREFIX, cache_key, version_dirs
@@ -31,6 +31,17 @@ def find_model(session, account_id: int, name: str) -> UserModel:
     if model is None:
         raise NotFound(f"model {name} not found")
     return model
+
+
+@dataclass(frozen=True)
+class ServableVersion:
+    """The version of a user model chosen to answer a request: what loading it needs."""
+
+    id: int
+    number: int
+    format: str
+    tasks: tuple[str, ...]
+    label: str  # how load errors name it: "Version 2 of model 'mine'"
 
 
 # How long a version called by number (not the serving one) stays loaded unused.
@@ -52,12 +63,15 @@ class UserModels:
             self._storage = make_storage(self.config)
         return self._storage
 
-    def get(self, session, account_id: int, task: str, name: str):
-        """The account's model `name` (its serving version) or `name@N` (version N)."""
+    def find_version(self, session, account_id: int, task: str, name: str) -> ServableVersion | None:
+        """The version of the account's model that answers `name` for `task`: "name"
+        its serving version, "name@N" version N. None when the account has no model
+        of that name (another account's included); a 404 saying why when it has one
+        that cannot answer."""
         name, number = split_version_ref(name)
         model = lookup_model(session, account_id, name)
         if model is None:
-            raise NotFound(f"Model {name!r} not found for {task}. {self._choices(task)}")
+            return None
         if number is None:
             version = session.get(ModelVersion, model.current_version_id) if model.current_version_id else None
             if version is None:
@@ -74,18 +88,12 @@ class UserModels:
             raise NotFound(f"Model {name!r} does not do {task}; it serves {', '.join(version.tasks)}.")
         if number is not None:
             self._called_by_number[version.id] = time.monotonic()
-        label = f"Version {version.number} of model {name!r}"
-        details = (version.id, version.format, list(version.tasks), label)
-        return self.registry.cache.get(cache_key(version.id), load=lambda key: self._load(key, *details))
+        return ServableVersion(version.id, version.number, version.format, tuple(version.tasks),
+                               f"Version {version.number} of model {name!r}")
 
-    def _choices(self, task: str) -> str:
-        """The names a 404 offers: the task's global models (saying which have
-        their files here) and the account's own."""
-        names = TASK_MODELS.get(task, {})
-        if not names:
-            return "Name one of your models."
-        presence = presence_sentence(names, self.config.model_dir, "GET /models?include_global=true")
-        return f"Global models for {task}: {', '.join(names)}, or the name of one of your models. {presence}"
+    def load(self, version: ServableVersion):
+        """The version loaded (once, in the registry's cache; its files fetched first if need be)."""
+        return self.registry.load_other(cache_key(version.id), lambda placement: self._load(version, placement))
 
     def ensure_files(self, session, model: UserModel) -> None:
         """The serving version's files on this replica (fetched if need be), for
@@ -99,10 +107,10 @@ class UserModels:
         """Unload the versions this process holds that no model serves any more
         (replaced by a newer build, or deleted, possibly through another worker),
         and drop this replica's copies of versions removed elsewhere."""
-        loaded = [key for key in self.registry.cache.loaded() if key.startswith(KEY_PREFIX)]
+        loaded = [key for key in self.registry.loaded_keys() if key.startswith(KEY_PREFIX)]
         stale = self._stale(sessions, loaded) if loaded else []
         for key in stale:
-            self.registry.cache.evict(key)
+            self.registry.unload(key)
         in_use = {int(key.removeprefix(KEY_PREFIX)) for key in loaded if key not in stale}
         forget_removed_versions(sessions, self.config.data_dir, self.storage, in_use)
         return stale
@@ -116,12 +124,10 @@ class UserModels:
         serving |= {version_id for version_id, used in self._called_by_number.items() if now - used < PINNED_IDLE_S}
         return [key for key in loaded if int(key.removeprefix(KEY_PREFIX)) not in serving]
 
-    def _load(self, key: str, version_id: int, model_format: str, tasks: list[str], label: str):
+    def _load(self, version: ServableVersion, placement: Placement):
         # Inside the cache's load-once: this process's concurrent first requests wait for this one fetch.
-        ensure_version_files(self.config, self.storage, self.model_sandbox, version_id, model_format, label)
-        files_dir, venv_dir = version_dirs(self.config.data_dir, version_id)
-        version = formats.Version(version_id, tasks, files_dir, venv_dir, self.config, self.model_sandbox,
-                                  self.registry.device, self.registry.half, self.registry.load_settings)
-        served = formats.named(model_format).serve(version)
-        served.batch_settings = self.registry.batch_settings
-        return served
+        ensure_version_files(self.config, self.storage, self.model_sandbox, version.id, version.format, version.label)
+        files_dir, venv_dir = version_dirs(self.config.data_dir, version.id)
+        return formats.named(version.format).serve(formats.Version(
+            version.id, list(version.tasks), files_dir, venv_dir, self.config, self.model_sandbox,
+            placement.device, placement.half, placement.settings))

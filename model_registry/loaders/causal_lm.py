@@ -81,6 +81,5 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
 
     served = ServedModel(spec.key, model, module_nbytes(model), device,
                          {"text-generation": text_generation, completion.RUNNER: engine.run})
-    served.completion = engine
-    served.count_tokens = lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]
-    return served
+    return served.declare(completion=engine,
+                          count_tokens=lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]])

@@ -102,6 +102,6 @@ def load_clip(spec: ModelSpec, path: str, device: str, half: bool,
         "image-text-vectorisation": vectorise_image_texts,
     }
     served = ServedModel(spec.key, model, module_nbytes(model), device, runners)
-    served.count_tokens = token_counter(tokenizer, max_tokens)  # the text side: what text_features reads
-    served.truncatable_vectors = spec.matryoshka
+    # Its token counts are the text side's: what text_features reads.
+    served.declare(count_tokens=token_counter(tokenizer, max_tokens), shorter_vectors=spec.matryoshka)
     return served

@@ -47,8 +47,8 @@ def load_sentence_transformer(spec: ModelSpec, path: str, device: str, half: boo
         runner = _token_runner(model, names, device)
     served = ServedModel(spec.key, model, module_nbytes(model), device, dict.fromkeys(TASKS, runner))
     if model.tokenizer is not None:  # None for a model whose first module reads no text
-        served.count_tokens = token_counter(model.tokenizer, model.max_seq_length)
-    served.truncatable_vectors = spec.matryoshka
+        served.declare(count_tokens=token_counter(model.tokenizer, model.max_seq_length))
+    served.declare(shorter_vectors=spec.matryoshka)
     return served
 
 

@@ -69,8 +69,8 @@ def load_onnx_vectoriser(spec: ModelSpec, path: str, settings: LoadSettings) -> 
     served = ServedModel(spec.key, vectorise.forward, onnx_file_bytes(vectorise.graph), "cpu",
                          dict.fromkeys(("text-vectorisation", "text-similarity"), runner))
     served.backend = backend
-    served.count_tokens = token_counter(vectorise.tokenizer, vectorise.tokenizer.model_max_length)
-    served.truncatable_vectors = spec.matryoshka
+    served.declare(count_tokens=token_counter(vectorise.tokenizer, vectorise.tokenizer.model_max_length),
+                   shorter_vectors=spec.matryoshka)
     return served
 
 

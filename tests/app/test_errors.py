@@ -90,7 +90,7 @@ def test_an_unexpected_error_is_a_json_500_without_details(app, client, headers,
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(app.extensions["models"], "get", broken)
+    monkeypatch.setattr(app.extensions["models"], "load", broken)  # the catalogue model's load, under the resolver
     response = post(client, headers, {"text": "hi"})
     assert_error(response, 500, "service log", f"request id {response.headers['X-Request-Id']}")
     assert "secret" not in response.get_data(as_text=True)

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from model_registry import catalogue
+from model_registry.served_model import Capability
 
 from ..tiny_models import packaged_minilm_dir
 from .conftest import assert_openai_error
@@ -198,7 +199,7 @@ def test_usage_is_null_for_a_model_that_cannot_count_tokens(serve, tiny_model_di
     service = serve(MODEL_DIR=tiny_model_dir)
     key = service.key()
     served = service.app.extensions["models"].get("text-vectorisation", "clip")
-    served.count_tokens = None  # as for uploaded code
+    served.capabilities -= {Capability.TOKEN_COUNTS}  # as for uploaded code
 
     response = service.post("/v1/embeddings", {"input": ["hello", "world"], "model": "clip"}, key=key)
     assert response.status_code == 200, response.text

@@ -4,6 +4,7 @@ import pytest
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER, ModelSpec
 from model_registry.loaders.sentence_transformer import load_sentence_transformer
+from model_registry.served_model import Capability
 
 from ..tiny_models import packaged_minilm_dir
 
@@ -22,12 +23,12 @@ def test_a_sentence_transformer_counts_what_its_own_preprocessing_keeps(tiny_sen
     served, counts, read = counts_and_what_the_model_reads(tiny_sentence_model_dir)
     assert counts == read
     assert counts[-1] == served.model.max_seq_length  # the long text: cut where the model cuts it
-    assert served.truncatable_vectors is False
+    assert Capability.SHORTER_VECTORS not in served.capabilities
 
 
 def test_the_catalogue_flag_makes_vectors_truncatable(tiny_sentence_model_dir):
     served, _counts, _read = counts_and_what_the_model_reads(tiny_sentence_model_dir, matryoshka=True)
-    assert served.truncatable_vectors is True
+    assert Capability.SHORTER_VECTORS in served.capabilities
 
 
 @pytest.mark.packaged_model

@@ -41,5 +41,4 @@ class ClipProbe(TrainedFormat):
                     for row, item in zip(probabilities, items)]
 
         served = ServedModel(version.key, model, module_nbytes(model) + coef.nbytes, version.device, {TASK: classify})
-        served.trained_labels = classes
-        return served
+        return served.declare(trained_labels=classes)

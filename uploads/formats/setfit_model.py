@@ -78,5 +78,4 @@ class SetFitModelFormat(TrainedFormat):
 
         served = ServedModel(version.key, body, module_nbytes(body), version.device,
                              {"text-classification": classify})
-        served.trained_labels = labels
-        return served
+        return served.declare(trained_labels=labels)

@@ -49,5 +49,4 @@ class SklearnModel(TrainedFormat):
                     for p, row in zip(predictions, rows)]
 
         served = ServedModel(version.key, pipeline, os.path.getsize(path), "cpu", {TASK: predict})
-        served.input_columns = kinds
-        return served
+        return served.declare(input_columns=kinds)

@@ -15,9 +15,6 @@ from core.settings import ENV_PREFIX
 from model_registry.catalogue import default_name
 from model_registry.served_model import Capability
 
-if TYPE_CHECKING:  # uploads imports the task specs: importing it here would be a cycle
-    from uploads.resolver import Resolved
-
 
 class StrictSchema(Schema):
     """Unknown fields are an error, so a typo in a parameter name is never ignored."""

@@ -15,7 +15,6 @@ import warnings
 
 from marshmallow import ValidationError, fields
 
-from app.settings import current_settings
 from core.errors import BadRequest
 from core.images import IMAGE_FORMATS
 from core.settings import ENV_PREFIX

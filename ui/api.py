@@ -2,8 +2,6 @@
 the playground (ui/playground.py) still runs through. Every other page calls the
 domain services directly (ui/acting.py)."""
 
-from urllib.parse import quote
-
 from flask import abort, current_app, g
 
 from app.internal_calls import Answer, request_as

@@ -11,14 +11,13 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.blueprint import Blueprint
 from app.db import ModelVersion, UserModel, session
-from app.service_context import api_context, base_url  # noqa: F401 - base_url: also read from here
-from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge  # noqa: F401 - Conflict too
+from app.service_context import api_context, base_url  # noqa: F401 - predictions/urls_api.py reads base_url here
+from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, tasks_of
 from services import models
 from services.account import ServiceContext
-from services.models import MODEL_NAME_PATTERN, MODEL_NAME_RULE, RESERVED_NAMES  # noqa: F401
-from services.models import UPLOAD_URL_LIFETIME  # noqa: F401 - the UI's pages read it from here
+from services.models import MODEL_NAME_PATTERN, MODEL_NAME_RULE
 from tasks.common import StrictSchema, presence_fields
 
 from .storage import UploadRejected

@@ -8,13 +8,14 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
 from services import usage
-from services.usage import DEFAULT_HOURS
 
 from .blueprint import Blueprint
 from .service_context import api_context
 
 blp = Blueprint("usage", __name__, url_prefix="/usage",
                 description="Your account's requests per task and model, and their latency.")
+
+DEFAULT_HOURS = 24
 
 
 def _within_retention(hours: int) -> None:
@@ -67,7 +68,7 @@ def iso_seconds(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def usage_answer(read: usage.AccountUsage) -> dict:
+def usage_answer(read: "usage.AccountUsage") -> dict:
     """GET /usage's answer (the web UI's Usage page reads the same)."""
     return {"hours": read.hours, "since": iso_seconds(read.since), "step_seconds": read.step,
             "buckets": [{**bucket, "start": iso_seconds(bucket["start"])} for bucket in read.buckets],
@@ -80,4 +81,6 @@ class UsageResource(MethodView):
     @blp.response(200, AccountUsage)
     def get(self, query):
         """Your requests per task and model, their errors and latency, over the last hours"""
-        return usage_answer(usage.read(api_context(), query.get("hours"), query.get("step")))
+        retention = int(float(current_app.config["USAGE_RETENTION_HOURS"]))
+        hours = query.get("hours") or min(DEFAULT_HOURS, max(1, retention))
+        return usage_answer(usage.read(api_context(), hours, query.get("step")))

@@ -11,8 +11,6 @@ from .account import ServiceContext
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOURS = 24
-
 
 @dataclass(frozen=True)
 class AccountUsage:
@@ -23,15 +21,14 @@ class AccountUsage:
     totals: list[dict]  # per task and model, over the window
 
 
-def read(ctx: ServiceContext, hours: int | None = None, step: int | None = None) -> AccountUsage:
-    """The account's usage over the last `hours` (default: a day, within the
-    retention) in buckets of `step` seconds (default: the stored buckets')."""
+def read(ctx: ServiceContext, hours: int, step: int | None = None) -> AccountUsage:
+    """The account's usage over the last `hours` in buckets of `step` seconds
+    (default: the stored buckets')."""
     recorder = ctx.part("usage")
     try:
         recorder.flush()  # this process's latest requests, so a caller sees its own last one
     except Exception:  # they stay pending for the next flush; answer with what is stored
         log.warning("Could not store the usage counts before reading an account's usage", exc_info=True)
-    hours = hours or min(DEFAULT_HOURS, max(1, int(float(ctx.config["USAGE_RETENTION_HOURS"]))))
     step = step or recorder.bucket_s
     since = recorder.bucket_of(time.time() - hours * 3600, step)
     buckets, totals = account_usage(ctx.db, ctx.account_id, since, step)

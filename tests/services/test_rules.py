@@ -3,6 +3,8 @@ answers with, and says what to fix; services/ imports no web framework."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from sqlalchemy import select
@@ -75,3 +77,13 @@ def test_services_import_no_web_framework():
 
     assert imported.isdisjoint({"flask", "flask_smorest", "werkzeug", "webargs"})
     assert len(modules) >= 8 and "sqlalchemy" in imported  # the scan read the modules
+
+
+def test_each_service_imports_first_on_its_own():
+    # A worker or script may import one service before anything else: no import cycle
+    # through the app's package may leave it half-initialised.
+    for path in sorted(SERVICES.glob("*.py")):
+        module = f"services.{path.stem}" if path.stem != "__init__" else "services"
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=SERVICES.parent,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (module, result.stderr[-2000:])

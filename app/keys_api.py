@@ -1,13 +1,12 @@
 """/keys: an account manages its own API keys; other accounts' keys are invisible."""
 
-from flask import current_app
 from flask.views import MethodView
-from .blueprint import Blueprint
 from marshmallow import RAISE, Schema, fields
-from sqlalchemy import select
 
-from .auth import create_key, current_account_id, revoke_key
-from .db import Account, ApiKey, session
+from services import keys
+
+from .blueprint import Blueprint
+from .service_context import api_context
 
 blp = Blueprint("keys", __name__, url_prefix="/keys", description="Your account's API keys.")
 
@@ -36,16 +35,13 @@ class Keys(MethodView):
     @blp.response(200, ApiKeyInfo(many=True))
     def get(self):
         """List your account's keys (never the keys themselves)"""
-        query = select(ApiKey).where(ApiKey.account_id == current_account_id()).order_by(ApiKey.id)
-        return session().scalars(query).all()
+        return keys.listed(api_context())
 
     @blp.arguments(NewKeyBody)
     @blp.response(201, NewKey)
     def post(self, body):
         """Create another key for your account; the key is shown only in this reply"""
-        db_session = session()
-        account = db_session.get(Account, current_account_id())
-        row, key = create_key(db_session, account.name, body["label"])
+        row, key = keys.create(api_context(), body["label"])
         fields_shown = ("id", "prefix", "label", "created_at", "revoked_at")
         return {**{name: getattr(row, name) for name in fields_shown}, "key": key}
 
@@ -55,6 +51,4 @@ class Key(MethodView):
     @blp.response(200, ApiKeyInfo)
     def delete(self, key_id):
         """Revoke one of your keys"""
-        row = revoke_key(session(), key_id, account_id=current_account_id())
-        current_app.extensions["key_cache"].forget(key_id)
-        return row
+        return keys.revoke(api_context(), key_id)

@@ -1,31 +1,26 @@
 """GET /usage: your account's inference requests per task and model, with their
 errors and latency, over the last hours (app/usage.py counts them)."""
 
-import logging
-import time
 from datetime import datetime, timezone
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
+from services import usage
+
 from app.settings import current_settings
 
-from .auth import current_account_id
 from .blueprint import Blueprint
-from .db import session
-from .usage import account_usage
+from .service_context import api_context
 
 blp = Blueprint("usage", __name__, url_prefix="/usage",
                 description="Your account's requests per task and model, and their latency.")
-
-log = logging.getLogger(__name__)
 
 DEFAULT_HOURS = 24
 
 
 def _within_retention(hours: int) -> None:
-    most = current_settings().usage_retention_hours
+    most = float(current_settings().usage_retention_hours)
     if hours > most:
         raise ValidationError(f"At most {most:g} (INFER_USAGE_RETENTION_HOURS: older usage is deleted); got {hours}.")
 
@@ -74,22 +69,19 @@ def iso_seconds(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def usage_answer(read: "usage.AccountUsage") -> dict:
+    """GET /usage's answer (the web UI's Usage page reads the same)."""
+    return {"hours": read.hours, "since": iso_seconds(read.since), "step_seconds": read.step,
+            "buckets": [{**bucket, "start": iso_seconds(bucket["start"])} for bucket in read.buckets],
+            "totals": read.totals}
+
+
 @blp.route("")
 class UsageResource(MethodView):
     @blp.arguments(AccountUsageQuery, location="query")
     @blp.response(200, AccountUsage)
     def get(self, query):
         """Your requests per task and model, their errors and latency, over the last hours"""
-        config = current_settings()
-        recorder = current_app.extensions["usage"]
-        try:
-            recorder.flush()  # this process's latest requests, so a caller sees its own last one
-        except Exception:  # they stay pending for the next flush; answer with what is stored
-            log.warning("Could not store the usage counts before answering GET /usage", exc_info=True)
-        hours = query.get("hours") or min(DEFAULT_HOURS, max(1, config.usage_retention_hours))
-        step = query.get("step") or recorder.bucket_s
-        since = recorder.bucket_of(time.time() - hours * 3600, step)
-        buckets, totals = account_usage(session(), current_account_id(), since, step)
-        return {"hours": hours, "since": iso_seconds(since), "step_seconds": step,
-                "buckets": [{**bucket, "start": iso_seconds(bucket["start"])} for bucket in buckets],
-                "totals": totals}
+        retention = int(float(current_settings().usage_retention_hours))
+        hours = query.get("hours") or min(DEFAULT_HOURS, max(1, retention))
+        return usage_answer(usage.read(api_context(), hours, query.get("step")))

@@ -40,6 +40,12 @@ class NotFound(ApiError):
     status = 404
 
 
+class Conflict(ApiError):
+    """The thing is in a state that does not allow the change (a name taken, a job already finished)."""
+
+    status = 409
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

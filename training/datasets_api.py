@@ -7,32 +7,23 @@ Either way the dataset is parsed in the background (training/jobs.py runs
 training/datasets/child.py): processing -> ready | failed, with a parse log.
 """
 
-import os
-from datetime import timedelta
-
 from flask import current_app, request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
-from sqlalchemy import func, select
 
-from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import Dataset, TrainingJob, owned, session, utcnow
+from app.db import Dataset, session
+from app.service_context import api_context
+from services import datasets
 from app.settings import current_settings
-from core.errors import BadRequest, NotFound, PayloadTooLarge
 from tasks.common import StrictSchema
-from uploads.api import Conflict, base_url, iso_time, receive_signed_upload
-from uploads.archive import remove_tree
-from uploads.quotas import QuotaExceeded, check_room
+from uploads.api import iso_time, receive_signed_upload
 
-from .dataset_bundles import discard_parsed_dataset, share_direct_upload
 from .datasets import FORMAT_TASKS
-from .paths import dataset_dir, dataset_source, new_id
+from .paths import dataset_source
 from .records import log_line
 
 blp = Blueprint("datasets", __name__, description="Training data: upload, parse log, statistics.")
-
-UPLOAD_URL_LIFETIME = timedelta(hours=1)
 
 
 class DatasetBody(StrictSchema):
@@ -86,14 +77,6 @@ def dataset_object(dataset: Dataset, upload_url: str | None = None) -> dict:
     }
 
 
-def find_dataset(db_session, account_id: int, dataset_id: str) -> Dataset:
-    """The account's dataset; another account's answers exactly as a missing one."""
-    dataset = owned(db_session, Dataset, dataset_id, account_id)
-    if dataset is None:
-        raise NotFound(f"Dataset {dataset_id!r} not found; GET /datasets lists yours.")
-    return dataset
-
-
 @blp.before_request
 def allow_dataset_bodies():
     # Datasets are larger than task requests: their body has its own limit.
@@ -121,69 +104,15 @@ class Datasets(MethodView):
     def post(self):
         """Create a dataset from the request's data or file, or get an upload URL for a large one"""
         body, upload = _read_body()
-        config = current_settings()
-        sources = [body["data"] is not None, upload is not None, body["upload"]]
-        if sum(sources) != 1:
-            raise BadRequest("Send exactly one of: \"data\" (the CSV or JSONL text), a multipart \"file\", "
-                             "or \"upload\": true for an upload URL.")
-        db_session = session()
-        account_id = current_account_id()
-        count = db_session.scalar(select(func.count()).select_from(Dataset).where(Dataset.account_id == account_id))
-        if count >= config.account_max_datasets:
-            raise QuotaExceeded(f"This account has {count} datasets; the limit is {config.account_max_datasets} "
-                                "(INFER_ACCOUNT_MAX_DATASETS). Delete one first.")
-        check_room(db_session, config, account_id, "create a dataset")
-        options = {key: body[key] for key in ("label_column", "text_column") if body[key]}
-        dataset = Dataset(id=new_id("ds"), account_id=account_id, name=body["name"], format=body["format"] or "",
-                          options=options, parse_log=[])
-        folder = dataset_dir(config.data_dir, dataset.id)
-        os.makedirs(folder)
-        upload_url = None
-        if body["upload"]:
-            expires = utcnow() + UPLOAD_URL_LIFETIME
-            dataset.status, dataset.upload_expires_at = "awaiting_upload", expires
-            dataset.parse_log = [log_line("Waiting for the upload.")]
-            upload_url = _upload_url(dataset.id, int(expires.timestamp()))
-        else:
-            dataset.size_bytes = _save_direct(body["data"], upload, dataset_source(config.data_dir, dataset.id),
-                                              config.dataset_max_direct_bytes)
-            share_direct_upload(current_app.extensions["storage"], dataset.id, config.data_dir)  # S3: any parser
-            dataset.parse_log = [log_line(f"Received {dataset.size_bytes} bytes; waiting in the queue.")]
-        db_session.add(dataset)
-        db_session.commit()
-        current_app.extensions["work"].submit("parse", dataset.id)
+        dataset, upload_url = datasets.create(api_context(), body, data=body["data"],
+                                              file=None if upload is None else upload.stream,
+                                              upload=body["upload"])
         return dataset_object(dataset, upload_url), 201
 
     @blp.response(200, DatasetObject(many=True))
     def get(self):
         """Your datasets, newest first"""
-        datasets = session().scalars(select(Dataset).where(Dataset.account_id == current_account_id())
-                                     .order_by(Dataset.created_at.desc(), Dataset.id)).all()
-        return [dataset_object(dataset) for dataset in datasets]
-
-
-def _save_direct(data: str | None, upload, path: str, limit: int) -> int:
-    if data is not None:
-        encoded = data.encode("utf-8")
-        if len(encoded) > limit:
-            raise PayloadTooLarge(f"The data is {len(encoded)} bytes; send at most {limit} in the request "
-                                  "(INFER_DATASET_MAX_DIRECT_BYTES), or ask for an upload URL with \"upload\": true.")
-        with open(path, "wb") as out:
-            out.write(encoded)
-    else:
-        upload.save(path)
-    size = os.path.getsize(path)
-    if size == 0:
-        remove_tree(os.path.dirname(path))
-        raise BadRequest("The dataset is empty: send its rows.")
-    return size
-
-
-def _upload_url(dataset_id: str, expires: int) -> str:
-    storage = current_app.extensions["storage"]
-    if storage.kind == "s3":
-        return storage.upload_url(0, expires, "", key=storage.dataset_key(dataset_id))
-    return storage.upload_url(dataset_id, expires, base_url(), route="dataset-uploads")
+        return [dataset_object(dataset) for dataset in datasets.listed(api_context())]
 
 
 @blp.route("/datasets/<string:dataset_id>")
@@ -191,26 +120,12 @@ class DatasetResource(MethodView):
     @blp.response(200, DatasetObject)
     def get(self, dataset_id):
         """One of your datasets: its state, parse log and statistics"""
-        return dataset_object(find_dataset(session(), current_account_id(), dataset_id))
+        return dataset_object(datasets.get(api_context(), dataset_id))
 
     @blp.response(200, description="null")
     def delete(self, dataset_id):
         """Delete one of your datasets and its files (not while a queued or running job trains on it)"""
-        db_session = session()
-        dataset = find_dataset(db_session, current_account_id(), dataset_id)
-        in_use = db_session.scalar(select(TrainingJob.id).where(
-            (TrainingJob.dataset_id == dataset.id) | (TrainingJob.validation_dataset_id == dataset.id),
-            TrainingJob.status.in_(("queued", "running"))).limit(1))
-        if in_use:
-            raise Conflict(f"Job {in_use} trains on this dataset; cancel it (POST /jobs/{in_use}/cancel) or let it "
-                           "finish before deleting the dataset.")
-        db_session.delete(dataset)
-        db_session.commit()
-        remove_tree(dataset_dir(current_settings().data_dir, dataset_id))
-        storage = current_app.extensions["storage"]
-        if storage.kind == "s3":
-            storage.delete(0, key=storage.dataset_key(dataset_id))
-        discard_parsed_dataset(storage, dataset_id)  # S3: its parsed files, kept for the other replicas
+        datasets.delete(api_context(), dataset_id)
         return None
 
 

@@ -1,4 +1,4 @@
-"""The web UI at /ui: server-rendered pages over the JSON API (see ui/blueprint.py)."""
+"""The web UI at /ui: server-rendered pages over the domain services (see ui/blueprint.py)."""
 
 from .blueprint import bp
 from .sessions import init_sessions

@@ -1,6 +1,6 @@
-"""The JSON API, called as the signed-in account: every page's data comes from here."""
-
-from urllib.parse import quote
+"""The JSON API, called as the signed-in account over an in-process request: what
+the playground (ui/playground.py) still runs through. Every other page calls the
+domain services directly (ui/acting.py)."""
 
 from flask import abort, current_app, g
 
@@ -20,15 +20,3 @@ def get(path: str, query: dict | None = None):
     if not answer.ok:
         abort(answer.status if answer.status in (400, 404, 409, 410, 422) else 502, answer.message)
     return answer.body
-
-
-def path(*segments) -> str:
-    """An API path from segments, each quoted: a name or id taken from the page's URL
-    cannot add a '/', a '?' or '..' to the path it is put in."""
-    return "".join("/" + quote(str(segment), safe="") for segment in segments)
-
-
-def not_found_as_page(answer: Answer) -> None:
-    """The API's 404 (another account's or a deleted thing) as the page's 404."""
-    if answer.status == 404:
-        abort(404, answer.message)

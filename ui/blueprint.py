@@ -1,7 +1,8 @@
 """The web UI's blueprint: sign-in required, CSRF on every POST, HTML errors, strict headers.
 
-Pages read and change everything through the JSON API as the signed-in account
-(ui/api.py), so the UI can show or touch only what that account's key could.
+Pages read and change everything through the domain services (services/) as the
+signed-in account (ui/acting.py), the same services and checks the JSON API's
+views call, so the UI can show or touch only what that account's key could.
 """
 
 import os

@@ -8,16 +8,19 @@ sends Cache-Control: no-store, so the browser keeps no copy of the page.
 from flask import flash, g, redirect, render_template, request, url_for
 
 from app.db import session as database_session
+from app.keys_api import ApiKeyInfo, NewKey, NewKeyBody
+from core.errors import ApiError
+from services import keys as key_service
 
-from . import api
+from .acting import as_account, read_form
 from .blueprint import bp
 from .sessions import sign_out
 
 
 def _page(status: int = 200, **shown):
-    """The keys page; `shown` adds new_key (the key just made) or error (what the API refused)."""
-    keys = api.get("/keys")
-    return render_template("ui/keys.html", keys=keys, session_key_id=g.ui_key_id, **shown), status
+    """The keys page; `shown` adds new_key (the key just made) or error (what was refused)."""
+    listed = ApiKeyInfo(many=True).dump(key_service.listed(as_account()))
+    return render_template("ui/keys.html", keys=listed, session_key_id=g.ui_key_id, **shown), status
 
 
 @bp.route("/keys")
@@ -27,21 +30,26 @@ def keys():
 
 @bp.route("/keys", methods=["POST"])
 def create_key():
-    answer = api.call("POST", "/keys", json={"label": request.form.get("label", "").strip()})
-    if not answer.ok:
-        return _page(answer.status, error=answer.message)
-    return _page(201, new_key=answer.body)
+    try:
+        body = read_form(NewKeyBody(), {"label": request.form.get("label", "").strip()})
+    except ApiError as error:
+        return _page(error.status, error=error.message)
+    row, key = key_service.create(as_account(), body["label"])
+    shown = {name: getattr(row, name) for name in ApiKeyInfo().fields}
+    return _page(201, new_key=NewKey().dump({**shown, "key": key}))
 
 
 @bp.route("/keys/<int:key_id>/revoke", methods=["POST"])
 def revoke_key(key_id: int):
-    answer = api.call("DELETE", f"/keys/{key_id}")
-    if not answer.ok:  # another account's key, or none: the API's 404, and nothing revoked
-        return _page(answer.status, error=answer.message)
+    try:
+        row = key_service.revoke(as_account(), key_id)
+    except ApiError as error:  # another account's key, or none: NotFound, and nothing revoked
+        database_session().rollback()
+        return _page(error.status, error=error.message)
     if key_id == g.ui_key_id:
         # This session's own key: the session ended with it (it would on the next page anyway).
         sign_out(database_session())
         flash("You revoked the key this session was signed in with: sign in with another key.", "success")
         return redirect(url_for("ui.sign_in"))
-    flash(f"Key {answer.body['prefix']}… revoked: it no longer works.", "success")
+    flash(f"Key {row.prefix}… revoked: it no longer works.", "success")
     return redirect(url_for("ui.keys"))

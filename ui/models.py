@@ -5,20 +5,26 @@ from datetime import datetime, timezone
 
 from flask import flash, redirect, render_template, url_for
 
+from core.errors import NotFound
 from model_registry.catalogue import TASK_MODELS
 from model_registry.resolve import hub_offline
-from uploads.api import UPLOAD_URL_LIFETIME
+from services import models as model_service
+from services import versions as version_service
+from services.models import UPLOAD_URL_LIFETIME
+from uploads.api import model_details, model_listing
+from uploads.versions_api import version_summary
 
-from . import api
+from .acting import as_account, attempt
 from .blueprint import bp
 from .statuses import badge
 
 # A build has ended (the live part stops polling) once its version is one of these.
 FINAL_STATUSES = {"success", "fail"}
 
+
 @bp.route("/models")
 def models():
-    listed = api.get("/models", query={"include_global": "true"})
+    listed = model_listing(as_account(), include_global=True)
     own = [model for model in listed if model["id"].startswith("model_")]
     global_models = [{**model, "public_names": names_by_task(model["name"])}
                      for model in listed if model["id"].startswith("global_")]
@@ -36,27 +42,31 @@ def names_by_task(key: str) -> list[tuple[str, str]]:
 
 @bp.route("/models/<string:name>")
 def model(name):
-    details = api.get(api.path("models", name))  # another account's model: the API's 404, as a page
+    details = model_details(as_account(), name)  # another account's model: NotFound, the page's 404
     return render_template("ui/model.html", model=details, **build_state(name, details))
 
 
 @bp.route("/models/<string:name>/build")
 def model_build(name):
     """The live part of the model page: polled (ui.js data-refresh-url) until the build ends."""
-    details = api.get(api.path("models", name))
+    details = model_details(as_account(), name)
     return render_template("ui/_model_build.html", model=details, **build_state(name, details))
 
 
 def build_state(name: str, details: dict) -> dict:
     """What the live part shows: the versions, the latest build's status and log, and
     whether that build has ended."""
-    versions = api.get(api.path("models", name, "versions"))
+    model, listed = version_service.listed(as_account(), name)
+    versions = [version_summary(version, model.current_version_id) for version in listed]
     latest = versions[-1] if versions else None
     # The latest version's own status, not the model's summary: with a serving
     # version, the summary says "success" while a new upload is still on its way.
     status = latest["status"] if latest else details["build_status"]
-    log_answer = api.call("GET", api.path("models", name, "build-log"))
-    log = log_answer.body.get("log", "") if log_answer.ok and isinstance(log_answer.body, dict) else ""
+    try:
+        build = model_service.latest_build(as_account(), name)
+        log = build.build_log or build.build_message
+    except NotFound:  # no build yet
+        log = ""
     return {"versions": list(reversed(versions)), "latest": latest, "status": status, "log": log,
             "final": build_ended(status, latest), "badge": badge}
 
@@ -74,10 +84,9 @@ def build_ended(status: str, latest: dict | None) -> bool:
 
 @bp.route("/models/<string:name>/delete", methods=["POST"])
 def delete_model(name):
-    answer = api.call("DELETE", api.path("models", name))
-    api.not_found_as_page(answer)
-    if not answer.ok:
-        flash(f"Could not delete {name}: {answer.message}", "error")
+    _done, error = attempt(model_service.delete, as_account(), name)
+    if error:
+        flash(f"Could not delete {name}: {error.message}", "error")
         return redirect(url_for("ui.model", name=name))
     flash(f"Deleted model {name}, its versions and files.", "success")
     return redirect(url_for("ui.models"))
@@ -85,10 +94,9 @@ def delete_model(name):
 
 @bp.route("/models/<string:name>/versions/<int:number>/promote", methods=["POST"])
 def promote_version(name, number):
-    answer = api.call("POST", api.path("models", name, "versions", number, "promote"))
-    api.not_found_as_page(answer)
-    if answer.ok:
-        flash(f"Version {number} of {name} now serves.", "success")
+    _done, error = attempt(version_service.promote, as_account(), name, number)
+    if error:
+        flash(f"Could not promote version {number}: {error.message}", "error")
     else:
-        flash(f"Could not promote version {number}: {answer.message}", "error")
+        flash(f"Version {number} of {name} now serves.", "success")
     return redirect(url_for("ui.model", name=name))

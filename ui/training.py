@@ -1,17 +1,27 @@
 """The Datasets and Training pages: upload a dataset and follow its parsing, see its
 statistics, start a training job from a form, follow the job's curves, cancel it.
 
-Everything goes through the JSON API as the signed-in account (ui/api.py): the
-pages show and change exactly what the account's key could.
+Everything goes through the domain services as the signed-in account (ui/acting.py):
+the pages show and change exactly what the account's key could through the API.
 """
 
 from datetime import datetime, timezone
 
 from flask import flash, jsonify, redirect, render_template, request, url_for
 
-from training.datasets_api import UPLOAD_URL_LIFETIME
+from app.db import TrainingJob, session
+from app.errors import error_response
+from app.pages import newest_first_page
+from app.settings import current_settings
+from core.errors import ApiError
+from services import datasets as dataset_service
+from services import jobs as job_service
+from services.datasets import UPLOAD_URL_LIFETIME
+from services.trainers import described_trainers
+from training.datasets_api import DatasetBody, dataset_object
+from training.jobs_api import TrainBody, job_object
 
-from . import api
+from .acting import as_account, attempt, read_form
 from .blueprint import bp
 from .statuses import badge
 
@@ -27,8 +37,8 @@ DATASET_OPTIONS = ("name", "format", "label_column", "text_column")
 
 @bp.route("/datasets")
 def datasets():
-    listed = api.get("/datasets")
-    formats = sorted({name for trainer in api.get("/trainers") for name in trainer["dataset_formats"]})
+    listed = [dataset_object(dataset) for dataset in dataset_service.listed(as_account())]
+    formats = sorted({name for trainer in trainers() for name in trainer["dataset_formats"]})
     return render_template("ui/datasets.html", datasets=listed, formats=formats, badge=badge)
 
 
@@ -40,14 +50,18 @@ def create_dataset():
     if upload is None or not upload.filename:
         flash("Choose a dataset file to upload.", "error")
         return redirect(url_for("ui.datasets"))
-    fields = _dataset_fields(request.form, upload.filename)
-    answer = api.call("POST", "/datasets", data={**fields, "file": (upload.stream, upload.filename)},
-                      content_type="multipart/form-data")
-    if not answer.ok:
-        flash(f"Could not upload the dataset: {answer.message}", "error")
+    created, error = attempt(_create_dataset, _dataset_fields(request.form, upload.filename), file=upload.stream)
+    if error:
+        flash(f"Could not upload the dataset: {error.message}", "error")
         return redirect(url_for("ui.datasets"))
     flash(f"Uploaded {upload.filename}; it is being parsed.", "success")
-    return redirect(url_for("ui.dataset", dataset_id=answer.body["id"]))
+    return redirect(url_for("ui.dataset", dataset_id=created[0].id))
+
+
+def _create_dataset(fields: dict, **source):
+    """POST /datasets as the account: the fields read by its schema, then the service."""
+    body = read_form(DatasetBody(), {**fields, "upload": source.get("upload", False)})
+    return dataset_service.create(as_account(), body, **source)
 
 
 @bp.route("/datasets/upload-url", methods=["POST"])
@@ -56,12 +70,12 @@ def dataset_upload_url():
     and the URL the browser PUTs the file to (any size up to INFER_DATASET_MAX_BYTES)."""
     sent = request.get_json(silent=True)
     sent = sent if isinstance(sent, dict) else {}
-    fields = _dataset_fields(sent, str(sent.get("filename") or ""))
-    answer = api.call("POST", "/datasets", json={**fields, "upload": True})
-    if not answer.ok:
-        return jsonify({"message": answer.message}), answer.status
-    return jsonify({"id": answer.body["id"], "upload_url": answer.body["upload_url"],
-                    "page_url": url_for("ui.dataset", dataset_id=answer.body["id"])}), 201
+    created, error = attempt(_create_dataset, _dataset_fields(sent, str(sent.get("filename") or "")), upload=True)
+    if error:
+        return jsonify({"message": error.message}), error.status
+    dataset, upload_url = created
+    return jsonify({"id": dataset.id, "upload_url": upload_url,
+                    "page_url": url_for("ui.dataset", dataset_id=dataset.id)}), 201
 
 
 def _dataset_fields(sent, filename: str) -> dict:
@@ -76,18 +90,18 @@ def _dataset_fields(sent, filename: str) -> dict:
 
 @bp.route("/datasets/<string:dataset_id>")
 def dataset(dataset_id):
-    details = api.get(api.path("datasets", dataset_id))
-    trainers = []
+    details = dataset_object(dataset_service.get(as_account(), dataset_id))
+    fitting = []
     if details["status"] == "ready":
-        trainers = [trainer for trainer in api.get("/trainers") if details["format"] in trainer["dataset_formats"]]
-    return render_template("ui/dataset.html", dataset=details, trainers=trainers, final=dataset_final(details),
+        fitting = [trainer for trainer in trainers() if details["format"] in trainer["dataset_formats"]]
+    return render_template("ui/dataset.html", dataset=details, trainers=fitting, final=dataset_final(details),
                            badge=badge)
 
 
 @bp.route("/datasets/<string:dataset_id>/parse-log")
 def dataset_parse_log(dataset_id):
     """The live part of the dataset page: polled (ui.js data-refresh-url) until parsed."""
-    details = api.get(api.path("datasets", dataset_id))
+    details = dataset_object(dataset_service.get(as_account(), dataset_id))
     return render_template("ui/_dataset_parse.html", dataset=details, final=dataset_final(details), badge=badge)
 
 
@@ -103,10 +117,9 @@ def dataset_final(details: dict) -> bool:
 
 @bp.route("/datasets/<string:dataset_id>/delete", methods=["POST"])
 def delete_dataset(dataset_id):
-    answer = api.call("DELETE", api.path("datasets", dataset_id))
-    api.not_found_as_page(answer)
-    if not answer.ok:
-        flash(f"Could not delete the dataset: {answer.message}", "error")
+    _done, error = attempt(dataset_service.delete, as_account(), dataset_id)
+    if error:
+        flash(f"Could not delete the dataset: {error.message}", "error")
         return redirect(url_for("ui.dataset", dataset_id=dataset_id))
     flash("Deleted the dataset and its files.", "success")
     return redirect(url_for("ui.datasets"))
@@ -121,7 +134,7 @@ def train(dataset_id):
     if not name:
         flash("Name the model the job trains.", "error")
         return back
-    trainer = next((t for t in api.get("/trainers") if t["task"] == task), None)
+    trainer = next((t for t in trainers() if t["task"] == task), None)
     if trainer is None:
         flash(f"{task!r} cannot be trained: choose a trainer from the list.", "error")
         return back
@@ -133,13 +146,18 @@ def train(dataset_id):
     split = request.form.get("validation_split", "").strip()
     if split:
         body["validation_split"] = split  # the API checks it is a number in 0..0.5
-    answer = api.call("POST", api.path("models", name, "train"), json=body)
-    api.not_found_as_page(answer)  # another account's dataset
-    if not answer.ok:
-        flash(f"Could not start training: {answer.message}", "error")
+    # Another account's dataset: NotFound, the page's 404.
+    job, error = attempt(lambda: job_service.start(as_account(), name, read_form(TrainBody(), body)))
+    if error:
+        flash(f"Could not start training: {error.message}", "error")
         return back
     # No flash: "queued" would outlive the state it names. The job page's live part says it while it is so.
-    return redirect(url_for("ui.job", job_id=answer.body["id"]))
+    return redirect(url_for("ui.job", job_id=job.id))
+
+
+def trainers() -> list[dict]:
+    """GET /trainers' answer: what can be trained, and from what."""
+    return described_trainers(current_settings().model_dir)
 
 
 def _hyperparameters(form, task: str, described: dict) -> dict:
@@ -163,50 +181,50 @@ def _hyperparameters(form, task: str, described: dict) -> dict:
 
 @bp.route("/jobs")
 def jobs():
-    query = {"limit": JOBS_PER_PAGE}
-    if request.args.get("after"):
-        query["after"] = request.args["after"]
-    page = api.get("/jobs", query=query)
+    statement, after = job_service.listing(as_account(), after=request.args.get("after") or None)
+    page = newest_first_page(session(), statement, TrainingJob, after, JOBS_PER_PAGE,
+                             lambda job: job_object(job, with_epochs=False))
     return render_template("ui/jobs.html", jobs=page["data"], has_more=page["has_more"], badge=badge)
 
 
 @bp.route("/jobs/<string:job_id>")
 def job(job_id):
-    details = api.get(api.path("jobs", job_id))
-    return render_template("ui/job.html", job=details, **job_state(details))
+    found = job_service.get(as_account(), job_id)
+    details = job_object(found)
+    return render_template("ui/job.html", job=details, **job_state(details, found.log))
 
 
 @bp.route("/jobs/<string:job_id>/live")
 def job_live(job_id):
     """The live part of the job page (status, epochs table, confusion matrix, log):
     polled (ui.js data-refresh-url) until the job ends."""
-    details = api.get(api.path("jobs", job_id))
-    return render_template("ui/_job_live.html", job=details, **job_state(details))
+    found = job_service.get(as_account(), job_id)
+    details = job_object(found)
+    return render_template("ui/_job_live.html", job=details, **job_state(details, found.log))
 
 
 @bp.route("/jobs/<string:job_id>/json")
 def job_json(job_id):
     """The API's GET /jobs/{id} as the account, for job.js's charts."""
-    answer = api.call("GET", api.path("jobs", job_id))
-    return jsonify(answer.body), answer.status
+    try:
+        return jsonify(job_object(job_service.get(as_account(), job_id)))
+    except ApiError as error:  # the API's JSON error, not a page: job.js reads it
+        return error_response(error.status, error.message, error.errors, error.headers)
 
 
 @bp.route("/jobs/<string:job_id>/cancel", methods=["POST"])
 def cancel_job(job_id):
-    answer = api.call("POST", api.path("jobs", job_id, "cancel"))
-    api.not_found_as_page(answer)
-    if answer.ok:
-        flash("Cancelled the job.", "success")
+    _done, error = attempt(job_service.cancel, as_account(), job_id)
+    if error:
+        flash(f"Could not cancel the job: {error.message}", "error")
     else:
-        flash(f"Could not cancel the job: {answer.message}", "error")
+        flash("Cancelled the job.", "success")
     return redirect(url_for("ui.job", job_id=job_id))
 
 
-def job_state(details: dict) -> dict:
+def job_state(details: dict, log: str) -> dict:
     """What the job page shows besides the job: its log, the confusion matrix to draw
     (the kept epoch's, else the newest epoch's) and whether the job has ended."""
-    log_answer = api.call("GET", api.path("jobs", details["id"], "log"))
-    log = log_answer.body.get("log", "") if log_answer.ok and isinstance(log_answer.body, dict) else ""
     return {"log": log, "confusion": confusion_heatmap(details), "epoch_columns": epoch_columns(details),
             "final": details["status"] in JOB_FINAL, "active": details["status"] in JOB_ACTIVE, "badge": badge}
 

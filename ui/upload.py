@@ -1,16 +1,22 @@
 """The Upload page: a model zip goes through the API's own upload-URL flow.
 
-The browser asks /ui/upload-url, which calls POST /upload-url as the account and
-hands back the URL; the browser then PUTs the zip to that URL itself (the
-service's signed URL, or S3's presigned one), so the file never passes through
-the UI, and follows the build on the model page (ui/static/upload.js).
+The browser asks /ui/upload-url, which starts the upload as the account (the same
+service as POST /upload-url) and hands back the URL; the browser then PUTs the zip
+to that URL itself (the service's signed URL, or S3's presigned one), so the file
+never passes through the UI, and follows the build on the model page
+(ui/static/upload.js).
 """
 
 from flask import jsonify, render_template, request, url_for
 
 from app.settings import current_settings
 
-from . import api
+from app.db import session as database_session
+from core.errors import ApiError
+from services import models as model_service
+from uploads.api import UploadUrlBody
+
+from .acting import as_account, read_form
 from .blueprint import bp
 
 
@@ -35,8 +41,10 @@ def upload_url():
     body = request.get_json(silent=True)
     body = body if isinstance(body, dict) else {}
     name = body.get("model_name", request.form.get("model_name", ""))
-    answer = api.call("POST", "/upload-url", json={"model_name": name})
-    if not answer.ok:
-        return jsonify(message=answer.message), answer.status
-    return jsonify(upload_url=answer.body, model_name=name,
-                   model_page=url_for("ui.model", name=name))
+    try:
+        name = read_form(UploadUrlBody(), {"model_name": name})["model_name"]
+        url = model_service.start_upload(as_account(), name)
+    except ApiError as error:
+        database_session().rollback()  # a model made for the upload that could not start
+        return jsonify(message=error.message), error.status
+    return jsonify(upload_url=url, model_name=name, model_page=url_for("ui.model", name=name))

@@ -1,5 +1,5 @@
 """The Usage page: the account's requests per task and model, their errors and
-latency over a chosen window, as a table and a chart over time (GET /usage)."""
+latency over a chosen window, as a table and a chart over time (GET /usage's answer)."""
 
 import time
 from datetime import datetime, timezone
@@ -8,7 +8,10 @@ from flask import render_template, request
 
 from app.settings import current_settings
 
-from . import api
+from app.usage_api import usage_answer
+from services import usage as usage_service
+
+from .acting import as_account
 from .blueprint import bp
 
 WINDOWS = (1, 6, 24, 168)  # hours offered
@@ -39,7 +42,7 @@ def chosen_window(offered: list[int]) -> int | None:
 
 
 def usage_of(hours: int) -> dict:
-    return api.get("/usage", query={"hours": hours, "step": chart_step(hours)})
+    return usage_answer(usage_service.read(as_account(), hours, chart_step(hours)))
 
 
 def request_count(usage: dict) -> int:

@@ -2,48 +2,35 @@
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from flask import current_app, request, send_file
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import ModelVersion, TrainingJob, UserModel, session, utcnow
-from app.settings import current_settings
-from core.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from app.db import ModelVersion, UserModel, session
+from app.service_context import api_context, base_url  # noqa: F401 - predictions/urls_api.py reads base_url here
+from app.settings import current_settings, settings_of
+from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from model_registry.availability import presence
-from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
+from model_registry.catalogue import MODELS, tasks_of
+from services import models
+from services.account import ServiceContext
+from services.models import MODEL_NAME_PATTERN, MODEL_NAME_RULE
 from tasks.common import StrictSchema, presence_fields
 
-from .archive import remove_tree
-from .quotas import check_new_upload
-from .serving import cache_key, version_dirs
 from .storage import UploadRejected
-from .user_models import find_model, lookup_model
-from .version_bundles import delete_model_bundles
-from .versions import add_numbered_version
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
-
-UPLOAD_URL_LIFETIME = timedelta(hours=1)
-RESERVED_NAMES = {name for names in TASK_MODELS.values() for name in names} | set(MODELS)
-
-
-class Conflict(ApiError):
-    status = 409
-
 
 class UploadTimeout(ApiError):
     status = 408
 
 
 class UploadUrlBody(StrictSchema):
-    model_name = fields.String(required=True, validate=validate.Regexp(
-        r"^[a-z0-9_-]{3,100}$", error="3-100 characters: lowercase letters, digits, dashes (-) and underscores (_)."),
+    model_name = fields.String(required=True, validate=validate.Regexp(MODEL_NAME_PATTERN, error=MODEL_NAME_RULE),
         metadata={"description": "3-100 characters. Lowercase ascii with numbers, dashes (-) and underscores (_)."})
 
 
@@ -87,43 +74,37 @@ def iso_time(moment: datetime | None) -> str | None:
     return None if moment is None else as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _latest(model: UserModel) -> ModelVersion | None:
-    return model.versions[-1] if model.versions else None
-
-
-def build_status(model: UserModel) -> str:
-    latest = _latest(model)
-    if latest is None:
-        # A model made by POST /models/{name}/train has no version until its first job ends.
-        training = session().scalar(select(TrainingJob.id).where(
-            TrainingJob.model_id == model.id, TrainingJob.status.in_(("queued", "running"))).limit(1))
-        return "building" if training else "awaiting_upload"
-    if latest.status in ("queued", "building"):
-        return "building"
-    if latest.status == "awaiting_upload":
-        return "success" if model.current_version_id else "awaiting_upload"
-    return latest.status
-
-
-def summary(model: UserModel) -> dict:
+def summary(model: UserModel, db) -> dict:
     return {
         "id": f"model_{model.name}", "name": model.name, "description": model.description,
-        "tasks": list(model.tasks or []), "build_status": build_status(model),
+        "tasks": list(model.tasks or []), "build_status": models.build_status(db, model),
         "last_deployment": iso_time(model.last_deployment),
     }
 
 
-def serving_file(model: UserModel, filename: str) -> str | None:
-    """The path of one of the serving version's files, if it has one."""
-    if not model.current_version_id:
-        return None
-    current_app.extensions["user_models"].ensure_files(session(), model)  # another replica built it?
-    path = os.path.join(version_dirs(current_settings().data_dir, model.current_version_id)[0], filename)
-    return path if os.path.isfile(path) else None
+def model_listing(ctx: ServiceContext, include_global: bool) -> list[dict]:
+    """GET /models: the account's models, and with include_global the global ones."""
+    listed = [summary(model, ctx.db) for model in models.own_models(ctx)]
+    if include_global:
+        for spec in MODELS.values():
+            listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
+                           "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
+                           **presence(spec, settings_of(ctx).model_dir).fields()})
+    return listed
 
 
-def base_url() -> str:
-    return current_settings().public_url or request.host_url
+def model_details(ctx: ServiceContext, name: str) -> dict:
+    """GET /models/{name}: one of the account's models, with its serving version's file URLs."""
+    model = models.get(ctx, name)
+    latest = models.latest_version(model)
+    base = f"{ctx.base_url.rstrip('/')}/models/{name}/files/"
+
+    def url(filename):
+        return base + filename if models.serving_file(ctx, model, filename) else None
+
+    return {**summary(model, ctx.db), "build_message": latest.build_message if latest else "",
+            "model_url": url("model.bin") or url("inference.py"), "config_url": url("config.json"),
+            "requirements_url": url("requirements.txt")}
 
 
 @blp.route("/upload-url")
@@ -132,22 +113,7 @@ class UploadUrl(MethodView):
     @blp.response(200, description="A URL (a JSON string) that takes a PUT of the zip for an hour.")
     def post(self, body):
         """Get a URL to PUT a model's zip to; uploading to an existing name makes a new version"""
-        name = body["model_name"]
-        if name in RESERVED_NAMES:
-            raise Conflict(f"{name!r} is the name of a global model; choose another name.")
-        db_session = session()
-        account_id = current_account_id()
-        model = lookup_model(db_session, account_id, name)
-        check_new_upload(db_session, current_settings(), account_id, new_model=model is None)
-        if model is None:
-            model = UserModel(account_id=account_id, name=name, tasks=[])
-            db_session.add(model)
-            db_session.flush()
-        expires = utcnow() + UPLOAD_URL_LIFETIME
-        version = add_numbered_version(db_session, model.id, upload_expires_at=expires)
-        db_session.commit()
-        storage = current_app.extensions["storage"]
-        return storage.upload_url(version.id, int(expires.timestamp()), base_url())
+        return models.start_upload(api_context(), body["model_name"])
 
 
 @blp.route("/uploads/<int:version_id>", methods=["PUT"])
@@ -268,16 +234,7 @@ class Models(MethodView):
     @blp.response(200, ModelSummary(many=True))
     def get(self, query):
         """Your models, and with include_global the global ones"""
-        models = session().scalars(
-            select(UserModel).where(UserModel.account_id == current_account_id()).order_by(UserModel.name)
-        ).all()
-        listed = [summary(model) for model in models]
-        if query["include_global"]:
-            for spec in MODELS.values():
-                listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
-                               "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
-                               **presence(spec, current_settings().model_dir).fields()})
-        return listed
+        return model_listing(api_context(), query["include_global"])
 
 
 @blp.route("/models/<string:name>")
@@ -285,30 +242,12 @@ class Model(MethodView):
     @blp.response(200, ModelDetails)
     def get(self, name):
         """One of your models in detail (global models cannot be queried)"""
-        model = find_model(session(), current_account_id(), name)
-        latest = _latest(model)
-        base = f"{base_url().rstrip('/')}/models/{name}/files/"
-
-        def url(filename):
-            return base + filename if serving_file(model, filename) else None
-
-        return {**summary(model), "build_message": latest.build_message if latest else "",
-                "model_url": url("model.bin") or url("inference.py"), "config_url": url("config.json"),
-                "requirements_url": url("requirements.txt")}
+        return model_details(api_context(), name)
 
     @blp.response(200, description="null")
     def delete(self, name):
         """Delete one of your models, all its versions and files"""
-        db_session = session()
-        model = find_model(db_session, current_account_id(), name)
-        version_ids = [version.id for version in model.versions]
-        delete_model_bundles(current_app.extensions["storage"], model.versions, name)  # S3: before the rows go
-        db_session.delete(model)
-        db_session.commit()
-        registry = current_app.extensions["models"]
-        for version_id in version_ids:
-            registry.cache.evict(cache_key(version_id))
-            remove_tree(os.path.dirname(version_dirs(current_settings().data_dir, version_id)[0]))
+        models.delete(api_context(), name)
         return None
 
 
@@ -317,9 +256,7 @@ class ModelBuildLog(MethodView):
     @blp.response(200, BuildLog)
     def get(self, name):
         """The latest build's log"""
-        latest = _latest(find_model(session(), current_account_id(), name))
-        if latest is None:
-            raise NotFound(f"model {name} has no build yet")
+        latest = models.latest_build(api_context(), name)
         return {"version": latest.number, "build_status": latest.status, "log": latest.build_log or latest.build_message}
 
 
@@ -328,9 +265,5 @@ class ModelFile(MethodView):
     @blp.response(200)
     def get(self, name, filename):
         """Download model.bin / inference.py, config.json or requirements.txt of the serving version"""
-        if filename not in ("model.bin", "inference.py", "config.json", "requirements.txt"):
-            raise NotFound(f"file {filename} not found")
-        path = serving_file(find_model(session(), current_account_id(), name), filename)
-        if path is None:
-            raise NotFound(f"file {filename} not found")
+        path = models.downloadable_file(api_context(), name, filename)
         return send_file(path, as_attachment=True, download_name=filename)

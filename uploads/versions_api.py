@@ -3,17 +3,15 @@ record of serving moves: a model's versions, uploaded or trained, side by side."
 
 from flask.views import MethodView
 from marshmallow import Schema, fields
-from sqlalchemy import select
 
-from app.auth import current_account_id
 from app.blueprint import Blueprint
-from app.db import ModelVersion, ServingChange, session
+from app.db import ModelVersion
+from app.service_context import api_context
 from app.settings import current_settings
-from core.errors import NotFound
+from services import versions
 
-from .api import Conflict, iso_time
-from .user_models import find_model
-from .versions import has_files, move_serving, version_numbered
+from .api import iso_time
+from .versions import has_files
 
 blp = Blueprint("versions", __name__, description="Versions of your models, uploaded or trained.")
 
@@ -59,8 +57,8 @@ class Versions(MethodView):
     @blp.response(200, VersionSummary(many=True))
     def get(self, name):
         """Every version of one of your models, oldest first"""
-        model = find_model(session(), current_account_id(), name)
-        return [version_summary(version, model.current_version_id) for version in model.versions]
+        model, listed = versions.listed(api_context(), name)
+        return [version_summary(version, model.current_version_id) for version in listed]
 
 
 @blp.route("/models/<string:name>/versions/<int:number>/promote")
@@ -68,20 +66,7 @@ class Promote(MethodView):
     @blp.response(200, VersionSummary)
     def post(self, name, number):
         """Make version N the one that serves (back or forth); the move is recorded"""
-        db_session = session()
-        model = find_model(db_session, current_account_id(), name)
-        version = version_numbered(db_session, model, number)
-        if version is None:
-            raise NotFound(f"Model {name!r} has no version {number}; GET /models/{name}/versions lists them.")
-        if version.status != "success":
-            raise Conflict(f"Version {number} of {name!r} is {version.status}: only a successful version can serve.")
-        if not has_files(current_settings().data_dir, version):
-            raise Conflict(f"Version {number} of {name!r} no longer has its files (only the newest "
-                           f"{current_settings().user_model_versions_kept} keep theirs: "
-                           "INFER_USER_MODEL_VERSIONS_KEPT); it cannot serve again.")
-        if model.current_version_id != version.id:
-            move_serving(db_session, model, version, "promote")
-            db_session.commit()
+        model, version = versions.promote(api_context(), name, number)
         return version_summary(version, model.current_version_id)
 
 
@@ -90,9 +75,5 @@ class ServingHistory(MethodView):
     @blp.response(200, ServingMove(many=True))
     def get(self, name):
         """Every move of the serving version, oldest first: builds, training jobs and promotions"""
-        db_session = session()
-        model = find_model(db_session, current_account_id(), name)
-        moves = db_session.scalars(select(ServingChange).where(ServingChange.model_id == model.id)
-                                   .order_by(ServingChange.id)).all()
         return [{"from_version": move.from_number, "to_version": move.to_number, "reason": move.reason,
-                 "created_at": iso_time(move.created_at)} for move in moves]
+                 "created_at": iso_time(move.created_at)} for move in versions.serving_history(api_context(), name)]

@@ -1,0 +1,180 @@
+"""An account's training jobs: start one (a new version of its model when it
+succeeds), list, read, cancel.
+
+Everything a job could fail on before it starts is checked when it is started,
+so a mistake is a 4xx naming what to fix, not a job that fails minutes later:
+the dataset (the account's, ready, of a format the task trains on), the base
+model (one the task's trainer can train from, with its files here when the hub
+is offline), the hyperparameters (the trainer's schema and limits), the
+account's limits.
+"""
+
+import time
+
+from marshmallow import ValidationError
+from sqlalchemy import func, select
+
+from app.db import Dataset, TrainingJob, UserModel, owned
+from core.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooManyRequests
+from model_registry.availability import presence
+from model_registry.catalogue import MODELS, TASK_MODELS
+from model_registry.resolve import hub_offline, unavailable_message
+from training.datasets import FORMAT_TASKS
+from training.paths import new_id
+from tasks.spec import NoTrainer, trainable_tasks, trainer_for
+from uploads.quotas import check_new_upload, check_room
+from uploads.user_models import lookup_model
+
+from . import datasets
+from .account import ServiceContext
+from .models import RESERVED_NAMES, check_model_name
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+DEFAULT_VALIDATION_SPLIT = 0.2
+
+
+def find(db, account_id: int, job_id: str) -> TrainingJob:
+    """The account's job; another account's answers exactly as a missing one."""
+    job = owned(db, TrainingJob, job_id, account_id)
+    if job is None:
+        raise NotFound(f"Job {job_id!r} not found; GET /jobs lists yours.")
+    return job
+
+
+def get(ctx: ServiceContext, job_id: str) -> TrainingJob:
+    return find(ctx.db, ctx.account_id, job_id)
+
+
+def listing(ctx: ServiceContext, status: str | None = None, model: str | None = None,
+            after: str | None = None):
+    """(statement, after_row): the account's jobs (of that status, for that model)
+    and the job a page starts after, for app/pages.py newest_first_page."""
+    statement = select(TrainingJob).where(TrainingJob.account_id == ctx.account_id)
+    if status:
+        statement = statement.where(TrainingJob.status == status)
+    if model:
+        statement = statement.where(TrainingJob.model_name == model)
+    return statement, (get(ctx, after) if after else None)
+
+
+def cancel(ctx: ServiceContext, job_id: str) -> TrainingJob:
+    """Cancel a queued or running job (a running one stops within seconds)."""
+    job = get(ctx, job_id)
+    if job.status in FINISHED:
+        raise Conflict(f"Job {job_id} already {job.status}.")
+    ctx.part("training").cancel(ctx.db, job)
+    return job
+
+
+def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
+    """Queue a job that trains a new version of the account's model `name` (made
+    if need be). `request`: task, dataset_id, base_model, validation_split,
+    validation_dataset_id, hyperparameters, as POST /models/{name}/train reads them."""
+    check_model_name(name, "name")
+    if name in RESERVED_NAMES:
+        raise Conflict(f"{name!r} is the name of a global model; train into a name of your own.")
+    task = request["task"]
+    try:
+        trainer = trainer_for(task)
+    except NoTrainer:
+        raise _invalid("task", f"{task!r} cannot be trained; tasks that can: "
+                               f"{', '.join(trainable_tasks())}.") from None
+    db, account_id = ctx.db, ctx.account_id
+    dataset = _ready_dataset(ctx, request["dataset_id"], "dataset_id", task, trainer)
+    validation_id = request.get("validation_dataset_id")
+    if validation_id:
+        validation = _ready_dataset(ctx, validation_id, "validation_dataset_id", task, trainer)
+        if validation.format != dataset.format:
+            raise _invalid("validation_dataset_id", f"it is {validation.format} data; the dataset is "
+                                                    f"{dataset.format}.")
+    base_model = _base_model_key(task, trainer, request.get("base_model"))
+    _check_base_model_files(ctx, base_model)
+    hyperparameters = _hyperparameters(trainer, request.get("hyperparameters") or {})
+    problem = trainer.check(hyperparameters, dataset.stats or {})
+    if problem:
+        raise _invalid("hyperparameters", problem)
+    _check_active_jobs(ctx)
+    check_room(db, ctx.config, account_id, "start a training job")  # its checkpoints and version count
+    model = lookup_model(db, account_id, name)
+    if model is None:
+        check_new_upload(db, ctx.config, account_id, new_model=True)
+        model = UserModel(account_id=account_id, name=name, tasks=[])
+        db.add(model)
+        db.flush()
+    split = request.get("validation_split")
+    job = TrainingJob(
+        id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
+        task=task, base_model=base_model, dataset_id=dataset.id, validation_dataset_id=validation_id,
+        validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
+        hyperparameters=hyperparameters, epochs=[], log="",
+    )
+    db.add(job)
+    db.commit()
+    ctx.part("work").submit("train", job.id)
+    return job
+
+
+def _invalid(field: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"Invalid request. {field}: {problem}", errors={field: [problem]})
+
+
+def _ready_dataset(ctx: ServiceContext, dataset_id: str, field: str, task: str, trainer) -> Dataset:
+    dataset = datasets.get(ctx, dataset_id)
+    if dataset.status != "ready":
+        problem = (f"dataset {dataset_id} failed to parse: {dataset.message}" if dataset.status == "failed"
+                   else f"dataset {dataset_id} is {dataset.status}; wait until it is ready")
+        raise Conflict(problem[0].upper() + problem[1:] + ".")
+    if dataset.format not in trainer.dataset_formats:
+        raise _invalid(field, f"dataset {dataset_id} is {dataset.format} data, which trains "
+                              f"{', '.join(FORMAT_TASKS.get(dataset.format, [])) or 'nothing'}; {task} trains on "
+                              f"{', '.join(trainer.dataset_formats)}.")
+    return dataset
+
+
+def _base_model_key(task: str, trainer, name: str | None) -> str | None:
+    """The catalogue key of the model to train from (a public name or a key)."""
+    if not trainer.base_loaders:
+        if name:
+            raise _invalid("base_model", f"{task} trains from scratch ({trainer.library}); send no base_model.")
+        return None
+    if name is None:
+        return trainer.default_base_model
+    key = TASK_MODELS.get(task, {}).get(name, name)
+    trainable = sorted(spec.key for spec in MODELS.values() if spec.loader in trainer.base_loaders)
+    if key not in MODELS:
+        raise _invalid("base_model", f"{name!r} is not a global model. {task} trains from: {', '.join(trainable)}.")
+    if MODELS[key].loader not in trainer.base_loaders:
+        raise _invalid("base_model", f"{name!r} cannot be trained for {task} ({trainer.library} trains a "
+                                     f"{' or '.join(trainer.base_loaders)} model); choose one of {', '.join(trainable)}.")
+    return key
+
+
+def _check_base_model_files(ctx: ServiceContext, key: str | None) -> None:
+    """With the hub offline, a base model whose files are not here would fail the job
+    minutes later, in the training child: refuse it now, saying how to get them."""
+    if key is None or not hub_offline():
+        return
+    model_dir = ctx.config.model_dir
+    if not presence(MODELS[key], model_dir).available:
+        raise ModelUnavailable(unavailable_message(MODELS[key], model_dir) + " Then start the job again.")
+
+
+def _hyperparameters(trainer, sent: dict) -> dict:
+    """The trainer's settings read from what was sent, every default filled in."""
+    try:
+        return trainer.hyperparameters().load(sent)
+    except ValidationError as exc:
+        errors = {f"hyperparameters.{key}": value for key, value in exc.messages.items()}
+        problems = "; ".join(f"{key}: {' '.join(map(str, value))}" for key, value in errors.items())
+        raise InvalidInput(f"Invalid request. {problems}", errors=errors) from None
+
+
+def _check_active_jobs(ctx: ServiceContext) -> None:
+    active = ctx.db.scalar(select(func.count()).select_from(TrainingJob).where(
+        TrainingJob.account_id == ctx.account_id, TrainingJob.status.in_(ACTIVE)))
+    most = ctx.config.account_max_active_jobs
+    if active >= most:
+        raise TooManyRequests(f"This account has {active} queued or running jobs; the limit is "
+                              f"{ctx.config.account_max_active_jobs} (INFER_ACCOUNT_MAX_ACTIVE_JOBS). Wait for "
+                              "one to finish or cancel one.", headers={"Retry-After": "60"})

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Account, Dataset, ModelVersion, TrainingJob, UserModel, utcnow
+from app.settings import settings_of
 from services.account import Actor, ServiceContext
 from training.paths import new_id
 
@@ -23,7 +24,7 @@ class Accounts:
 
     def as_(self, name: str) -> ServiceContext:
         account_id = self.db.scalar(select(Account.id).where(Account.name == name))
-        return ServiceContext(actor=Actor(account_id, name), db=self.db, config=self.app.config,
+        return ServiceContext(actor=Actor(account_id, name), db=self.db, config=settings_of(self.app),
                               parts=self.app.extensions, base_url="http://service.test/")
 
     def model(self, owner: str, name: str, versions: int = 1) -> UserModel:

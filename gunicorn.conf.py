@@ -61,6 +61,7 @@ def post_worker_init(worker):
     if app.config["BUILDER"]:
         app.extensions["builder"].start()
     if app.config["TRAINER"]:
+        app.extensions["dataset_parses"].start()
         app.extensions["training"].start()
     if app.config["PREDICTIONS"]:
         app.extensions["predictions"].start()
@@ -87,6 +88,7 @@ def worker_exit(server, worker):
     # queued, so another worker resumes them at once from their checkpoints.
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "training" in app.extensions:
+        app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
 

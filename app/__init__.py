@@ -102,10 +102,13 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         after_poll=lambda: user_models.unload_stale(database.sessions),
     )
 
-    from training.jobs import TrainingRunner
+    from training.dataset_parses import DatasetParses
+    from training.jobs import TrainingJobs
+    from training.sandboxed import ChildSandbox
 
-    app.extensions["training"] = training_runner = TrainingRunner(config, database.sessions, storage,
-                                                                  model_sandbox.sandbox)
+    children = ChildSandbox(config, model_sandbox.sandbox)  # parses' and training jobs' sandboxes
+    app.extensions["dataset_parses"] = parses = DatasetParses(config, database.sessions, storage, children)
+    app.extensions["training"] = training_jobs = TrainingJobs(config, database.sessions, storage, children)
 
     from predictions.runner import PredictionRunner
 
@@ -113,7 +116,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     app.extensions["predictions"] = prediction_runner = PredictionRunner(app, config, database.sessions)
     app.extensions["work"] = work = make_work(config)
-    for runner in (builder, *training_runner.kinds(), prediction_runner):
+    for runner in (builder, parses, training_jobs, prediction_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
@@ -175,7 +178,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     if loops and (config["BUILDER"] if start_builder is None else start_builder):
         builder.start()
     if loops and (config["TRAINER"] if start_builder is None else start_builder):
-        training_runner.start()
+        parses.start()
+        training_jobs.start()
     if loops and (config["PREDICTIONS"] if start_builder is None else start_builder):
         prediction_runner.start()
     if work.queued and (config["BUILDER"] if start_builder is None else start_builder):

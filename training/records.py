@@ -13,6 +13,8 @@ from app.db import TrainingJob, utcnow
 from uploads.api import iso_time
 from uploads.quotas import over_quota_message, stored_usage
 
+from .child_records import TrainingResult
+
 # The service's own settings and credentials: never in a child's environment.
 SECRET_PREFIXES = ("INFER_", "AWS_")
 SECRET_NAMES = {"DATABASE_URL"}
@@ -45,7 +47,7 @@ class JobRecord:
         self.job_id = job_id
         self.keep_chars = keep_chars
         self.model_name = ""
-        self.result: dict | None = None
+        self.result: TrainingResult | None = None
         self.failure: str | None = None
         self._lock = threading.Lock()
         self._new_lines: list[str] = []
@@ -88,7 +90,10 @@ class JobRecord:
             elif kind == "rows":
                 self._rows = (int(event["train"]), int(event["validation"]))
             elif kind == "result":
-                self.result = event["result"]
+                try:
+                    self.result = TrainingResult.from_dict(event.get("result"))
+                except TypeError as exc:  # not what training/child.py sends
+                    self.failure = f"The training process reported a result the service cannot read ({exc})."
             elif kind == "failed":
                 self.failure = str(event.get("message", ""))
 

@@ -67,11 +67,12 @@ def events_channel() -> Events:
     return Events(fd)
 
 
-def lower_priority(request: TrainingRequest) -> None:
+def lower_priority(request) -> None:
     """Requests served beside the job come first. Unsandboxed the child nices
     itself; the sandbox starts it niced already, but in a session of its own,
     which Linux schedules as a group (an autogroup) weighing as much as the
-    whole service: that group is niced too."""
+    whole service: that group is niced too. (`request`: a TrainingRequest or a
+    ParseRequest, training/child_records.py.)"""
     os.nice(max(0, request.nice))
     autogroup_nice = request.autogroup_nice
     if autogroup_nice > 0:

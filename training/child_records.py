@@ -74,10 +74,10 @@ class ParseRequest(Record):
     """One parse of a dataset, as its child runs it."""
 
     source: str  # the uploaded file
-    format: str | None  # None: the parser detects it
-    options: dict
-    nice: int
-    limits: dict  # training/datasets/limits.py DatasetLimits.from_request reads it, and max_memory_mb
+    limits: dict  # DatasetLimits.from_request (training/datasets/base.py) reads it, and max_memory_mb
+    format: str | None = None  # None: the parser detects it
+    options: dict = field(default_factory=dict)
+    nice: int = 0  # the child nices itself this much (unsandboxed)
     autogroup_nice: int = 0
 
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 from sqlalchemy import func, update
 
 from app.db import TrainingJob, utcnow
-from uploads.api import iso_time
 from uploads.quotas import over_quota_message, stored_usage
 
 from .child_records import TrainingResult
@@ -30,8 +29,14 @@ def child_environment(extra: dict | None = None) -> dict:
     return env
 
 
+def timestamp() -> str:
+    """Now, as the API writes times (uploads/api.py iso_time), without importing
+    the web layer into the runners and their children."""
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def log_line(message: str) -> dict:
-    return {"timestamp": iso_time(utcnow()), "message": message}
+    return {"timestamp": timestamp(), "message": message}
 
 
 def best_by_validation_loss(epochs: list[dict]) -> int | None:
@@ -151,7 +156,7 @@ class JobRecord:
         return problem is not None
 
     def _append(self, log: str, lines: list[str]) -> str:
-        stamp = iso_time(utcnow())
+        stamp = timestamp()
         text = (log or "") + "".join(f"{stamp} {line.rstrip()}\n" for line in lines)
         return text[-self.keep_chars:]
 

@@ -67,6 +67,7 @@ def post_worker_init(worker):
     if app_settings.builder:
         app.extensions["builder"].start()
     if app_settings.trainer:
+        app.extensions["dataset_parses"].start()
         app.extensions["training"].start()
     if app_settings.predictions:
         app.extensions["predictions"].start()
@@ -94,6 +95,7 @@ def worker_exit(server, worker):
     # queued, so another worker resumes them at once from their checkpoints.
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "training" in app.extensions:
+        app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
 

@@ -7,6 +7,7 @@ import os
 from flask import Flask
 from flask_smorest import Api
 
+from app.settings import current_settings
 from core.settings import FIELDS, Settings
 from web import database as web_database
 
@@ -108,18 +109,21 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         after_poll=lambda: user_models.unload_stale(database.sessions),
     )
 
-    from training.jobs import TrainingRunner
+    from training.dataset_parses import DatasetParses
+    from training.jobs import TrainingJobs
+    from training.sandboxed import ChildSandbox
 
-    app.extensions["training"] = training_runner = TrainingRunner(settings, database.sessions, storage,
-                                                                  model_sandbox.sandbox)
+    children = ChildSandbox(settings, model_sandbox.sandbox)  # parses' and training jobs' sandboxes
+    app.extensions["dataset_parses"] = parses = DatasetParses(settings, database.sessions, storage, children)
+    app.extensions["training"] = training_jobs = TrainingJobs(settings, database.sessions, storage, children)
 
     from predictions.runner import PredictionRunner
 
     from .work import make_work, start_unloading_stale
 
-    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, settings, database.sessions)
+    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, config, database.sessions)
     app.extensions["work"] = work = make_work(settings)
-    for runner in (builder, *training_runner.kinds(), prediction_runner):
+    for runner in (builder, parses, training_jobs, prediction_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
@@ -182,7 +186,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     if loops and (settings.builder if start_builder is None else start_builder):
         builder.start()
     if loops and (settings.trainer if start_builder is None else start_builder):
-        training_runner.start()
+        parses.start()
+        training_jobs.start()
     if loops and (settings.predictions if start_builder is None else start_builder):
         prediction_runner.start()
     if work.queued and (settings.builder if start_builder is None else start_builder):

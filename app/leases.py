@@ -1,6 +1,7 @@
 """Jobs kept in the database and claimed with leases: builds (uploads/builder.py),
-dataset parses and training jobs (training/jobs.py), asynchronous predictions
-(predictions/runner.py).
+dataset parses (training/dataset_parses.py), training jobs (training/jobs.py),
+asynchronous predictions (predictions/runner.py); the runner shape that holds
+and hands back the leases is core/runner.py.
 
 A process takes a row with one conditional UPDATE (app/fair_claims.py: fairly
 between accounts, each capped), so two processes never both win it, and holds

@@ -9,28 +9,10 @@ their next poll). With INFER_QUEUE_URL the submission goes to a queue and
 separate worker processes run it (app/work_queue.py).
 
 Work is claimed fairly between accounts, each capped (app/fair_claims.py).
-A runner offers:
-    kind                  "build" | "parse" | "train" | "predict"
-    wake()                look for work now (embedded)
-    due(now) -> ids       rows claimable now (waiting, or their lease ran out),
-                          fairest account first, each account's as many as its
-                          cap leaves room for
-    claim() -> id | None  lease the next due row, fairly between accounts; None
-                          when none may run now
-    run(row_id)           run a row this process claimed, to the end
-    run_claimed(row_id)   claim that row if it is still claimable and its
-                          account under its cap, and run it to the end (True);
-                          False, doing nothing, otherwise
-and, optionally, for a queue worker (app/work_queue.py):
-    upkeep()              what its loop does besides running work (notice the
-                          uploads that arrived in S3...), run by the sweep
-    start_background()    threads the worker runs beside its jobs while it
-    stop_background()     works (the prediction runner's webhook pool)
-    hand_back(row_id)     the worker stops mid-run: the run is cut short and
-                          this makes the row claimable again at once
-    stop()                the worker stops mid-run and there is no hand_back:
-                          end the run soon (a training job goes back to the
-                          queue) or let a short one finish
+Every kind is a runner of one shape (core/runner.py: kind, queue, due, claim,
+run, run_claimed, upkeep, after_look, hand_back, stop...), so the same runner
+works embedded and from a queue. This module does not import the queue's
+(app/work_queue.py imports nothing of it): the arrow points one way.
 """
 
 import logging
@@ -40,9 +22,8 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# With a queue: each kind's queue (RQ), so a prediction never waits behind a
-# long training job; and what a worker takes, in this order, when not told.
-QUEUES = {"predict": "predictions", "build": "builds", "parse": "datasets", "train": "training"}
+# With a queue, what a worker takes, in this order, when not told: every
+# runner's queue (core/runner.py Runner.queue), short work first.
 DEFAULT_QUEUES = ("predictions", "builds", "datasets", "training")
 
 
@@ -61,16 +42,6 @@ class EmbeddedWork:
         runner = self.runners.get(kind)
         if runner is not None:
             runner.wake()
-
-
-class KindRunner:
-    """One kind of work of a runner that does several (TrainingRunner: "parse"
-    and "train") as a runner of its own; hooks are the optional methods above."""
-
-    def __init__(self, kind: str, wake, due, run_claimed, **hooks):
-        self.kind, self.wake, self.due, self.run_claimed = kind, wake, due, run_claimed
-        for name, hook in hooks.items():
-            setattr(self, name, hook)
 
 
 def make_work(config: Settings):

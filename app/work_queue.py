@@ -43,8 +43,6 @@ from rq.serializers import JSONSerializer
 
 from core.settings import Settings
 
-from .work import QUEUES
-
 log = logging.getLogger(__name__)
 
 # The one function a worker runs: a message naming any other is refused (Redis
@@ -82,13 +80,16 @@ class QueueWork:
         self.runners: dict = {}
         # Short timeouts: Redis being away must not hold a user's request long.
         self.redis = Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
-        self.queues = {name: Queue(name, connection=self.redis, serializer=JSONSerializer)
-                       for name in QUEUES.values()}
+        self.queues: dict = {}  # queue name -> its RQ Queue, one per runner (core/runner.py Runner.queue)
         self.current: tuple | None = None  # (kind, row id) this worker runs now
         self.stopping = False
 
     def add(self, runner) -> None:
         self.runners[runner.kind] = runner
+        self.queues[runner.queue] = Queue(runner.queue, connection=self.redis, serializer=JSONSerializer)
+
+    def _queue(self, kind: str) -> Queue:
+        return self.queues[self.runners[kind].queue]
 
     # --- handing work over ----------------------------------------------------------
 
@@ -101,7 +102,7 @@ class QueueWork:
             log.warning("queue unreachable; %s %s waits for a worker's sweep: %s", kind, row_id, exc)
 
     def _enqueue(self, kind: str, row_id) -> None:
-        job = self.queues[QUEUES[kind]].enqueue_call(
+        job = self._queue(kind).enqueue_call(
             PERFORM, args=(kind, row_id), timeout=-1, result_ttl=0, failure_ttl=FAILED_JOB_TTL_S,
             description=f"{kind} {row_id}")
         with self.redis.pipeline() as pipe:
@@ -112,7 +113,7 @@ class QueueWork:
     def waiting(self, kind: str, row_id) -> bool:
         """Whether a message for this row still waits in its queue."""
         job_id = self.redis.get(f"{KEY_PREFIX}{kind}:{row_id}")
-        return job_id is not None and self.queues[QUEUES[kind]].get_job_position(job_id.decode()) is not None
+        return job_id is not None and self._queue(kind).get_job_position(job_id.decode()) is not None
 
     def sweep(self) -> int:
         """Run each runner's upkeep and enqueue its due rows that have no message
@@ -120,8 +121,8 @@ class QueueWork:
         enqueued = 0
         for kind, runner in list(self.runners.items()):
             try:
-                if hasattr(runner, "upkeep"):
-                    runner.upkeep()
+                runner.upkeep()
+                runner.after_look()
                 for row_id in runner.due():
                     enqueued += self._enqueue_if_lost(kind, row_id)
             except RedisError as exc:
@@ -204,10 +205,9 @@ class QueueWork:
         if current is None:
             return
         runner = self.runners[current[0]]
-        if hasattr(runner, "hand_back"):
+        if runner.cut_short:
             raise HandBack()  # into the work, which runs in this (the main) thread
-        if hasattr(runner, "stop"):
-            threading.Thread(target=runner.stop, name="stop", daemon=True).start()
+        threading.Thread(target=runner.stop, name="stop", daemon=True).start()
 
     def run_worker(self, queue_names, burst: bool = False, name: str | None = None) -> None:
         """Run jobs from these queues until stopped (or, in a burst, until they
@@ -220,8 +220,7 @@ class QueueWork:
         worker.work_queue = self
         worker.listens_for_commands = not burst
         stopped = threading.Event()
-        beside = [runner for kind, runner in self.runners.items()
-                  if QUEUES[kind] in queue_names and hasattr(runner, "start_background")]
+        beside = [runner for runner in self.runners.values() if runner.queue in queue_names]
         for runner in beside:
             runner.start_background()
         if burst:

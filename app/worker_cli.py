@@ -7,7 +7,7 @@ import socket
 import click
 from flask import current_app
 
-from .work import DEFAULT_QUEUES, QUEUES
+from .work import DEFAULT_QUEUES
 
 
 def unique_worker_name() -> str:
@@ -56,7 +56,7 @@ def worker_command(queues, burst, name, health_file):
         raise click.ClickException("INFER_QUEUE_URL is not set: without a queue every web process runs the "
                                    "background work itself, and no worker is needed.")
     names = [queue.strip() for queue in queues.split(",") if queue.strip()]
-    unknown = sorted(set(names) - set(QUEUES.values()))
+    unknown = sorted(set(names) - set(DEFAULT_QUEUES))
     if unknown or not names:
         raise click.BadParameter(f"unknown queues {unknown}; choose from {', '.join(DEFAULT_QUEUES)}",
                                  param_hint="--queues")

@@ -12,20 +12,20 @@ Predictions are claimed fairly between accounts (app/fair_claims.py): the
 next goes to the account with the fewest running, and one account runs at most
 INFER_ACCOUNT_MAX_RUNNING_PREDICTIONS at once, across every process.
 
-Embedded, every web process runs INFER_PREDICTION_THREADS of them; with a
-queue, the workers do (app/work.py). Webhooks are delivered by the pool
+Embedded, every web process runs INFER_PREDICTION_THREADS of them at once (the
+loop, lease and hand-back are core/runner.py's); with a queue, the workers do
+(app/work.py). Webhooks are delivered by the pool
 (predictions/webhook_pool.py) where the predictions run.
 """
 
 import logging
-import threading
 from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, update
 
-from app import leases
 from app.db import Prediction, utcnow
 from app.fair_claims import FairClaims, WorkKind, leased
+from core.runner import Runner
 from core.settings import Settings
 from . import webhooks
 from .dispatch import call_as
@@ -43,98 +43,39 @@ def _due(now):
 PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_first=Prediction.seq)
 
 
-class PredictionRunner:
-    kind = "predict"
+class PredictionRunner(Runner):
+    """Asynchronous predictions, one kind of background work (core/runner.py)."""
+
+    kind, queue, table = "predict", "predictions", Prediction
+    cut_short = False  # a prediction is short: a queue worker that stops lets it finish
+    upkeep_apart = True  # retention runs while every slot is busy
 
     def __init__(self, app, config: Settings, sessions):
+        lease = timedelta(seconds=config.prediction_lease_s)
+        super().__init__(sessions, FairClaims(PREDICTIONS, lease, config.account_max_running_predictions),
+                         lease, poll_s=config.prediction_poll_s, slots=config.prediction_threads)
         self.app = app
         self.config = config
-        self.sessions = sessions
-        self.lease = timedelta(seconds=config.prediction_lease_s)
-        self.claims = FairClaims(PREDICTIONS, self.lease, config.account_max_running_predictions)
         self.networks = webhooks.allowed_networks(config.webhook_allowed_networks)
         # Lookups of the pool's calls and of requests checking a new webhook.
         self.resolver = webhooks.Resolver(2 * config.webhook_threads,
                                           config.webhook_resolve_timeout_s)
         self.webhooks = WebhookPool(config, sessions, self.networks, self.resolver)
-        self._wake = threading.Condition()
-        self._pending_wakes = 0
-        self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
 
-    # --- the loops (embedded) ----------------------------------------------------
+    # --- what is its own of the runner shape ------------------------------------------
 
     def start(self) -> None:
-        # One thread polls the database (predictions queued through another
-        # process); the others sleep until woken, so an idle process asks once
-        # per poll, not once per thread.
-        for number in range(self.config.prediction_threads):
-            self._threads.append(threading.Thread(target=self._loop, args=(number == 0,), name=f"predictions-{number}",
-                                                  daemon=True))
-        self._threads.append(threading.Thread(target=self._housekeeping_loop, name="predictions-housekeeping",
-                                              daemon=True))
-        for thread in self._threads:
-            thread.start()
+        super().start()
         self.webhooks.start()
 
-    def stop(self) -> None:
-        """Take no new prediction; those running finish (their answers are short)."""
-        self._stopped.set()
-        with self._wake:
-            self._wake.notify_all()
+    def stop_runs(self) -> None:
+        """Those running finish (their answers are short); the webhook pool stops."""
         self.webhooks.stop()
 
-    def wake(self) -> None:
-        with self._wake:
-            self._pending_wakes += 1
-            self._wake.notify()
-
-    def _sleep(self, polls: bool) -> None:
-        with self._wake:
-            if self._pending_wakes == 0:
-                self._wake.wait(self.config.prediction_poll_s * (1 if polls else 60))
-            self._pending_wakes = max(0, self._pending_wakes - 1)
-
-    def _loop(self, polls: bool) -> None:
-        while not self._stopped.is_set():
-            try:
-                while not self._stopped.is_set() and (row_id := self.claim()) is not None:
-                    self.wake()  # there may be more: another thread looks while this one runs
-                    self.run(row_id)
-            except Exception:  # the loop must survive anything the database throws
-                log.exception("prediction loop")
-            self._sleep(polls)
-
-    def _housekeeping_loop(self) -> None:
-        while not self._stopped.wait(self.config.prediction_poll_s):
-            try:
-                self.housekeeping()
-            except Exception:
-                log.exception("prediction housekeeping")
-
-    # --- the runner interface (app/work.py) --------------------------------------
-
-    def due(self, now=None) -> list[str]:
-        return self.claims.due_ids(self.sessions, now)
-
-    def claim(self) -> str | None:
-        """Take the next due prediction, fairly between accounts (None: none may run now)."""
-        return self.claims.claim(self.sessions, **self._claimed_values())
-
-    def run_claimed(self, row_id: str) -> bool:
-        """Run this prediction if it is still due and its account under its cap;
-        False if not (a queue's message delivered twice)."""
-        if not self.claims.claim_row(self.sessions, row_id, **self._claimed_values()):
-            return False
-        self.run(row_id)
-        return True
-
-    @staticmethod
-    def _claimed_values() -> dict:
+    def claimed_values(self) -> dict:
         return {"status": "running", "started_at": utcnow(), "attempts": Prediction.attempts + 1}
 
     def upkeep(self) -> None:
-        """A queue worker's sweep does what the housekeeping thread does embedded."""
         self.housekeeping()
 
     def start_background(self) -> None:
@@ -155,14 +96,9 @@ class PredictionRunner:
             self._finish(row_id, 500, {"message": f"The process running this prediction stopped {attempts - 1} "
                                                   "times; it was not run again."}, 0.0)
             return
-        done = threading.Event()
-        threading.Thread(target=leases.keep_renewed, args=(self.sessions, Prediction, row_id, self.lease, done),
-                         daemon=True).start()
         started = utcnow()
-        try:
+        with self.renewing(row_id):
             status, answer = call_as(self.app, account_id, path, body, request_id or None, background=True)
-        finally:
-            done.set()
         self._finish(row_id, status, answer, (utcnow() - started).total_seconds())
         self.webhooks.wake()  # a webhook it marked pending is the pool's to call
 
@@ -190,7 +126,7 @@ class PredictionRunner:
     def housekeeping(self) -> None:
         """Delete predictions past their retention. (Webhooks due for a retry are
         the pool's: it looks for them itself.)"""
-        kept = timedelta(seconds=self.config.prediction_retention_s)
+        kept = timedelta(seconds=float(self.config.prediction_retention_s))
         with self.sessions() as session:
             session.execute(delete(Prediction).where(Prediction.completed_at < utcnow() - kept))
             session.commit()

@@ -65,6 +65,7 @@ def make_app(tmp_path):
     yield _make
     for app in apps:
         app.extensions["builder"].stop()
+        app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
         if "unloading_stale" in app.extensions:

@@ -11,7 +11,8 @@ from tests.gunicorn import ROOT
 
 
 @pytest.mark.parametrize("module", ["core.errors", "core.request_context", "core.settings", "model_registry", "sandbox",
-                                    "uploads.worker_client", "uploads.storage"])
+                                    "uploads.worker_client", "uploads.storage", "training.child_records",
+                                    "training.child"])
 def test_importing_it_imports_no_web_framework(module):
     code = (f"import sys, {module}\n"
             "web = sorted(name for name in sys.modules if name.split('.')[0] in ('flask', 'werkzeug', 'app'))\n"

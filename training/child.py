@@ -1,10 +1,10 @@
-"""python -m training.child JOB_DIR: run one training job, from its job.json, to
-the files of a model version.
+"""python -m training.child JOB_DIR: run one training job, from its job.json (a
+TrainingRequest, training/child_records.py), to the files of a model version.
 
 The job runner (training/jobs.py) starts this process for every attempt of a job
 and reads what it reports, one JSON object per line on the file descriptor
 named by INFER_TRAINING_EVENTS_FD: log lines, each epoch's statistics, the row
-counts, and at the end the result or why it failed. It has no database access
+counts, and at the end the result (a TrainingResult) or why it failed. It has no database access
 and none of the service's secrets: all it sees is its job folder, the dataset's
 rows and the base model's files. A crash (killed, out of memory) ends it
 without a result; the runner then starts it again, and the trainer resumes from
@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 import traceback
+
+from .child_records import TrainingRequest, TrainingResult
 
 # Exit status when another process holds the job's lock: not a crash of this job.
 ALREADY_RUNNING = 75
@@ -65,13 +67,14 @@ def events_channel() -> Events:
     return Events(fd)
 
 
-def lower_priority(spec: dict) -> None:
+def lower_priority(request) -> None:
     """Requests served beside the job come first. Unsandboxed the child nices
     itself; the sandbox starts it niced already, but in a session of its own,
     which Linux schedules as a group (an autogroup) weighing as much as the
-    whole service: that group is niced too."""
-    os.nice(max(0, int(spec.get("nice", 0))))
-    autogroup_nice = int(spec.get("autogroup_nice", 0))
+    whole service: that group is niced too. (`request`: a TrainingRequest or a
+    ParseRequest, training/child_records.py.)"""
+    os.nice(max(0, request.nice))
+    autogroup_nice = request.autogroup_nice
     if autogroup_nice > 0:
         try:
             with open("/proc/self/autogroup", "w") as autogroup:
@@ -128,31 +131,31 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [row for i, row in enumerate(rows) if i not in held], [row for i, row in enumerate(rows) if i in held]
 
 
-def run(spec: dict, job_dir: str, events: Events) -> dict:
+def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResult:
     import torch
 
-    from core.settings import Settings
     from model_registry.loaders import DEFAULT_SETTINGS
+    from core.settings import Settings
     from tasks.spec import task_spec, trainer_for
     from uploads import formats
 
     from .datasets import read_rows
     from .trainers.base import TrainingFailed, TrainingRun
 
-    threads = int(spec["torch_threads"])
+    threads = request.torch_threads
     torch.set_num_threads(threads)
-    if spec.get("memory_mb") and not torch.cuda.is_available():
+    if request.memory_mb and not torch.cuda.is_available():
         # On CPU only: CUDA maps far more address space than it uses.
-        limit = int(spec["memory_mb"]) * 2**20
+        limit = request.memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    trainer = trainer_for(spec["task"])
-    rows = read_rows(spec["dataset_dir"])
-    if spec.get("validation_dataset_dir"):
-        train_rows, validation_rows = rows, read_rows(spec["validation_dataset_dir"])
+    trainer = trainer_for(request.task)
+    rows = read_rows(request.dataset_dir)
+    if request.validation_dataset_dir:
+        train_rows, validation_rows = rows, read_rows(request.validation_dataset_dir)
     else:
         try:
-            train_rows, validation_rows = split_rows(rows, spec["validation_split"] or 0.0,
-                                                     spec["hyperparameters"].get("seed", 42))
+            train_rows, validation_rows = split_rows(rows, request.validation_split or 0.0,
+                                                     request.hyperparameters.get("seed", 42))
         except ValueError as exc:
             raise TrainingFailed(str(exc)) from None
     events.send("rows", train=len(train_rows), validation=len(validation_rows))
@@ -161,21 +164,20 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     os.makedirs(output_dir)
     checkpoint_dir = os.path.join(job_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    events.log(f"training {spec['task']} with {trainer.library}"
-               + (f" from {spec['base_model']}" if spec["base_model"] else "")
+    events.log(f"training {request.task} with {trainer.library}"
+               + (f" from {request.base_model}" if request.base_model else "")
                + f" on {len(train_rows)} rows, validating on {len(validation_rows)}")
     result = trainer.train(TrainingRun(
-        job_id=spec["job_id"], task=spec["task"], base_model=spec["base_model"],
-        base_model_dir=spec["base_model_dir"], base_model_file=spec["base_model_file"],
-        hyperparameters=spec["hyperparameters"], train_rows=train_rows, validation_rows=validation_rows,
-        dataset_format=spec["dataset_format"], dataset_dir=spec["dataset_dir"], checkpoint_dir=checkpoint_dir,
+        job_id=request.job_id, task=request.task, base_model=request.base_model,
+        base_model_dir=request.base_model_dir, base_model_file=request.base_model_file,
+        hyperparameters=request.hyperparameters, train_rows=train_rows, validation_rows=validation_rows,
+        dataset_format=request.dataset_format, dataset_dir=request.dataset_dir, checkpoint_dir=checkpoint_dir,
         output_dir=output_dir, reporter=events, torch_threads=threads,
     ))
     # The new version must serve before it is published: load it as the service
     # will and run each task once, as a build does with an upload.
-    version = formats.Version(0, list(result.tasks), output_dir, "", Settings().with_overrides(spec["settings"]), None,
-                              "cpu", False,
-                              DEFAULT_SETTINGS)
+    version = formats.Version(0, list(result.tasks), output_dir, "", Settings().with_overrides(request.settings), None,
+                              "cpu", False, DEFAULT_SETTINGS)
     served = formats.named(result.format).serve(version)
     try:
         for task in result.tasks:
@@ -188,9 +190,9 @@ def run(spec: dict, job_dir: str, events: Events) -> dict:
     finally:
         if served.on_close:
             served.on_close()
-    return {"format": result.format, "tasks": list(result.tasks), "best_epoch": result.best_epoch,
-            "metrics": result.metrics, "description": result.description,
-            "samples_per_second": result.samples_per_second}
+    return TrainingResult(format=result.format, tasks=list(result.tasks), best_epoch=result.best_epoch,
+                          metrics=result.metrics, description=result.description,
+                          samples_per_second=result.samples_per_second)
 
 
 def main(argv: list[str]) -> int:
@@ -202,12 +204,12 @@ def main(argv: list[str]) -> int:
         return ALREADY_RUNNING
     exit_with_parent()
     with open(os.path.join(job_dir, "job.json")) as job_file:
-        spec = json.load(job_file)
-    lower_priority(spec)
+        request = TrainingRequest.from_dict(json.load(job_file))
+    lower_priority(request)
     from .trainers.base import TrainingFailed
 
     try:
-        events.send("result", result=run(spec, job_dir, events))
+        events.send("result", result=run(request, job_dir, events).to_dict())
     except TrainingFailed as exc:
         events.send("failed", message=str(exc))
     except Exception as exc:
@@ -215,7 +217,7 @@ def main(argv: list[str]) -> int:
         message = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, MemoryError) or any(word in message.lower() for word in OUT_OF_MEMORY):
             # The same data and settings would run out again: a failure, not a crash to retry.
-            message = (f"The training ran out of memory (INFER_TRAINING_MEMORY_MB: {spec.get('memory_mb')} MB); "
+            message = (f"The training ran out of memory (INFER_TRAINING_MEMORY_MB: {request.memory_mb} MB); "
                        f"lower batch_size or max_length, or train a smaller base model. ({message[:300]})")
         events.send("failed", message=message)
     return 0

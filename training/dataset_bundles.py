@@ -54,10 +54,10 @@ def share_direct_upload(storage, dataset_id: str, data_dir: str) -> None:
         raise StoreUnavailable(f"The dataset was not created. {exc}") from None
 
 
-def store_parsed_dataset(config: Settings, storage, dataset_id: str, outcome: dict) -> None:
+def store_parsed_dataset(config: Settings, storage, dataset_id: str, outcome) -> None:  # a ParseOutcome
     """After a parse that made the dataset ready: its parsed folder to the bucket.
     A failure raises, and the caller records the dataset as failed with it."""
-    if not bundles.shared(storage) or outcome.get("status") != "ready":
+    if not bundles.shared(storage) or outcome.status != "ready":
         return
     folder = dataset_dir(config.data_dir, dataset_id)
     try:

@@ -3,8 +3,8 @@
 Small datasets come in the request (JSON "data", or a multipart "file"), up to
 INFER_DATASET_MAX_DIRECT_BYTES; larger ones through an upload URL (the same
 signed PUT, or S3 presigned PUT, as model zips), up to INFER_DATASET_MAX_BYTES.
-Either way the dataset is parsed in the background (training/jobs.py runs
-training/datasets/child.py): processing -> ready | failed, with a parse log.
+Either way the dataset is parsed in the background (training/dataset_parses.py
+runs training/datasets/child.py): processing -> ready | failed, with a parse log.
 """
 
 from flask import current_app, request

@@ -1,23 +1,26 @@
-"""The training runner: parses datasets and runs training jobs, each in a child
-process, with the database as the only record of what is to do.
+"""Training jobs, one kind of background work (core/runner.py): each attempt of
+a job runs in a child process, with the database as the only record of what is
+to do.
 
-Every web process runs one (INFER_TRAINER), like the builder: claiming work is
-one conditional UPDATE, and a claim is a lease the claimant renews while it
-works. A process that dies stops renewing; once the lease has run out
-(INFER_TRAINING_LEASE_S) another process, or this one after a restart, takes
-the work over. A training job taken over resumes from its last epoch
-checkpoint; one whose child process dies (killed, out of memory) is queued
-again at once, up to INFER_TRAINING_MAX_ATTEMPTS starts. A process that stops
-cleanly hands its jobs back at once.
+Every web process runs up to INFER_TRAINING_JOBS_PER_PROCESS (INFER_TRAINER), or
+the queue's workers do: claiming a job is one conditional UPDATE, fairly between
+accounts (app/fair_claims.py), and a claim is a lease the runner renews while the
+job runs. A process that dies stops renewing; once the lease has run out
+(INFER_TRAINING_LEASE_S) another process, or this one after a restart, takes the
+job over. A job taken over resumes from its last epoch checkpoint; one whose
+child process dies (killed, out of memory) is queued again at once, up to
+INFER_TRAINING_MAX_ATTEMPTS starts. A process that stops cleanly hands its jobs
+back at once (its children stopped, the jobs queued).
 
-Children never see the database or the service's secrets (training/child.py and
-training/datasets/child.py): this module records what they report. They run in
-the sandbox (training/sandboxed.py), and what they leave is checked before use.
+Children never see the database or the service's secrets (training/child.py):
+they get a TrainingRequest (training/child_records.py) and report events, which
+training/records.py saves on the row. They run in the sandbox
+(training/sandboxed.py), and what they leave is checked before use
+(training/publish.py).
 
-Everything a dataset or a job stores counts towards its account's stored bytes
-(uploads/quotas.py): a parse whose files take the account over its limit
-fails, and so does a job whose folder (checkpoints, output) grows past it,
-measured while it runs.
+Everything a job stores counts towards its account's stored bytes
+(uploads/quotas.py): a job whose folder (checkpoints, output) grows past it
+fails, measured while it runs.
 """
 
 import logging
@@ -29,30 +32,25 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 
-from app import leases
+from app.db import Dataset, TrainingJob, utcnow
 from app.fair_claims import FairClaims, WorkKind, leased
-from app.work import KindRunner
-from app.db import Dataset, TrainingJob, UserModel, utcnow
 from core.errors import ModelUnavailable
+from core.runner import Runner
 from core.settings import Settings
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
-from uploads.archive import tree_bytes
 from sandbox import SandboxUnavailable
-from uploads.quotas import over_quota_message, stored_usage
-from uploads.serving import version_dirs
-from uploads.version_bundles import store_version_files
-from uploads.versions import add_numbered_version, remove_old_versions, serve_if_newest
+from uploads.archive import tree_bytes
 
 from .child import ALREADY_RUNNING
-from .dataset_bundles import discard_parsed_dataset, ensure_parsed_datasets, store_parsed_dataset
-from .parsing import failed as parse_failed
-from .parsing import run_parse
+from .child_records import TrainingRequest
+from .dataset_bundles import ensure_parsed_datasets
 from .paths import dataset_dir, job_dir
-from .records import JobRecord, log_line
-from .sandboxed import ChildSandbox, UnsafeOutput, open_no_links, write_json_no_links
+from .publish import publish_version
+from .records import JobRecord
+from .sandboxed import ChildSandbox, open_no_links, write_json_no_links
 
 log = logging.getLogger(__name__)
 
@@ -67,177 +65,38 @@ STOP_GRACE_S = 5.0
 MEASURE_S = 2.0
 
 
-class TrainingRunner:
-    def __init__(self, config: Settings, sessions, storage, sandbox=None):
+class TrainingJobs(Runner):
+    kind, queue, table = "train", "training", TrainingJob
+    # A queue worker told to stop calls stop(): the child ends and the job goes
+    # back to the queue, to resume from its checkpoint.
+    cut_short = False
+
+    def __init__(self, config: Settings, sessions, storage, children: ChildSandbox):
+        lease = timedelta(seconds=config.training_lease_s)
+        super().__init__(sessions, FairClaims(JOBS, lease, config.account_max_running_jobs), lease,
+                         poll_s=config.training_poll_s, slots=config.training_jobs_per_process)
         self.config = config
-        self.sessions = sessions
         self.storage = storage
-        self.children = ChildSandbox(config, sandbox)
-        self.lease = timedelta(seconds=config.training_lease_s)
-        # Claimed fairly between accounts, each capped (app/fair_claims.py).
-        self.parse_claims = FairClaims(PARSES, self.lease, config.account_max_running_parses)
-        self.job_claims = FairClaims(JOBS, self.lease, config.account_max_running_jobs)
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._job_threads: list[threading.Thread] = []
-        self._running: dict[str, subprocess.Popen | None] = {}  # job id -> its child, while it runs here
-        self._lock = threading.Lock()
+        self.children = children
+        self._children: dict[str, subprocess.Popen] = {}  # job id -> its child, while it runs here
+        self._children_lock = threading.Lock()
 
-    # --- lifecycle ----------------------------------------------------------------
+    def claimed_values(self) -> dict:
+        return {"status": "running"}
 
-    def start(self) -> None:
-        for target, name in ((self._datasets_loop, "datasets"), (self._jobs_loop, "training")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop looking for work; stop this process's children and hand their jobs
-        back (queued), so another process resumes them without waiting for a lease."""
-        self._stopped.set()
-        self._wake.set()
-        with self._lock:
-            running = dict(self._running)
-        for job_id, child in running.items():
-            if child is not None:
-                _stop_child(child)
-        for thread in [*self._threads, *self._job_threads]:
-            thread.join(timeout=STOP_GRACE_S * 2)
-
-    def running_jobs(self) -> list[str]:
-        with self._lock:
-            return list(self._running)
+    def stop_runs(self) -> None:
+        """Stop this process's children: their jobs go back to the queue (see
+        _attempt), so another process resumes them without waiting for a lease."""
+        with self._children_lock:
+            running = list(self._children.values())
+        for child in running:
+            _stop_child(child)
+        self.join(timeout=STOP_GRACE_S * 2)
 
     def child_pid(self, job_id: str) -> int | None:
-        with self._lock:
-            child = self._running.get(job_id)
+        with self._children_lock:
+            child = self._children.get(job_id)
         return child.pid if child is not None else None
-
-    def _claim(self, claims: FairClaims, **values) -> str | None:
-        return claims.claim(self.sessions, **values)
-
-    def _wait(self) -> None:
-        self._wake.wait(self.config.training_poll_s)
-        self._wake.clear()
-
-    # --- the runner interface of app/work.py: kinds "parse" and "train" -------------
-
-    def kinds(self) -> list[KindRunner]:
-        """Its two kinds of work, each as a runner for app/work.py. A parse is cut
-        short when a queue worker stops (and handed back); a training job's child
-        is stopped by stop(), which hands the job back queued."""
-        return [KindRunner("parse", self.wake, self.due_parses, self.run_claimed_parse,
-                           claim=lambda: self._claim(self.parse_claims), run=self._parse,
-                           upkeep=self._notice_s3_datasets,
-                           hand_back=lambda dataset_id: leases.release(self.sessions, Dataset, dataset_id)),
-                KindRunner("train", self.wake, self.due_jobs, self.run_claimed_job,
-                           claim=lambda: self._claim(self.job_claims, status="running"), run=self.run_job_here,
-                           stop=self.stop)]
-
-    def due_parses(self, now=None) -> list[str]:
-        return self.parse_claims.due_ids(self.sessions, now)
-
-    def run_claimed_parse(self, dataset_id: str) -> bool:
-        if not self.parse_claims.claim_row(self.sessions, dataset_id):
-            return False
-        self._parse(dataset_id)
-        return True
-
-    def due_jobs(self, now=None) -> list[str]:
-        return self.job_claims.due_ids(self.sessions, now)
-
-    def run_claimed_job(self, job_id: str) -> bool:
-        """Run this job's attempt here, in the calling thread, if it is still due
-        and its account under its cap."""
-        if not self.job_claims.claim_row(self.sessions, job_id, status="running"):
-            return False
-        self.run_job_here(job_id)
-        return True
-
-    def run_job_here(self, job_id: str) -> None:
-        """Run the attempt of a job this process claimed, in the calling thread."""
-        with self._lock:
-            self._running[job_id] = None
-        self._run_job(job_id)
-
-    # --- datasets -----------------------------------------------------------------
-
-    def _datasets_loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._notice_s3_datasets()
-                while not self._stopped.is_set() and (dataset_id := self._claim(self.parse_claims)):
-                    self._parse(dataset_id)
-            except Exception:  # the loop must outlive anything a parse or the database throws
-                log.exception("dataset loop")
-            self._wait()
-
-    def _notice_s3_datasets(self) -> None:
-        if self.storage.kind != "s3":
-            return
-        with self.sessions() as session:
-            waiting = session.scalars(select(Dataset).where(Dataset.status == "awaiting_upload",
-                                                            Dataset.upload_expires_at > utcnow())).all()
-            for dataset in waiting:
-                if self.storage.uploaded(0, key=self.storage.dataset_key(dataset.id)):
-                    dataset.status = "processing"
-                    dataset.parse_log = [*dataset.parse_log, log_line("Upload noticed in the bucket; waiting in the queue.")]
-            session.commit()
-
-    def _parse(self, dataset_id: str) -> None:
-        folder = dataset_dir(self.config.data_dir, dataset_id)
-        done = threading.Event()
-        threading.Thread(target=leases.keep_renewed, args=(self.sessions, Dataset, dataset_id, self.lease, done),
-                         daemon=True).start()
-        try:
-            outcome = run_parse(self.config, self.sessions, self.storage, self.children, dataset_id, folder)
-            store_parsed_dataset(self.config, self.storage, dataset_id, outcome)  # for the other replicas (S3)
-        except SandboxUnavailable as exc:  # never parsed unconfined
-            outcome = parse_failed(f"The dataset could not be parsed: {exc}")
-        except Exception as exc:  # a fetch from S3 failed, the disk is full...
-            log.exception("dataset %s", dataset_id)
-            outcome = parse_failed(f"The dataset could not be parsed: {type(exc).__name__}: {exc}")
-        finally:
-            done.set()
-        with self.sessions() as session:
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is None:  # deleted while it was parsed
-                shutil.rmtree(folder, ignore_errors=True)
-                discard_parsed_dataset(self.storage, dataset_id)
-                return
-            dataset.status = outcome["status"]
-            dataset.format = outcome.get("format") or dataset.format
-            dataset.stats = outcome.get("stats")
-            dataset.message = outcome["message"]
-            dataset.parse_log = [*dataset.parse_log, *outcome.get("log", [])]
-            dataset.stored_bytes = tree_bytes(folder)
-            dataset.finished_at = utcnow()
-            dataset.lease_until = None
-            session.commit()
-        log.info("dataset %s: %s: %s", dataset_id, outcome["status"], outcome["message"])
-
-    # --- training jobs ------------------------------------------------------------
-
-    def _jobs_loop(self) -> None:
-        per_process = max(1, self.config.training_jobs_per_process)
-        while not self._stopped.is_set():
-            try:
-                while not self._stopped.is_set() and len(self.running_jobs()) < per_process:
-                    job_id = self._claim(self.job_claims, status="running")
-                    if job_id is None:
-                        break
-                    with self._lock:
-                        self._running[job_id] = None
-                    thread = threading.Thread(target=self._run_job, args=(job_id,), name=f"job {job_id}", daemon=True)
-                    self._job_threads = [t for t in self._job_threads if t.is_alive()] + [thread]
-                    thread.start()
-            except Exception:
-                log.exception("training loop")
-            self._wait()
 
     def cancel(self, session, job: TrainingJob) -> None:
         """Ask for a job to stop: a queued one is cancelled at once; a running one
@@ -254,7 +113,8 @@ class TrainingRunner:
         session.commit()
         session.refresh(job)
 
-    def _run_job(self, job_id: str) -> None:
+    def run(self, job_id: str) -> None:
+        """Run the attempt of a job this process claimed, in the calling thread."""
         record = JobRecord(self.sessions, job_id, LOG_KEEP_CHARS)
         try:
             self._attempt(job_id, record)
@@ -262,9 +122,8 @@ class TrainingRunner:
             log.exception("job %s", job_id)
             record.finish("failed", f"The job failed in the service: {type(exc).__name__}: {exc}")
         finally:
-            with self._lock:
-                self._running.pop(job_id, None)
-            self._wake.set()
+            with self._children_lock:
+                self._children.pop(job_id, None)
 
     def _attempt(self, job_id: str, record: JobRecord) -> None:
         config = self.config
@@ -284,21 +143,21 @@ class TrainingRunner:
         folder = job_dir(config.data_dir, job_id)
         os.makedirs(folder, exist_ok=True)
         try:
-            spec = self._job_spec(job, folder)
+            request = self._training_request(job, folder)
         except (ModelUnavailable, LookupError) as exc:
             record.finish("failed", str(exc))
             shutil.rmtree(folder, ignore_errors=True)
             return
-        write_json_no_links(os.path.join(folder, "job.json"), self.children.child_spec(spec))
+        write_json_no_links(os.path.join(folder, "job.json"), self.children.child_request(request).to_dict())
         record.add_log(f"attempt {job.attempts + 1}: starting the training process"
                        + (" (resuming from the last epoch checkpoint)" if os.listdir(os.path.join(folder, "checkpoints"))
                           else ""))
         try:
-            outcome = self._supervise(job_id, job.account_id, folder, spec, record)
+            outcome = self._supervise(job_id, job.account_id, folder, request, record)
         except SandboxUnavailable as exc:  # never trained unconfined
             record.failure, outcome = f"The training could not start: {exc}", "failed"
         if outcome == "result":
-            self._publish(job_id, folder, record)
+            publish_version(self.config, self.sessions, self.storage, self.children, job_id, folder, record)
         elif outcome in ("failed", "cancelled", "gone"):
             tail = _tail(folder)
             shutil.rmtree(folder, ignore_errors=True)  # a finished job's checkpoints serve nothing
@@ -311,48 +170,48 @@ class TrainingRunner:
         else:  # the child died: start it again, from its checkpoint
             record.requeue(f"The training process stopped ({outcome}); the job resumes from its last epoch "
                            "checkpoint.", tail=_tail(folder))
-            self._wake.set()
 
-    def _job_spec(self, job: TrainingJob, folder: str) -> dict:
+    def _training_request(self, job: TrainingJob, folder: str) -> TrainingRequest:
         config = self.config
         os.makedirs(os.path.join(folder, "checkpoints"), exist_ok=True)
         base_dir = base_file = None
         if job.base_model:
-            spec = MODELS[job.base_model]
-            base_dir, _source = resolve_model_dir(spec, config.model_dir, public_names(spec.key))
-            base_file = spec.filename
+            model = MODELS[job.base_model]
+            base_dir, _source = resolve_model_dir(model, config.model_dir, public_names(model.key))
+            base_file = model.filename
         with self.sessions() as session:
             dataset = session.get(Dataset, job.dataset_id)
             if dataset is None or dataset.status != "ready":
                 raise LookupError(f"Dataset {job.dataset_id} is gone or not ready.")
             dataset_format = dataset.format
         ensure_parsed_datasets(config, self.storage, job.dataset_id, job.validation_dataset_id)  # parsed elsewhere?
-        return {
-            "job_id": job.id, "task": job.task, "base_model": job.base_model, "base_model_dir": base_dir,
-            "base_model_file": base_file, "hyperparameters": job.hyperparameters, "dataset_format": dataset_format,
-            "dataset_dir": dataset_dir(config.data_dir, job.dataset_id),
-            "validation_dataset_dir": (dataset_dir(config.data_dir, job.validation_dataset_id)
-                                       if job.validation_dataset_id else None),
-            "validation_split": job.validation_split, "torch_threads": config.training_torch_threads,
-            "nice": config.training_nice, "memory_mb": config.training_memory_mb,
+        return TrainingRequest(
+            job_id=job.id, task=job.task, base_model=job.base_model, base_model_dir=base_dir,
+            base_model_file=base_file, hyperparameters=job.hyperparameters, dataset_format=dataset_format,
+            dataset_dir=dataset_dir(config.data_dir, job.dataset_id),
+            validation_dataset_dir=(dataset_dir(config.data_dir, job.validation_dataset_id)
+                                    if job.validation_dataset_id else None),
+            validation_split=job.validation_split, torch_threads=config.training_torch_threads,
+            nice=config.training_nice, memory_mb=config.training_memory_mb,
             # What loading the trained version needs to check it (the base model's folder).
-            "settings": {"MODEL_DIR": config.model_dir, "DATA_DIR": "", "TORCH_THREADS": 1},
-        }
+            settings={"MODEL_DIR": config.model_dir, "DATA_DIR": "", "TORCH_THREADS": 1},
+        )
 
-    def _supervise(self, job_id: str, account_id: int, folder: str, spec: dict, record: JobRecord) -> str:
+    def _supervise(self, job_id: str, account_id: int, folder: str, request: TrainingRequest,
+                   record: JobRecord) -> str:
         """Run the child to its end; what ended it: result, failed, cancelled,
         stopping, gone (the job was deleted) or how the process died."""
         read_end, write_end = os.pipe()
         try:
             with open_no_links(os.path.join(folder, "child.out"), "ab") as output:
-                child = self.children.start_training(account_id, folder, spec, write_end, output)
+                child = self.children.start_training(account_id, folder, request, write_end, output)
         except BaseException:
             os.close(read_end)
             raise
         finally:
             os.close(write_end)
-        with self._lock:
-            self._running[job_id] = child
+        with self._children_lock:
+            self._children[job_id] = child
         reader = threading.Thread(target=record.read_events, args=(os.fdopen(read_end),), daemon=True)
         reader.start()
         ended = None
@@ -364,7 +223,7 @@ class TrainingRunner:
                 pass
             else:
                 break
-            if self._stopped.is_set():
+            if self.stopping:
                 ended = "stopping"
                 continue
             state = record.save_progress(self.lease)
@@ -374,7 +233,7 @@ class TrainingRunner:
                 next_measure = time.monotonic() + MEASURE_S
                 if record.measure(tree_bytes(folder), self.config):  # its checkpoints outgrew the quota
                     ended = "failed"
-        if ended is None and self._stopped.is_set() and record.result is None and record.failure is None:
+        if ended is None and self.stopping and record.result is None and record.failure is None:
             ended = "stopping"  # stop() ended the child
         if ended is not None:
             _stop_child(child)
@@ -399,63 +258,11 @@ class TrainingRunner:
             return f"killed by signal {-child.returncode}"
         return f"exit status {child.returncode}"
 
-    def _publish(self, job_id: str, folder: str, record: JobRecord) -> None:
-        """The trained files become the model's next version, which serves."""
-        config = self.config
-        result = record.result
-        output = os.path.join(folder, "output")
-        try:
-            self.children.reclaim(output)  # served from now on: only files and folders, the service's own
-        except UnsafeOutput as exc:
-            record.finish("failed", f"The training process left an output the service cannot use ({exc}).")
-            shutil.rmtree(folder, ignore_errors=True)
-            return
-        stored = tree_bytes(output)
-        with self.sessions() as session:
-            job = session.get(TrainingJob, job_id)
-            model = session.get(UserModel, job.model_id) if job is not None else None
-            if job is None or model is None:
-                shutil.rmtree(folder, ignore_errors=True)
-                return
-            # The job's own folder (these files among them) leaves the count as the version enters it.
-            problem = over_quota_message(config, stored_usage(session, job.account_id, excluding_job=job_id),
-                                         "The trained version", stored)
-            if problem:
-                record.finish("failed", problem)
-                shutil.rmtree(folder, ignore_errors=True)
-                return
-            version = add_numbered_version(
-                session, model.id, status="building", format=result["format"], tasks=result["tasks"],
-                description=result["description"] or f"Trained by {job_id}.", upload_expires_at=utcnow(),
-                source="training", job_id=job_id, dataset_id=job.dataset_id, metrics=result["metrics"],
-                build_message="", build_log="")
-            store_version_files(config, self.storage, version.id, output)  # for the other replicas (S3)
-            files_dir = version_dirs(config.data_dir, version.id)[0]
-            os.makedirs(os.path.dirname(files_dir), exist_ok=True)
-            os.rename(output, files_dir)
-            version.status, version.stored_bytes, version.finished_at = "success", stored, utcnow()
-            version.build_message = f"Trained by job {job_id}; best epoch {result['best_epoch']}."
-            serve_if_newest(session, model, version, "training")
-            job.version_number = version.number
-            session.commit()
-            model_id, number = model.id, version.number
-        shutil.rmtree(folder, ignore_errors=True)  # checkpoints are no use once the version exists
-        record.finish("succeeded", f"Trained version {number} of {record.model_name}; it serves now.",
-                      best_epoch=result["best_epoch"], metrics=result["metrics"],
-                      samples_per_second=result.get("samples_per_second"))
-        remove_old_versions(self.sessions, config.data_dir, config.user_model_versions_kept, model_id,
-                            self.storage)
-
-
-def _parse_due(now):
-    return (Dataset.status == "processing") & or_(Dataset.lease_until.is_(None), Dataset.lease_until < now)
-
 
 def _job_due(now):
     return or_(TrainingJob.status == "queued", (TrainingJob.status == "running") & (TrainingJob.lease_until < now))
 
 
-PARSES = WorkKind(Dataset, due=_parse_due, running=leased("processing"), oldest_first=Dataset.created_at)
 JOBS = WorkKind(TrainingJob, due=_job_due, running=leased("running"), oldest_first=TrainingJob.created_at)
 
 

@@ -3,8 +3,8 @@ for the child (training/datasets/child.py), the child run in the sandbox
 (training/sandboxed.py), what it left checked, and its size held against the
 account's stored-bytes quota.
 
-The outcome is {"status": "ready" | "failed", "format", "stats", "message",
-"log"}; the runner (training/jobs.py) records it on the dataset's row.
+The request and the outcome are typed records (training/child_records.py); the
+runner (training/dataset_parses.py) records the outcome on the dataset's row.
 """
 
 import os
@@ -14,6 +14,7 @@ from app.db import Dataset
 from core.settings import Settings
 from uploads.quotas import over_quota_message, stored_usage
 
+from .child_records import ParseOutcome, ParseRequest
 from .datasets.child import OUT_OF_MEMORY
 from .paths import dataset_source
 from .records import log_line
@@ -26,11 +27,10 @@ RESULT_MAX_BYTES = 16 * 2**20
 KEPT_OVER_QUOTA = ("source", "parse.out", "parse_request.json")
 
 
-def failed(message: str, log: list | None = None) -> dict:
-    return {"status": "failed", "format": None, "stats": None, "message": message, "log": log or []}
+failed = ParseOutcome.failed
 
 
-def fetch_source(config: Settings, storage, dataset_id: str, folder: str) -> dict | None:
+def fetch_source(config: Settings, storage, dataset_id: str, folder: str) -> ParseOutcome | None:
     """With S3 storage, a dataset uploaded to the bucket (or sent to another
     replica) is fetched into `folder` first; a failed outcome if it cannot be."""
     if os.path.isfile(dataset_source(config.data_dir, dataset_id)) or storage.kind != "s3":
@@ -48,9 +48,10 @@ def fetch_source(config: Settings, storage, dataset_id: str, folder: str) -> dic
     return None
 
 
-def parse_request(config: Settings, dataset: Dataset) -> dict:
-    return {"source": dataset_source(config.data_dir, dataset.id), "format": dataset.format or None,
-            "options": dict(dataset.options or {}), "nice": config.training_nice, "limits": {
+def parse_request(config: Settings, dataset: Dataset) -> ParseRequest:
+    return ParseRequest(
+        source=dataset_source(config.data_dir, dataset.id), format=dataset.format or None,
+        options=dict(dataset.options or {}), nice=config.training_nice, limits={
                 "max_rows": config.dataset_max_rows, "max_line_bytes": config.dataset_max_line_bytes,
                 "max_image_pixels": config.max_image_pixels,
                 "max_label_count": config.dataset_max_labels,
@@ -58,10 +59,10 @@ def parse_request(config: Settings, dataset: Dataset) -> dict:
                 "max_members": config.upload_max_members,
                 "max_uncompressed_bytes": config.upload_max_uncompressed_bytes,
                 "max_ratio": config.upload_max_ratio,
-                "max_memory_mb": config.dataset_parse_memory_mb}}
+                "max_memory_mb": config.dataset_parse_memory_mb})
 
 
-def run_parse(config: Settings, sessions, storage, children, dataset_id: str, folder: str) -> dict:
+def run_parse(config: Settings, sessions, storage, children, dataset_id: str, folder: str) -> ParseOutcome:
     """Parse the dataset in `folder` in its child; the outcome (SandboxUnavailable
     when the child cannot be confined)."""
     missing = fetch_source(config, storage, dataset_id, folder)
@@ -75,7 +76,7 @@ def run_parse(config: Settings, sessions, storage, children, dataset_id: str, fo
     result_path = os.path.join(folder, RESULT_FILE)
     if os.path.lexists(result_path):  # an earlier attempt's; the parser clears its own other output
         os.remove(result_path)
-    write_json_no_links(os.path.join(folder, "parse_request.json"), children.parse_request(request))
+    write_json_no_links(os.path.join(folder, "parse_request.json"), children.parse_request(request).to_dict())
     with open_no_links(os.path.join(folder, "parse.out"), "wb") as output:
         child = children.start_parse(account_id, folder, output)
     try:
@@ -96,18 +97,22 @@ def run_parse(config: Settings, sessions, storage, children, dataset_id: str, fo
                       f"more than INFER_DATASET_PARSE_MEMORY_MB ({config.dataset_parse_memory_mb} MB) ends "
                       "this way.")
     try:
-        outcome = read_json_no_links(result_path, RESULT_MAX_BYTES)
+        written = read_json_no_links(result_path, RESULT_MAX_BYTES)
     except (UnsafeOutput, ValueError) as exc:
         return failed(f"The dataset could not be parsed: its result could not be read ({exc}).")
-    if not isinstance(outcome, dict) or outcome.get("status") not in ("ready", "failed"):
+    try:
+        outcome = ParseOutcome.from_dict(written)
+    except TypeError:
+        outcome = None
+    if outcome is None or outcome.status not in ("ready", "failed"):
         return failed("The dataset could not be parsed: the parser's result is not one it writes.")
     return within_quota(config, sessions, dataset_id, folder, outcome)
 
 
-def within_quota(config: Settings, sessions, dataset_id: str, folder: str, outcome: dict) -> dict:
+def within_quota(config: Settings, sessions, dataset_id: str, folder: str, outcome: ParseOutcome) -> ParseOutcome:
     """A ready dataset whose files take its account over the stored-bytes quota
     fails instead, keeping only its upload (which counted before the parse)."""
-    if outcome.get("status") != "ready":
+    if outcome.status != "ready":
         return outcome
     from uploads.archive import tree_bytes
 
@@ -127,4 +132,4 @@ def within_quota(config: Settings, sessions, dataset_id: str, folder: str, outco
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.remove(path)
-    return failed(problem, [*outcome.get("log", []), log_line(f"Failed: {problem}")])
+    return failed(problem, [*outcome.log, log_line(f"Failed: {problem}")])

@@ -10,8 +10,9 @@ from datetime import timedelta
 from sqlalchemy import func, update
 
 from app.db import TrainingJob, utcnow
-from uploads.api import iso_time
 from uploads.quotas import over_quota_message, stored_usage
+
+from .child_records import TrainingResult
 
 # The service's own settings and credentials: never in a child's environment.
 SECRET_PREFIXES = ("INFER_", "AWS_")
@@ -28,8 +29,14 @@ def child_environment(extra: dict | None = None) -> dict:
     return env
 
 
+def timestamp() -> str:
+    """Now, as the API writes times (uploads/api.py iso_time), without importing
+    the web layer into the runners and their children."""
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def log_line(message: str) -> dict:
-    return {"timestamp": iso_time(utcnow()), "message": message}
+    return {"timestamp": timestamp(), "message": message}
 
 
 def best_by_validation_loss(epochs: list[dict]) -> int | None:
@@ -45,7 +52,7 @@ class JobRecord:
         self.job_id = job_id
         self.keep_chars = keep_chars
         self.model_name = ""
-        self.result: dict | None = None
+        self.result: TrainingResult | None = None
         self.failure: str | None = None
         self._lock = threading.Lock()
         self._new_lines: list[str] = []
@@ -88,7 +95,10 @@ class JobRecord:
             elif kind == "rows":
                 self._rows = (int(event["train"]), int(event["validation"]))
             elif kind == "result":
-                self.result = event["result"]
+                try:
+                    self.result = TrainingResult.from_dict(event.get("result"))
+                except TypeError as exc:  # not what training/child.py sends
+                    self.failure = f"The training process reported a result the service cannot read ({exc})."
             elif kind == "failed":
                 self.failure = str(event.get("message", ""))
 
@@ -146,7 +156,7 @@ class JobRecord:
         return problem is not None
 
     def _append(self, log: str, lines: list[str]) -> str:
-        stamp = iso_time(utcnow())
+        stamp = timestamp()
         text = (log or "") + "".join(f"{stamp} {line.rstrip()}\n" for line in lines)
         return text[-self.keep_chars:]
 

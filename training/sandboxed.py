@@ -17,7 +17,7 @@ network, with an environment built from scratch, and sees only:
   model at /models/<key>, read-only.
 
 Never the data dir, the database, the secret key or another account's files.
-The job spec a child reads names these inside paths. Whatever a child leaves
+The request a child reads (training/child_records.py) names these inside paths. Whatever a child leaves
 behind is checked before the service uses it (`reclaim`): no links, no special
 files, and owned by the service again.
 
@@ -29,10 +29,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 from core.settings import Settings
 from sandbox import Bind, Job, Limits, Sandbox
 
+from .child_records import ParseRequest, TrainingRequest
 from .records import child_environment
 
 SERVICE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,43 +113,42 @@ class ChildSandbox:
                    uid=self.uid_for(account_id), workdir=CODE_DIR, env=self._env(1),
                    limits=self.limits(config.dataset_parse_memory_mb, config.dataset_parse_cpu_s))
 
-    def training_job(self, account_id: int, folder: str, spec: dict) -> Job:
-        """`spec` as the runner made it, with the host's paths."""
+    def training_job(self, account_id: int, folder: str, request: TrainingRequest) -> Job:
+        """`request` as the runner made it, with the host's paths."""
         config = self.config
         binds = [*self._code_binds(), Bind(folder, JOB_DIR, True)]
-        for key, target in (("dataset_dir", TRAIN_DATASET_DIR), ("validation_dataset_dir", VALIDATION_DATASET_DIR)):
-            if spec.get(key):
-                binds.append(Bind(spec[key], target))
-        if spec.get("base_model_dir"):
-            binds += _base_model_binds(spec["base_model_dir"], spec["base_model"])
+        for source, target in ((request.dataset_dir, TRAIN_DATASET_DIR),
+                               (request.validation_dataset_dir, VALIDATION_DATASET_DIR)):
+            if source:
+                binds.append(Bind(source, target))
+        if request.base_model_dir:
+            binds += _base_model_binds(request.base_model_dir, request.base_model)
         cache = f"{JOB_DIR}/cache"  # on disk, counted with the job's files against the account's quota
-        env = self._env(int(spec["torch_threads"]), INFER_TRAINING_EVENTS_FD=EVENTS_ON_STDOUT,
+        env = self._env(request.torch_threads, INFER_TRAINING_EVENTS_FD=EVENTS_ON_STDOUT,
                         HF_HOME=f"{cache}/huggingface", HF_DATASETS_CACHE=f"{cache}/datasets",
                         XDG_CACHE_HOME=cache)
         return Job(self.command(TRAIN_MODULE, JOB_DIR), binds, uid=self.uid_for(account_id), workdir=CODE_DIR,
                    env=env, limits=self.limits(config.training_memory_mb, config.training_cpu_s))
 
-    def child_spec(self, spec: dict) -> dict:
-        """The job spec as the child sees it: the sandbox's paths, and the
+    def child_request(self, request: TrainingRequest) -> TrainingRequest:
+        """The training request as the child sees it: the sandbox's paths, and the
         niceness left to the sandbox (which starts it niced already)."""
         if not self.confined:
-            return spec
-        inside = {**spec, "nice": 0, "autogroup_nice": spec["nice"]}
-        if spec.get("dataset_dir"):
-            inside["dataset_dir"] = TRAIN_DATASET_DIR
-        if spec.get("validation_dataset_dir"):
-            inside["validation_dataset_dir"] = VALIDATION_DATASET_DIR
-        if spec.get("base_model_dir"):
-            inside["base_model_dir"] = f"{MODELS_DIR}/{spec['base_model']}"
-        inside["settings"] = {**spec["settings"], "MODEL_DIR": MODELS_DIR}
-        return inside
+            return request
+        return replace(
+            request, nice=0, autogroup_nice=request.nice,
+            dataset_dir=TRAIN_DATASET_DIR if request.dataset_dir else request.dataset_dir,
+            validation_dataset_dir=(VALIDATION_DATASET_DIR if request.validation_dataset_dir
+                                    else request.validation_dataset_dir),
+            base_model_dir=f"{MODELS_DIR}/{request.base_model}" if request.base_model_dir else request.base_model_dir,
+            settings={**request.settings, "MODEL_DIR": MODELS_DIR})
 
-    def parse_request(self, request: dict) -> dict:
+    def parse_request(self, request: ParseRequest) -> ParseRequest:
         """A parse request (training/parsing.py) as the child sees it."""
         if not self.confined:
             return request
-        return {**request, "source": f"{DATASET_DIR}/{os.path.basename(request['source'])}", "nice": 0,
-                "autogroup_nice": request["nice"]}
+        return replace(request, source=f"{DATASET_DIR}/{os.path.basename(request.source)}", nice=0,
+                       autogroup_nice=request.nice)
 
     # --- starting ------------------------------------------------------------------------
 
@@ -162,8 +163,9 @@ class ChildSandbox:
         return self.sandbox.spawn(self.parse_job(account_id, folder), stdin=subprocess.DEVNULL, stdout=output,
                                   stderr=subprocess.STDOUT)
 
-    def start_training(self, account_id: int, folder: str, spec: dict, events_fd: int, output) -> subprocess.Popen:
-        """Start the job's child (its job.json written, from `child_spec(spec)`); it
+    def start_training(self, account_id: int, folder: str, request: TrainingRequest, events_fd: int,
+                       output) -> subprocess.Popen:
+        """Start the job's child (its job.json written, from `child_request(request)`); it
         reports on `events_fd` (a pipe's write end) and prints to `output`."""
         if not self.confined:
             env = child_environment({"INFER_TRAINING_EVENTS_FD": str(events_fd)})
@@ -176,13 +178,13 @@ class ChildSandbox:
         self.sandbox.require()
         uid = self.uid_for(account_id)
         self.sandbox.grant(folder, uid, writable=True)
-        for key in ("dataset_dir", "validation_dataset_dir"):
-            if spec.get(key):
-                self.sandbox.grant(spec[key], uid)
-        if spec.get("base_model_dir") and self.sandbox.privileged:
-            for bind in _base_model_binds(spec["base_model_dir"], spec["base_model"]):
+        for datasets in (request.dataset_dir, request.validation_dataset_dir):
+            if datasets:
+                self.sandbox.grant(datasets, uid)
+        if request.base_model_dir and self.sandbox.privileged:
+            for bind in _base_model_binds(request.base_model_dir, request.base_model):
                 _readable_by_all(bind.source)
-        return self.sandbox.spawn(self.training_job(account_id, folder, spec), stdin=subprocess.DEVNULL,
+        return self.sandbox.spawn(self.training_job(account_id, folder, request), stdin=subprocess.DEVNULL,
                                   stdout=events_fd, stderr=output)
 
     def stop(self, process: subprocess.Popen) -> None:

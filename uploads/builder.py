@@ -2,10 +2,10 @@
 
 Jobs live in the database (model_versions.status), so a restart loses none: a
 build whose process died keeps its row in `building` with a lease that stops
-being renewed, and the next process to look takes it over. Every process runs
-one builder thread; claiming a job is one conditional UPDATE, so two processes
-never build the same version. Builds are claimed fairly between accounts, at
-most INFER_ACCOUNT_MAX_RUNNING_BUILDS of one account at once (app/fair_claims.py).
+being renewed, and the next process to look takes it over. The claim, the lease,
+the loop and the hand-back are core/runner.py's, as for every kind of background
+work: every process runs one build at a time, claimed fairly between accounts,
+at most INFER_ACCOUNT_MAX_RUNNING_BUILDS of one account at once (app/fair_claims.py).
 
 A build: fetch the archive; check and extract it; read config.json; detect the
 upload's format, which does its own part (uploads/formats: for code, its
@@ -23,15 +23,14 @@ paths, frames or internal names.
 import json
 import logging
 import os
-import threading
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import join
 
-from app import leases
 from app.fair_claims import FairClaims, WorkKind, leased
 from app.db import ModelVersion, UserModel, utcnow
+from core.runner import Runner
 from core.settings import Settings
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
@@ -98,15 +97,19 @@ def read_model_config(files_dir: str, max_bytes: int) -> dict:
     return config
 
 
-class Builder:
-    kind = "build"  # its kind of work for app/work.py
+class Builder(Runner):
+    """Builds, one kind of background work (core/runner.py)."""
+
+    kind, queue, table = "build", "builds", ModelVersion
 
     def __init__(self, config: Settings, sessions, storage, device: str, half: bool, model_sandbox, after_poll=None):
+        lease = timedelta(seconds=config.build_lease_s)
+        super().__init__(sessions, FairClaims(BUILDS, lease, config.account_max_running_builds), lease,
+                         poll_s=config.build_poll_s)
         self.config = config
         self.model_sandbox = model_sandbox
         # Run after each look for work (the app unloads stale user models there).
         self.after_poll = after_poll or (lambda: None)
-        self.sessions = sessions
         self.storage = storage
         self.device = device
         self.half = half
@@ -115,36 +118,20 @@ class Builder:
             config.upload_max_bytes, config.upload_max_members,
             config.upload_max_uncompressed_bytes, config.upload_max_ratio,
         )
-        self.lease = timedelta(seconds=config.build_lease_s)
-        self.claims = FairClaims(BUILDS, self.lease, config.account_max_running_builds)
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    # --- the job loop -------------------------------------------------------------
+    # --- what is its own of the runner shape ------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="builder", daemon=True)
-        self._thread.start()
+    def claimed_values(self) -> dict:
+        return {"status": "building"}
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
+    def upkeep(self) -> None:
+        self.notice_s3_uploads()
 
-    def wake(self) -> None:
-        self._wake.set()
+    def after_look(self) -> None:
+        self.after_poll()
 
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                self.notice_s3_uploads()
-                while not self._stopped.is_set() and (version_id := self.claim()) is not None:
-                    self.build(version_id)
-                self.after_poll()
-            except Exception:  # the loop must survive anything a build or the database throws
-                log.exception("builder loop")
-            self._wake.wait(self.config.build_poll_s)
-            self._wake.clear()
+    def run(self, version_id: int) -> None:
+        self.build(version_id)
 
     def notice_s3_uploads(self) -> None:
         """For S3 storage: queue the versions whose archive has arrived in the bucket."""
@@ -161,43 +148,14 @@ class Builder:
                     ).values(status="queued"))
             session.commit()
 
-    def claim(self) -> int | None:
-        """Take the next build, queued or whose builder stopped renewing its lease,
-        fairly between accounts (None: none may run now)."""
-        return self.claims.claim(self.sessions, status="building")
-
-    # --- the runner interface of app/work.py (a queue worker runs one build) ----------
-
-    def due(self, now=None) -> list[int]:
-        return self.claims.due_ids(self.sessions, now)
-
-    def run_claimed(self, version_id: int) -> bool:
-        """Build this version if it is still to build and its account under its cap; False if not."""
-        if not self.claims.claim_row(self.sessions, version_id, status="building"):
-            return False
-        self.build(version_id)
-        return True
-
-    def run(self, version_id: int) -> None:
-        """Build a version this process claimed."""
-        self.build(version_id)
-
-    def hand_back(self, version_id: int) -> None:
-        """This process stops mid-build: another takes the build over at once."""
-        leases.release(self.sessions, ModelVersion, version_id)
-
-    def upkeep(self) -> None:
-        """What the loop does besides building, for a queue worker's sweep."""
-        self.notice_s3_uploads()
-        self.after_poll()
-
     # --- one build --------------------------------------------------------------
 
     def build(self, version_id: int) -> None:
+        with self.renewing(version_id):
+            self._build(version_id)
+
+    def _build(self, version_id: int) -> None:
         lines: list[str] = []
-        done = threading.Event()
-        threading.Thread(target=leases.keep_renewed, args=(self.sessions, ModelVersion, version_id, self.lease, done),
-                         daemon=True).start()
         files_dir, venv_dir = version_dirs(self.config.data_dir, version_id)
         try:
             result = self._build_steps(version_id, files_dir, venv_dir, lines.append)
@@ -216,8 +174,6 @@ class Builder:
         else:
             self._finish(version_id, "success", "Built and checked: every declared task answered its sample.",
                          lines, None, result)
-        finally:
-            done.set()
 
     def _build_steps(self, version_id: int, files_dir: str, venv_dir: str, say) -> dict:
         root = os.path.dirname(files_dir)

@@ -158,7 +158,7 @@ def test_dataset_parses_and_training_jobs_are_claimed_by_turns_capped_per_accoun
     csv = "text,label\ngood,pos\nbad,neg\n"
     datasets = [api.client.post("/datasets", json={"data": csv}, headers=headers).json["id"]
                 for headers in (api.headers, api.headers, bob)]
-    parse, train = api.app.extensions["training"].kinds()
+    parse, train = api.app.extensions["dataset_parses"], api.app.extensions["training"]
     assert [parse.claim(), parse.claim(), parse.claim()] == [datasets[0], datasets[2], None]
 
     # Training jobs: rows as POST /models/{name}/train makes them (their datasets need not be parsed to be claimed).

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from app.settings import settings_of
+from training.child_records import TrainingRequest
 from training.sandboxed import PARSE_MODULE, TRAIN_MODULE, ChildSandbox
 
 from ..conftest import LiveServer
@@ -260,14 +261,17 @@ def test_a_base_model_from_a_hugging_face_cache_is_readable_through_its_links(ma
     (repo / "snapshots" / "abc123" / "config.json").symlink_to("../../blobs/f00d")
     job_folder = tmp_path / "job"
     job_folder.mkdir()
-    spec = {"base_model": "tiny-key", "base_model_dir": str(repo / "snapshots" / "abc123"), "dataset_dir": None,
-            "validation_dataset_dir": None, "torch_threads": 1, "nice": 10, "settings": {"MODEL_DIR": "/x"}}
+    request = TrainingRequest(
+        job_id="job_x", task="text-classification", base_model="tiny-key",
+        base_model_dir=str(repo / "snapshots" / "abc123"), base_model_file=None, hyperparameters={},
+        dataset_format="text", dataset_dir=None, validation_dataset_dir=None, validation_split=None, torch_threads=1,
+        nice=10, memory_mb=0, settings={"MODEL_DIR": "/x"})
     monkeypatch.setattr(ChildSandbox, "command", lambda self, module, work_dir: [
         "/bin/sh", "-c", "cat /models/tiny-key/config.json; echo; touch /models/tiny-key/x 2>/dev/null || echo read-only"])
     read_fd, write_fd = os.pipe()
     try:
         with open(job_folder / "child.out", "wb") as output:
-            child = children.start_training(1, str(job_folder), spec, write_fd, output)
+            child = children.start_training(1, str(job_folder), request, write_fd, output)
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd) as events:
@@ -275,8 +279,9 @@ def test_a_base_model_from_a_hugging_face_cache_is_readable_through_its_links(ma
     child.wait(timeout=60)
     children.stop(child)
     assert seen.split() == ['{"model_type":', '"tiny"}', "read-only"]
-    assert children.child_spec(spec)["base_model_dir"] == "/models/tiny-key"
-    assert children.child_spec(spec)["settings"]["MODEL_DIR"] == "/models"
+    inside = children.child_request(request)
+    assert inside.base_model_dir == "/models/tiny-key" and inside.settings.model_dir == "/models"
+    assert (inside.nice, inside.autogroup_nice) == (0, 10)  # the sandbox starts it niced
 
 
 def test_without_a_sandbox_a_dataset_fails_with_the_sandboxs_message_instead_of_parsing_unconfined(client_for):

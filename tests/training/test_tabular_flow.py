@@ -146,7 +146,7 @@ def test_a_dataset_in_use_by_a_queued_job_cannot_be_deleted(client_for):
     api = client_for()  # no runner: the job stays queued
     client, headers = api.client, api.headers
     created = client.post("/datasets", json={"data": iris_csv()}, headers=headers).json
-    api.app.extensions["training"]._parse(created["id"])  # parse it here, with no runner thread
+    api.app.extensions["dataset_parses"].run(created["id"])  # parse it here, with no runner thread
     job = start_job(client, headers, "iris", task="tabular", dataset_id=created["id"])
     assert client.get("/models/iris", headers=headers).json["build_status"] == "building"  # its first job waits
     answer = client.delete(f"/datasets/{created['id']}", headers=headers)

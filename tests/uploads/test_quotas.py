@@ -118,7 +118,7 @@ def test_a_job_whose_checkpoints_outgrow_the_quota_is_stopped_and_fails_saying_s
     assert not os.path.exists(os.path.join(settings_of(api.app).data_dir, "training", job["id"]))
     with api.app.extensions["db"].sessions() as session:
         assert session.get(TrainingJob, job["id"]).stored_bytes == 0
-    assert api.app.extensions["training"].running_jobs() == []
+    assert api.app.extensions["training"].running() == []
     assert client.get("/models/grower/versions", headers=attacker).json == []
     monkeypatch.undo()
 

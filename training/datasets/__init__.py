@@ -3,8 +3,8 @@
 parse_dataset() turns an uploaded file (CSV, JSON Lines, or a zip of images in
 one folder per label) into normalised rows (rows.jsonl, one row per line; keys
 by format, see FORMAT_TASKS' formats in the trainers' docs), statistics and a
-parse log; read_rows() reads those rows back for a training job. The job runner
-(training/jobs.py) runs it in a child process with a memory cap (child.py).
+parse log; read_rows() reads those rows back for a training job. The parse runner
+(training/dataset_parses.py) runs it in a child process with a memory cap (child.py).
 
 base.py        formats, limits, DatasetRejected
 reading.py     what kind a file is; its lines and CSV records, within the limits

@@ -17,6 +17,7 @@ import sys
 import traceback
 from datetime import datetime, timezone
 
+from ..child_records import ParseOutcome, ParseRequest
 from .base import DatasetLimits, DatasetRejected
 from .parse import parse_dataset
 
@@ -47,10 +48,10 @@ def write_result(work_dir: str, result: dict) -> None:
     os.replace(partial, path)
 
 
-def run(work_dir: str) -> dict:
+def run(work_dir: str) -> ParseOutcome:
     with open(os.path.join(work_dir, REQUEST_FILE), encoding="utf-8") as source:
-        request = json.load(source)
-    cap_memory(int(request["limits"]["max_memory_mb"]))
+        request = ParseRequest.from_dict(json.load(source))
+    cap_memory(int(request.limits["max_memory_mb"]))
     from ..child import lower_priority
 
     lower_priority(request)  # requests served beside it come first
@@ -60,22 +61,20 @@ def run(work_dir: str) -> dict:
         log.append({"timestamp": _now(), "message": message})
 
     try:
-        limits = DatasetLimits.from_request(request["limits"])
-        stats = parse_dataset(request["source"], work_dir, request.get("format"), request.get("options") or {},
-                              limits, say)
-        return {"status": "ready", "format": stats["format"], "stats": stats, "message": log[-1]["message"], "log": log}
+        limits = DatasetLimits.from_request(request.limits)
+        stats = parse_dataset(request.source, work_dir, request.format, request.options or {}, limits, say)
+        return ParseOutcome("ready", log[-1]["message"], format=stats["format"], stats=stats, log=log)
     except DatasetRejected as exc:
         say(f"Failed: {exc}")
-        return {"status": "failed", "format": None, "stats": None, "message": str(exc), "log": log}
+        return ParseOutcome.failed(str(exc), log)
     except MemoryError:
         raise  # the runner reports a parse that ran out of memory; a result written now could fail too
     except Exception as exc:  # a bug, or a file that breaks a library in a way not foreseen: never a crash
         traceback.print_exc()  # the whole traceback goes to the runner's parse.out
         where = traceback.extract_tb(exc.__traceback__)[-1]
         say(f"Internal error: {type(exc).__name__}: {exc} ({os.path.basename(where.filename)}, line {where.lineno})")
-        return {"status": "failed", "format": None, "stats": None, "log": log,
-                "message": f"The dataset could not be parsed: an internal error ({type(exc).__name__}). "
-                           "Check the file, or report it with the parse log."}
+        return ParseOutcome.failed(f"The dataset could not be parsed: an internal error ({type(exc).__name__}). "
+                                   "Check the file, or report it with the parse log.", log)
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +85,7 @@ def main(argv: list[str]) -> int:
         result = run(argv[1])
     except MemoryError:
         return OUT_OF_MEMORY
-    write_result(argv[1], result)
+    write_result(argv[1], result.to_dict())
     return 0
 
 

@@ -78,6 +78,7 @@ def live(tmp_path_factory):
             yield Live(app, server.url)
     finally:
         app.extensions["builder"].stop()
+        app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
         if "unloading_stale" in app.extensions:

@@ -31,7 +31,7 @@ keepalive = 5
 accesslog = settings.access_log or None
 errorlog = "-"
 
-# Every worker writes its metrics here so /metrics can sum them (see app/metrics.py).
+# Every worker writes its metrics here so /metrics can sum them (see web/metrics.py).
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"infer-metrics-{os.getpid()}")
 )
@@ -56,7 +56,7 @@ def on_starting(server):
 def post_worker_init(worker):
     app = worker.wsgi
     from app.preload import wait_until_loaded
-    from app.settings import settings_of
+    from web.settings import settings_of
 
     # A worker accepts no request before its preloaded models are in: the
     # first request after start must not be the one that pays for a load.
@@ -72,7 +72,7 @@ def post_worker_init(worker):
     if app_settings.predictions:
         app.extensions["predictions"].start()
     if app.extensions["work"].queued:
-        from app.work import start_unloading_stale
+        from core.work import start_unloading_stale
 
         start_unloading_stale(app)
     _announce_ready(worker, app)
@@ -81,7 +81,7 @@ def post_worker_init(worker):
 def _announce_ready(worker, app):
     from app.preload import loaded_summary, preload_entries
     from app.ready_line import ready_text, worker_ready
-    from app.settings import settings_of
+    from web.settings import settings_of
 
     registry = app.extensions["models"]
     models = loaded_summary(registry, preload_entries(settings_of(app).preload_models))

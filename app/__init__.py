@@ -2,26 +2,29 @@
 
 import dataclasses
 import logging
+from functools import partial
 import os
 
 from flask import Flask
 from flask_smorest import Api
 
-from app.settings import current_settings
+from web.settings import current_settings
 from core.settings import FIELDS, Settings
 from web import database as web_database
 
-from . import account_limits, admission, errors, limits_api, metrics, rate_limits, request_id, usage
-from .auth import KeyCache, ensure_bootstrap_key, require_api_key
+from web import account_limits, admission, errors, metrics, rate_limits, request_id, usage
+from api import limits as limits_api
+from core.keys import KeyCache, ensure_bootstrap_key
+from web.auth import require_api_key
 from .cli import accounts_cli, keys_cli
-from .db import Database, one_process_at_a_time
+from core.database import Database, one_process_at_a_time
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .front_door import front_door
 from .health import health
-from .json_provider import OrjsonProvider
-from .keys_api import blp as keys_blp
-from .usage_api import blp as usage_blp
+from web.json_provider import OrjsonProvider
+from api.keys import blp as keys_blp
+from api.usage import blp as usage_blp
 from .worker_cli import worker_command
 
 API_TITLE = "Task inference API"
@@ -117,11 +120,13 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["dataset_parses"] = parses = DatasetParses(settings, database.sessions, storage, children)
     app.extensions["training"] = training_jobs = TrainingJobs(settings, database.sessions, storage, children)
 
+    from api.prediction_dispatch import run_in_background
     from predictions.runner import PredictionRunner
 
-    from .work import make_work, start_unloading_stale
+    from core.work import make_work, start_unloading_stale
 
-    app.extensions["predictions"] = prediction_runner = PredictionRunner(app, config, database.sessions)
+    app.extensions["predictions"] = prediction_runner = PredictionRunner(partial(run_in_background, app), settings,
+                                                                         database.sessions)
     app.extensions["work"] = work = make_work(settings)
     for runner in (builder, parses, training_jobs, prediction_runner):
         work.add(runner)
@@ -140,27 +145,32 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     admission.init_app(app)  # after the key check: it counts the account's requests
     rate_limits.init_app(app)  # after the key check, before an async submit is queued: it charges the account
 
-    api = Api(app)
+    rest_api = Api(app)
     import openai_api
-    from . import task_routes
-    from predictions import async_api
-    from predictions.urls_api import blp as prediction_urls_blp
-    from training.datasets_api import blp as datasets_blp
-    from training.jobs_api import blp as jobs_blp
-    from uploads.api import blp as models_blp
-    from uploads.versions_api import blp as versions_blp
+    from openai_api import common as openai_common
+    from api import task_routes
+    from api import predictions as async_api
+    from api.prediction_urls import blp as prediction_urls_blp
+    from api.datasets import blp as datasets_blp
+    from api.jobs import blp as jobs_blp
+    from api.models import blp as models_blp
+    from api.versions import blp as versions_blp
 
-    task_routes.register(api)
-    openai_api.register(api)
-    api.register_blueprint(models_blp)
-    api.register_blueprint(versions_blp)
-    api.register_blueprint(datasets_blp)
-    api.register_blueprint(jobs_blp)
-    api.register_blueprint(prediction_urls_blp)
-    api.register_blueprint(async_api.blp)
-    api.register_blueprint(keys_blp)
-    api.register_blueprint(usage_blp)
-    limits_api.register(api)
+    task_routes.register(rest_api)
+    openai_api.register(rest_api)
+    # What usage counts and rate limits charge (web/usage.py): every route that runs a model.
+    app.extensions["inference_routes"] = {**task_routes.inference_routes(),
+                                          **{path: task for task, paths in openai_common.ENDPOINTS_FOR_TASK.items()
+                                             for path in paths}}
+    rest_api.register_blueprint(models_blp)
+    rest_api.register_blueprint(versions_blp)
+    rest_api.register_blueprint(datasets_blp)
+    rest_api.register_blueprint(jobs_blp)
+    rest_api.register_blueprint(prediction_urls_blp)
+    rest_api.register_blueprint(async_api.blp)
+    rest_api.register_blueprint(keys_blp)
+    rest_api.register_blueprint(usage_blp)
+    limits_api.register(rest_api)
     app.register_blueprint(health)
     app.register_blueprint(docs_assets)
     app.register_blueprint(front_door)
@@ -168,11 +178,11 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     ui.init_app(app)
     errors.init_app(app)  # after Api(): replaces flask-smorest's own error handler
-    async_api.init_app(app, api)  # after every route, and after require_api_key: it needs the account
+    async_api.init_app(app, rest_api)  # after every route, and after require_api_key: it needs the account
     app.cli.add_command(keys_cli)
     app.cli.add_command(accounts_cli)
     app.cli.add_command(worker_command)
-    app.extensions["api"] = api
+    app.extensions["api"] = rest_api
 
     if settings.bootstrap_key if bootstrap_key is None else bootstrap_key:
         with one_process_at_a_time(database.engine), database.sessions() as session:

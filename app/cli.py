@@ -6,10 +6,11 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from .account_limits import LIMIT_NAMES, MOST, effective, find_account, overrides_of, set_overrides
-from .auth import create_key, revoke_key
-from .db import Account, ApiKey, get_db
-from app.settings import current_settings
+from web.account_limits import LIMIT_NAMES, MOST, effective, find_account, overrides_of, set_overrides
+from core.keys import create_key, revoke_key
+from core.tables import Account, ApiKey
+from web.database import get_db
+from web.settings import current_settings
 from core.errors import NotFound
 
 keys_cli = AppGroup("keys", help="Manage API keys.")

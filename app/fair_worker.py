@@ -14,7 +14,7 @@ is answered. Waiting there costs a socket and no thread, no CPU: measured with
 300 connections of one key on this 2-core machine, answering the surplus with
 429s at once instead burned both cores on refusals (1,600 a second) and left
 another account's requests 100x slower; queued, they cost nothing. The app's
-own per-account limit (app/admission.py) still refuses an account that spreads
+own per-account limit (web/admission.py) still refuses an account that spreads
 its flood over several keys, and each model's batcher shares its passes
 round-robin between accounts.
 

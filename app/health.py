@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, jsonify
 
-from .metrics import metrics_response
+from web.metrics import metrics_response
 
 health = Blueprint("health", __name__)
 

@@ -7,7 +7,7 @@ import socket
 import click
 from flask import current_app
 
-from .work import DEFAULT_QUEUES
+from core.work import DEFAULT_QUEUES
 
 
 def unique_worker_name() -> str:

@@ -93,7 +93,7 @@ def run_direct(rows, args, workdir: str) -> dict:
 class Service:
     def __init__(self, workdir: str, threads: int):
         from app import create_app
-        from app.auth import create_key
+        from core.keys import create_key
 
         self.app = create_app({"DATA_DIR": os.path.join(workdir, "service"), "BOOTSTRAP_KEY": False,
                                "BUILDER": False, "TRAINER": True, "TRAINING_POLL_S": 0.05,

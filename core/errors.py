@@ -1,7 +1,7 @@
 """The service's exceptions, each with the HTTP status it stands for.
 
 Code at any layer (model registry, uploads, sandbox glue, task views) raises
-these; only the web layer (app/errors.py) turns them into responses, in the
+these; only the web layer (web/errors.py) turns them into responses, in the
 shape of the API the request came to. Importing this module imports no web
 framework.
 """

@@ -2,7 +2,7 @@
 ContextVars: the request's id (the batcher's worker threads log under it) and the
 account it acts for (the batcher shares a model fairly between accounts).
 
-app/request_id.py sets the id and app/auth.py the account for every HTTP
+web/request_id.py sets the id and web/auth.py the account for every HTTP
 request; both are None outside one.
 """
 

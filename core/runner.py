@@ -2,8 +2,8 @@
 (training/parsing.py), training jobs (training/jobs.py) and asynchronous
 predictions (predictions/runner.py).
 
-Each kind is a table of rows with a status and a lease (app/leases.py), claimed
-fairly between accounts, each capped (app/fair_claims.py). What is the same for
+Each kind is a table of rows with a status and a lease (core/leases.py), claimed
+fairly between accounts, each capped (core/fair_claims.py). What is the same for
 every kind lives here, written once:
 
 - the claim: `claim()` leases the next due row (fairest account first), setting
@@ -20,7 +20,7 @@ every kind lives here, written once:
 A kind says only what is its own: `kind`, `queue`, `table`, `run(row_id)`, and
 optionally `claimed_values`, `upkeep` (before each look, and a queue worker's
 sweep), `after_look`, `stop_runs`, `start_background`/`stop_background` (threads
-a queue worker runs beside its jobs). app/work.py runs the same runner embedded
+a queue worker runs beside its jobs). core/work.py runs the same runner embedded
 or from a queue.
 
 Flask-free: the builder, the trainers and their children import this.
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from app import leases
+from core import leases
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 class Runner:
     """The base of every kind of background work (see the module's docstring)."""
 
-    kind: ClassVar[str]  # "build" | "parse" | "train" | "predict": what app/work.py submits
-    queue: ClassVar[str]  # its RQ queue (app/work_queue.py), so short work never waits behind long
+    kind: ClassVar[str]  # "build" | "parse" | "train" | "predict": what core/work.py submits
+    queue: ClassVar[str]  # its RQ queue (core/work_queue.py), so short work never waits behind long
     table: ClassVar[Any]  # the ORM class of its rows: an id, a status, a lease_until
-    # A queue worker told to stop may cut a run short (app/work_queue.py raises
+    # A queue worker told to stop may cut a run short (core/work_queue.py raises
     # HandBack into it) and hand its row back. False: `stop()` ends the run
     # itself (a training job goes back to the queue) or lets a short one finish.
     cut_short: ClassVar[bool] = True
@@ -53,7 +53,7 @@ class Runner:
 
     def __init__(self, sessions, claims, lease: timedelta, poll_s: float, slots: int = 1):
         self.sessions = sessions
-        self.claims = claims  # app/fair_claims.py FairClaims of this kind
+        self.claims = claims  # core/fair_claims.py FairClaims of this kind
         self.lease = lease
         self.poll_s = poll_s
         self.slots = max(1, int(slots))

@@ -397,7 +397,7 @@ class Settings:
     )
     webhook_max_attempts: int = setting(5, "webhook calls before giving up")
     webhook_retry_s: float = setting(5.0, "wait before the first webhook retry (doubled after each failure)")
-    # Background work on a queue (app/work_queue.py): a Redis URL
+    # Background work on a queue (core/work_queue.py): a Redis URL
     # (redis://host:6379/0) makes web processes only hand builds, dataset
     # parses, training jobs and asynchronous predictions to Redis, and
     # `flask --app wsgi worker` processes run them; empty runs them in every web
@@ -408,7 +408,7 @@ class Settings:
         "Redis URL (`redis://host:6379/0`): web processes hand builds, parses, training jobs and asynchronous "
         "predictions to RQ, and `flask --app wsgi worker` processes run them; empty: every web process runs "
         "them",
-        section="Background work on a queue (app/work_queue.py)",
+        section="Background work on a queue (core/work_queue.py)",
     )
     queue_sweep_s: float = setting(
         5.0,
@@ -480,9 +480,9 @@ class Settings:
     )
     metrics_require_key: bool = setting(
         False, "make `/metrics` need a key (Prometheus scrapers usually have none)",
-        section="Metrics and per-account usage (app/usage.py)",
+        section="Metrics and per-account usage (core/usage.py)",
     )
-    # Per-account usage (app/usage.py, GET /usage, the UI's Usage page): each
+    # Per-account usage (core/usage.py, GET /usage, the UI's Usage page): each
     # account's inference requests, errors and latency per task and model, in
     # time buckets of USAGE_BUCKET_S seconds, kept USAGE_RETENTION_HOURS (older
     # buckets are deleted). Each process counts in memory and adds its counts to
@@ -540,7 +540,7 @@ class Settings:
         "CPU seconds of one training attempt (killed past it; the job resumes from its checkpoint)",
     )
     dataset_parse_cpu_s: int = setting(3600, "CPU seconds of one dataset parse (it fails past it)")
-    # Background work is claimed fairly between accounts (app/fair_claims.py):
+    # Background work is claimed fairly between accounts (core/fair_claims.py):
     # the next claim goes to the account with the fewest of that kind running,
     # and one account runs at most this many of each kind at once, counted in
     # the database across every process and replica (the rest wait, queued).
@@ -628,7 +628,7 @@ class Settings:
         0,
         "default inference requests per minute per account, all workers and replicas together (429 above); 0: "
         "no limit; an account's own value replaces it",
-        section="Rate limits and per-account limits (app/rate_limits.py, app/account_limits.py)",
+        section="Rate limits and per-account limits (web/rate_limits.py, web/account_limits.py)",
     )
     account_tokens_per_min: int = setting(
         0,
@@ -636,7 +636,7 @@ class Settings:
         "new tokens x outputs (429 above); 0: no limit",
     )
     # How many of one account's requests one process serves at once (per process;
-    # see app/admission.py).
+    # see web/admission.py).
     account_max_in_flight: int = setting(
         48,
         "one account's requests one server process works on at once (429 above, at once); gunicorn's pool "

@@ -255,7 +255,7 @@ class Prediction(Base):
 
 class UsageBucket(Base):
     """An account's inference requests to one task and model in one time bucket
-    (app/usage.py). Processes add their counts to the row, never overwrite it."""
+    (core/usage.py). Processes add their counts to the row, never overwrite it."""
 
     __tablename__ = "usage_buckets"
 
@@ -286,7 +286,7 @@ class UiSession(Base):
 
 
 class AccountLimitOverride(Base):
-    """An account's own limits, set by the operator (app/account_limits.py); a NULL
+    """An account's own limits, set by the operator (web/account_limits.py); a NULL
     column means the default setting (INFER_ACCOUNT_REQUESTS_PER_MIN...), 0 no limit."""
 
     __tablename__ = "account_limits"

@@ -1,7 +1,7 @@
 """Per-account usage: an account's inference requests per task and model, their
 errors and latency, in time buckets (GET /usage, the web UI's Usage page).
 
-The Prometheus metrics (app/metrics.py) stay as they are: they describe the
+The Prometheus metrics (web/metrics.py) stay as they are: they describe the
 server; these rows describe an account, and are hooked at the same point (after
 the request, timed from metrics' start of the request: web/usage.py).
 
@@ -12,7 +12,7 @@ requests) or a failed one (5xx) counts, and as an error too. A request without a
 valid key belongs to no account and is not counted. A request sent with
 `Prefer: respond-async` counts when its prediction runs (the runner replays it
 through the app as its account), not when it is queued; a prediction URL's call
-counts for the URL's owner the same way (predictions/urls_api.py replays it as
+counts for the URL's owner the same way (api/prediction_urls.py replays it as
 the owner). The model is the one the request names, or the task's default name.
 Latency runs from the request's arrival to its answer; for a streamed answer
 (/v1 with "stream": true), to its last event.

@@ -3,7 +3,7 @@ and the libraries built on them (LangChain, LlamaIndex) work by changing their
 base URL. Same keys, same models, same batcher as the service's own routes;
 errors in OpenAI's shape."""
 
-from app.errors import register_error_format
+from web.errors import register_error_format
 
 from . import completions, embeddings, models
 from .errors import openai_format

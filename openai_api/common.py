@@ -3,11 +3,11 @@
 from datetime import datetime, timezone
 
 
-from app.settings import current_settings
+from web.settings import current_settings
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from app.task_models import resolve
+from web.task_models import resolve
 from tasks import text_generation, text_vectorisation
 from uploads.resolver import UnknownModel
 

@@ -5,7 +5,7 @@ tokenized here, in the request, so that usage counts and the context check are
 exact and a prompt that cannot fit is refused before it queues. Generation runs
 through the model's batcher (model_registry/loaders/completion.py), streamed
 or not, and stops at its next token once nobody waits for it: its client has
-gone (a non-streamed request watches its connection, app/client_gone.py; a
+gone (a non-streamed request watches its connection, web/client_gone.py; a
 stream notices at its next write) or REQUEST_TIMEOUT_S passed since its submit
 (504, or an error event in a stream). The tokens every generation produced are
 counted by finish reason (infer_generated_tokens_total), a stopped one's too.
@@ -17,16 +17,18 @@ import uuid
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from app import metrics
-from app.blueprint import Blueprint
-from app.client_gone import new_control, run_watched
+from web import metrics
+from web.blueprint import Blueprint
+from web.client_gone import new_control, run_watched
 from core.errors import ApiError, BadRequest
-from app.errors import ErrorDetails
+from web.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
 from tasks.text_generation import TASK
+
+from web.token_estimates import COMPLETIONS_DEFAULT_MAX_TOKENS
 
 from .common import resolve_model
 from .errors import documented_errors, openai_format
@@ -34,8 +36,6 @@ from .sampling import SamplingBody, completion_request, max_new_tokens, only_def
 from .sse import ChunkShape, event_stream
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# OpenAI's default for /v1/completions (chat has none: as much as fits).
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 blp = Blueprint("openai-completions", __name__, url_prefix="/v1",
                 description="OpenAI-compatible text generation (chat and completions).")

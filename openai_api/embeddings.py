@@ -6,7 +6,7 @@ import numpy as np
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
-from app.blueprint import Blueprint
+from web.blueprint import Blueprint
 from core.errors import BadRequest
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, TextOrTexts, as_batch

@@ -3,14 +3,14 @@
 OpenAI's SDKs read ``{"error": {"message", "type", "param", "code"}}`` and pick
 their exception class from the HTTP status (400 BadRequestError, 401
 AuthenticationError, 404 NotFoundError, 429 RateLimitError...), so /v1 answers
-in that shape with OpenAI's statuses; app/errors.py applies it to every error on
+in that shape with OpenAI's statuses; web/errors.py applies it to every error on
 these paths, raised by the views or before them.
 """
 
 from marshmallow import Schema, fields
 
-from app.blueprint import Blueprint
-from app.errors import ErrorDetails
+from web.blueprint import Blueprint
+from web.errors import ErrorDetails
 
 # webargs and the service's own checks say 422 for a body that does not
 # validate; OpenAI says 400, and its SDKs have no class for 422.

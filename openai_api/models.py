@@ -5,10 +5,11 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
 
-from app.auth import current_account_id
-from app.blueprint import Blueprint
-from app.db import Account, ModelVersion, UserModel, session
-from app.settings import current_settings
+from web.auth import current_account_id
+from web.blueprint import Blueprint
+from core.tables import Account, ModelVersion, UserModel
+from web.database import session
+from web.settings import current_settings
 from model_registry.availability import presence_of
 from model_registry.catalogue import MODELS, tasks_of
 from tasks.common import presence_fields

@@ -1,7 +1,7 @@
 """The prediction object, as GET /predictions/{id} answers it and a webhook carries it."""
 
-from app.db import Prediction
-from uploads.api import as_utc, iso_time
+from core.tables import Prediction
+from core.times import as_utc, iso_time
 
 FINISHED = ("succeeded", "failed", "cancelled")
 

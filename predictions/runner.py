@@ -1,34 +1,34 @@
 """Runs asynchronous predictions, hands their webhooks to the webhook pool, and deletes old ones.
 
-A prediction is a row (app/db.py Prediction) holding the request as it was
-sent. A runner claims it with a lease (app/leases.py), replays the request
-through the whole app as its account (predictions/dispatch.py: the same
+A prediction is a row (core/tables.py Prediction) holding the request as it was
+sent. A runner claims it with a lease (core/leases.py), replays the request
+through the whole app as its account (api/prediction_dispatch.py: the same
 schemas, limits, batcher and errors as the synchronous call), and records the
 answer. A process that dies mid-prediction stops renewing its lease and the
 prediction runs again elsewhere, up to INFER_PREDICTION_MAX_ATTEMPTS starts
 (a prediction has no side effects, so running it again is safe).
 
-Predictions are claimed fairly between accounts (app/fair_claims.py): the
+Predictions are claimed fairly between accounts (core/fair_claims.py): the
 next goes to the account with the fewest running, and one account runs at most
 INFER_ACCOUNT_MAX_RUNNING_PREDICTIONS at once, across every process.
 
 Embedded, every web process runs INFER_PREDICTION_THREADS of them at once (the
 loop, lease and hand-back are core/runner.py's); with a queue, the workers do
-(app/work.py). Webhooks are delivered by the pool
+(core/work.py). Webhooks are delivered by the pool
 (predictions/webhook_pool.py) where the predictions run.
 """
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, update
 
-from app.db import Prediction, utcnow
-from app.fair_claims import FairClaims, WorkKind, leased
+from core.tables import Prediction, utcnow
+from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
 from . import webhooks
-from .dispatch import call_as
 from .webhook_pool import WebhookPool
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ def _due(now):
 PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_first=Prediction.seq)
 
 
+# (account id, path, body, request id) -> (status, JSON answer): runs a stored
+# request as its account (the app passes api/prediction_dispatch.py's).
+RunRequest = Callable[[int, str, dict, str | None], tuple[int, dict]]
+
+
 class PredictionRunner(Runner):
     """Asynchronous predictions, one kind of background work (core/runner.py)."""
 
@@ -50,11 +55,11 @@ class PredictionRunner(Runner):
     cut_short = False  # a prediction is short: a queue worker that stops lets it finish
     upkeep_apart = True  # retention runs while every slot is busy
 
-    def __init__(self, app, config: Settings, sessions):
+    def __init__(self, run_request: RunRequest, config: Settings, sessions):
         lease = timedelta(seconds=config.prediction_lease_s)
         super().__init__(sessions, FairClaims(PREDICTIONS, lease, config.account_max_running_predictions),
                          lease, poll_s=config.prediction_poll_s, slots=config.prediction_threads)
-        self.app = app
+        self.run_request = run_request
         self.config = config
         self.networks = webhooks.allowed_networks(config.webhook_allowed_networks)
         # Lookups of the pool's calls and of requests checking a new webhook.
@@ -98,7 +103,7 @@ class PredictionRunner(Runner):
             return
         started = utcnow()
         with self.renewing(row_id):
-            status, answer = call_as(self.app, account_id, path, body, request_id or None, background=True)
+            status, answer = self.run_request(account_id, path, body, request_id or None)
         self._finish(row_id, status, answer, (utcnow() - started).total_seconds())
         self.webhooks.wake()  # a webhook it marked pending is the pool's to call
 

@@ -28,8 +28,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app.db import Account, Prediction, utcnow
-from app.fair_claims import fairest_first
+from core.tables import Account, Prediction, utcnow
+from core.fair_claims import fairest_first
 from core.settings import Settings
 from . import webhooks
 from .objects import prediction_object

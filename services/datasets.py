@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from sqlalchemy import func, select
 
-from app.db import Dataset, TrainingJob, owned, utcnow
+from core.tables import Dataset, TrainingJob, owned, utcnow
 from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from training.dataset_bundles import discard_parsed_dataset, share_direct_upload
 from training.paths import dataset_dir, dataset_source, new_id

@@ -14,7 +14,7 @@ import time
 from marshmallow import ValidationError
 from sqlalchemy import func, select
 
-from app.db import Dataset, TrainingJob, UserModel, owned
+from core.tables import Dataset, TrainingJob, UserModel, owned
 from core.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooManyRequests
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
@@ -49,7 +49,7 @@ def get(ctx: ServiceContext, job_id: str) -> TrainingJob:
 def listing(ctx: ServiceContext, status: str | None = None, model: str | None = None,
             after: str | None = None):
     """(statement, after_row): the account's jobs (of that status, for that model)
-    and the job a page starts after, for app/pages.py newest_first_page."""
+    and the job a page starts after, for core/pages.py newest_first_page."""
     statement = select(TrainingJob).where(TrainingJob.account_id == ctx.account_id)
     if status:
         statement = statement.where(TrainingJob.status == status)

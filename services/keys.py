@@ -3,8 +3,8 @@
 
 from sqlalchemy import select
 
-from app.auth import create_key, revoke_key
-from app.db import Account, ApiKey
+from core.keys import create_key, revoke_key
+from core.tables import Account, ApiKey
 
 from .account import ServiceContext
 

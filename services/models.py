@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from app.db import ModelVersion, TrainingJob, UserModel, utcnow
+from core.tables import ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from model_registry.catalogue import MODELS, TASK_MODELS
 from uploads.archive import remove_tree

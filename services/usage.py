@@ -1,11 +1,11 @@
 """An account's inference requests per task and model, with their errors and
-latency, over the last hours (app/usage.py counts and stores them)."""
+latency, over the last hours (core/usage.py stores them, web/usage.py counts each request)."""
 
 import logging
 import time
 from dataclasses import dataclass
 
-from app.usage import account_usage
+from core.usage import account_usage
 
 from .account import ServiceContext
 

@@ -2,7 +2,7 @@
 
 from sqlalchemy import select
 
-from app.db import ModelVersion, ServingChange, UserModel
+from core.tables import ModelVersion, ServingChange, UserModel
 from core.errors import Conflict, NotFound
 from uploads.versions import has_files, move_serving, version_numbered
 

@@ -2,8 +2,8 @@
 and top_k of the classification tasks.
 
 Nothing here is Flask's: the limits are read through the reader the web layer
-installs (app/task_routes.py), and the model a request names is found there too
-(app/task_models.py)."""
+installs (api/task_routes.py), and the model a request names is found there too
+(web/task_models.py)."""
 
 from collections.abc import Callable
 from typing import Any

@@ -6,7 +6,7 @@ none, and scores a subset of them when sent some."""
 from marshmallow import fields, post_load
 
 from model_registry.catalogue import CLIP
-from training.trainers.clip_probe import ClipProbeTrainer
+from trainers.clip_probe import ClipProbeTrainer
 
 from .answers import encode_png, sample_image, probabilities_answer
 from .common import (

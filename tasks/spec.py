@@ -9,7 +9,7 @@ model's answer, the adapter from a batch item to what uploaded code receives,
 the built-in loader that serves a Hugging Face folder declaring the task, and
 its trainer class.
 
-Nothing here is Flask's: the web layer (app/task_routes.py) generates each
+Nothing here is Flask's: the web layer (api/task_routes.py) generates each
 task's route and its OpenAPI entry from the spec, the playground its form, the
 prediction URLs their inputs.
 
@@ -79,7 +79,7 @@ class TaskSpec:
     # The built-in loader (a catalogue loader name) that serves a Hugging Face
     # folder declaring this task; None: no folder can.
     hf_loader: str | None = None
-    # The TaskTrainer subclass that trains this task's models (training/trainers/); None: not trainable.
+    # The TaskTrainer subclass that trains this task's models (trainers/); None: not trainable.
     trainer: type | None = None
 
     @property

@@ -7,7 +7,7 @@ import math
 from marshmallow import ValidationError, fields, validate
 
 from core.errors import InvalidInput
-from training.trainers.tabular import TabularTrainer
+from trainers.tabular import TabularTrainer
 from model_registry.served_model import Capability
 
 from .common import StrictSchema, as_batch, check_batch, check_text

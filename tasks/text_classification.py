@@ -4,7 +4,7 @@ a trained classifier's probabilities for its own labels (no labels needed)."""
 from marshmallow import fields, post_load
 
 from model_registry.catalogue import ZERO_SHOT_NLI
-from training.trainers.setfit_text import SetFitTextTrainer
+from trainers.setfit_text import SetFitTextTrainer
 
 from .answers import SAMPLE_TEXT, probabilities_answer
 from .common import (

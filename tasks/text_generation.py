@@ -9,7 +9,7 @@ Prompts longer than the model's context are cut from the left, keeping the
 latest text.
 
 A generation nobody waits for stops at its next token (the spec's
-stops_when_abandoned; the route watches it, app/client_gone.py): its client has
+stops_when_abandoned; the route watches it, web/client_gone.py): its client has
 gone (499), or REQUEST_TIMEOUT_S passed since its submit (504). The tokens every
 generation produced are counted in infer_generated_tokens_total, those of a
 stopped one included.
@@ -19,7 +19,7 @@ from marshmallow import ValidationError, fields, post_load, validate
 
 from model_registry.catalogue import CAUSAL_LM
 from model_registry.loaders.generation import DEFAULTS
-from training.trainers.lora_generation import LoraGenerationTrainer
+from trainers.lora_generation import LoraGenerationTrainer
 
 from .answers import SAMPLE_TEXT, strings_answer
 from .common import OutputResponse, StrictSchema, TextOrTexts, as_batch, check_at_most, model_field

@@ -1,7 +1,7 @@
 """POST /text-vectorisation: a text (or list of texts) in, a vector (or list) out."""
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER
-from training.trainers.sentence_pairs import SentencePairsTrainer
+from trainers.sentence_pairs import SentencePairsTrainer
 
 from .answers import SAMPLE_TEXT, vector_answer
 from .common import StrictSchema, TextOrTexts, TextVectorisationResponse, as_batch, model_field

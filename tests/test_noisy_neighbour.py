@@ -16,8 +16,8 @@ import threading
 
 import requests
 
-from app.auth import create_key
-from app.db import Database
+from core.keys import create_key
+from core.database import Database
 
 from .gunicorn import production_server
 

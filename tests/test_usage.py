@@ -1,4 +1,4 @@
-"""Per-account usage (app/usage.py, GET /usage): inference requests counted per account,
+"""Per-account usage (core/usage.py, web/usage.py, GET /usage): inference requests counted per account,
 task and model with their errors and latency, stored in buckets that processes add to,
 on SQLite and PostgreSQL; asynchronous predictions, prediction URLs and streams too."""
 
@@ -9,9 +9,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from app.db import Account, UsageBucket
-from app.usage import MODELS_PER_BUCKET, OTHER_MODELS, update_or_insert
-from training.trainers.tabular import TabularTrainer
+from core.tables import Account, UsageBucket
+from core.usage import MODELS_PER_BUCKET, OTHER_MODELS, update_or_insert
+from trainers.tabular import TabularTrainer
 
 from .conftest import new_key, until
 from .tasks.test_predict import IRIS_ROW, add_trained_version, iris_rows

@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 
+from .child_priority import lower_priority
 from .child_records import TrainingRequest, TrainingResult
 
 # Exit status when another process holds the job's lock: not a crash of this job.
@@ -48,7 +49,7 @@ class Events:
             except BrokenPipeError:  # the runner is gone: nobody will record this job's progress
                 os._exit(1)
 
-    # The Reporter protocol of training/trainers/base.py
+    # The Reporter protocol of trainers/base.py
     def log(self, line: str) -> None:
         self.send("log", line=str(line))
 
@@ -65,22 +66,6 @@ def events_channel() -> Events:
         fd = os.dup(1)
         os.dup2(2, 1)
     return Events(fd)
-
-
-def lower_priority(request) -> None:
-    """Requests served beside the job come first. Unsandboxed the child nices
-    itself; the sandbox starts it niced already, but in a session of its own,
-    which Linux schedules as a group (an autogroup) weighing as much as the
-    whole service: that group is niced too. (`request`: a TrainingRequest or a
-    ParseRequest, training/child_records.py.)"""
-    os.nice(max(0, request.nice))
-    autogroup_nice = request.autogroup_nice
-    if autogroup_nice > 0:
-        try:
-            with open("/proc/self/autogroup", "w") as autogroup:
-                autogroup.write(str(min(19, autogroup_nice)))
-        except OSError:  # no autogroups here (the kernel's setting, or a cgroup's CPU share decides)
-            pass
 
 
 def lock_job(job_dir: str):
@@ -140,7 +125,7 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
     from uploads import formats
 
     from .datasets import read_rows
-    from .trainers.base import TrainingFailed, TrainingRun
+    from trainers.base import TrainingFailed, TrainingRun
 
     threads = request.torch_threads
     torch.set_num_threads(threads)
@@ -206,7 +191,7 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(job_dir, "job.json")) as job_file:
         request = TrainingRequest.from_dict(json.load(job_file))
     lower_priority(request)
-    from .trainers.base import TrainingFailed
+    from trainers.base import TrainingFailed
 
     try:
         events.send("result", result=run(request, job_dir, events).to_dict())

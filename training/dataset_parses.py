@@ -5,7 +5,7 @@ a sandboxed child (training/parsing.py) and records the outcome on the row.
 A process that dies mid-parse stops renewing the lease and another takes the
 parse over once it runs out; a queue worker that stops hands it back at once.
 Parses are claimed fairly between accounts, at most
-INFER_ACCOUNT_MAX_RUNNING_PARSES of one account at once (app/fair_claims.py).
+INFER_ACCOUNT_MAX_RUNNING_PARSES of one account at once (core/fair_claims.py).
 Every web process runs one at a time (INFER_TRAINER), or the queue's workers do.
 """
 
@@ -15,8 +15,8 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
-from app.db import Dataset, utcnow
-from app.fair_claims import FairClaims, WorkKind, leased
+from core.tables import Dataset, utcnow
+from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
 from sandbox import SandboxUnavailable

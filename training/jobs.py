@@ -4,7 +4,7 @@ to do.
 
 Every web process runs up to INFER_TRAINING_JOBS_PER_PROCESS (INFER_TRAINER), or
 the queue's workers do: claiming a job is one conditional UPDATE, fairly between
-accounts (app/fair_claims.py), and a claim is a lease the runner renews while the
+accounts (core/fair_claims.py), and a claim is a lease the runner renews while the
 job runs. A process that dies stops renewing; once the lease has run out
 (INFER_TRAINING_LEASE_S) another process, or this one after a restart, takes the
 job over. A job taken over resumes from its last epoch checkpoint; one whose
@@ -34,8 +34,8 @@ from datetime import timedelta
 
 from sqlalchemy import or_, update
 
-from app.db import Dataset, TrainingJob, utcnow
-from app.fair_claims import FairClaims, WorkKind, leased
+from core.tables import Dataset, TrainingJob, utcnow
+from core.fair_claims import FairClaims, WorkKind, leased
 from core.errors import ModelUnavailable
 from core.runner import Runner
 from core.settings import Settings

@@ -10,7 +10,7 @@ runner (training/dataset_parses.py) records the outcome on the dataset's row.
 import os
 import shutil
 
-from app.db import Dataset
+from core.tables import Dataset
 from core.settings import Settings
 from uploads.quotas import over_quota_message, stored_usage
 

@@ -4,7 +4,7 @@ next version, which serves (training/jobs.py runs this on a "result")."""
 import os
 import shutil
 
-from app.db import TrainingJob, UserModel, utcnow
+from core.tables import TrainingJob, UserModel, utcnow
 from core.settings import Settings
 from uploads.archive import tree_bytes
 from uploads.quotas import over_quota_message, stored_usage

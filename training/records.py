@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, update
 
-from app.db import TrainingJob, utcnow
+from core.tables import TrainingJob, utcnow
 from uploads.quotas import over_quota_message, stored_usage
 
 from .child_records import TrainingResult
@@ -30,7 +30,7 @@ def child_environment(extra: dict | None = None) -> dict:
 
 
 def timestamp() -> str:
-    """Now, as the API writes times (uploads/api.py iso_time), without importing
+    """Now, as the API writes times (api/models.py iso_time), without importing
     the web layer into the runners and their children."""
     return utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
 

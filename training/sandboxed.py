@@ -40,7 +40,7 @@ from .records import child_environment
 SERVICE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The service's packages the children import (training imports app and tasks
 # for schemas, uploads.formats to load what it trained...).
-CHILD_PACKAGES = ("app", "core", "model_registry", "sandbox", "services", "tasks", "training", "uploads", "web")
+CHILD_PACKAGES = ("core", "model_registry", "sandbox", "tasks", "trainers", "training", "uploads")
 CODE_DIR = "/opt/infer/service"
 JOB_DIR = "/job"
 DATASET_DIR = "/dataset"

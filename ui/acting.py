@@ -5,9 +5,9 @@ API, because both go through the same checks."""
 from flask import g
 from marshmallow import ValidationError
 
-from app.db import session
-from app.errors import validation_error
-from app.service_context import context_for
+from web.database import session
+from web.errors import validation_error
+from web.service_context import context_for
 from core.errors import ApiError, NotFound
 from services.account import Actor, ServiceContext
 

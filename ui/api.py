@@ -4,7 +4,7 @@ domain services directly (ui/acting.py)."""
 
 from flask import abort, current_app, g
 
-from app.internal_calls import Answer, request_as
+from web.internal_calls import Answer, request_as
 
 
 def call(method: str, path: str, *, json=None, query: dict | None = None, data=None,

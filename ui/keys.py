@@ -7,8 +7,8 @@ sends Cache-Control: no-store, so the browser keeps no copy of the page.
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from app.db import session as database_session
-from app.keys_api import ApiKeyInfo, NewKey, NewKeyBody
+from web.database import session as database_session
+from api.keys import ApiKeyInfo, NewKey, NewKeyBody
 from core.errors import ApiError
 from services import keys as key_service
 

@@ -11,8 +11,8 @@ from model_registry.resolve import hub_offline
 from services import models as model_service
 from services import versions as version_service
 from services.models import UPLOAD_URL_LIFETIME
-from uploads.api import model_details, model_listing
-from uploads.versions_api import version_summary
+from api.models import model_details, model_listing
+from api.versions import version_summary
 
 from .acting import as_account, attempt
 from .blueprint import bp

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from flask import jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
-from app.settings import current_settings
+from web.settings import current_settings
 from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
 from tasks.spec import TASK_SPECS, TaskSpec

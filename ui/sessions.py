@@ -1,7 +1,7 @@
 """Who is signed in to the web UI: a signed cookie holding a random session token.
 
 Signing in checks a key exactly as the API does, then stores a session row
-(app/db.py UiSession: the token's sha256, the key's id, when it expires); the
+(core/tables.py UiSession: the token's sha256, the key's id, when it expires); the
 cookie holds only the token and the CSRF token, signed with a key derived from
 the service's secret. Every UI request looks the row up with its key: signing
 out, the session's expiry (INFER_UI_SESSION_HOURS) or revoking the key (through
@@ -23,9 +23,9 @@ from flask import current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import delete, select, update
 
-from app.auth import find_active_key, hash_key
-from app.db import Account, ApiKey, UiSession, utcnow
-from app.settings import current_settings, settings_of
+from core.keys import find_active_key, hash_key
+from core.tables import Account, ApiKey, UiSession, utcnow
+from web.settings import current_settings, settings_of
 from uploads.storage import load_secret
 
 COOKIE_NAME = "infer_ui"

@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 from flask import redirect, render_template, request, url_for
 
-from app.db import session as database_session
+from web.database import session as database_session
 
 from .blueprint import bp
 from .sessions import csrf_ok, sign_in as start_session, sign_out as end_session

@@ -9,12 +9,12 @@ never passes through the UI, and follows the build on the model page
 
 from flask import jsonify, render_template, request, url_for
 
-from app.settings import current_settings
+from web.settings import current_settings
 
-from app.db import session as database_session
+from web.database import session as database_session
 from core.errors import ApiError
 from services import models as model_service
-from uploads.api import UploadUrlBody
+from api.models import UploadUrlBody
 
 from .acting import as_account, read_form
 from .blueprint import bp

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 from flask import render_template, request
 
-from app.settings import current_settings
+from web.settings import current_settings
 
-from app.usage_api import usage_answer
+from api.usage import usage_answer
 from services import usage as usage_service
 
 from .acting import as_account

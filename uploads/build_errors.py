@@ -17,6 +17,11 @@ import re
 import sys
 import sysconfig
 
+
+class BuildFailed(Exception):
+    """The upload cannot become a model; the message tells its owner what to fix."""
+
+
 SERVICE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the sandbox shows the model's files, the worker's scripts and the model's venv.
 SANDBOX_MODEL_DIR = "/model"

@@ -5,7 +5,7 @@ build whose process died keeps its row in `building` with a lease that stops
 being renewed, and the next process to look takes it over. The claim, the lease,
 the loop and the hand-back are core/runner.py's, as for every kind of background
 work: every process runs one build at a time, claimed fairly between accounts,
-at most INFER_ACCOUNT_MAX_RUNNING_BUILDS of one account at once (app/fair_claims.py).
+at most INFER_ACCOUNT_MAX_RUNNING_BUILDS of one account at once (core/fair_claims.py).
 
 A build: fetch the archive; check and extract it; read config.json; detect the
 upload's format, which does its own part (uploads/formats: for code, its
@@ -28,8 +28,8 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import join
 
-from app.fair_claims import FairClaims, WorkKind, leased
-from app.db import ModelVersion, UserModel, utcnow
+from core.fair_claims import FairClaims, WorkKind, leased
+from core.tables import ModelVersion, UserModel, utcnow
 from core.runner import Runner
 from core.settings import Settings
 from model_registry.loaders import LoadSettings

@@ -52,7 +52,7 @@ from sandbox import Bind, Job
 from sandbox.system import service_package_paths
 
 from . import tokenizer_check
-from .formats.base import BuildFailed
+from .build_errors import BuildFailed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSPECT_SCRIPT = os.path.join(HERE, "hf_inspect.py")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import case, func, or_, select
 
-from app.db import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
+from core.tables import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import ApiError, TooManyRequests
 from core.settings import Settings
 

@@ -15,7 +15,7 @@ backtracking regex engine. Two checks, at build, before it is ever loaded:
   them (HF_FILE_MAX_MB).
 """
 
-from .formats.base import BuildFailed
+from .build_errors import BuildFailed
 from .tokenizer_patterns import KNOWN, REFUSED, canonical
 
 SOURCE = "uploads/tokenizer_patterns.py: the patterns of GPT-2, Llama 3, GPT-4o, Qwen, Mistral Tekken, BLOOM, " \

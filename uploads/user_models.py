@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from app.db import ModelVersion, UserModel
+from core.tables import ModelVersion, UserModel
 from core.errors import NotFound
 from core.settings import Settings
 from model_registry.registry import Placement

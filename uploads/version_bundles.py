@@ -24,7 +24,7 @@ import time
 
 from sqlalchemy import select
 
-from app.db import ModelVersion
+from core.tables import ModelVersion
 from core.errors import ModelUnavailable
 from core.settings import Settings
 from sandbox import SandboxUnavailable

@@ -1,6 +1,6 @@
 """A user model's versions: which one serves, the record of every move, and
 which versions keep their files. Builds (uploads/builder.py), training jobs
-(training/jobs.py) and promotions (uploads/versions_api.py) all move the
+(training/jobs.py) and promotions (api/versions.py) all move the
 serving version through here, so each move is recorded the same way.
 
 The newest successful version serves unless its owner promotes another; a
@@ -15,7 +15,7 @@ import re
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db import ModelVersion, ServingChange, UserModel, utcnow
+from core.tables import ModelVersion, ServingChange, UserModel, utcnow
 from core.errors import ApiError
 
 from .archive import remove_tree
@@ -43,7 +43,7 @@ class NumberTaken(ApiError):
 def add_numbered_version(session, model_id: int, **fields) -> ModelVersion:
     """Add the model's next version (the highest number + 1) with `fields`, flushed,
     in the caller's transaction: the one way versions get their numbers, for
-    uploads (uploads/api.py) and training jobs (training/jobs.py) alike.
+    uploads (api/models.py) and training jobs (training/jobs.py) alike.
 
     The number is read in the INSERT itself, and (model_id, number) is unique
     in the database. On SQLite writers take turns, so the INSERT reads the

@@ -42,7 +42,7 @@ def require_api_key():
         return None
     internal = request.environ.get(INTERNAL_ACCOUNT)
     if internal is not None:
-        # A request the service makes to itself for an account (predictions/dispatch.py).
+        # A request the service makes to itself for an account (api/prediction_dispatch.py).
         # WSGI servers put only HTTP_* keys from a client's headers in the environ: no
         # client can set this one.
         g.api_key_id, g.account_id = None, int(internal)

@@ -4,9 +4,9 @@ that adds each to this process's UsageRecorder (core/usage.py says what counts).
 import logging
 import time
 
-from flask import g, request
+from flask import current_app, g, request
 
-from app.settings import settings_of
+from web.settings import settings_of
 from core.usage import MODEL_NAME_MAX, UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,9 @@ def init_app(app, database) -> UsageRecorder:
 
 
 def inference_routes() -> dict[str, str]:
-    """URL rule -> task of every route that runs a model for an account."""
-    from openai_api.common import ENDPOINTS_FOR_TASK
-    from tasks.spec import TASK_SPECS
-
-    routes = {spec.path: spec.name for spec in TASK_SPECS.values()}
-    routes.update({path: task for task, paths in ENDPOINTS_FOR_TASK.items() for path in paths})
-    return routes
+    """URL rule -> task of every route that runs a model for an account: the app
+    factory lists them (the task routes and /v1's) once every route is registered."""
+    return current_app.extensions["inference_routes"]
 
 
 def _count(recorder: UsageRecorder, tasks_of_rules: dict, response) -> None:
@@ -53,7 +49,7 @@ def _count(recorder: UsageRecorder, tasks_of_rules: dict, response) -> None:
     if response.status_code == 202 and response.headers.get("Preference-Applied") == "respond-async":
         return  # queued, not run: it counts when the runner replays it
     model = _model_named(task)
-    started = g.get("request_started") or time.perf_counter()  # app/metrics.py's timer
+    started = g.get("request_started") or time.perf_counter()  # web/metrics.py's timer
 
     def record():
         recorder.record(account_id, task, model, response.status_code, (time.perf_counter() - started) * 1000)

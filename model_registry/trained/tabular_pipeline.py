@@ -9,7 +9,7 @@ TRAINED_FILE = "trained.json"
 
 # The types skops does not trust by default that our pipelines hold (their
 # get_untrusted_types, checked by the tests for every estimator of
-# training/trainers/tabular.py); a file
+# trainers/tabular.py); a file
 # holding anything else was not written by that trainer and is refused.
 TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 

@@ -5,8 +5,8 @@ and the per-process cache that the request path reads them from."""
 import pytest
 from sqlalchemy import event, select
 
-from app.account_limits import AccountLimits, AccountLimitsCache, account_limits
-from app.db import Account
+from web.account_limits import AccountLimits, AccountLimitsCache, account_limits
+from core.tables import Account
 
 from ..conftest import new_key
 
@@ -205,7 +205,7 @@ def test_get_limits_needs_a_key_and_shows_no_remaining_without_a_limit(client_fo
 
 
 def test_own_limits_are_kept_in_sqlite_and_postgresql_alike(make_app, database_url):
-    from app.db import AccountLimitOverride
+    from core.tables import AccountLimitOverride
 
     app = make_app(DATABASE_URL=database_url, **LIMITS)
     new_key(app, "bob")

@@ -1,5 +1,5 @@
 """How many of one account's requests a server process works on at once
-(app/admission.py): over INFER_ACCOUNT_MAX_IN_FLIGHT, 429 at once; another
+(web/admission.py): over INFER_ACCOUNT_MAX_IN_FLIGHT, 429 at once; another
 account is not affected; a request leaves when its answer is made (a stream when
 its last event is sent); background replays do not count.
 
@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Response
 
-from app.account_limits import set_overrides
-from app.internal_calls import request_as
+from web.account_limits import set_overrides
+from web.internal_calls import request_as
 
 from ..conftest import new_key, until
 
@@ -53,7 +53,7 @@ def in_flight(app, account_key_headers) -> int:
 
 
 def account_of(app, headers) -> int:
-    from app.auth import find_active_key, hash_key
+    from core.keys import find_active_key, hash_key
 
     with app.extensions["db"].sessions() as session:
         return find_active_key(session, hash_key(headers["x-api-key"])).account_id

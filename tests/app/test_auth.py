@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.auth import hash_key
-from app.db import ApiKey
+from core.keys import hash_key
+from core.tables import ApiKey
 
 from ..conftest import new_key
 
@@ -130,7 +130,7 @@ def test_a_verified_key_skips_the_database_until_its_cache_entry_expires(app, cl
 
 
 def test_a_key_revoked_by_another_process_stops_working_when_the_cache_entry_expires(client_for):
-    from app.auth import KeyCache
+    from core.keys import KeyCache
 
     api = client_for()
     app, client, key = api.app, api.client, api.key
@@ -160,7 +160,7 @@ def test_with_no_cache_a_revocation_anywhere_takes_effect_at_once(client_for):
 
 
 def test_the_key_cache_holds_only_valid_keys_and_is_bounded(client):
-    from app.auth import KeyCache
+    from core.keys import KeyCache
 
     for n in range(5):
         assert client.get("/keys", headers={"x-api-key": f"ik_wrong-{n}"}).status_code == 401

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import requests
 
-from app.limits_storage import SQLiteStorage
-from app.rate_limits import storage_uri
+from core.limits_storage import SQLiteStorage
+from web.rate_limits import storage_uri
 from core.settings import Settings
 from limits import RateLimitItemPerMinute
 from limits.strategies import SlidingWindowCounterRateLimiter
@@ -125,7 +125,7 @@ def test_requests_pass_while_redis_is_unreachable_and_are_limited_again_when_it_
 
     assert [status(), status(), status()] == [404, 404, 429]
     redis_server.stop()
-    with caplog.at_level(logging.WARNING, logger="app.rate_limits"):
+    with caplog.at_level(logging.WARNING, logger="web.rate_limits"):
         answers = [client.post("/text-vectorisation", json=UNKNOWN_MODEL, headers=headers) for _ in range(20)]
     assert [answer.status_code for answer in answers] == [404] * 20
     assert not any("x-ratelimit-limit-requests" in answer.headers for answer in answers)

@@ -14,9 +14,9 @@ import openai
 import pytest
 import requests
 
-from app.rate_limits import Window, duration
-from app.settings import settings_of
-from app.token_estimates import chat_completion, completion, text_generation
+from web.rate_limits import Window, duration
+from web.settings import settings_of
+from web.token_estimates import chat_completion, completion, text_generation
 from core.settings import Settings
 
 from ..conftest import LiveServer, new_key, until

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import DateTime, Integer, String, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db import Database, utcnow
-from app.fair_claims import FairClaims, WorkKind, leased
+from core.database import Database
+from core.tables import utcnow
+from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 
 WAIT_S = 30  # how long a test waits for a thread to get somewhere before it fails (never a measure)
@@ -97,7 +98,7 @@ def test_work_submitted_wakes_the_loop_before_its_poll(sessions):
     runner.start()
     try:
         _add(sessions, 1)
-        runner.wake()  # as app/work.py's EmbeddedWork.submit does
+        runner.wake()  # as core/work.py's EmbeddedWork.submit does
         assert runner.started.acquire(timeout=WAIT_S)
     finally:
         runner.stop()

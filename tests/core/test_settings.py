@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from app import create_app
-from app.settings import settings_of
+from web.settings import settings_of
 from core.settings import FIELDS, Settings
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from app.errors import ModelUnavailable
+from web.errors import ModelUnavailable
 from model_registry import availability
 from model_registry.availability import PRESENCE_TTL_S, presence, presence_sentence
 from model_registry.catalogue import MODELS

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from app.errors import ModelUnavailable
+from web.errors import ModelUnavailable
 from model_registry.catalogue import MODELS, TASK_MODELS, default_name
 from model_registry.resolve import resolve_model_dir
 

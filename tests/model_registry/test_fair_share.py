@@ -18,7 +18,7 @@ from .test_batcher import WAIT_S, Doubler, Gate, batcher_with_clock
 
 
 def as_account(account, call, *args):
-    """Run `call` with the request's account set, as app/auth.py sets it for a request."""
+    """Run `call` with the request's account set, as web/auth.py sets it for a request."""
     context = contextvars.copy_context()
     context.run(current_account.set, account)
     return context.run(call, *args)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from app.client_gone import client_socket, has_gone
+from web.client_gone import client_socket, has_gone
 from tests.conftest import until
 
 MODEL = "gpt2-large"  # the tiny causal LM stands in for it (tests/conftest.py STAND_INS)

@@ -4,7 +4,7 @@ the service's own routes keep theirs."""
 import openai
 import pytest
 
-from app.errors import InvalidInput, ModelUnavailable, TooManyRequests
+from web.errors import InvalidInput, ModelUnavailable, TooManyRequests
 from model_registry.batcher import DeadlineExceeded
 
 from ..conftest import new_key

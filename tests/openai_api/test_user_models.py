@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.db import ModelVersion, UserModel
+from core.tables import ModelVersion, UserModel
 
 from ..conftest import LiveServer, new_key
 from ..uploads.helpers import deploy, upload_url

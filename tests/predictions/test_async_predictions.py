@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from app.db import Prediction, utcnow
+from core.tables import Prediction, utcnow
 
 ASYNC = {"Prefer": "respond-async"}
 GENERATION = {"text": "Once upon a time", "temperature": 0, "min_length": 3, "max_length": 8, "model": "gpt2-large"}

@@ -1,4 +1,4 @@
-"""Background work is claimed fairly between accounts, each capped (app/fair_claims.py):
+"""Background work is claimed fairly between accounts, each capped (core/fair_claims.py):
 one account's backlog of asynchronous predictions does not hold back another
 account's; one account never runs more than its cap at once, even when many
 claims race (SQLite and PostgreSQL); builds, dataset parses and training jobs
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import func, select, update
 
-from app.db import Prediction, TrainingJob, UserModel, utcnow
+from core.tables import Prediction, TrainingJob, UserModel, utcnow
 
 from ..conftest import ApiClient
 from ..uploads.helpers import inference_zip, put_local, upload_url
@@ -21,8 +21,8 @@ SLOW = {**GENERATION, "min_length": 256, "max_length": 256}
 
 
 def _id_of(api, headers) -> int:
-    from app.auth import hash_key
-    from app.db import ApiKey
+    from core.keys import hash_key
+    from core.tables import ApiKey
 
     with api.app.extensions["db"].sessions() as session:
         return session.scalar(select(ApiKey.account_id).where(ApiKey.key_hash == hash_key(headers["x-api-key"])))
@@ -142,7 +142,7 @@ def test_builds_are_claimed_by_turns_one_at_a_time_per_account(client_for):
     assert put_local(api.client, upload_url(api.client, bob, "bobs"), inference_zip()).status_code == 200
     builder = api.app.extensions["builder"]
     with api.app.extensions["db"].sessions() as session:
-        from app.db import ModelVersion
+        from core.tables import ModelVersion
 
         version_of = dict(session.execute(select(UserModel.name, ModelVersion.id).join(
             ModelVersion, ModelVersion.model_id == UserModel.id)).all())

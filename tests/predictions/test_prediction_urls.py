@@ -3,7 +3,7 @@ POST, no API key; only the URL's model; revoked URLs 404; uses counted and limit
 
 import pytest
 
-from training.trainers.tabular import TabularTrainer
+from trainers.tabular import TabularTrainer
 
 from ..tasks.test_predict import IRIS_ROW, add_trained_version, iris_rows
 from ..uploads.helpers import deploy, inference_zip
@@ -99,7 +99,7 @@ def test_an_image_url_answers_a_multipart_post_with_the_image_file(client_for, t
 
     from PIL import Image
 
-    from training.trainers.clip_probe import ClipProbeTrainer
+    from trainers.clip_probe import ClipProbeTrainer
 
     api = client_for(MODEL_DIR=tiny_model_dir)
     rows = []

@@ -54,7 +54,7 @@ class Receiver:
 
 def webhook_state(api, prediction_id: str, timeout_s: float = 30) -> tuple:
     """(webhook_status, webhook_attempts, webhook_error) once the delivery has ended."""
-    from app.db import Prediction
+    from core.tables import Prediction
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -167,7 +167,7 @@ def test_a_webhook_refused_at_delivery_time_fails_without_retrying(idle_api_with
     assert runner.webhooks.deliver_one()  # what a pool thread does (this app runs none)
     assert not runner.webhooks.deliver_one()  # not retried
     with api.app.extensions["db"].sessions() as session:
-        from app.db import Prediction
+        from core.tables import Prediction
 
         row = session.get(Prediction, prediction_id)
         assert (row.status, row.webhook_status, row.webhook_attempts) == ("succeeded", "failed", 1)

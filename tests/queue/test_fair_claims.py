@@ -1,5 +1,5 @@
 """The queue path claims fairly between accounts and under each account's cap, as
-the embedded runners do (app/fair_claims.py): a message's row is only a hint; a
+the embedded runners do (core/fair_claims.py): a message's row is only a hint; a
 message that finds its account at its cap is spent, not lost, and its row runs
 once the account has room (sent again when a run ends, or by the sweep)."""
 
@@ -8,8 +8,8 @@ import threading
 
 from sqlalchemy import func, select
 
-from app.db import ApiKey, Prediction
-from app.auth import hash_key
+from core.tables import ApiKey, Prediction
+from core.keys import hash_key
 
 from ..conftest import ApiClient, until
 from ..predictions.test_async_predictions import ASYNC, GENERATION

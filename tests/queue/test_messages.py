@@ -9,7 +9,7 @@ import time
 from redis import Redis
 from sqlalchemy import select
 
-from app.db import ModelVersion
+from core.tables import ModelVersion
 from uploads.storage import LocalStorage
 
 from ..training.flow import iris_csv

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from app.db import ModelVersion, Prediction
+from core.tables import ModelVersion, Prediction
 
 from ..conftest import ApiClient
 from ..training.flow import add_dataset, iris_csv, start_job, until, wait_dataset, wait_job

@@ -6,8 +6,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.db import Account, Dataset, ModelVersion, TrainingJob, UserModel, utcnow
-from app.settings import settings_of
+from core.tables import Account, Dataset, ModelVersion, TrainingJob, UserModel, utcnow
+from web.settings import settings_of
 from services.account import Actor, ServiceContext
 from training.paths import new_id
 

@@ -5,7 +5,7 @@ the other account changes."""
 import pytest
 from sqlalchemy import select
 
-from app.db import ApiKey, Dataset, TrainingJob, UserModel
+from core.tables import ApiKey, Dataset, TrainingJob, UserModel
 from core.errors import NotFound
 from services import datasets, jobs, keys, models, versions
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from app.db import UserModel
+from core.tables import UserModel
 from core.errors import BadRequest, Conflict, InvalidInput, NotFound
 from services import datasets, jobs, models
 

@@ -8,9 +8,9 @@ import random
 import pytest
 from sqlalchemy import select
 
-from app.db import Account, ModelVersion, UserModel, utcnow
-from app.settings import settings_of
-from training.trainers.tabular import TabularTrainer
+from core.tables import Account, ModelVersion, UserModel, utcnow
+from web.settings import settings_of
+from trainers.tabular import TabularTrainer
 from uploads.archive import tree_bytes
 from uploads.serving import version_dirs
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from app.settings import settings_of
+from web.settings import settings_of
 
 from ..conftest import LiveServer, metric_value
 from ..tiny_models import packaged_minilm_dir

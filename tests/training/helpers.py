@@ -2,7 +2,7 @@
 
 import os
 
-from training.trainers.base import TrainingRun
+from trainers.base import TrainingRun
 
 
 class ListReporter:

@@ -4,7 +4,7 @@ killed while saving leaves a folder without (or with half of) its state."""
 import json
 import os
 
-from training.trainers.hf_callback import last_checkpoint
+from trainers.hf_callback import last_checkpoint
 
 
 def _checkpoint(root, step: int, state: str | None, extra: tuple[str, ...] = ()) -> str:

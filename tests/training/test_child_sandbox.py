@@ -21,7 +21,7 @@ import zlib
 import pytest
 import requests
 
-from app.settings import settings_of
+from web.settings import settings_of
 from training.child_records import TrainingRequest
 from training.sandboxed import PARSE_MODULE, TRAIN_MODULE, ChildSandbox
 

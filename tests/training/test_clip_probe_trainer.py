@@ -12,8 +12,8 @@ import pytest
 
 from core.settings import Settings
 from tests.tiny_models import build_tiny_clip
-from training.trainers.base import EPOCH_KEYS
-from training.trainers.clip_probe import ClipProbeTrainer, image_encoder
+from trainers.base import EPOCH_KEYS
+from trainers.clip_probe import ClipProbeTrainer, image_encoder
 from uploads.formats import Version, named
 
 from ..tasks.test_predict import add_trained_version

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from app.settings import settings_of
+from web.settings import settings_of
 
 from .flow import add_dataset, start_job, until, wait_job
 

@@ -4,7 +4,8 @@ epoch only fills a gap (the report that died with a killed process)."""
 
 import json
 
-from app.db import Account, Database, TrainingJob, UserModel
+from core.tables import Account, TrainingJob, UserModel
+from core.database import Database
 from training.records import JobRecord
 
 

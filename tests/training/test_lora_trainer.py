@@ -12,8 +12,8 @@ from model_registry.catalogue import CAUSAL_LM, MODELS, ModelSpec
 from model_registry.loaders import DEFAULT_SETTINGS
 from model_registry.loaders.generation import DEFAULTS, generate_kwargs
 from tests.tiny_models import SMOLLM2_GGUF, build_tiny_causal_lm, smollm2_dir
-from training.trainers.base import EPOCH_KEYS, TrainingFailed
-from training.trainers.lora_generation import IGNORED, LoraGenerationTrainer, _chat_segments, _completion_segments
+from trainers.base import EPOCH_KEYS, TrainingFailed
+from trainers.lora_generation import IGNORED, LoraGenerationTrainer, _chat_segments, _completion_segments
 from uploads.formats import Version, named
 
 from .helpers import Crashed, ListReporter, make_run

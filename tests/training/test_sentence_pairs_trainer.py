@@ -10,8 +10,8 @@ import pytest
 
 from core.settings import Settings
 from tests.tiny_models import build_tiny_sentence_transformer
-from training.trainers.base import EPOCH_KEYS
-from training.trainers.sentence_pairs import SentencePairsTrainer
+from trainers.base import EPOCH_KEYS
+from trainers.sentence_pairs import SentencePairsTrainer
 from uploads.formats.base import Version
 from uploads.formats.hf_folder import HfFolder
 

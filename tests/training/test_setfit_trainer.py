@@ -9,8 +9,8 @@ import pytest
 
 from core.settings import Settings
 from tests.tiny_models import packaged_minilm_dir
-from training.trainers.base import EPOCH_KEYS
-from training.trainers.setfit_text import SetFitTextTrainer
+from trainers.base import EPOCH_KEYS
+from trainers.setfit_text import SetFitTextTrainer
 from uploads.formats.base import Version
 from uploads.formats.setfit_model import SetFitModelFormat
 

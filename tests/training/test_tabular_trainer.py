@@ -9,15 +9,8 @@ import pytest
 
 from core.errors import ModelUnavailable
 from core.settings import Settings
-from training.trainers.base import EPOCH_KEYS
-from training.trainers.tabular import (
-    ESTIMATORS,
-    TRUSTED_TYPES,
-    TabularTrainer,
-    build_pipeline,
-    column_kinds,
-    feature_matrix,
-)
+from trainers.base import EPOCH_KEYS
+from trainers.tabular import ESTIMATORS, TRUSTED_TYPES, TabularTrainer, build_pipeline, column_kinds, feature_matrix
 from uploads.formats import Version, named
 
 from .helpers import Crashed, ListReporter, make_run
@@ -150,7 +143,7 @@ def test_a_run_that_crashed_after_fitting_resumes_from_the_checkpointed_pipeline
 
 
 def test_text_in_a_numeric_column_of_the_validation_rows_fails_the_run_naming_it(tmp_path):
-    from training.trainers.base import TrainingFailed
+    from trainers.base import TrainingFailed
 
     validation = [{"features": {"x": "n/a"}, "label": 1.0}]
 

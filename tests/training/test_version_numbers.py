@@ -9,7 +9,8 @@ import pytest
 import requests
 from sqlalchemy import inspect, select, text
 
-from app.db import VERSION_NUMBER_INDEX, Account, Database, ModelVersion, TrainingJob, UserModel, utcnow
+from core.tables import VERSION_NUMBER_INDEX, Account, ModelVersion, TrainingJob, UserModel, utcnow
+from core.database import Database
 from uploads.versions import add_numbered_version
 
 from ..conftest import LiveServer

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.auth import revoke_key
-from app.db import ApiKey, UiSession, utcnow
+from core.keys import revoke_key
+from core.tables import ApiKey, UiSession, utcnow
 
 from ..conftest import new_key
 from .conftest import UiClient

@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.db import Account
+from core.tables import Account
 
 from ..conftest import new_key
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from app.settings import settings_of
+from web.settings import settings_of
 from uploads.build_errors import SERVICE_FRAMES, SERVICE_ROOT, Scrubber
 
 from .helpers import deploy, make_zip, pickle_zip

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.db import ModelVersion, UserModel
-from app.settings import settings_of
+from core.tables import ModelVersion, UserModel
+from web.settings import settings_of
 
 from .helpers import deploy, make_zip, pickle_zip, put_local, upload_url
 

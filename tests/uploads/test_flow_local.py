@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from app.settings import settings_of
+from web.settings import settings_of
 
 from ..conftest import new_key
 from .helpers import deploy, inference_zip, pickle_zip, put_local, upload_url, wait_built
@@ -197,7 +197,7 @@ def _version_ids_and_files(app) -> list[tuple[int, bool]]:
 
     from sqlalchemy import select
 
-    from app.db import ModelVersion
+    from core.tables import ModelVersion
     from uploads.serving import version_dirs
 
     with app.extensions["db"].sessions() as session:

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from app.settings import settings_of
+from web.settings import settings_of
 from uploads.archive import ArchiveLimits, ArchiveRejected, check_archive, extract_archive
 
 from .helpers import CONFIG, deploy, make_zip

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from app.db import Dataset, TrainingJob
-from app.settings import settings_of
+from core.tables import Dataset, TrainingJob
+from web.settings import settings_of
 from training.sandboxed import TRAIN_MODULE, ChildSandbox
 from uploads.quotas import stored_usage
 
@@ -27,7 +27,7 @@ def labelled_csv(size_bytes: int) -> str:
 
 
 def _usage(api, account_headers) -> int:
-    from app.auth import find_active_key, hash_key
+    from core.keys import find_active_key, hash_key
 
     with api.app.extensions["db"].sessions() as session:
         account_id = find_active_key(session, hash_key(account_headers["x-api-key"])).account_id

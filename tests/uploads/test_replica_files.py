@@ -14,10 +14,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from app.db import Account, ModelVersion, UserModel, utcnow
-from app.settings import settings_of
+from core.tables import Account, ModelVersion, UserModel, utcnow
+from web.settings import settings_of
 from training.paths import dataset_dir
-from training.trainers.tabular import TabularTrainer
+from trainers.tabular import TabularTrainer
 from uploads import bundles
 from uploads.archive import tree_bytes
 from uploads.serving import cache_key, version_dirs

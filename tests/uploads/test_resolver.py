@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.db import Account
+from core.tables import Account
 from core.errors import NotFound
 from uploads.resolver import CATALOGUE, USER, UnknownModel
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from app.db import ModelVersion, utcnow
+from core.tables import ModelVersion, utcnow
 
 from .helpers import pickle_zip, put_local, upload_url, wait_built
 

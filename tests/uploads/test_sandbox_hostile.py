@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from app.db import ModelVersion, UserModel
-from app.settings import settings_of
+from core.tables import ModelVersion, UserModel
+from web.settings import settings_of
 from uploads.serving import version_dirs
 
 from ..conftest import LiveServer

@@ -17,7 +17,7 @@ import tarfile
 import pytest
 import requests
 
-from app.db import UserModel
+from core.tables import UserModel
 
 from ..conftest import LiveServer
 from . import hostile

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.db import ModelVersion
-from app.settings import settings_of
+from core.tables import ModelVersion
+from web.settings import settings_of
 
 from ..conftest import LiveServer
 from .helpers import pickle_zip, put_local, upload_url

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.errors import ModelUnavailable
+from web.errors import ModelUnavailable
 from uploads.worker_client import WorkerFailed, WorkerProcess
 
 # A worker speaking the protocol: {"size": n} answers n bytes; {"hang": path} creates

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from app.db import UserModel
+from core.tables import UserModel
 from core.errors import ModelUnavailable
 from uploads.worker_client import WorkerProcess, WorkerTimeout
 

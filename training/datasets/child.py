@@ -52,7 +52,7 @@ def run(work_dir: str) -> ParseOutcome:
     with open(os.path.join(work_dir, REQUEST_FILE), encoding="utf-8") as source:
         request = ParseRequest.from_dict(json.load(source))
     cap_memory(int(request.limits["max_memory_mb"]))
-    from ..child import lower_priority
+    from ..child_priority import lower_priority
 
     lower_priority(request)  # requests served beside it come first
     log: list[dict] = []

@@ -16,9 +16,7 @@ from model_registry.served_model import ServedModel
 
 from ..serving import cache_key
 
-
-class BuildFailed(Exception):
-    """The upload cannot become a model; the message tells its owner what to fix."""
+from ..build_errors import BuildFailed  # noqa: F401 - the formats raise it; hf_checks too
 
 
 @dataclass(frozen=True)

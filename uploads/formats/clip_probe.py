@@ -1,4 +1,4 @@
-"""An image classifier trained by a training job (training/trainers/clip_probe.py):
+"""An image classifier trained by a training job (trainers/clip_probe.py):
 a logistic-regression head (safetensors) over the frozen features of a catalogue
 CLIP, served in-process for /image-classification.
 

@@ -1,5 +1,5 @@
 """A LoRA adapter trained on a catalogue causal language model
-(training/trainers/lora_generation.py), served merged into that base.
+(trainers/lora_generation.py), served merged into that base.
 
 The version's files are the adapter alone (adapter_model.safetensors,
 adapter_config.json) and trained.json naming the base by its catalogue key.

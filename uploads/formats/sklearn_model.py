@@ -1,4 +1,4 @@
-"""A tabular model trained by a training job (training/trainers/tabular.py): a
+"""A tabular model trained by a training job (trainers/tabular.py): a
 scikit-learn pipeline in a skops file, answering POST /predict in-process.
 
 skops, not pickle: the file is loaded only if every type in it is one the

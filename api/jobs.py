@@ -1,0 +1,171 @@
+"""POST /models/{name}/train and /jobs: start training jobs, follow and cancel them.
+
+The views read the request and shape the answer; services/jobs.py checks
+everything a job could fail on before it starts (dataset, base model,
+hyperparameters, the account's limits) and queues it.
+"""
+
+from flask.views import MethodView
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from web.blueprint import Blueprint
+from core.tables import TrainingJob
+from web.database import session
+from core.pages import newest_first_page
+from web.service_context import api_context
+from services import jobs
+from services.jobs import ACTIVE, FINISHED
+from services.trainers import described_trainers
+from web.settings import current_settings
+from tasks.common import StrictSchema
+from core.times import iso_time
+
+blp = Blueprint("jobs", __name__, description="Training jobs: train your models on your datasets.")
+
+
+class TrainBody(StrictSchema):
+    task = fields.String(required=True, metadata={"description": "The task the trained model serves."})
+    dataset_id = fields.String(required=True)
+    base_model = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "A global model (public name or catalogue key) the task's trainer can train from; "
+                       "left out: the trainer's default."})
+    validation_split = fields.Float(load_default=None, allow_none=True, validate=validate.Range(0.0, 0.5), metadata={
+        "description": "The share of the dataset held out for validation (default 0.2; 0: none, then there is no "
+                       "validation loss and the last epoch is kept)."})
+    validation_dataset_id = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "Validate on this dataset (same format) instead of a split."})
+    hyperparameters = fields.Dict(load_default=dict, metadata={
+        "description": "epochs, batch_size, learning_rate, seed, early_stopping_patience and the trainer's own "
+                       "(see docs/user-guide/training.md's table); left out: the trainer's defaults. The job reports what it used."})
+
+    @validates_schema
+    def one_validation(self, data, **kwargs):
+        if data.get("validation_split") is not None and data.get("validation_dataset_id"):
+            raise ValidationError("Send validation_split or validation_dataset_id, not both.", "validation_dataset_id")
+
+
+class JobsQuery(Schema):
+    status = fields.String(load_default=None, validate=validate.OneOf(ACTIVE + FINISHED))
+    model = fields.String(load_default=None)
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    after = fields.String(load_default=None, metadata={"description": "The id of the last job of the previous page."})
+
+
+class JobObject(Schema):
+    id = fields.String()
+    object = fields.String(metadata={"description": "training.job"})
+    model = fields.String()
+    task = fields.String()
+    base_model = fields.String(allow_none=True)
+    dataset_id = fields.String()
+    validation_dataset_id = fields.String(allow_none=True)
+    validation_split = fields.Float(allow_none=True)
+    hyperparameters = fields.Dict(metadata={"description": "What the job uses: yours, with every default filled in."})
+    status = fields.String(metadata={"description": "queued, running, succeeded, failed or cancelled"})
+    message = fields.String()
+    epochs = fields.List(fields.Dict(), metadata={"description": (
+        "Per finished epoch, while it runs: epoch, step, train_loss, validation_loss, learning_rate, elapsed_s, "
+        "and the task's metrics (accuracy, macro_f1, per_class, confusion_matrix; perplexity; r2, mae).")})
+    best_epoch = fields.Integer(allow_none=True)
+    metrics = fields.Dict(allow_none=True, metadata={"description": "The kept epoch's statistics."})
+    train_rows = fields.Integer(allow_none=True)
+    validation_rows = fields.Integer(allow_none=True)
+    samples_per_second = fields.Float(allow_none=True)
+    version = fields.Integer(allow_none=True, metadata={"description": "The model version it made."})
+    attempts = fields.Integer(metadata={"description": "Starts: more than 1 when it resumed after a crash."})
+    created_at = fields.String()
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+
+
+class JobList(Schema):
+    object = fields.String()
+    data = fields.List(fields.Nested(JobObject))
+    has_more = fields.Boolean()
+
+
+class TrainerInfo(Schema):
+    task = fields.String()
+    library = fields.String()
+    dataset_formats = fields.List(fields.String())
+    default_base_model = fields.String(allow_none=True)
+    base_models = fields.List(fields.String(), metadata={"description": "Global models it can train from."})
+    base_model_files = fields.Dict(metadata={"description": (
+        "Per base model: `available` (its files are on this server) and, when not, `download`, the command "
+        "that gets them. With the hub offline, a job from an absent base model is refused (503).")})
+    hyperparameters = fields.Dict(metadata={"description": "name -> {type, default, min, max, choices, description}"})
+    limitations = fields.String()
+
+
+class JobLog(Schema):
+    id = fields.String()
+    status = fields.String()
+    log = fields.String()
+
+
+def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
+    return {
+        "id": job.id, "object": "training.job", "model": job.model_name, "task": job.task,
+        "base_model": job.base_model, "dataset_id": job.dataset_id,
+        "validation_dataset_id": job.validation_dataset_id, "validation_split": job.validation_split,
+        "hyperparameters": job.hyperparameters, "status": job.status, "message": job.message,
+        "epochs": list(job.epochs or []) if with_epochs else [], "best_epoch": job.best_epoch,
+        "metrics": job.metrics, "train_rows": job.train_rows, "validation_rows": job.validation_rows,
+        "samples_per_second": job.samples_per_second, "version": job.version_number, "attempts": job.attempts,
+        "created_at": iso_time(job.created_at), "started_at": iso_time(job.started_at),
+        "finished_at": iso_time(job.finished_at),
+    }
+
+
+@blp.route("/trainers")
+class Trainers(MethodView):
+    @blp.response(200, TrainerInfo(many=True))
+    def get(self):
+        """What can be trained: per task, the library, dataset formats, base models and hyperparameters with their limits"""
+        return described_trainers(current_settings().model_dir)
+
+
+@blp.route("/models/<string:name>/train")
+class Train(MethodView):
+    @blp.arguments(TrainBody)
+    @blp.response(202, JobObject)
+    def post(self, body, name):
+        """Start a training job: a new version of your model `name` (created if need be) when it succeeds"""
+        job = jobs.start(api_context(), name, body)
+        return job_object(job), 202, {"Location": f"/jobs/{job.id}"}
+
+
+@blp.route("/jobs")
+class Jobs(MethodView):
+    @blp.arguments(JobsQuery, location="query")
+    @blp.response(200, JobList)
+    def get(self, query):
+        """Your training jobs, newest first, a page at a time (after: the last id of the previous page)"""
+        statement, after = jobs.listing(api_context(), query["status"], query["model"], query["after"])
+        return newest_first_page(session(), statement, TrainingJob, after, query["limit"],
+                                 lambda job: job_object(job, with_epochs=False))
+
+
+@blp.route("/jobs/<string:job_id>")
+class Job(MethodView):
+    @blp.response(200, JobObject)
+    def get(self, job_id):
+        """One of your jobs: its state, hyperparameters, timings and statistics per epoch"""
+        return job_object(jobs.get(api_context(), job_id))
+
+
+@blp.route("/jobs/<string:job_id>/cancel")
+class CancelJob(MethodView):
+    @blp.response(200, JobObject)
+    def post(self, job_id):
+        """Cancel a queued or running job (a running one stops within seconds); a finished one is left as it is"""
+        return job_object(jobs.cancel(api_context(), job_id))
+
+
+@blp.route("/jobs/<string:job_id>/log")
+class JobLogResource(MethodView):
+    @blp.response(200, JobLog)
+    def get(self, job_id):
+        """The job's log: what it did, and why it failed"""
+        job = jobs.get(api_context(), job_id)
+        return {"id": job.id, "status": job.status, "log": job.log}

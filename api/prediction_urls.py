@@ -30,7 +30,7 @@ from tasks.common import StrictSchema
 from tasks.spec import TASK_SPECS
 from web.service_context import base_url
 from core.times import iso_time
-from uploads.user_models import find_model
+from uploads.user_models import owned_model
 
 from api.prediction_dispatch import call_as
 
@@ -75,7 +75,7 @@ class CreateUrl(MethodView):
     def post(self, body, name):
         """Make a private URL that answers this model's task without an API key (shown once)"""
         db_session = session()
-        model = find_model(db_session, current_account_id(), name)
+        model = owned_model(db_session, current_account_id(), name)
         if body["task"] not in (model.tasks or []):
             served = ", ".join(model.tasks or []) or "nothing yet (no successful version)"
             problem = f"model {name!r} serves {served}, not {body['task']!r}."
@@ -95,7 +95,7 @@ class ListUrls(MethodView):
     def get(self, name):
         """The prediction URLs of one of your models (without their secrets), with their use counts"""
         db_session = session()
-        model = find_model(db_session, current_account_id(), name)
+        model = owned_model(db_session, current_account_id(), name)
         rows = db_session.scalars(select(PredictionUrl).where(PredictionUrl.model_id == model.id)
                                   .order_by(PredictionUrl.created_at)).all()
         return [url_object(row, name) for row in rows]

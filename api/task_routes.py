@@ -19,7 +19,7 @@ from web import metrics
 from web.settings import current_settings
 from web.blueprint import Blueprint
 from web.client_gone import new_control, run_watched
-from web.task_models import find_model
+from web.task_models import loaded_model
 
 
 def _setting(key: str):
@@ -29,7 +29,7 @@ def _setting(key: str):
 
 def answer(spec: TaskSpec, body: dict) -> dict:
     """The response to a task request whose body the spec's request schema loaded."""
-    model = find_model(spec.name, body["model"])
+    model = loaded_model(spec.name, body["model"])
     if spec.check_model is not None:
         spec.check_model(model, body)
     items, is_batch = spec.items(body)

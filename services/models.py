@@ -13,7 +13,7 @@ from model_registry.catalogue import MODELS, TASK_MODELS
 from uploads.archive import remove_tree
 from uploads.quotas import check_new_upload
 from uploads.serving import cache_key, version_dirs
-from uploads.user_models import find_model, lookup_model
+from uploads.user_models import lookup_model, owned_model
 from uploads.version_bundles import delete_model_bundles
 from uploads.versions import add_numbered_version
 
@@ -42,7 +42,7 @@ def own_models(ctx: ServiceContext) -> list[UserModel]:
 
 def get(ctx: ServiceContext, name: str) -> UserModel:
     """The account's model `name`; another account's answers as a missing one (404)."""
-    return find_model(ctx.db, ctx.account_id, name)
+    return owned_model(ctx.db, ctx.account_id, name)
 
 
 def latest_version(model: UserModel) -> ModelVersion | None:

@@ -26,7 +26,8 @@ def lookup_model(session, account_id: int, name: str) -> UserModel | None:
     return session.scalar(select(UserModel).where(UserModel.account_id == account_id, UserModel.name == name))
 
 
-def find_model(session, account_id: int, name: str) -> UserModel:
+def owned_model(session, account_id: int, name: str) -> UserModel:
+    """The account's model of that name, else NotFound: another account's answers as a missing one."""
     model = lookup_model(session, account_id, name)
     if model is None:
         raise NotFound(f"model {name} not found")

@@ -11,19 +11,18 @@ from flask import current_app, request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from web.blueprint import Blueprint
-from core.tables import Dataset
-from web.database import session
-from web.service_context import api_context
-from services import datasets
-from web.settings import current_settings
-from tasks.common import StrictSchema
 from api.models import receive_signed_upload
+from core.tables import Dataset
 from core.times import iso_time
-
+from services import datasets
+from tasks.common import StrictSchema
 from training.datasets import FORMAT_TASKS
 from training.paths import dataset_source
 from training.records import log_line
+from web.blueprint import Blueprint
+from web.database import session
+from web.service_context import api_context
+from web.settings import current_settings
 
 blp = Blueprint("datasets", __name__, description="Training data: upload, parse log, statistics.")
 

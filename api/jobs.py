@@ -8,17 +8,17 @@ hyperparameters, the account's limits) and queues it.
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from web.blueprint import Blueprint
-from core.tables import TrainingJob
-from web.database import session
 from core.pages import newest_first_page
-from web.service_context import api_context
+from core.tables import TrainingJob
+from core.times import iso_time
 from services import jobs
 from services.jobs import ACTIVE, FINISHED
 from services.trainers import described_trainers
-from web.settings import current_settings
 from tasks.common import StrictSchema
-from core.times import iso_time
+from web.blueprint import Blueprint
+from web.database import session
+from web.service_context import api_context
+from web.settings import current_settings
 
 blp = Blueprint("jobs", __name__, description="Training jobs: train your models on your datasets.")
 

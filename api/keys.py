@@ -4,7 +4,6 @@ from flask.views import MethodView
 from marshmallow import RAISE, Schema, fields
 
 from services import keys
-
 from web.blueprint import Blueprint
 from web.service_context import api_context
 

@@ -10,15 +10,14 @@ from flask.views import MethodView
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.exceptions import NotFound as NoSuchRoute
 
-from web.settings import current_settings
 from core.errors import NotFound
-
+from core.tables import Account
 from web.account_limits import LIMIT_NAMES, MOST, account_limits, effective, find_account, overrides_of, set_overrides
 from web.auth import current_account_id
 from web.blueprint import Blueprint
-from core.tables import Account
 from web.database import session
 from web.rate_limits import RateLimits
+from web.settings import current_settings
 
 blp = Blueprint("limits", __name__, url_prefix="/limits", description="Your account's limits.")
 admin_blp = Blueprint("admin", __name__, url_prefix="/admin",

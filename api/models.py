@@ -4,27 +4,25 @@ import os
 import time
 from datetime import datetime
 
-from core.times import as_utc, iso_time
-
 from flask import current_app, request, send_file
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from web.blueprint import Blueprint
-from core.tables import ModelVersion, UserModel
-from web.database import session
-from web.service_context import api_context, base_url
-from web.settings import current_settings, settings_of
 from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
+from core.tables import ModelVersion, UserModel
+from core.times import as_utc, iso_time
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, tasks_of
 from services import models
 from services.account import ServiceContext
 from services.models import MODEL_NAME_PATTERN, MODEL_NAME_RULE
 from tasks.common import StrictSchema, presence_fields
-
 from uploads.storage import UploadRejected
+from web.blueprint import Blueprint
+from web.database import session
+from web.service_context import api_context, base_url
+from web.settings import current_settings, settings_of
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
 

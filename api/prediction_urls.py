@@ -19,20 +19,19 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import case, select, update
 
-from web.auth import current_account_id
-from web.blueprint import Blueprint
-from core.tables import PredictionUrl, UserModel, owned, utcnow
-from web.database import session
-from web.settings import current_settings
-from core.request_context import current_request_id
+from api.prediction_dispatch import call_as
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
+from core.request_context import current_request_id
+from core.tables import PredictionUrl, UserModel, owned, utcnow
+from core.times import iso_time
 from tasks.common import StrictSchema
 from tasks.spec import TASK_SPECS
-from web.service_context import base_url
-from core.times import iso_time
 from uploads.user_models import owned_model
-
-from api.prediction_dispatch import call_as
+from web.auth import current_account_id
+from web.blueprint import Blueprint
+from web.database import session
+from web.service_context import base_url
+from web.settings import current_settings
 
 blp = Blueprint("prediction_urls", __name__, description="Private prediction URLs: one model, no API key.")
 

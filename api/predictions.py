@@ -20,21 +20,20 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import func, select, update
 
-from web.auth import INTERNAL_ACCOUNT, current_account_id
-from web.blueprint import Blueprint
-from core.tables import Account, Prediction, owned, utcnow
-from web.database import session
-from web.errors import validation_error
-from core.pages import newest_first_page
-from web.settings import current_settings
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
+from core.pages import newest_first_page
 from core.request_context import current_request_id
+from core.tables import Account, Prediction, owned, utcnow
 from openai_api.common import ENDPOINTS_FOR_TASK
-from tasks.spec import TASK_SPECS
-
 from predictions import webhooks
 from predictions.objects import FINISHED, prediction_object
 from predictions.webhook_pool import account_webhook_secret
+from tasks.spec import TASK_SPECS
+from web.auth import INTERNAL_ACCOUNT, current_account_id
+from web.blueprint import Blueprint
+from web.database import session
+from web.errors import validation_error
+from web.settings import current_settings
 
 blp = Blueprint("predictions", __name__, description="Asynchronous predictions: send any task request with the "
                 "header `Prefer: respond-async` to get one of these instead of the answer, then poll it.")

@@ -14,11 +14,10 @@ from flask.views import MethodView
 import tasks
 from tasks.common import read_settings_with
 from tasks.spec import TaskSpec
-
 from web import metrics
-from web.settings import current_settings
 from web.blueprint import Blueprint
 from web.client_gone import new_control, run_watched
+from web.settings import current_settings
 from web.task_models import loaded_model
 
 

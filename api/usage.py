@@ -7,11 +7,9 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
 from services import usage
-
-from web.settings import current_settings
-
 from web.blueprint import Blueprint
 from web.service_context import api_context
+from web.settings import current_settings
 
 blp = Blueprint("usage", __name__, url_prefix="/usage",
                 description="Your account's requests per task and model, and their latency.")

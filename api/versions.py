@@ -4,14 +4,13 @@ record of serving moves: a model's versions, uploaded or trained, side by side."
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from web.blueprint import Blueprint
 from core.tables import ModelVersion
+from core.times import iso_time
+from services import versions
+from uploads.versions import has_files
+from web.blueprint import Blueprint
 from web.service_context import api_context
 from web.settings import current_settings
-from services import versions
-
-from core.times import iso_time
-from uploads.versions import has_files
 
 blp = Blueprint("versions", __name__, description="Versions of your models, uploaded or trained.")
 

@@ -2,29 +2,30 @@
 
 import dataclasses
 import logging
-from functools import partial
 import os
+from functools import partial
 
 from flask import Flask
 from flask_smorest import Api
 
-from web.settings import current_settings
-from core.settings import FIELDS, Settings
-from web import database as web_database
-
-from web import account_limits, admission, errors, metrics, rate_limits, request_id, usage
 from api import limits as limits_api
-from core.keys import KeyCache, ensure_bootstrap_key
-from web.auth import require_api_key
-from .cli import accounts_cli, keys_cli
+from api.keys import blp as keys_blp
+from api.usage import blp as usage_blp
 from core.database import Database, one_process_at_a_time
+from core.keys import KeyCache, ensure_bootstrap_key
+from core.settings import FIELDS, Settings
+from web import account_limits, admission
+from web import database as web_database
+from web import errors, metrics, rate_limits, request_id, usage
+from web.auth import require_api_key
+from web.json_provider import OrjsonProvider
+from web.settings import current_settings
+
+from .cli import accounts_cli, keys_cli
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .front_door import front_door
 from .health import health
-from web.json_provider import OrjsonProvider
-from api.keys import blp as keys_blp
-from api.usage import blp as usage_blp
 from .worker_cli import worker_command
 
 API_TITLE = "Task inference API"
@@ -121,9 +122,8 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["training"] = training_jobs = TrainingJobs(settings, database.sessions, storage, children)
 
     from api.prediction_dispatch import run_in_background
-    from predictions.runner import PredictionRunner
-
     from core.work import make_work, start_unloading_stale
+    from predictions.runner import PredictionRunner
 
     app.extensions["predictions"] = prediction_runner = PredictionRunner(partial(run_in_background, app), settings,
                                                                          database.sessions)
@@ -147,14 +147,14 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     rest_api = Api(app)
     import openai_api
-    from openai_api import common as openai_common
-    from api import task_routes
     from api import predictions as async_api
-    from api.prediction_urls import blp as prediction_urls_blp
+    from api import task_routes
     from api.datasets import blp as datasets_blp
     from api.jobs import blp as jobs_blp
     from api.models import blp as models_blp
+    from api.prediction_urls import blp as prediction_urls_blp
     from api.versions import blp as versions_blp
+    from openai_api import common as openai_common
 
     task_routes.register(rest_api)
     openai_api.register(rest_api)

@@ -6,12 +6,12 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from web.account_limits import LIMIT_NAMES, MOST, effective, find_account, overrides_of, set_overrides
+from core.errors import NotFound
 from core.keys import create_key, revoke_key
 from core.tables import Account, ApiKey
+from web.account_limits import LIMIT_NAMES, MOST, effective, find_account, overrides_of, set_overrides
 from web.database import get_db
 from web.settings import current_settings
-from core.errors import NotFound
 
 keys_cli = AppGroup("keys", help="Manage API keys.")
 

@@ -28,7 +28,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from text_vectorisation import ROOT, STANDARD_PLAN, Server, drive, make_sentences, percentile  # noqa: E402
 
-
 CHAT_MODEL = "smollm2-135m-instruct"
 CHAT_MAX_TOKENS = 16
 CHAT_PLAN = [(1, 1), (4, 1)]

@@ -2,14 +2,13 @@
 
 from datetime import datetime, timezone
 
-
-from web.settings import current_settings
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from web.task_models import resolve
 from tasks import text_generation, text_vectorisation
 from uploads.resolver import UnknownModel
+from web.settings import current_settings
+from web.task_models import resolve
 
 # The /v1 routes that take a model serving each task.
 ENDPOINTS_FOR_TASK = {

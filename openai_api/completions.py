@@ -17,17 +17,16 @@ import uuid
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from web import metrics
-from web.blueprint import Blueprint
-from web.client_gone import new_control, run_watched
 from core.errors import ApiError, BadRequest
-from web.errors import ErrorDetails
 from model_registry.loaders import completion
 from model_registry.loaders.completion import TokenStream
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
 from tasks.text_generation import TASK
-
+from web import metrics
+from web.blueprint import Blueprint
+from web.client_gone import new_control, run_watched
+from web.errors import ErrorDetails
 from web.token_estimates import COMPLETIONS_DEFAULT_MAX_TOKENS
 
 from .common import resolve_model

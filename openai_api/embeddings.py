@@ -6,11 +6,11 @@ import numpy as np
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
-from web.blueprint import Blueprint
 from core.errors import BadRequest
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, TextOrTexts, as_batch
 from tasks.text_vectorisation import TASK
+from web.blueprint import Blueprint
 
 from .common import resolve_model
 from .errors import documented_errors

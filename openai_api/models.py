@@ -5,14 +5,14 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
 
-from web.auth import current_account_id
-from web.blueprint import Blueprint
 from core.tables import Account, ModelVersion, UserModel
-from web.database import session
-from web.settings import current_settings
 from model_registry.availability import presence_of
 from model_registry.catalogue import MODELS, tasks_of
 from tasks.common import presence_fields
+from web.auth import current_account_id
+from web.blueprint import Blueprint
+from web.database import session
+from web.settings import current_settings
 
 from .common import endpoints_for, model_not_found, unix_time
 from .errors import documented_errors

@@ -24,10 +24,11 @@ from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, update
 
-from core.tables import Prediction, utcnow
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
+from core.tables import Prediction, utcnow
+
 from . import webhooks
 from .webhook_pool import WebhookPool
 

@@ -28,9 +28,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from core.tables import Account, Prediction, utcnow
 from core.fair_claims import fairest_first
 from core.settings import Settings
+from core.tables import Account, Prediction, utcnow
+
 from . import webhooks
 from .objects import prediction_object
 

@@ -10,8 +10,8 @@ from typing import BinaryIO
 
 from sqlalchemy import func, select
 
-from core.tables import Dataset, TrainingJob, owned, utcnow
 from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from core.tables import Dataset, TrainingJob, owned, utcnow
 from training.dataset_bundles import discard_parsed_dataset, share_direct_upload
 from training.paths import dataset_dir, dataset_source, new_id
 from training.records import log_line

@@ -14,14 +14,14 @@ import time
 from marshmallow import ValidationError
 from sqlalchemy import func, select
 
-from core.tables import Dataset, TrainingJob, UserModel, owned
 from core.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooManyRequests
+from core.tables import Dataset, TrainingJob, UserModel, owned
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
 from model_registry.resolve import hub_offline, unavailable_message
+from tasks.spec import NoTrainer, trainable_tasks, trainer_for
 from training.datasets import FORMAT_TASKS
 from training.paths import new_id
-from tasks.spec import NoTrainer, trainable_tasks, trainer_for
 from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
 

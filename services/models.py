@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from core.tables import ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
+from core.tables import ModelVersion, TrainingJob, UserModel, utcnow
 from model_registry.catalogue import MODELS, TASK_MODELS
 from uploads.archive import remove_tree
 from uploads.quotas import check_new_upload

@@ -2,8 +2,8 @@
 
 from sqlalchemy import select
 
-from core.tables import ModelVersion, ServingChange, UserModel
 from core.errors import Conflict, NotFound
+from core.tables import ModelVersion, ServingChange, UserModel
 from uploads.versions import has_files, move_serving, version_numbered
 
 from .account import ServiceContext

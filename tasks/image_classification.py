@@ -8,7 +8,7 @@ from marshmallow import fields, post_load
 from model_registry.catalogue import CLIP
 from trainers.clip_probe import ClipProbeTrainer
 
-from .answers import encode_png, sample_image, probabilities_answer
+from .answers import encode_png, probabilities_answer, sample_image
 from .common import (
     StrictSchema,
     as_batch,

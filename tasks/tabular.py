@@ -7,8 +7,8 @@ import math
 from marshmallow import ValidationError, fields, validate
 
 from core.errors import InvalidInput
-from trainers.tabular import TabularTrainer
 from model_registry.served_model import Capability
+from trainers.tabular import TabularTrainer
 
 from .common import StrictSchema, as_batch, check_batch, check_text
 from .spec import TaskSpec, register

@@ -27,8 +27,8 @@ from werkzeug.serving import make_server  # noqa: E402
 from app import create_app  # noqa: E402
 from core.keys import create_key  # noqa: E402
 
-from .postgres import PostgresServer  # noqa: E402
 from . import tiny_models  # noqa: E402
+from .postgres import PostgresServer  # noqa: E402
 from .tiny_models import build_tiny_sentence_transformer  # noqa: E402
 
 

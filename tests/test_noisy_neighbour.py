@@ -16,8 +16,8 @@ import threading
 
 import requests
 
-from core.keys import create_key
 from core.database import Database
+from core.keys import create_key
 
 from .gunicorn import production_server
 

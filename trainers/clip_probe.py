@@ -14,10 +14,15 @@ import time
 
 from marshmallow import fields, validate
 
+from model_registry.trained.clip_head import (  # noqa: F401
+    HEAD_FILE,
+    TRAINED_FILE,
+    head_probabilities,
+    image_encoder,
+    load_head,
+)
 from trainers.base import TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
 from trainers.tabular import METRIC_KEYS, OnePassHyperparameters
-
-from model_registry.trained.clip_head import HEAD_FILE, TRAINED_FILE, head_probabilities, image_encoder, load_head  # noqa: F401
 
 FEATURES_CHECKPOINT = "features.safetensors"
 

@@ -16,7 +16,6 @@ import os
 from marshmallow import fields, validate
 
 from model_registry.catalogue import CAUSAL_LM
-
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult
 
 FORMAT = "lora-adapter"
@@ -58,9 +57,8 @@ class LoraGenerationTrainer(TaskTrainer):
         from peft import LoraConfig, get_peft_model
         from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-        from trainers.metrics import perplexity
-
         from trainers.hf_callback import EpochReporter, best_epoch, epoch_arguments, last_checkpoint
+        from trainers.metrics import perplexity
 
         hp = run.hyperparameters
         tokenizer, model = _load_base(run)

@@ -23,7 +23,6 @@ import os
 from marshmallow import fields, validate
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER
-
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
 
 # The columns of each dataset format, in the order the losses read them.

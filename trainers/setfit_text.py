@@ -27,7 +27,6 @@ import time
 from marshmallow import fields, validate
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER
-
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
 
 # What the evaluator returns for the Trainer to rank epochs by; SetFit's body
@@ -66,7 +65,6 @@ class SetFitTextTrainer(TaskTrainer):
         from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
 
         from model_registry.trained.setfit_head import save_head
-
         from trainers.hf_callback import last_checkpoint
 
         params = run.hyperparameters

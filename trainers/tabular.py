@@ -23,7 +23,6 @@ from model_registry.trained.tabular_pipeline import (  # noqa: F401
     load_pipeline,
     plain,
 )
-
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
 
 ESTIMATORS = {
@@ -197,8 +196,8 @@ class TabularTrainer(TaskTrainer):
             return self._train(run)
 
     def _train(self, run: TrainingRun) -> TrainingResult:
-        import skops.io
         import sklearn
+        import skops.io
 
         started = time.monotonic()
         params = run.hyperparameters

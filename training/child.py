@@ -119,13 +119,13 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResult:
     import torch
 
-    from model_registry.loaders import DEFAULT_SETTINGS
     from core.settings import Settings
+    from model_registry.loaders import DEFAULT_SETTINGS
     from tasks.spec import task_spec, trainer_for
+    from trainers.base import TrainingFailed, TrainingRun
     from uploads import formats
 
     from .datasets import read_rows
-    from trainers.base import TrainingFailed, TrainingRun
 
     threads = request.torch_threads
     torch.set_num_threads(threads)

@@ -15,10 +15,10 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
-from core.tables import Dataset, utcnow
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
+from core.tables import Dataset, utcnow
 from sandbox import SandboxUnavailable
 from uploads.archive import tree_bytes
 

@@ -34,11 +34,11 @@ from datetime import timedelta
 
 from sqlalchemy import or_, update
 
-from core.tables import Dataset, TrainingJob, utcnow
-from core.fair_claims import FairClaims, WorkKind, leased
 from core.errors import ModelUnavailable
+from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
+from core.tables import Dataset, TrainingJob, utcnow
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from sandbox import SandboxUnavailable

@@ -10,8 +10,8 @@ runner (training/dataset_parses.py) records the outcome on the dataset's row.
 import os
 import shutil
 
-from core.tables import Dataset
 from core.settings import Settings
+from core.tables import Dataset
 from uploads.quotas import over_quota_message, stored_usage
 
 from .child_records import ParseOutcome, ParseRequest

@@ -4,8 +4,8 @@ next version, which serves (training/jobs.py runs this on a "result")."""
 import os
 import shutil
 
-from core.tables import TrainingJob, UserModel, utcnow
 from core.settings import Settings
+from core.tables import TrainingJob, UserModel, utcnow
 from uploads.archive import tree_bytes
 from uploads.quotas import over_quota_message, stored_usage
 from uploads.serving import version_dirs

@@ -5,11 +5,11 @@ API, because both go through the same checks."""
 from flask import g
 from marshmallow import ValidationError
 
+from core.errors import ApiError, NotFound
+from services.account import Actor, ServiceContext
 from web.database import session
 from web.errors import validation_error
 from web.service_context import context_for
-from core.errors import ApiError, NotFound
-from services.account import Actor, ServiceContext
 
 
 def as_account() -> ServiceContext:

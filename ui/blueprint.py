@@ -10,9 +10,9 @@ import os
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from core.errors import ApiError
 from web.database import session as database_session
 from web.settings import current_settings
-from core.errors import ApiError
 
 from .sessions import csrf_ok, csrf_token, signed_in_account
 

@@ -7,10 +7,10 @@ sends Cache-Control: no-store, so the browser keeps no copy of the page.
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from web.database import session as database_session
 from api.keys import ApiKeyInfo, NewKey, NewKeyBody
 from core.errors import ApiError
 from services import keys as key_service
+from web.database import session as database_session
 
 from .acting import as_account, read_form
 from .blueprint import bp

@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 
 from flask import flash, redirect, render_template, url_for
 
+from api.models import model_details, model_listing
+from api.versions import version_summary
 from core.errors import NotFound
 from model_registry.catalogue import TASK_MODELS
 from model_registry.resolve import hub_offline
 from services import models as model_service
 from services import versions as version_service
 from services.models import UPLOAD_URL_LIFETIME
-from api.models import model_details, model_listing
-from api.versions import version_summary
 
 from .acting import as_account, attempt
 from .blueprint import bp

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from flask import jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
-from web.settings import current_settings
 from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
 from tasks.spec import TASK_SPECS, TaskSpec
+from web.settings import current_settings
 
 from . import api
 from .blueprint import bp

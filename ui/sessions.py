@@ -25,8 +25,8 @@ from sqlalchemy import delete, select, update
 
 from core.keys import find_active_key, hash_key
 from core.tables import Account, ApiKey, UiSession, utcnow
-from web.settings import current_settings, settings_of
 from uploads.storage import load_secret
+from web.settings import current_settings, settings_of
 
 COOKIE_NAME = "infer_ui"
 CSRF_FIELD = "csrf_token"

@@ -7,7 +7,9 @@ from flask import redirect, render_template, request, url_for
 from web.database import session as database_session
 
 from .blueprint import bp
-from .sessions import csrf_ok, sign_in as start_session, sign_out as end_session
+from .sessions import csrf_ok
+from .sessions import sign_in as start_session
+from .sessions import sign_out as end_session
 
 
 def _safe_next(target: str | None) -> str:

@@ -9,18 +9,18 @@ from datetime import datetime, timezone
 
 from flask import flash, jsonify, redirect, render_template, request, url_for
 
-from core.tables import TrainingJob
-from web.database import session
-from web.errors import error_response
-from core.pages import newest_first_page
-from web.settings import current_settings
+from api.datasets import DatasetBody, dataset_object
+from api.jobs import TrainBody, job_object
 from core.errors import ApiError
+from core.pages import newest_first_page
+from core.tables import TrainingJob
 from services import datasets as dataset_service
 from services import jobs as job_service
 from services.datasets import UPLOAD_URL_LIFETIME
 from services.trainers import described_trainers
-from api.datasets import DatasetBody, dataset_object
-from api.jobs import TrainBody, job_object
+from web.database import session
+from web.errors import error_response
+from web.settings import current_settings
 
 from .acting import as_account, attempt, read_form
 from .blueprint import bp

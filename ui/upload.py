@@ -9,12 +9,11 @@ never passes through the UI, and follows the build on the model page
 
 from flask import jsonify, render_template, request, url_for
 
-from web.settings import current_settings
-
-from web.database import session as database_session
+from api.models import UploadUrlBody
 from core.errors import ApiError
 from services import models as model_service
-from api.models import UploadUrlBody
+from web.database import session as database_session
+from web.settings import current_settings
 
 from .acting import as_account, read_form
 from .blueprint import bp

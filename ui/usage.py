@@ -6,10 +6,9 @@ from datetime import datetime, timezone
 
 from flask import render_template, request
 
-from web.settings import current_settings
-
 from api.usage import usage_answer
 from services import usage as usage_service
+from web.settings import current_settings
 
 from .acting import as_account
 from .blueprint import bp

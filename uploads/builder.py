@@ -29,9 +29,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import join
 
 from core.fair_claims import FairClaims, WorkKind, leased
-from core.tables import ModelVersion, UserModel, utcnow
 from core.runner import Runner
 from core.settings import Settings
+from core.tables import ModelVersion, UserModel, utcnow
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
 from sandbox import SandboxUnavailable

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import case, func, or_, select
 
-from core.tables import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 from core.errors import ApiError, TooManyRequests
 from core.settings import Settings
+from core.tables import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
 
 # Jobs whose folder (checkpoints, output) is still on disk.
 JOBS_WITH_FILES = ("queued", "running")

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from core.tables import ModelVersion, UserModel
 from core.errors import NotFound
 from core.settings import Settings
+from core.tables import ModelVersion, UserModel
 from model_registry.registry import Placement
 
 from . import formats

@@ -24,9 +24,9 @@ import time
 
 from sqlalchemy import select
 
-from core.tables import ModelVersion
 from core.errors import ModelUnavailable
 from core.settings import Settings
+from core.tables import ModelVersion
 from sandbox import SandboxUnavailable
 
 from . import bundles

@@ -15,8 +15,8 @@ import re
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.tables import ModelVersion, ServingChange, UserModel, utcnow
 from core.errors import ApiError
+from core.tables import ModelVersion, ServingChange, UserModel, utcnow
 
 from .archive import remove_tree
 from .bundles import StorageUnreachable

@@ -21,10 +21,9 @@ from dataclasses import dataclass, fields
 from flask import current_app
 from sqlalchemy import select
 
-from web.settings import settings_of
 from core.settings import Settings
-
 from core.tables import Account, AccountLimitOverride, utcnow
+from web.settings import settings_of
 
 log = logging.getLogger(__name__)
 

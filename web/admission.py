@@ -21,7 +21,6 @@ import threading
 from flask import current_app, g
 
 from core.errors import TooManyRequests
-
 from web.account_limits import account_limits
 from web.auth import is_background_call
 

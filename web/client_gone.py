@@ -39,10 +39,10 @@ from concurrent.futures import wait as wait_for
 
 from flask import request
 
-from web.settings import current_settings
 from core.errors import ApiError
 from model_registry.batcher import DeadlineExceeded
 from model_registry.loaders.generation import CANCELLED, DEADLINE, GenerationControl
+from web.settings import current_settings
 
 # The WSGI environ keys under which servers hand the app the client's socket.
 SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")

@@ -60,11 +60,10 @@ from limits import RateLimitItemPerMinute
 from limits.storage import SCHEMES, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from web.settings import current_settings, settings_of
-from core.errors import TooManyRequests
-
 from core import limits_storage  # noqa: F401 - registers the sqlite:// scheme with `limits`
+from core.errors import TooManyRequests
 from web.auth import is_background_call
+from web.settings import current_settings, settings_of
 from web.token_estimates import ESTIMATE_FOR_ROUTE, generation_tokens
 
 log = logging.getLogger(__name__)

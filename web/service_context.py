@@ -5,11 +5,9 @@ account (ui/blueprint.py)."""
 from flask import current_app, request
 
 from services.account import Actor, ServiceContext
-
-from web.settings import current_settings
-
 from web.auth import current_account_id
 from web.database import session
+from web.settings import current_settings
 
 
 def base_url() -> str:

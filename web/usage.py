@@ -6,8 +6,8 @@ import time
 
 from flask import current_app, g, request
 
-from web.settings import settings_of
 from core.usage import MODEL_NAME_MAX, UsageRecorder
+from web.settings import settings_of
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ from .common import (
     max_input_tokens,
     place,
 )
-from .shared_tokenizers import SerialTokenizer
 from .generation import StopAbandoned, controls_of, generate_kwargs, group_by_params, record_generated, shape_outputs
-
+from .shared_tokenizers import SerialTokenizer
 
 # The tasks this loader's models serve (checked against the catalogue at import).
 TASKS = frozenset({"text-generation"})

@@ -5,8 +5,8 @@ and the per-process cache that the request path reads them from."""
 import pytest
 from sqlalchemy import event, select
 
-from web.account_limits import AccountLimits, AccountLimitsCache, account_limits
 from core.tables import Account
+from web.account_limits import AccountLimits, AccountLimitsCache, account_limits
 
 from ..conftest import new_key
 

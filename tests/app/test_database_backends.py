@@ -36,8 +36,8 @@ def test_replicas_starting_at_once_on_an_empty_postgresql_create_the_schema_and_
     from sqlalchemy import func, select
 
     from app import prepare_database
-    from core.tables import ApiKey
     from core.database import Database
+    from core.tables import ApiKey
 
     url = postgres.new_database()
     start = threading.Barrier(4)
@@ -64,8 +64,8 @@ def test_replicas_starting_at_once_on_an_empty_postgresql_create_the_schema_and_
 
 def test_a_deleted_model_versions_id_is_never_given_to_a_new_one(database_url):
     # The id names the version's files, bundle and loaded copy in every process.
-    from core.tables import Account, ModelVersion, UserModel, utcnow
     from core.database import Database
+    from core.tables import Account, ModelVersion, UserModel, utcnow
 
     database = Database(database_url)
     with database.sessions() as session:

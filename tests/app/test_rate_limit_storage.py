@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import pytest
 import requests
-
-from core.limits_storage import SQLiteStorage
-from web.rate_limits import storage_uri
-from core.settings import Settings
 from limits import RateLimitItemPerMinute
 from limits.strategies import SlidingWindowCounterRateLimiter
+
+from core.limits_storage import SQLiteStorage
+from core.settings import Settings
+from web.rate_limits import storage_uri
 
 from ..conftest import new_key, until
 from ..gunicorn import production_server

@@ -14,10 +14,10 @@ import openai
 import pytest
 import requests
 
+from core.settings import Settings
 from web.rate_limits import Window, duration
 from web.settings import settings_of
 from web.token_estimates import chat_completion, completion, text_generation
-from core.settings import Settings
 
 from ..conftest import LiveServer, new_key, until
 from ..openai_api.conftest import assert_openai_error

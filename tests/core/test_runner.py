@@ -10,9 +10,9 @@ from sqlalchemy import DateTime, Integer, String, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.database import Database
-from core.tables import utcnow
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
+from core.tables import utcnow
 
 WAIT_S = 30  # how long a test waits for a thread to get somewhere before it fails (never a measure)
 

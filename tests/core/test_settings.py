@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from app import create_app
-from web.settings import settings_of
 from core.settings import FIELDS, Settings
+from web.settings import settings_of
 
 
 def test_environment_overrides_are_typed():

@@ -6,11 +6,11 @@ import os
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from web.errors import ModelUnavailable
 from model_registry import availability
 from model_registry.availability import PRESENCE_TTL_S, presence, presence_sentence
 from model_registry.catalogue import MODELS
 from model_registry.resolve import download_command, resolve_model_dir
+from web.errors import ModelUnavailable
 
 from ..model_presence import hf_cache, put_in_cache  # noqa: F401 (hf_cache is a fixture)
 from ..tiny_models import packaged_minilm_dir

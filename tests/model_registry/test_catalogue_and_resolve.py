@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from web.errors import ModelUnavailable
 from model_registry.catalogue import MODELS, TASK_MODELS, default_name
 from model_registry.resolve import resolve_model_dir
+from web.errors import ModelUnavailable
 
 from ..tiny_models import packaged_minilm_dir
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.errors import TooManyRequests
+from core.fair_queue import FairQueue
 from core.request_context import current_account
 from model_registry.batcher import Batcher
-from core.fair_queue import FairQueue
 
 from .test_batcher import WAIT_S, Doubler, Gate, batcher_with_clock
 

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from web.client_gone import client_socket, has_gone
 from tests.conftest import until
+from web.client_gone import client_socket, has_gone
 
 MODEL = "gpt2-large"  # the tiny causal LM stands in for it (tests/conftest.py STAND_INS)
 MAX_TOKENS = 200

@@ -4,8 +4,8 @@ the service's own routes keep theirs."""
 import openai
 import pytest
 
-from web.errors import InvalidInput, ModelUnavailable, TooManyRequests
 from model_registry.batcher import DeadlineExceeded
+from web.errors import InvalidInput, ModelUnavailable, TooManyRequests
 
 from ..conftest import new_key
 from .conftest import assert_openai_error

@@ -8,8 +8,8 @@ import threading
 
 from sqlalchemy import func, select
 
-from core.tables import ApiKey, Prediction
 from core.keys import hash_key
+from core.tables import ApiKey, Prediction
 
 from ..conftest import ApiClient, until
 from ..predictions.test_async_predictions import ASYNC, GENERATION

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from core.tables import Account, Dataset, ModelVersion, TrainingJob, UserModel, utcnow
-from web.settings import settings_of
 from services.account import Actor, ServiceContext
 from training.paths import new_id
+from web.settings import settings_of
 
 from ..conftest import new_key
 

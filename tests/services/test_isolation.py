@@ -5,8 +5,8 @@ the other account changes."""
 import pytest
 from sqlalchemy import select
 
-from core.tables import ApiKey, Dataset, TrainingJob, UserModel
 from core.errors import NotFound
+from core.tables import ApiKey, Dataset, TrainingJob, UserModel
 from services import datasets, jobs, keys, models, versions
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from core.tables import UserModel
 from core.errors import BadRequest, Conflict, InvalidInput, NotFound
+from core.tables import UserModel
 from services import datasets, jobs, models
 
 SERVICES = pathlib.Path(__file__).resolve().parents[2] / "services"

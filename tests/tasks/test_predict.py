@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from core.tables import Account, ModelVersion, UserModel, utcnow
-from web.settings import settings_of
 from trainers.tabular import TabularTrainer
 from uploads.archive import tree_bytes
 from uploads.serving import version_dirs
+from web.settings import settings_of
 
 from ..training.helpers import make_run
 from ..uploads.helpers import deploy, make_zip

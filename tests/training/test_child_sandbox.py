@@ -21,9 +21,9 @@ import zlib
 import pytest
 import requests
 
-from web.settings import settings_of
 from training.child_records import TrainingRequest
 from training.sandboxed import PARSE_MODULE, TRAIN_MODULE, ChildSandbox
+from web.settings import settings_of
 
 from ..conftest import LiveServer
 from .flow import add_dataset, iris_csv, start_job, wait_dataset, wait_job

@@ -4,8 +4,8 @@ epoch only fills a gap (the report that died with a killed process)."""
 
 import json
 
-from core.tables import Account, TrainingJob, UserModel
 from core.database import Database
+from core.tables import Account, TrainingJob, UserModel
 from training.records import JobRecord
 
 

@@ -9,8 +9,8 @@ import pytest
 import requests
 from sqlalchemy import inspect, select, text
 
-from core.tables import VERSION_NUMBER_INDEX, Account, ModelVersion, TrainingJob, UserModel, utcnow
 from core.database import Database
+from core.tables import VERSION_NUMBER_INDEX, Account, ModelVersion, TrainingJob, UserModel, utcnow
 from uploads.versions import add_numbered_version
 
 from ..conftest import LiveServer

@@ -4,7 +4,6 @@ the chosen window; another account's requests never appear."""
 import html
 import json
 import re
-
 import time
 
 import pytest

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from web.settings import settings_of
 from uploads.build_errors import SERVICE_FRAMES, SERVICE_ROOT, Scrubber
+from web.settings import settings_of
 
 from .helpers import deploy, make_zip, pickle_zip
 

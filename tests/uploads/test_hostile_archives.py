@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from web.settings import settings_of
 from uploads.archive import ArchiveLimits, ArchiveRejected, check_archive, extract_archive
+from web.settings import settings_of
 
 from .helpers import CONFIG, deploy, make_zip
 

@@ -10,9 +10,9 @@ import os
 import pytest
 
 from core.tables import Dataset, TrainingJob
-from web.settings import settings_of
 from training.sandboxed import TRAIN_MODULE, ChildSandbox
 from uploads.quotas import stored_usage
+from web.settings import settings_of
 
 from ..training.flow import add_dataset, iris_csv, start_job, wait_job
 

@@ -15,14 +15,14 @@ import requests
 from sqlalchemy import select
 
 from core.tables import Account, ModelVersion, UserModel, utcnow
-from web.settings import settings_of
-from training.paths import dataset_dir
 from trainers.tabular import TabularTrainer
+from training.paths import dataset_dir
 from uploads import bundles
 from uploads.archive import tree_bytes
 from uploads.serving import cache_key, version_dirs
 from uploads.version_bundles import ensure_version_files, store_version_files
 from uploads.versions import remove_old_versions
+from web.settings import settings_of
 
 from ..conftest import new_key, until
 from ..seaweedfs import seaweed_for_module

@@ -5,8 +5,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from core.tables import Account
 from core.errors import NotFound
+from core.tables import Account
 from uploads.resolver import CATALOGUE, USER, UnknownModel
 
 from ..conftest import new_key

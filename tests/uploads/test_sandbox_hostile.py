@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from core.tables import ModelVersion, UserModel
-from web.settings import settings_of
 from uploads.serving import version_dirs
+from web.settings import settings_of
 
 from ..conftest import LiveServer
 from . import hostile

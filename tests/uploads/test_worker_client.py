@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from web.errors import ModelUnavailable
 from uploads.worker_client import WorkerFailed, WorkerProcess
+from web.errors import ModelUnavailable
 
 # A worker speaking the protocol: {"size": n} answers n bytes; {"hang": path} creates
 # the file at path and never answers.

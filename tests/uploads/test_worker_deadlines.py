@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from core.tables import UserModel
 from core.errors import ModelUnavailable
+from core.tables import UserModel
 from uploads.worker_client import WorkerProcess, WorkerTimeout
 
 from ..conftest import LiveServer, new_key, until

@@ -14,9 +14,8 @@ from core.settings import Settings
 from model_registry.loaders import LoadSettings
 from model_registry.served_model import ServedModel
 
-from ..serving import cache_key
-
 from ..build_errors import BuildFailed  # noqa: F401 - the formats raise it; hf_checks too
+from ..serving import cache_key
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from model_registry.catalogue import MODELS, public_names
 from model_registry.device import module_nbytes
 from model_registry.resolve import resolve_model_dir
 from model_registry.served_model import ServedModel
-from tasks.common import score_subset
 from model_registry.trained.clip_head import head_probabilities, image_encoder, load_head
+from tasks.common import score_subset
 
 from .base import TrainedFormat, Version
 

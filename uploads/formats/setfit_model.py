@@ -13,6 +13,7 @@ from model_registry.trained.setfit_head import load_head
 
 from .base import TrainedFormat, Version
 
+
 class SetFitModelFormat(TrainedFormat):
     name = "setfit"
 

@@ -21,7 +21,7 @@ from tasks.common import StrictSchema, presence_fields
 from uploads.storage import UploadRejected
 from web.blueprint import Blueprint
 from web.database import session
-from web.service_context import api_context, base_url
+from web.service_context import api_context
 from web.settings import current_settings, settings_of
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")

@@ -18,22 +18,21 @@ import time
 from flask import current_app, jsonify, request
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import func, select, update
 
-from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
+from core.errors import BadRequest, InvalidInput
 from core.pages import newest_first_page
 from core.request_context import current_request_id
-from core.tables import Account, Prediction, owned, utcnow
+from core.tables import Prediction
 from openai_api.common import ENDPOINTS_FOR_TASK
 from predictions import webhooks
 from predictions.objects import FINISHED, prediction_object
-from predictions.webhook_pool import account_webhook_secret
+from services import predictions as predictions_service
 from tasks.spec import TASK_SPECS
 from web.auth import INTERNAL_ACCOUNT, current_account_id
 from web.blueprint import Blueprint
 from web.database import session
 from web.errors import validation_error
-from web.settings import current_settings
+from web.service_context import api_context
 
 blp = Blueprint("predictions", __name__, description="Asynchronous predictions: send any task request with the "
                 "header `Prefer: respond-async` to get one of these instead of the answer, then poll it.")
@@ -120,7 +119,7 @@ def respond_async():
         _check_webhook(webhook)
     account_id = current_account_id()
     db_session = session()
-    _check_room(db_session, account_id)
+    predictions_service.check_room(api_context())
     row = Prediction(id="pred_" + secrets.token_hex(8), seq=time.time_ns(), account_id=account_id, task=task,
                      model=str(body.get("model") or ""), path=request.path, input=body,
                      request_id=current_request_id.get() or "", webhook=webhook)
@@ -142,16 +141,6 @@ def _check_webhook(url) -> None:
         webhooks.destination(url, runner.networks, runner.resolver)  # parsed once, at start; a bounded lookup
     except webhooks.WebhookRefused as exc:
         raise InvalidInput(f"Invalid request. webhook: {exc}.", errors={"webhook": [str(exc)]}) from None
-
-
-def _check_room(db_session, account_id: int) -> None:
-    limit = current_settings().account_max_queued_predictions
-    active = db_session.scalar(select(func.count()).select_from(Prediction).where(
-        Prediction.account_id == account_id, Prediction.status.in_(("queued", "running"))))
-    if active >= limit:
-        raise TooManyRequests(f"This account has {active} queued or running predictions; the limit is {limit} "
-                              "(INFER_ACCOUNT_MAX_QUEUED_PREDICTIONS). Poll them, or retry later.",
-                              headers={"Retry-After": "5"})
 
 
 PREFER_PARAMETER = {
@@ -178,15 +167,7 @@ def init_app(app, api) -> None:
             }
 
 
-# --- the predictions resource ------------------------------------------------------
-
-def find_prediction(db_session, prediction_id: str) -> Prediction:
-    row = owned(db_session, Prediction, prediction_id, current_account_id())
-    if row is None:
-        raise NotFound(f"Prediction {prediction_id!r} not found (finished ones are kept for "
-                       f"{current_settings().prediction_retention_s} s: INFER_PREDICTION_RETENTION_S).")
-    return row
-
+# --- the predictions resource (services/predictions.py) -------------------------------
 
 @blp.route("/predictions")
 class Predictions(MethodView):
@@ -194,12 +175,8 @@ class Predictions(MethodView):
     @blp.response(200, PredictionList)
     def get(self, query):
         """Your predictions, newest first, a page at a time (after: the last id of the previous page)"""
-        db_session = session()
-        statement = select(Prediction).where(Prediction.account_id == current_account_id())
-        if query["status"]:
-            statement = statement.where(Prediction.status == query["status"])
-        after = find_prediction(db_session, query["after"]) if query["after"] else None
-        return newest_first_page(db_session, statement, Prediction, after, query["limit"], prediction_object)
+        statement, after = predictions_service.listing(api_context(), query["status"], query["after"])
+        return newest_first_page(session(), statement, Prediction, after, query["limit"], prediction_object)
 
 
 @blp.route("/predictions/<string:prediction_id>")
@@ -207,7 +184,7 @@ class PredictionResource(MethodView):
     @blp.response(200, PredictionObject)
     def get(self, prediction_id):
         """One prediction: its status, and its output or error once it has ended"""
-        return prediction_object(find_prediction(session(), prediction_id))
+        return prediction_object(predictions_service.get(api_context(), prediction_id))
 
 
 @blp.route("/predictions/<string:prediction_id>/cancel")
@@ -215,17 +192,7 @@ class CancelPrediction(MethodView):
     @blp.response(200, PredictionObject)
     def post(self, prediction_id):
         """Cancel a prediction: a queued one never runs; a running one's answer is dropped. An ended one stays as it is"""
-        db_session = session()
-        row = find_prediction(db_session, prediction_id)
-        now = utcnow()
-        db_session.execute(update(Prediction).where(Prediction.id == row.id, Prediction.status == "queued")
-                           .values(status="cancelled", completed_at=now,
-                                   webhook_status="pending" if row.webhook else None, webhook_next_at=now))
-        db_session.execute(update(Prediction).where(Prediction.id == row.id, Prediction.status == "running")
-                           .values(cancel_requested=True))
-        db_session.commit()
-        db_session.refresh(row)
-        return prediction_object(row)
+        return prediction_object(predictions_service.cancel(api_context(), prediction_id))
 
 
 @blp.route("/webhook-secret")
@@ -233,7 +200,7 @@ class WebhookSecretResource(MethodView):
     @blp.response(200, WebhookSecret)
     def get(self):
         """The secret that signs your webhook calls"""
-        return {"secret": account_webhook_secret(session(), current_account_id())}
+        return {"secret": predictions_service.webhook_secret(api_context())}
 
 
 @blp.route("/webhook-secret/rotate")
@@ -241,8 +208,4 @@ class RotateWebhookSecret(MethodView):
     @blp.response(200, WebhookSecret)
     def post(self):
         """Replace the secret that signs your webhook calls (calls from then on use the new one)"""
-        db_session = session()
-        db_session.execute(update(Account).where(Account.id == current_account_id())
-                           .values(webhook_secret=webhooks.new_secret()))
-        db_session.commit()
-        return {"secret": account_webhook_secret(db_session, current_account_id())}
+        return {"secret": predictions_service.rotate_webhook_secret(api_context())}

@@ -19,7 +19,6 @@ from web import database as web_database
 from web import errors, metrics, rate_limits, request_id, usage
 from web.auth import require_api_key
 from web.json_provider import OrjsonProvider
-from web.settings import current_settings
 
 from .cli import accounts_cli, keys_cli
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
@@ -78,7 +77,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.json = OrjsonProvider(app)
     flask_keys, overrides = split_test_config(app, test_config or {})
     settings = Settings.from_environ(overrides=overrides)
-    app.extensions["settings"] = settings  # read through app.settings.current_settings()
+    app.extensions["settings"] = settings  # read through web/settings.py current_settings()
     app.config.update(flask_keys)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # Flask answers 413 above it
     app.config.update(OPENAPI_SETTINGS)

@@ -280,7 +280,7 @@ def test_a_base_model_from_a_hugging_face_cache_is_readable_through_its_links(ma
     children.stop(child)
     assert seen.split() == ['{"model_type":', '"tiny"}', "read-only"]
     inside = children.child_request(request)
-    assert inside.base_model_dir == "/models/tiny-key" and inside.settings.model_dir == "/models"
+    assert inside.base_model_dir == "/models/tiny-key" and inside.settings["MODEL_DIR"] == "/models"
     assert (inside.nice, inside.autogroup_nice) == (0, 10)  # the sandbox starts it niced
 
 

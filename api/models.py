@@ -15,7 +15,7 @@ from web.blueprint import Blueprint
 from core.tables import ModelVersion, UserModel
 from web.database import session
 from web.service_context import api_context, base_url
-from web.settings import current_settings, settings_of
+from web.settings import current_settings
 from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, tasks_of
@@ -83,7 +83,7 @@ def model_listing(ctx: ServiceContext, include_global: bool) -> list[dict]:
         for spec in MODELS.values():
             listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
                            "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
-                           **presence(spec, settings_of(ctx).model_dir).fields()})
+                           **presence(spec, ctx.config.model_dir).fields()})
     return listed
 
 

@@ -32,7 +32,7 @@ from web.service_context import base_url
 from core.times import iso_time
 from uploads.user_models import find_model
 
-from api.prediction_dispatch import call_as
+from api.prediction_dispatch import run_as
 
 blp = Blueprint("prediction_urls", __name__, description="Private prediction URLs: one model, no API key.")
 
@@ -193,6 +193,6 @@ def predict_with_url(secret):
         raise TooManyRequests(f"This URL answered {limit} calls this minute (INFER_PREDICTION_URL_RATE_PER_MIN); "
                               "try again in a minute.", headers={"Retry-After": str(60 - int(time.time()) % 60)})
     body["model"] = model.name if row.version_number is None else f"{model.name}@{row.version_number}"
-    status, answer = call_as(current_app._get_current_object(), row.account_id, spec.path, body,
-                             current_request_id.get())
+    status, answer = run_as(current_app._get_current_object(), row.account_id, spec.path, body,
+                            current_request_id.get())
     return answer, status

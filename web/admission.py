@@ -64,15 +64,25 @@ def admit():
     account_id = g.get("account_id")
     if account_id is None or is_background_call():
         return None
-    in_flight: InFlight = current_app.extensions["in_flight"]
+    enter(account_id)
+    g.in_flight_account = account_id
+    return None
+
+
+def enter(account_id: int) -> None:
+    """Count one more of the account's requests in progress, or 429 over its limit;
+    `leave` when it is answered. The hook above, and runs made for an account while
+    a client waits (api/prediction_dispatch.py)."""
     limit = _limit(account_id)
-    if in_flight.enter(account_id, limit) is None:
+    if current_app.extensions["in_flight"].enter(account_id, limit) is None:
         raise TooManyRequests(
             f"This account already has {limit} requests in progress on this server process, its limit "
             "(INFER_ACCOUNT_MAX_IN_FLIGHT). Wait for answers before sending more, or send several inputs per "
             "request.", headers={"Retry-After": "1"}, reason="rate_limit_exceeded")
-    g.in_flight_account = account_id
-    return None
+
+
+def leave(account_id: int) -> None:
+    current_app.extensions["in_flight"].leave(account_id)
 
 
 def _release_when_streamed(response):

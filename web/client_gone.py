@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 
-from flask import request
+from flask import has_request_context, request
 
 from web.settings import current_settings
 from core.errors import ApiError
@@ -100,7 +100,8 @@ def run_watched(served, task: str, items: list, control: GenerationControl,
     future = served.run_nowait(task, items)
     if on_done is not None:
         future.add_done_callback(on_done)
-    sock = client_socket(request.environ)
+    # A run made for an account outside any request (an asynchronous prediction) has no client to watch.
+    sock = client_socket(request.environ) if has_request_context() else None
     check_every_s = max(0.01, current_settings().client_gone_check_s)
     while True:
         remaining = control.deadline - time.monotonic()

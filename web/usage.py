@@ -70,12 +70,17 @@ def _then(chunks, done):
 
 
 def _model_named(task: str) -> str:
-    from model_registry.catalogue import TASK_MODELS, default_name
-
     try:
         body = request.get_json(force=True, silent=True)  # parsed by the view already; cached from here on
     except Exception:  # a body over the size limit, a client that went away
         body = None
+    return model_named(task, body)
+
+
+def model_named(task: str, body) -> str:
+    """The model a request's body names, as usage records it (the task's default when it names none)."""
+    from model_registry.catalogue import TASK_MODELS, default_name
+
     name = body.get("model") if isinstance(body, dict) else None
     if isinstance(name, str) and name:
         return name[:MODEL_NAME_MAX]

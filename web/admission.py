@@ -23,7 +23,6 @@ from flask import current_app, g
 from core.errors import TooManyRequests
 
 from web.account_limits import account_limits
-from web.auth import is_background_call
 
 
 class InFlight:
@@ -62,7 +61,7 @@ def _limit(account_id: int) -> int:
 def admit():
     """before_request hook, right after the key check."""
     account_id = g.get("account_id")
-    if account_id is None or is_background_call():
+    if account_id is None:
         return None
     enter(account_id)
     g.in_flight_account = account_id

@@ -64,7 +64,6 @@ from web.settings import current_settings, settings_of
 from core.errors import TooManyRequests
 
 from core import limits_storage  # noqa: F401 - registers the sqlite:// scheme with `limits`
-from web.auth import is_background_call
 from web.token_estimates import ESTIMATE_FOR_ROUTE, generation_tokens
 
 log = logging.getLogger(__name__)
@@ -233,7 +232,7 @@ def check_rate_limits():
 
         routes.update(inference_routes())
     account_id = g.get("account_id")
-    if rule is None or rule.rule not in routes or account_id is None or is_background_call():
+    if rule is None or rule.rule not in routes or account_id is None:
         return None
     g.rate_limit_charges = charges = []
     charge_request(account_id, rule.rule, _request_body, charges)

@@ -12,8 +12,10 @@ the pool. The limit is below the thread count, so other accounts always find
 threads, and gunicorn's queue, whatever the flood, drains at that speed.
 
 A request counts until its answer is made, a stream until its last event is sent.
-Asynchronous predictions replayed by the service (predictions/runner.py) do not
-count: they are bounded by INFER_PREDICTION_THREADS and their own per-account cap.
+Asynchronous predictions run by the service (predictions/runner.py,
+api/prediction_dispatch.py) do not count: they are bounded by
+INFER_PREDICTION_THREADS and their own per-account cap. A run made for an
+account while a client waits (a prediction URL, the playground) does.
 """
 
 import threading

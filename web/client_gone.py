@@ -11,7 +11,8 @@ between slices it looks at the client's connection:
 
 - gunicorn hands the connection's socket to the app in the WSGI environ as
   "gunicorn.socket", werkzeug's server as "werkzeug.socket"; under a server that
-  offers neither (and for the service's calls to itself) only the deadline applies.
+  offers neither (and for a run made outside any request: api/prediction_dispatch.py)
+  only the deadline applies.
 - On Linux the kernel's TCP state tells, without reading anything, whether the
   peer has closed (CLOSE_WAIT once its FIN came, CLOSE after a reset): data a
   keep-alive client pipelined behind this request (its next request) is neither

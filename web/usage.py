@@ -47,7 +47,7 @@ def _count(recorder: UsageRecorder, tasks_of_rules: dict, response) -> None:
     if task is None:
         return
     if response.status_code == 202 and response.headers.get("Preference-Applied") == "respond-async":
-        return  # queued, not run: it counts when the runner replays it
+        return  # queued, not run: it counts when the runner runs it (api/prediction_dispatch.py)
     model = _model_named(task)
     started = g.get("request_started") or time.perf_counter()  # web/metrics.py's timer
 

@@ -22,7 +22,7 @@ from uploads.storage import UploadRejected
 from web.blueprint import Blueprint
 from web.database import session
 from web.service_context import api_context
-from web.settings import current_settings, settings_of
+from web.settings import current_settings
 
 blp = Blueprint("models", __name__, description="Your uploaded models.")
 
@@ -81,7 +81,7 @@ def model_listing(ctx: ServiceContext, include_global: bool) -> list[dict]:
         for spec in MODELS.values():
             listed.append({"id": f"global_{spec.key}", "name": spec.key, "description": spec.description,
                            "tasks": tasks_of(spec.key), "build_status": "success", "last_deployment": None,
-                           **presence(spec, settings_of(ctx).model_dir).fields()})
+                           **presence(spec, ctx.config.model_dir).fields()})
     return listed
 
 

@@ -19,7 +19,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import case, select, update
 
-from api.prediction_dispatch import call_as
+from api.prediction_dispatch import run_as
 from core.errors import BadRequest, InvalidInput, NotFound, TooManyRequests
 from core.request_context import current_request_id
 from core.tables import PredictionUrl, UserModel, owned, utcnow
@@ -192,6 +192,6 @@ def predict_with_url(secret):
         raise TooManyRequests(f"This URL answered {limit} calls this minute (INFER_PREDICTION_URL_RATE_PER_MIN); "
                               "try again in a minute.", headers={"Retry-After": str(60 - int(time.time()) % 60)})
     body["model"] = model.name if row.version_number is None else f"{model.name}@{row.version_number}"
-    status, answer = call_as(current_app._get_current_object(), row.account_id, spec.path, body,
-                             current_request_id.get())
+    status, answer = run_as(current_app._get_current_object(), row.account_id, spec.path, body,
+                            current_request_id.get())
     return answer, status

@@ -28,7 +28,7 @@ from predictions import webhooks
 from predictions.objects import FINISHED, prediction_object
 from services import predictions as predictions_service
 from tasks.spec import TASK_SPECS
-from web.auth import INTERNAL_ACCOUNT, current_account_id
+from web.auth import current_account_id
 from web.blueprint import Blueprint
 from web.database import session
 from web.errors import validation_error
@@ -98,8 +98,8 @@ def wants_async(prefer: str) -> bool:
 
 def respond_async():
     """before_request hook: queue the request as a prediction when it asks to be."""
-    if request.method != "POST" or request.environ.get(INTERNAL_ACCOUNT) is not None:
-        return None  # a prediction being run is never queued again
+    if request.method != "POST":
+        return None
     target = current_app.extensions["async_targets"].get(request.endpoint)
     if target is None or not wants_async(request.headers.get("Prefer", "")):
         return None

@@ -269,35 +269,41 @@ class ChatCompletions(MethodView):
     @documented_errors("400")
     def post(self, body):
         """Chat with a text-generation model (OpenAI-compatible)"""
-        if body["max_tokens"] is None:
-            body["max_tokens"] = body["max_completion_tokens"]
-        served, name = resolve_model(TASK, body["model"])
-        engine = _engine(served, name, chat=True)
-        messages = [{"role": ROLES[m["role"]], "content": m["content"]} for m in body["messages"]]
-        try:
-            prompt_ids = engine.encode_chat(messages)
-        except Exception as exc:  # a template may refuse an order of roles (raise_exception in Jinja)
-            raise BadRequest(f"The model's chat template refused these messages: {exc}",
-                             errors={"messages": [str(exc)]}, param="messages") from None
-        max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length, None, "messages")
-        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        stream = TokenStream() if body["stream"] else None
-        request = completion_request(body, prompt_ids, max_tokens, stream)
-        include_usage = _include_usage(body)
-        shape = ChatChunks(reply_id, created, body["model"], request.n, include_usage)
-        answer = _generate(served, [request], shape, stream, include_usage)
-        if stream is not None:
-            return answer
-        [result] = answer
-        return {
-            "id": reply_id, "object": "chat.completion", "created": created, "model": body["model"],
-            "choices": [
-                {"index": i, "message": {"role": "assistant", "content": choice.text}, "logprobs": None,
-                 "finish_reason": choice.finish_reason}
-                for i, choice in enumerate(result.choices)
-            ],
-            "usage": _total_usage([result]),
-        }
+        return chat_completion(body)
+
+
+def chat_completion(body: dict):
+    """The answer to a chat body the schema loaded: a JSON object, or the stream's response (the view's,
+    and a run made for an account: api/prediction_dispatch.py)."""
+    if body["max_tokens"] is None:
+        body["max_tokens"] = body["max_completion_tokens"]
+    served, name = resolve_model(TASK, body["model"])
+    engine = _engine(served, name, chat=True)
+    messages = [{"role": ROLES[m["role"]], "content": m["content"]} for m in body["messages"]]
+    try:
+        prompt_ids = engine.encode_chat(messages)
+    except Exception as exc:  # a template may refuse an order of roles (raise_exception in Jinja)
+        raise BadRequest(f"The model's chat template refused these messages: {exc}",
+                         errors={"messages": [str(exc)]}, param="messages") from None
+    max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length, None, "messages")
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    stream = TokenStream() if body["stream"] else None
+    request = completion_request(body, prompt_ids, max_tokens, stream)
+    include_usage = _include_usage(body)
+    shape = ChatChunks(reply_id, created, body["model"], request.n, include_usage)
+    answer = _generate(served, [request], shape, stream, include_usage)
+    if stream is not None:
+        return answer
+    [result] = answer
+    return {
+        "id": reply_id, "object": "chat.completion", "created": created, "model": body["model"],
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": choice.text}, "logprobs": None,
+             "finish_reason": choice.finish_reason}
+            for i, choice in enumerate(result.choices)
+        ],
+        "usage": _total_usage([result]),
+    }
 
 
 # ---- /v1/completions -------------------------------------------------------------
@@ -370,39 +376,45 @@ class Completions(MethodView):
     @documented_errors("400")
     def post(self, body):
         """Continue a prompt with a text-generation model (OpenAI-compatible)"""
-        n = body["n"] or 1
-        if body["best_of"] not in (None, n):
-            raise BadRequest("best_of is supported only equal to n.", errors={"best_of": ["Must equal n."]},
-                             param="best_of")
-        prompts = body["prompt"]
-        most = limit_setting("MAX_BATCH_SIZE")
-        if len(prompts) * n > most:
-            raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {most} (INFER_MAX_BATCH_SIZE).",
-                             errors={"n": ["Too many choices in all."]}, param="n")
-        served, name = resolve_model(TASK, body["model"])
-        engine = _engine(served, name, chat=False)
-        stream = TokenStream() if body["stream"] else None
-        requests = []
-        for position, prompt in enumerate(prompts):
-            prompt_ids = engine.encode(prompt)
-            max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length,
-                                        COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
-            request = completion_request(body, prompt_ids, max_tokens, stream)
-            request.first_choice = position * n
-            requests.append(request)
-        echoed = [prompt if body["echo"] else "" for prompt in prompts for _ in range(n)]
-        reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        include_usage = _include_usage(body)
-        shape = CompletionChunks(reply_id, created, body["model"], include_usage, echoed)
-        answer = _generate(served, requests, shape, stream, include_usage)
-        if stream is not None:
-            return answer
-        choices = [choice for result in answer for choice in result.choices]
-        return {
-            "id": reply_id, "object": "text_completion", "created": created, "model": body["model"],
-            "choices": [
-                {"text": echoed[i] + choice.text, "index": i, "logprobs": None, "finish_reason": choice.finish_reason}
-                for i, choice in enumerate(choices)
-            ],
-            "usage": _total_usage(answer),
-        }
+        return text_completion(body)
+
+
+def text_completion(body: dict):
+    """The answer to a completions body the schema loaded: a JSON object, or the stream's response (the view's,
+    and a run made for an account: api/prediction_dispatch.py)."""
+    n = body["n"] or 1
+    if body["best_of"] not in (None, n):
+        raise BadRequest("best_of is supported only equal to n.", errors={"best_of": ["Must equal n."]},
+                         param="best_of")
+    prompts = body["prompt"]
+    most = limit_setting("MAX_BATCH_SIZE")
+    if len(prompts) * n > most:
+        raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {most} (INFER_MAX_BATCH_SIZE).",
+                         errors={"n": ["Too many choices in all."]}, param="n")
+    served, name = resolve_model(TASK, body["model"])
+    engine = _engine(served, name, chat=False)
+    stream = TokenStream() if body["stream"] else None
+    requests = []
+    for position, prompt in enumerate(prompts):
+        prompt_ids = engine.encode(prompt)
+        max_tokens = max_new_tokens(body, len(prompt_ids), engine.context_length,
+                                    COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+        request = completion_request(body, prompt_ids, max_tokens, stream)
+        request.first_choice = position * n
+        requests.append(request)
+    echoed = [prompt if body["echo"] else "" for prompt in prompts for _ in range(n)]
+    reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    include_usage = _include_usage(body)
+    shape = CompletionChunks(reply_id, created, body["model"], include_usage, echoed)
+    answer = _generate(served, requests, shape, stream, include_usage)
+    if stream is not None:
+        return answer
+    choices = [choice for result in answer for choice in result.choices]
+    return {
+        "id": reply_id, "object": "text_completion", "created": created, "model": body["model"],
+        "choices": [
+            {"text": echoed[i] + choice.text, "index": i, "logprobs": None, "finish_reason": choice.finish_reason}
+            for i, choice in enumerate(choices)
+        ],
+        "usage": _total_usage(answer),
+    }

@@ -118,20 +118,26 @@ class Embeddings(MethodView):
     @documented_errors("400")
     def post(self, body):
         """Vectorise a text or a list of texts (OpenAI's embeddings)"""
-        texts, _is_batch = as_batch(body["input"])
-        served, name = resolve_model(TASK, body["model"])
-        # The same runner and batcher as /text-vectorisation: the same vectors,
-        # and requests to both share forward passes.
-        vectors = served.run(TASK, texts)
-        if body["dimensions"] is not None:
-            # Checked once the model has answered: a model's vector size is known only then.
-            vectors = shorten(vectors, body["dimensions"], Capability.SHORTER_VECTORS in served.capabilities, name)
-        encode = as_base64 if body["encoding_format"] == "base64" else (lambda vector: vector)
-        tokens = sum(served.count_tokens(texts)) if Capability.TOKEN_COUNTS in served.capabilities else None
-        return {
-            "object": "list",
-            "data": [{"object": "embedding", "index": index, "embedding": encode(vector)}
-                     for index, vector in enumerate(vectors)],
-            "model": name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return embeddings(body)
+
+
+def embeddings(body: dict) -> dict:
+    """The answer to an embeddings body the schema loaded (the view's, and a run
+    made for an account: api/prediction_dispatch.py)."""
+    texts, _is_batch = as_batch(body["input"])
+    served, name = resolve_model(TASK, body["model"])
+    # The same runner and batcher as /text-vectorisation: the same vectors,
+    # and requests to both share forward passes.
+    vectors = served.run(TASK, texts)
+    if body["dimensions"] is not None:
+        # Checked once the model has answered: a model's vector size is known only then.
+        vectors = shorten(vectors, body["dimensions"], Capability.SHORTER_VECTORS in served.capabilities, name)
+    encode = as_base64 if body["encoding_format"] == "base64" else (lambda vector: vector)
+    tokens = sum(served.count_tokens(texts)) if Capability.TOKEN_COUNTS in served.capabilities else None
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": encode(vector)}
+                 for index, vector in enumerate(vectors)],
+        "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

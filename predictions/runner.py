@@ -1,10 +1,9 @@
 """Runs asynchronous predictions, hands their webhooks to the webhook pool, and deletes old ones.
 
 A prediction is a row (core/tables.py Prediction) holding the request as it was
-sent. A runner claims it with a lease (core/leases.py), replays the request
-through the whole app as its account (api/prediction_dispatch.py: the same
-schemas, limits, batcher and errors as the synchronous call), and records the
-answer. A process that dies mid-prediction stops renewing its lease and the
+sent. A runner claims it with a lease (core/leases.py), runs the request's
+route as its account (api/prediction_dispatch.py: the same schemas, limits,
+batcher and errors as the synchronous call), and records the answer. A process that dies mid-prediction stops renewing its lease and the
 prediction runs again elsewhere, up to INFER_PREDICTION_MAX_ATTEMPTS starts
 (a prediction has no side effects, so running it again is safe).
 
@@ -45,7 +44,7 @@ PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_f
 
 
 # (account id, path, body, request id) -> (status, JSON answer): runs a stored
-# request as its account (the app passes api/prediction_dispatch.py's).
+# request's route as its account (the app passes api/prediction_dispatch.py's).
 RunRequest = Callable[[int, str, dict, str | None], tuple[int, dict]]
 
 

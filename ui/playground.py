@@ -3,7 +3,7 @@ get the curl command that sends the same request.
 
 The form is built from each task's own request schema (its TaskSpec's,
 tasks/*.py), so a task added to tasks/ shows up here with its fields. The page
-runs a request through the JSON API as the signed-in account (ui/api.py): the
+runs the task's route as the signed-in account (api/prediction_dispatch.py): the
 answer, and the error message, are exactly what the account's key would get.
 """
 
@@ -13,15 +13,18 @@ import secrets
 import shlex
 from dataclasses import dataclass
 
-from flask import jsonify, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from marshmallow import INCLUDE, fields, missing
 
+from api.models import model_listing
+from api.prediction_dispatch import run_as
+from core.request_context import current_request_id
 from model_registry.resolve import hub_offline
 from tasks import in_catalogue_order
 from tasks.spec import TASK_SPECS, TaskSpec
 from web.settings import current_settings
 
-from . import api
+from .acting import as_account
 from .blueprint import bp
 
 # Names a person reads better than the API's.
@@ -147,7 +150,7 @@ def default_choice(choices: dict[str, list[ModelChoice]], listed: list[dict]) ->
 
 def _task_form_context(task: str, model: str | None = None) -> dict:
     spec = TASK_SPECS[task]
-    listed = api.get("/models", query={"include_global": "true"})
+    listed = model_listing(as_account(), include_global=True)
     choices = model_choices(task, listed)
     names = [choice.name for group in choices.values() for choice in group]
     return {"spec": spec, "route": spec.path, "fields": form_fields(spec), "choices": choices,
@@ -245,6 +248,17 @@ def playground_curl():
 def playground_run():
     """Send the body to the task's route as the account; the API's status and answer."""
     spec, body, files = _run_request()
-    answer = api.call("POST", spec.path, json=body)
-    return jsonify(status=answer.status, ok=answer.ok, answer=answer.body,
-                   message=None if answer.ok else answer.message, curl=_curl_for(spec, body, files))
+    status, answer = run_as(current_app._get_current_object(), g.ui_account_id, spec.path, body,
+                            current_request_id.get())
+    ok = 200 <= status < 300
+    return jsonify(status=status, ok=ok, answer=answer, message=None if ok else error_message(status, answer),
+                   curl=_curl_for(spec, body, files))
+
+
+def error_message(status: int, answer) -> str:
+    """The API's error message, for showing to a person: the service's shape, or
+    OpenAI's (/v1), which nests it under "error"."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    text = answer.get("message") if isinstance(answer, dict) else None
+    text = text or (error.get("message") if isinstance(error, dict) else None) or ""
+    return text.strip() or f"HTTP {status}"

@@ -12,8 +12,10 @@ the pool. The limit is below the thread count, so other accounts always find
 threads, and gunicorn's queue, whatever the flood, drains at that speed.
 
 A request counts until its answer is made, a stream until its last event is sent.
-Asynchronous predictions replayed by the service (predictions/runner.py) do not
-count: they are bounded by INFER_PREDICTION_THREADS and their own per-account cap.
+Asynchronous predictions run by the service (predictions/runner.py,
+api/prediction_dispatch.py) do not count: they are bounded by
+INFER_PREDICTION_THREADS and their own per-account cap. A run made for an
+account while a client waits (a prediction URL, the playground) does.
 """
 
 import threading
@@ -22,7 +24,6 @@ from flask import current_app, g
 
 from core.errors import TooManyRequests
 from web.account_limits import account_limits
-from web.auth import is_background_call
 
 
 class InFlight:
@@ -61,17 +62,27 @@ def _limit(account_id: int) -> int:
 def admit():
     """before_request hook, right after the key check."""
     account_id = g.get("account_id")
-    if account_id is None or is_background_call():
+    if account_id is None:
         return None
-    in_flight: InFlight = current_app.extensions["in_flight"]
+    enter(account_id)
+    g.in_flight_account = account_id
+    return None
+
+
+def enter(account_id: int) -> None:
+    """Count one more of the account's requests in progress, or 429 over its limit;
+    `leave` when it is answered. The hook above, and runs made for an account while
+    a client waits (api/prediction_dispatch.py)."""
     limit = _limit(account_id)
-    if in_flight.enter(account_id, limit) is None:
+    if current_app.extensions["in_flight"].enter(account_id, limit) is None:
         raise TooManyRequests(
             f"This account already has {limit} requests in progress on this server process, its limit "
             "(INFER_ACCOUNT_MAX_IN_FLIGHT). Wait for answers before sending more, or send several inputs per "
             "request.", headers={"Retry-After": "1"}, reason="rate_limit_exceeded")
-    g.in_flight_account = account_id
-    return None
+
+
+def leave(account_id: int) -> None:
+    current_app.extensions["in_flight"].leave(account_id)
 
 
 def _release_when_streamed(response):

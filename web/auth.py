@@ -16,18 +16,6 @@ HEADER = "x-api-key"
 HOW_TO_SEND = f"send it in the {HEADER} header or as Authorization: Bearer <key>"
 
 
-# The WSGI environ key of the account a request the service makes to itself acts for.
-INTERNAL_ACCOUNT = "infer.internal_account"
-# Set (beside INTERNAL_ACCOUNT) on such a request made by background work (an
-# asynchronous prediction replayed by predictions/runner.py), not while serving a
-# client: its request was admitted and rate-limited when it was submitted.
-BACKGROUND_CALL = "infer.background_call"
-
-
-def is_background_call() -> bool:
-    return request.environ.get(INTERNAL_ACCOUNT) is not None and bool(request.environ.get(BACKGROUND_CALL))
-
-
 def require_api_key():
     """before_request hook: every endpoint except the public ones needs a valid key."""
     endpoint = request.endpoint or ""
@@ -39,14 +27,6 @@ def require_api_key():
     if endpoint.startswith("ui.") or unrouted_ui_path:
         # The web UI signs in with a key once and checks its own session (ui/sessions.py). A /ui path
         # that routes nowhere yet (/ui, redirected to /ui/) is the UI's too: never the API's JSON 401.
-        return None
-    internal = request.environ.get(INTERNAL_ACCOUNT)
-    if internal is not None:
-        # A request the service makes to itself for an account (api/prediction_dispatch.py).
-        # WSGI servers put only HTTP_* keys from a client's headers in the environ: no
-        # client can set this one.
-        g.api_key_id, g.account_id = None, int(internal)
-        current_account.set(g.account_id)
         return None
     key_hash = hash_key(presented_key())
     cache: KeyCache = current_app.extensions["key_cache"]

@@ -11,7 +11,8 @@ between slices it looks at the client's connection:
 
 - gunicorn hands the connection's socket to the app in the WSGI environ as
   "gunicorn.socket", werkzeug's server as "werkzeug.socket"; under a server that
-  offers neither (and for the service's calls to itself) only the deadline applies.
+  offers neither (and for a run made outside any request: api/prediction_dispatch.py)
+  only the deadline applies.
 - On Linux the kernel's TCP state tells, without reading anything, whether the
   peer has closed (CLOSE_WAIT once its FIN came, CLOSE after a reset): data a
   keep-alive client pipelined behind this request (its next request) is neither
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 
-from flask import request
+from flask import has_request_context, request
 
 from core.errors import ApiError
 from model_registry.batcher import DeadlineExceeded
@@ -100,7 +101,8 @@ def run_watched(served, task: str, items: list, control: GenerationControl,
     future = served.run_nowait(task, items)
     if on_done is not None:
         future.add_done_callback(on_done)
-    sock = client_socket(request.environ)
+    # A run made for an account outside any request (an asynchronous prediction) has no client to watch.
+    sock = client_socket(request.environ) if has_request_context() else None
     check_every_s = max(0.01, current_settings().client_gone_check_s)
     while True:
         remaining = control.deadline - time.monotonic()

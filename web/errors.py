@@ -69,13 +69,16 @@ def register_error_format(path_prefix: str, error_format: ErrorFormat) -> None:
     _formats_by_prefix[path_prefix.rstrip("/")] = error_format
 
 
-def _format_for_request() -> ErrorFormat:
-    if has_request_context():
-        path = request.path
-        for prefix, error_format in _formats_by_prefix.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                return error_format
+def format_for_path(path: str) -> ErrorFormat:
+    """The error format of the API that `path` belongs to."""
+    for prefix, error_format in _formats_by_prefix.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return error_format
     return service_format
+
+
+def _format_for_request() -> ErrorFormat:
+    return format_for_path(request.path) if has_request_context() else service_format
 
 
 def error_response(status: int, message: str, errors: dict | None = None, headers: dict | None = None,
@@ -107,6 +110,12 @@ def _describe(errors: dict) -> str:
         text = "; ".join(str(p) for p in problems) if isinstance(problems, list) else str(problems)
         parts.append(f"{field}: {text}")
     return "Invalid request. " + " ".join(parts)
+
+
+def validation_details(status: int, messages: dict) -> ErrorDetails:
+    """What a JSON body schema's ValidationError says, as webargs' refusal of that
+    body reads (the status is the route's: 422, or 400 on /v1)."""
+    return ErrorDetails(status, _describe(messages), messages)
 
 
 def validation_error(messages: dict) -> InvalidInput:
@@ -142,6 +151,27 @@ def handle_unexpected(error: Exception):
     request_id = current_request_id.get()
     log.exception("unhandled error on request %s", request_id)
     return error_response(500, f"Internal server error; the details are in the service log under request id {request_id}.")
+
+
+def error_answer(error: Exception, path: str) -> tuple[int, dict]:
+    """(status, JSON body) the route at `path` answers for `error`, as the handlers
+    below render it: for code that runs a route's work without an HTTP request
+    (api/prediction_dispatch.py)."""
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(error, ApiError):
+        details = ErrorDetails(error.status, error.message, error.errors, error.reason, error.param)
+    elif isinstance(error, HTTPException):
+        details = ErrorDetails(error.code, error.description or HTTP_STATUS_CODES.get(error.code, "Error"))
+    elif isinstance(error, OperationalError):
+        log.error("database unreachable: %s", error.__class__.__name__)
+        details = ErrorDetails(503, "The database is unreachable; retry shortly.")
+    else:
+        request_id = current_request_id.get()
+        log.error("unhandled error on request %s", request_id, exc_info=error)
+        details = ErrorDetails(500, "Internal server error; the details are in the service log under request id "
+                                    f"{request_id}.")
+    return format_for_path(path)(details)
 
 
 def init_app(app):

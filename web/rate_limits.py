@@ -62,7 +62,6 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from core import limits_storage  # noqa: F401 - registers the sqlite:// scheme with `limits`
 from core.errors import TooManyRequests
-from web.auth import is_background_call
 from web.settings import current_settings, settings_of
 from web.token_estimates import ESTIMATE_FOR_ROUTE, generation_tokens
 
@@ -232,30 +231,42 @@ def check_rate_limits():
 
         routes.update(inference_routes())
     account_id = g.get("account_id")
-    if rule is None or rule.rule not in routes or account_id is None or is_background_call():
+    if rule is None or rule.rule not in routes or account_id is None:
         return None
+    g.rate_limit_charges = charges = []
+    charge_request(account_id, rule.rule, _request_body, charges)
+    return None
+
+
+def _request_body():
+    try:
+        # Parsed here and again by the view's schema: only generation routes under a tokens limit pay it.
+        return request.get_json(force=True, silent=True)
+    except (ValueError, RecursionError):  # nested too deeply for the parser: the view refuses it
+        return None
+
+
+def charge_request(account_id: int, route: str, read_body, charges: list) -> None:
+    """Charge the account for one request to the inference route `route` (its body
+    read by `read_body()` only if a tokens limit needs it), adding each charge to
+    `charges`; 429 when a budget is spent. The request hook above, and runs made
+    for an account while a client waits (api/prediction_dispatch.py)."""
+    extensions = current_app.extensions
     limits = extensions["account_limits"].get(account_id)
     if not limits.rate_limited:
-        return None  # the hot path when limits are off: a dict lookup, no storage call
+        return  # the hot path when limits are off: a dict lookup, no storage call
     tokens = 0
-    if limits.tokens_per_min and rule.rule in ESTIMATE_FOR_ROUTE:
-        try:
-            # Parsed here and again by the view's schema: only generation routes under a tokens limit pay it.
-            body = request.get_json(force=True, silent=True)
-        except (ValueError, RecursionError):  # nested too deeply for the parser: the view refuses it
-            body = None
-        tokens = generation_tokens(rule.rule, body, current_settings())
+    if limits.tokens_per_min and route in ESTIMATE_FOR_ROUTE:
+        tokens = generation_tokens(route, read_body(), current_settings())
         if tokens > limits.tokens_per_min:
             raise too_large(tokens, limits.tokens_per_min)  # before counting anything: it can never pass
     rate_limits: RateLimits = extensions["rate_limits"]
-    g.rate_limit_charges = charges = []
     for kind, limit, cost in (("requests", limits.requests_per_min, 1), ("tokens", limits.tokens_per_min, tokens)):
         charge = rate_limits.charge(kind, account_id, limit, cost) if limit and cost else None
         if charge is not None:
             charges.append(charge)
             if not charge.allowed:
                 raise refused(charge)
-    return None
 
 
 def tokens_explained(limit: int, cost: int) -> str:

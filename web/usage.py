@@ -47,7 +47,7 @@ def _count(recorder: UsageRecorder, tasks_of_rules: dict, response) -> None:
     if task is None:
         return
     if response.status_code == 202 and response.headers.get("Preference-Applied") == "respond-async":
-        return  # queued, not run: it counts when the runner replays it
+        return  # queued, not run: it counts when the runner runs it (api/prediction_dispatch.py)
     model = _model_named(task)
     started = g.get("request_started") or time.perf_counter()  # web/metrics.py's timer
 
@@ -70,12 +70,17 @@ def _then(chunks, done):
 
 
 def _model_named(task: str) -> str:
-    from model_registry.catalogue import TASK_MODELS, default_name
-
     try:
         body = request.get_json(force=True, silent=True)  # parsed by the view already; cached from here on
     except Exception:  # a body over the size limit, a client that went away
         body = None
+    return model_named(task, body)
+
+
+def model_named(task: str, body) -> str:
+    """The model a request's body names, as usage records it (the task's default when it names none)."""
+    from model_registry.catalogue import TASK_MODELS, default_name
+
     name = body.get("model") if isinstance(body, dict) else None
     if isinstance(name, str) and name:
         return name[:MODEL_NAME_MAX]

@@ -15,7 +15,7 @@ import pytest
 from flask import Response
 
 from web.account_limits import set_overrides
-from web.internal_calls import request_as
+from api.prediction_dispatch import run_as
 
 from ..conftest import new_key, until
 
@@ -123,17 +123,17 @@ def test_a_stream_counts_until_its_last_event_is_sent(held):
 def test_a_replayed_asynchronous_prediction_is_not_counted(held):
     alice = {"x-api-key": new_key(held, "alice")}
     account = account_of(held, alice)
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(2) as pool:
         holding = [pool.submit(held.test_client().get, "/test-held", headers=alice) for _ in range(2)]
         for _ in range(2):
             assert held.entered.acquire(timeout=WAIT_S)
-        # The prediction runner replays a stored request as background work: admitted when submitted.
-        replay = pool.submit(request_as, held, account, "GET", "/test-held", background=True)
-        assert held.entered.acquire(timeout=WAIT_S)
-        # A call made while serving a client (the UI, a prediction URL) counts like the client's own.
-        served = request_as(held, account, "GET", "/keys")
+        # The prediction runner runs a stored request as background work: admitted when submitted,
+        # so it goes on to the route's own checks (this body has no text: the route's 422).
+        replay = run_as(held, account, "/text-vectorisation", {"model": "english"}, background=True)
+        # A run made while serving a client (the UI, a prediction URL) counts like the client's own.
+        served = run_as(held, account, "/text-vectorisation", {"model": "english"})
         held.release.set()
-        assert replay.result(WAIT_S).status == 200
         [f.result(WAIT_S) for f in holding]
-    assert served.status == 429
+    assert replay[0] == 422 and "text" in replay[1]["errors"]
+    assert served[0] == 429 and "INFER_ACCOUNT_MAX_IN_FLIGHT" in served[1]["message"]
     until(lambda: held.extensions["in_flight"].count(account) == 0)

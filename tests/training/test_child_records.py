@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.settings import Settings
 from training.child_records import ParseOutcome, ParseRequest, TrainingRequest, TrainingResult
 from training.sandboxed import ChildSandbox
 
@@ -33,7 +34,7 @@ def test_a_record_leaves_out_keys_it_does_not_know_and_refuses_one_that_is_missi
 
 
 def test_unsandboxed_a_child_reads_the_request_as_the_runner_made_it():
-    children = ChildSandbox({"TRAINING_SANDBOX_UID_BASE": 0, "SANDBOX_UID_COUNT": 1, "SANDBOX_UID_BASE": 0}, None)
+    children = ChildSandbox(Settings(training_sandbox_uid_base=0, sandbox_uid_count=1, sandbox_uid_base=0), None)
     request = _request()
     parse = ParseRequest(source="/data/datasets/ds_1/source", limits={"max_rows": 5}, nice=10)
     assert children.child_request(request) == request and children.parse_request(parse) == parse

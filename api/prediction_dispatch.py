@@ -29,18 +29,23 @@ from functools import partial
 from flask import Flask, g
 from marshmallow import ValidationError
 
+from api.task_routes import answer as task_answer
 from core.errors import BadRequest, NotFound
 from core.request_context import current_account, current_request_id
-from openai_api.completions import ChatCompletionBody, ChatCompletion, CompletionBody, TextCompletion, \
-    chat_completion, text_completion
+from openai_api.completions import (
+    ChatCompletion,
+    ChatCompletionBody,
+    CompletionBody,
+    TextCompletion,
+    chat_completion,
+    text_completion,
+)
 from openai_api.embeddings import EmbeddingsBody, EmbeddingsResponse, embeddings
 from tasks import text_generation, text_vectorisation
 from tasks.spec import TASK_SPECS
 from web import admission, rate_limits
 from web.errors import error_answer, format_for_path, validation_details
 from web.usage import model_named
-
-from api.task_routes import answer as task_answer
 
 log = logging.getLogger(__name__)
 

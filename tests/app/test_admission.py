@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Response
 
-from web.account_limits import set_overrides
 from api.prediction_dispatch import run_as
+from web.account_limits import set_overrides
 
 from ..conftest import new_key, until
 

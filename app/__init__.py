@@ -132,8 +132,9 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
         # submits it. gunicorn's post_worker_init reads these settings too.
-        settings = dataclasses.replace(settings, builder=False, trainer=False, predictions=False)
-        app.extensions["settings"] = settings
+        # (The local `settings` keeps what was asked: its `builder` starts the thread
+        # that unloads replaced versions below.)
+        app.extensions["settings"] = dataclasses.replace(settings, builder=False, trainer=False, predictions=False)
 
     metrics.init_app(app)
     usage.init_app(app, database)  # per-account usage, counted where the metrics are

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.tables import ModelVersion
 from uploads.storage import LocalStorage
+from web.settings import settings_of
 
 from ..training.flow import iris_csv
 from ..uploads.helpers import inference_zip, put_local, upload_url, wait_built
@@ -102,7 +103,7 @@ def test_the_sweep_notices_uploads_that_arrived_in_the_bucket(client_for, redis_
     assert work.queues["builds"].count == 0
 
     with monkeypatch.context() as patch:
-        patch.setattr(builder, "storage", BucketLike(api.app.config))
+        patch.setattr(builder, "storage", BucketLike(settings_of(api.app)))
         assert work.sweep() == 1
     work.run_worker(["builds"], burst=True)
     built = wait_built(api.client, api.headers, "coder")

@@ -224,12 +224,7 @@ def check_rate_limits():
     """before_request, right after the key check: charge the account, or 429."""
     if request.method != "POST":
         return None
-    rule, extensions = request.url_rule, current_app.extensions
-    routes = extensions["rate_limited_routes"]
-    if not routes:  # every route is registered by the first request
-        from web.usage import inference_routes
-
-        routes.update(inference_routes())
+    rule, routes = request.url_rule, current_app.extensions["inference_routes"]  # listed by the app factory
     account_id = g.get("account_id")
     if rule is None or rule.rule not in routes or account_id is None:
         return None
@@ -318,7 +313,6 @@ def init_app(app) -> RateLimits:
     """Register right after require_api_key (it needs the account) and before the
     asynchronous-prediction hook (an async submit is charged when it is queued)."""
     app.extensions["rate_limits"] = rate_limits = RateLimits(storage_uri(settings_of(app)))
-    app.extensions["rate_limited_routes"] = {}
     app.before_request(check_rate_limits)
     app.after_request(add_rate_limit_headers)
     return rate_limits

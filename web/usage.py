@@ -18,13 +18,10 @@ def init_app(app, database) -> UsageRecorder:
     recorder = UsageRecorder(database.sessions, settings.usage_bucket_s, settings.usage_retention_hours,
                              settings.usage_flush_s)
     app.extensions["usage"] = recorder
-    tasks_of_rules: dict[str, str] = {}
 
     def count_request(response):
         try:
-            if not tasks_of_rules:  # every route is registered by the first request
-                tasks_of_rules.update(inference_routes())
-            _count(recorder, tasks_of_rules, response)
+            _count(recorder, inference_routes(), response)
         except Exception:  # counting must never cost a request its answer
             log.exception("Could not count a request's usage")
         return response

@@ -46,6 +46,9 @@ class FairQueue:
     def accounts(self) -> int:
         return len(self._queues)
 
+    def waiting_accounts(self) -> set:
+        return set(self._queues)
+
     def append(self, account, request) -> None:
         queue = self._queues.get(account)
         if queue is None:
@@ -81,6 +84,35 @@ class FairQueue:
                     taken[account] = taken.get(account, 0) + len(request.items)
                     progressed = True
         return batch
+
+    def pop_next(self, accept: Callable[[object], bool], fits: Callable[[object], bool],
+                 eligible: Callable[[object], bool] | None = None):
+        """The next request round-robin, one at a time, for a caller that admits
+        requests as room frees (a generation's running batch): the first
+        acceptable request of the first eligible account whose next request
+        `fits` now (asked before `accept`, which may start it); None if there is
+        none. Refused requests are dropped as in take()."""
+        for account in list(self._queues):
+            if eligible is not None and not eligible(account):
+                continue
+            while account in self._queues:
+                request = self._queues[account][0]
+                if not fits(request):
+                    break  # kept for later; another account's may fit
+                self._drop_first(account)
+                if accept(request):
+                    if account in self._queues:
+                        self._queues.move_to_end(account)
+                    return request
+        return None
+
+    def _drop_first(self, account) -> None:
+        queue = self._queues[account]
+        request = queue.popleft()
+        self._requests -= 1
+        self._items -= len(request.items)
+        if not queue:
+            del self._queues[account]
 
     def _pop_accepted(self, account, accept, room: int | None):
         """The account's first acceptable request if it fits in `room` items (None:

@@ -81,6 +81,30 @@ class Settings:
     )
     gen_max_beams: int = setting(8, "widest beam search (422)")
     gen_max_generations: int = setting(8, "most outputs per input (422); `n` on `/v1` (400)")
+    # Continuous batching of decoder-only generation (model_registry/loaders/continuous):
+    # requests join a model's running batch between decoding steps and leave it as
+    # they end, instead of waiting for a whole batch to finish.
+    gen_continuous_batching: bool = setting(
+        True,
+        "run decoder-only generation (/text-generation, /v1 completions and chat) in one running batch per "
+        "model that requests join between steps; false: one generate() call per batch, which ends with its "
+        "longest row",
+    )
+    gen_max_running: int = setting(
+        16,
+        "most sequences a model decodes together (a request's `n` choices are `n`); more wait in its queue; "
+        "keep it at least GEN_MAX_GENERATIONS",
+    )
+    gen_kv_cache_mb: int = setting(
+        1024,
+        "KV cache a model's running sequences may take together, in MiB, reckoned for their worst case (each "
+        "padded to the longest prompt plus max tokens among them); a request too large alone gets 400",
+    )
+    gen_prefill_chunk_tokens: int = setting(
+        512,
+        "prompt tokens fed to the model per pass while other sequences decode, so a long prompt delays them "
+        "by one such pass per step",
+    )
     emotion_threshold: float = setting(
         0.5,
         "probability a GoEmotions label needs to be answered (given to the model when it loads)",

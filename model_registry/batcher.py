@@ -97,6 +97,21 @@ def _light_first(batch: list[_Request]) -> list[list[_Request]]:
     return [[r for r in batch if r.account != heaviest], [r for r in batch if r.account == heaviest]]
 
 
+def refuse_over_share(queue: FairQueue, account, max_queue: int, name: str) -> None:
+    """429 for a request of `account` when the account already has its share of
+    the model's queue waiting (or the whole queue is full)."""
+    waiting, share = queue.waiting(account), queue.share(account, max_queue)
+    # The total is bounded too: accounts joining one by one could each fill their share.
+    if waiting >= share or len(queue) >= 2 * max_queue:
+        others = queue.accounts() - (waiting > 0)
+        shared = f", shared with {others} other account{'s' if others != 1 else ''}" if others else ""
+        raise TooManyRequests(
+            f"Model {name} is busy: {waiting} of your requests are queued, your share of its queue "
+            f"(INFER_BATCH_MAX_QUEUE: {max_queue}{shared}). Retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+
 class Batcher:
     def __init__(
         self,
@@ -221,16 +236,7 @@ class Batcher:
         within its share of the queue (call with the lock held)."""
         if self._closed:  # the model was unloaded after this request looked it up
             raise ModelUnavailable.just_unloaded(self.name)
-        waiting, share = self._queue.waiting(account), self._queue.share(account, self.max_queue)
-        # The total is bounded too: accounts joining one by one could each fill their share.
-        if waiting >= share or len(self._queue) >= 2 * self.max_queue:
-            others = self._queue.accounts() - (waiting > 0)
-            shared = f", shared with {others} other account{'s' if others != 1 else ''}" if others else ""
-            raise TooManyRequests(
-                f"Model {self.name} is busy: {waiting} of your requests are queued, your share of its queue "
-                f"(INFER_BATCH_MAX_QUEUE: {self.max_queue}{shared}). Retry shortly.",
-                headers={"Retry-After": "1"},
-            )
+        refuse_over_share(self._queue, account, self.max_queue, self.name)
 
     def _left(self) -> None:
         with self._ready:

@@ -48,7 +48,9 @@ class ServedModel:
 
     ``runners`` maps a task name to a function taking a list of task inputs and
     returning one output per input, in order. Calls go through one Batcher per
-    task, so concurrent requests share forward passes. A runner that is a
+    task, so concurrent requests share forward passes; a runner with `make_queue`
+    (a decoder-only model's generations, loaders/continuous/task_queues.py) gives
+    its own queue instead, one running batch that both generation tasks feed. A runner that is a
     PreparedRunner has its inputs tokenised on the request thread and its passes
     cut by the token budget (model_registry/token_batching.py).
     """
@@ -116,23 +118,34 @@ class ServedModel:
             with self._lock:
                 batcher = self._batchers.get(task)
                 if batcher is None:
-                    settings = self.batch_settings
-                    on_batch = settings.on_batch
                     runner = self.runners[task]
-                    prepared = isinstance(runner, PreparedRunner)
-                    batcher = self._batchers[task] = Batcher(
-                        runner.run if prepared else runner,
-                        name=f"{self.key}/{task}",
-                        max_batch_size=settings.max_batch_size,
-                        max_wait_s=settings.max_wait_s,
-                        max_queue=settings.max_queue,
-                        run_alone_inline=settings.run_alone_inline,
-                        on_batch=(lambda size, seconds: on_batch(self.key, task, size, seconds)) if on_batch else None,
-                        prepare=runner.prepare if prepared else None,
-                        item_tokens=runner.tokens if prepared else None,
-                        max_batch_tokens=settings.max_batch_tokens,
-                    )
+                    make_queue = getattr(runner, "make_queue", None)  # a generation's running batch
+                    if make_queue is not None:
+                        on_batch = self.batch_settings.on_batch
+                        on_model_batch = (lambda name, size, seconds: on_batch(self.key, name, size, seconds)
+                                          ) if on_batch else None
+                        batcher = make_queue(self.key, on_model_batch, lambda: self._new_batcher(task, runner.static))
+                    else:
+                        batcher = self._new_batcher(task, runner)
+                    self._batchers[task] = batcher
         return batcher
+
+    def _new_batcher(self, task: str, runner) -> Batcher:
+        settings = self.batch_settings
+        on_batch = settings.on_batch
+        prepared = isinstance(runner, PreparedRunner)
+        return Batcher(
+            runner.run if prepared else runner,
+            name=f"{self.key}/{task}",
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_s,
+            max_queue=settings.max_queue,
+            run_alone_inline=settings.run_alone_inline,
+            on_batch=(lambda size, seconds: on_batch(self.key, task, size, seconds)) if on_batch else None,
+            prepare=runner.prepare if prepared else None,
+            item_tokens=runner.tokens if prepared else None,
+            max_batch_tokens=settings.max_batch_tokens,
+        )
 
     def close(self) -> None:
         """Stop the batch workers once their queues are drained (on eviction)."""

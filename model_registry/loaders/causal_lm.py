@@ -1,9 +1,12 @@
 """Decoder-only language models (GPT-2, SmolLM2 from GGUF): text generation.
 
 The output is the prompt followed by its continuation, as Backprop's gpt2-large
-answered. Requests with the same parameters in a batch share one generate call
-(left-padded); prompts longer than the model's context are cut from the left so
-the most recent text is kept, leaving room for max_length new tokens.
+answered. Requests go through the model's continuous batch (loaders/continuous):
+each joins the running sequences between decoding steps and leaves when it ends.
+Called directly, and for beam search, the runner is the static path: requests
+with the same parameters share one generate call (left-padded). Prompts longer
+than the model's context are cut from the left so the most recent text is
+kept, leaving room for max_length new tokens.
 """
 
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from .common import (
     max_input_tokens,
     place,
 )
+from .continuous.task_queues import continuous_generation
 from .generation import StopAbandoned, controls_of, generate_kwargs, group_by_params, record_generated, shape_outputs
 from .shared_tokenizers import SerialTokenizer
 
@@ -78,7 +82,9 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
                 outputs[i] = text
         return outputs
 
-    served = ServedModel(spec.key, model, module_nbytes(model), device,
-                         {"text-generation": text_generation, completion.RUNNER: engine.run})
+    continuous = continuous_generation(engine, settings.generation, tokenizer, context, engine.run, text_generation)
+    runners = ({"text-generation": continuous.text_generation, completion.RUNNER: continuous.completions}
+               if continuous is not None else {"text-generation": text_generation, completion.RUNNER: engine.run})
+    served = ServedModel(spec.key, model, module_nbytes(model), device, runners)
     return served.declare(completion=engine,
                           count_tokens=lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]])

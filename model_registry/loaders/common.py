@@ -13,6 +13,17 @@ from core.settings import Settings
 # models may load at once in two threads.
 import_lock = threading.Lock()
 
+
+@dataclass(frozen=True)
+class GenerationLimits:
+    """Continuous batching of a decoder-only model's generations (loaders/continuous)."""
+
+    max_running: int = 16  # sequences decoding together (a request's n choices are n)
+    kv_cache_bytes: int = 1 << 30  # their KV cache, reckoned for the worst case
+    prefill_chunk_tokens: int = 512  # prompt tokens fed per pass while others decode
+    max_queue: int = 256  # requests waiting, shared between accounts (as BATCH_MAX_QUEUE)
+
+
 @dataclass(frozen=True)
 class LoadSettings:
     """The service's settings that shape what a loaded model answers, given to every
@@ -35,6 +46,8 @@ class LoadSettings:
     # refused below this worst cosine to fp32 on the calibration sentences.
     int8: str = ""
     int8_min_cosine: float = 0.99
+    # Continuous batching of generations; None: the static generate() path (INFER_GEN_CONTINUOUS_BATCHING=false).
+    generation: GenerationLimits | None = GenerationLimits()
 
     @classmethod
     def from_config(cls, config: Settings) -> "LoadSettings":
@@ -57,6 +70,12 @@ class LoadSettings:
             threads=config.torch_threads,
             int8=int8,
             int8_min_cosine=config.onnx_int8_min_cosine,
+            generation=GenerationLimits(
+                max_running=config.gen_max_running,
+                kv_cache_bytes=config.gen_kv_cache_mb * 2**20,
+                prefill_chunk_tokens=config.gen_prefill_chunk_tokens,
+                max_queue=config.batch_max_queue,
+            ) if config.gen_continuous_batching else None,
         )
 
     def backend_for(self, key: str, device: str, auto: str = "torch") -> str:

@@ -8,7 +8,7 @@ each choice ended, token counts, and the text as it is generated (streaming).
 
 Every choice is one row of a batched generate() call (a prompt with n choices
 is n rows), so requests with the same sampling settings share forward passes
-through the model's batcher like every other task. One object, `_Rows`, follows
+through the model's batcher like every other task. One object, `Rows`, follows
 all rows step by step as a stopping criterion: it decodes each row's tokens,
 ends a row at its end-of-text token, its stop string, its own max_tokens, or
 once nobody waits for it: its client has gone away (a stream's write failed,
@@ -66,6 +66,10 @@ class CompletionRequest:
     n: int = 1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Backprop's /text-generation parameters (OpenAI's routes leave them as they are).
+    top_k: int = 0
+    min_tokens: int = 0
+    repetition_penalty: float = 1.0
     stream: TokenStream | None = field(default=None, compare=False)
     # The index of this prompt's first choice in the stream (prompt i of a
     # list, with n choices each, starts at i * n).
@@ -102,7 +106,7 @@ class Completion:
     choices: list[Choice]
 
 
-class _Row:
+class Row:
     """One choice being generated."""
 
     def __init__(self, decode, eos_ids: set[int], request: CompletionRequest, index: int):
@@ -114,6 +118,10 @@ class _Row:
         self.text = ""
         self.streamed = 0  # characters of text already handed to the stream
         self.finish_reason: str | None = None
+        # Set by the continuous scheduler: the row's random generator (None: torch's
+        # global one) and the queue entry it belongs to.
+        self.generator = None
+        self.entry = None
 
     @property
     def done(self) -> bool:
@@ -135,6 +143,10 @@ class _Row:
         if len(self.tokens) >= self.request.max_tokens:
             return self._finish("length")
         self._stream(self._safe_length(text))
+
+    def stop(self, reason: str) -> None:
+        """End now, without another token (its request was abandoned or failed)."""
+        self._finish(reason)
 
     def end(self) -> None:
         """generate() returned; a row still open reached the call's length limit."""
@@ -169,11 +181,11 @@ class _Row:
             self.request.stream.events.put((self.index, END, reason))
 
 
-class _Rows:
+class Rows:
     """The stopping criterion of one generate() call: feeds each row its newest
     token, and tells generate() which rows are done."""
 
-    def __init__(self, rows: list[_Row]):
+    def __init__(self, rows: list[Row]):
         self.rows = rows
 
     def __call__(self, input_ids, scores, **kwargs):
@@ -221,7 +233,7 @@ class CompletionEngine:
         groups: dict = {}
         for position, request in enumerate(requests):
             groups.setdefault(request.sampling_key(), []).append(position)
-        rows_of: dict[int, list[_Row]] = {}
+        rows_of: dict[int, list[Row]] = {}
         for positions in groups.values():
             group = [requests[p] for p in positions]
             rows = self._generate(group)
@@ -232,10 +244,10 @@ class CompletionEngine:
             for position, request in enumerate(requests)
         ]
 
-    def _generate(self, requests: list[CompletionRequest]) -> list[_Row]:
+    def _generate(self, requests: list[CompletionRequest]) -> list[Row]:
         from transformers import GenerationConfig, StoppingCriteriaList
 
-        rows = [_Row(self.decode, self.eos_ids, request, request.first_choice + index)
+        rows = [Row(self.decode, self.eos_ids, request, request.first_choice + index)
                 for request in requests for index in range(request.n)]
         width = max(len(row.request.prompt_ids) for row in rows)
         # Left padding: every row's next token goes in the same column.
@@ -259,7 +271,7 @@ class CompletionEngine:
                 input_ids=torch.tensor(input_ids, device=self.device),
                 attention_mask=torch.tensor(attention, device=self.device),
                 generation_config=config,
-                stopping_criteria=StoppingCriteriaList([_Rows(rows)]),
+                stopping_criteria=StoppingCriteriaList([Rows(rows)]),
             )
         for row in rows:
             row.end()

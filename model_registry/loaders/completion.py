@@ -98,6 +98,8 @@ class Choice:
     # (its client went away) or "deadline" (REQUEST_TIMEOUT_S passed).
     finish_reason: str
     completion_tokens: int
+    # The tokens generated, end-of-text included (not part of any answer: tests compare them).
+    token_ids: list[int] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -154,7 +156,7 @@ class Row:
             self._finish("length")
 
     def choice(self) -> Choice:
-        return Choice(self.text, self.finish_reason, len(self.tokens))
+        return Choice(self.text, self.finish_reason, len(self.tokens), list(self.tokens))
 
     def _safe_length(self, text: str) -> int:
         """How much of the text can be streamed now: not an incomplete character,

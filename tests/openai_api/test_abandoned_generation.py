@@ -80,6 +80,14 @@ def generated_tokens(url: str, finish_reason: str, model: str = MODEL) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def decoding_steps(url: str, model: str) -> float:
+    """Decoding steps the model's running generation batch has taken (infer_batch_size_count)."""
+    text = requests.get(url + "/metrics", timeout=30).text
+    pattern = rf'^infer_batch_size_count{{model="{re.escape(model)}",task="generation-step"}} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def answered(url: str, endpoint: str, status: int) -> float:
     """How many requests to `endpoint` were answered `status` (infer_requests_total)."""
     text = requests.get(url + "/metrics", timeout=30).text
@@ -326,11 +334,13 @@ def test_on_the_production_server_a_non_streamed_client_that_left_stops_its_gene
     url = server.url if through == "gunicorn" else request.getfixturevalue("nginx")
     counts = Counts(server.url, SMOLLM2)
 
+    steps_before = decoding_steps(server.url, SMOLLM2)
     left = send_and_hold(url, "/v1/chat/completions", {"model": SMOLLM2, "messages": CHAT, "temperature": 0,
                                                        "max_tokens": SMOLLM2_MAX_TOKENS}, alice)
+    until(lambda: decoding_steps(server.url, SMOLLM2) > steps_before, timeout_s=60)  # alice's generation runs
     stream = bob_waits_behind_alice(url, bob)
     lines = stream.iter_lines(decode_unicode=True)
-    for line in lines:  # until alice's generation is known to run
+    for line in lines:  # until bob's request is in: queued, or decoding beside alice's
         if line.startswith(": waiting") or '"content":"' in line and '"content":""' not in line:
             break
     left.close()
@@ -339,7 +349,10 @@ def test_on_the_production_server_a_non_streamed_client_that_left_stops_its_gene
     assert rest[-1] == "data: [DONE]"  # bob is served ...
     assert not any('"error"' in line for line in rest)
     assert counts["length"] == 3  # ... his 3 tokens; alice's generation never ran to its length
-    assert 0 < counts["cancelled"] < SMOLLM2_MAX_TOKENS / 4
+    # Bob's request joined alice's running batch and may end before her thread looks
+    # at her connection again (INFER_CLIENT_GONE_CHECK_S): her sequence stops then.
+    until(lambda: counts["cancelled"] > 0, timeout_s=60)
+    assert counts["cancelled"] < SMOLLM2_MAX_TOKENS / 4
     assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
 
 

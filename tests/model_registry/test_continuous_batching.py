@@ -6,6 +6,7 @@ sequence samples with its own parameters; the limits hold; accounts share the
 running slots; a failing pass fails only its own requests."""
 
 import threading
+import time
 from concurrent.futures import wait
 
 import pytest
@@ -18,6 +19,7 @@ from model_registry.catalogue import ModelSpec
 from model_registry.loaders.causal_lm import load_causal_lm
 from model_registry.loaders.common import GenerationLimits, LoadSettings
 from model_registry.loaders.completion import END, RUNNER, CompletionRequest, TokenStream
+from model_registry.loaders.generation import GenerationControl
 from tests import tiny_models
 
 SPEC = ModelSpec("tiny", "tiny", "uploaded", "causal-lm", "test")
@@ -91,6 +93,30 @@ def test_every_request_gets_raw_generates_greedy_tokens_whenever_it_joined(serve
         [choice] = completion.choices
         assert choice.token_ids == raw_greedy(served, request.prompt_ids, request.max_tokens)
         assert choice.text == served.completion.decode([t for t in choice.token_ids if t not in served.completion.eos_ids])
+
+
+def build_tiny_gpt2(path: str) -> None:
+    """GPT-2 learns absolute positions: a row's position ids must not count its padding."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.smollm2_dir(), gguf_file=tiny_models.SMOLLM2_GGUF)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                    ).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def test_a_gpt2_gets_raw_generates_greedy_tokens_too(tmp_path):
+    build_tiny_gpt2(str(tmp_path))
+    served = load(str(tmp_path), prefill_chunk_tokens=8)
+    requests = [greedy(served, text, 10 + i) for i, text in enumerate(PROMPTS[:5])]
+    futures = [served.run_nowait(RUNNER, [request]) for request in requests]
+
+    for request, future in zip(requests, futures):
+        assert future.result(timeout=60)[0].choices[0].token_ids == raw_greedy(
+            served, request.prompt_ids, request.max_tokens)
+    served.close()
 
 
 def test_backprop_greedy_parameters_match_generate_too(served):
@@ -175,6 +201,37 @@ def test_a_cancelled_stream_leaves_at_once_and_the_others_go_on(served):
     assert stopped.completion_tokens < 200
     assert other.result(timeout=60)[0].choices[0].token_ids == raw_greedy(
         served, served.completion.encode(PROMPTS[4]), 40)
+
+
+def test_a_sequence_past_its_deadline_stops_at_its_next_token(served):
+    control = GenerationControl(deadline=time.monotonic() + 3600)
+    request = greedy(served, PROMPTS[0], 200, stream=TokenStream(), control=control)
+    future = served.run_nowait(RUNNER, [request])
+    request.stream.events.get(timeout=60)
+    control.deadline = time.monotonic()  # as if an hour had passed
+
+    [stopped] = future.result(timeout=60)[0].choices
+    assert stopped.finish_reason == "deadline" and stopped.completion_tokens < 200
+    assert control.stopped == "deadline"
+
+
+def test_a_request_cancelled_while_queued_never_runs(model_dir):
+    served = load(model_dir, max_running=1)
+    scheduler = served._batcher(RUNNER).scheduler
+    stream = TokenStream()
+    running = served.run_nowait(RUNNER, [greedy(served, PROMPTS[0], 30, stream=stream)])
+    stream.events.get(timeout=60)
+    queued_stream = TokenStream()
+    queued = served.run_nowait(RUNNER, [greedy(served, PROMPTS[1], 30, stream=queued_stream)])
+    assert scheduler.queued() == 1
+
+    assert queued.cancel()
+    running.result(timeout=60)
+    [after] = served.run(RUNNER, [greedy(served, PROMPTS[2], 2)])
+
+    assert after.choices[0].completion_tokens == 2
+    assert queued_stream.events.empty()  # not one token was generated for it
+    served.close()
 
 
 def test_at_most_max_running_sequences_decode_and_the_rest_wait(model_dir):

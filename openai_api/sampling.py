@@ -66,7 +66,8 @@ class SamplingBody(StrictSchema):
         "description": "Choices per prompt (at most INFER_GEN_MAX_GENERATIONS)."})
     stop = StopField()
     seed = fields.Integer(load_default=None, allow_none=True, metadata={
-        "description": "Makes sampling repeatable: a seeded request is generated on its own, from this seed."})
+        "description": "Makes sampling repeatable: a seeded request draws from its own random generator, so its "
+                       "output does not depend on the requests it is batched with."})
     stream = fields.Boolean(load_default=False, allow_none=True, metadata={
         "description": "Answer with server-sent events, one chunk per piece of text, ending with data: [DONE]."})
     stream_options = fields.Nested(StreamOptions, load_default=None, allow_none=True)

@@ -6,11 +6,14 @@ continuation, lengths in tokens, beams), these routes need what OpenAI's
 clients read: the continuation alone, `stop` strings, `n` choices, the reason
 each choice ended, token counts, and the text as it is generated (streaming).
 
-Every choice is one row of a batched generate() call (a prompt with n choices
-is n rows), so requests with the same sampling settings share forward passes
-through the model's batcher like every other task. One object, `Rows`, follows
-all rows step by step as a stopping criterion: it decodes each row's tokens,
-ends a row at its end-of-text token, its stop string, its own max_tokens, or
+Every choice is one row (a prompt with n choices is n rows). Requests go
+through the model's running batch (loaders/continuous: rows join and leave
+between decoding steps); CompletionEngine.run, the static path, makes the rows
+of a batch one generate() call instead (continuous batching off, or a model
+whose cache cannot be batched that way). A Row follows its choice token by
+token on both paths (on the static one `_Rows`, a stopping criterion, feeds
+them): it decodes the row's tokens, and
+ends the row at its end-of-text token, its stop string, its own max_tokens, or
 once nobody waits for it: its client has gone away (a stream's write failed,
 or a waiting request saw its connection close) or its deadline passed (its
 GenerationControl, model_registry/loaders/generation.py); and it hands a
@@ -183,7 +186,7 @@ class Row:
             self.request.stream.events.put((self.index, END, reason))
 
 
-class Rows:
+class _Rows:
     """The stopping criterion of one generate() call: feeds each row its newest
     token, and tells generate() which rows are done."""
 
@@ -273,7 +276,7 @@ class CompletionEngine:
                 input_ids=torch.tensor(input_ids, device=self.device),
                 attention_mask=torch.tensor(attention, device=self.device),
                 generation_config=config,
-                stopping_criteria=StoppingCriteriaList([Rows(rows)]),
+                stopping_criteria=StoppingCriteriaList([_Rows(rows)]),
             )
         for row in rows:
             row.end()

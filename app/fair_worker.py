@@ -18,6 +18,16 @@ own per-account limit (web/admission.py) still refuses an account that spreads
 its flood over several keys, and each model's batcher shares its passes
 round-robin between accounts.
 
+A thread that has answered a kept-alive connection waits on it a moment
+(INFER_KEEPALIVE_LINGER_MS) for that client's next request and serves it at
+once, when no other request waits for a thread: handing the connection back to
+the main loop's poller and a thread again costs two thread wake-ups, two poller
+changes and the queue's work per request (measured on this 2-core machine:
+about a tenth of a small model's single-sentence latency). It stops as soon as
+another request waits for a thread, after the linger, and when the worker stops,
+so that the pool's turns between clients stay as they are; the connection keeps
+its client's thread count while it lingers.
+
 The client is told from the request's first bytes, peeked from the socket before
 it is queued (nothing is read from it: the worker thread parses the request as
 usual): its API key (x-api-key or Authorization), else the peer's address. A key
@@ -29,6 +39,7 @@ the app, as always.
 
 import hashlib
 import re
+import select
 import socket
 import threading
 from concurrent.futures import Future
@@ -162,6 +173,31 @@ def per_client_threads(threads: int) -> int:
     return max(1, min(limit or threads, threads - max(1, threads // 4)))
 
 
+def next_request_arrives(conn, linger_s: float) -> bool:
+    """Whether a kept-alive connection has its next request's bytes (already read
+    ahead, or readable within linger_s): the client sent more, or closed it."""
+    buffered = getattr(getattr(getattr(conn, "parser", None), "unreader", None), "buf", None)
+    if buffered is not None and buffered.getvalue():
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.sock.fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(linger_s * 1000))
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+
+
 class FairThreadWorker(ThreadWorker):
     def get_thread_pool(self):
+        settings = Settings.from_environ()
+        self.linger_s = max(0.0, settings.keepalive_linger_ms) / 1000
         return FairExecutor(self.cfg.threads, per_client_threads(self.cfg.threads))
+
+    def handle(self, conn):
+        """gunicorn's handling of one request; then, while nobody else waits for a
+        thread, the connection's next requests that come within the linger."""
+        result = super().handle(conn)
+        while (result is True and self.linger_s and self.alive and not self.tpool.queued()
+               and next_request_arrives(conn, self.linger_s) and self.alive and not self.tpool.queued()):
+            result = super().handle(conn)
+        return result

@@ -152,7 +152,8 @@ class FairExecutor:
                 self._running[task.client] = left
             else:
                 del self._running[task.client]
-            self._changed.notify()  # its next request may run now
+            if len(self._queue):  # its next request may run now; with none queued, no thread is woken for nothing
+                self._changed.notify()
 
     def _work(self) -> None:
         while (task := self._next()) is not None:

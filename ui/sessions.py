@@ -49,6 +49,13 @@ class UiSessionInterface(SecureCookieSessionInterface):
     def get_signing_serializer(self, app):
         return self._serializer
 
+    def open_session(self, app, request):
+        # The cookie is scoped to /ui: a browser never sends it elsewhere, so any other
+        # request (every API call) starts with an empty session without reading cookies.
+        if request.path != "/ui" and not request.path.startswith("/ui/"):
+            return self.session_class()
+        return super().open_session(app, request)
+
     def get_cookie_secure(self, app) -> bool:
         return request.is_secure or settings_of(app).public_url.startswith("https://")
 

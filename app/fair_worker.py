@@ -187,12 +187,14 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECAS
 class _OneWrite:
     """A connection's socket, as gunicorn's response writes to it: a head that
     announces a body of known length is held until the body's first bytes, and
-    both are sent in one call. Everything else is the socket's own."""
+    both are sent in one call. Everything else is the socket's own, and the
+    socket itself is `wrapped` (the app's client watcher, web/client_gone.py,
+    looks at it through the WSGI environ's gunicorn.socket)."""
 
-    __slots__ = ("_sock", "_held")
+    __slots__ = ("wrapped", "_held")
 
     def __init__(self, sock):
-        self._sock = sock
+        self.wrapped = sock
         self._held = b""
 
     def sendall(self, data, *flags):
@@ -203,15 +205,15 @@ class _OneWrite:
             if length and int(length.group(1)) > 0:
                 self._held = bytes(data)
                 return None
-        return self._sock.sendall(data, *flags)
+        return self.wrapped.sendall(data, *flags)
 
     def flush(self) -> None:
         if self._held:
             held, self._held = self._held, b""
-            self._sock.sendall(held)
+            self.wrapped.sendall(held)
 
     def __getattr__(self, name):
-        return getattr(self._sock, name)
+        return getattr(self.wrapped, name)
 
 
 # While it lingers, a thread looks this often whether another request waits for it.

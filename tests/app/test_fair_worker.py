@@ -275,3 +275,14 @@ def test_a_lingering_thread_is_handed_back_when_another_request_waits_for_it(tmp
         assert ask(first)
         first.close()
         second.close()
+
+
+def test_the_app_still_finds_the_clients_socket_behind_the_wrapper():
+    from web.client_gone import client_socket
+
+    client, server, _address = connected_pair()
+    try:
+        assert client_socket({"gunicorn.socket": _OneWrite(server)}) is server  # the client watcher's socket
+    finally:
+        client.close()
+        server.close()

@@ -212,6 +212,20 @@ class _OneWrite:
             held, self._held = self._held, b""
             self.wrapped.sendall(held)
 
+    # Any other way of writing (gunicorn sends a file's body with sendfile) sends the
+    # held head first.
+    def sendfile(self, *args, **kwargs):
+        self.flush()
+        return self.wrapped.sendfile(*args, **kwargs)
+
+    def send(self, *args, **kwargs):
+        self.flush()
+        return self.wrapped.send(*args, **kwargs)
+
+    def sendmsg(self, *args, **kwargs):
+        self.flush()
+        return self.wrapped.sendmsg(*args, **kwargs)
+
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
 

@@ -264,6 +264,16 @@ def test_a_thread_serves_a_kept_alive_connections_next_request_itself_while_it_l
         conn.close()
 
 
+def test_a_file_sent_with_sendfile_comes_after_its_head(tmp_path):
+    sent = tmp_path / "static.txt"
+    sent.write_bytes(b"a file's bytes, sent by the kernel\n" * 100)
+    with thread_app_server(tmp_path, threads=2, linger_ms=60_000) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+        for _ in range(2):  # and the connection is still usable after it
+            assert ask(conn, f"/file?{sent}") == sent.read_text()
+        conn.close()
+
+
 def test_a_lingering_thread_is_handed_back_when_another_request_waits_for_it(tmp_path):
     # One thread, lingering on the first connection for longer than any wait of this test:
     # a request on a second connection is still answered, and then the first connection's.

@@ -281,4 +281,7 @@ class FairThreadWorker(ThreadWorker):
             return super().handle_request(req, conn)
         finally:
             conn.sock = sock
-            one_write.flush()  # a head whose body never came (HEAD, an error meanwhile)
+            try:
+                one_write.flush()  # a head whose body never came (HEAD, an error meanwhile)
+            except OSError:  # the connection broke or was closed: gunicorn's own handling follows
+                pass

@@ -11,7 +11,7 @@ round, and every round's ratio (this tree / the other) is kept. The other tree
 runs with this venv's packages and the same settings.
 
     git worktree add /tmp/before <commit>
-    .venv/bin/python bench/source_ab.py --other /tmp/before [--endpoint chat] [--backend torch] [--seconds 20] [--rounds 10]
+    .venv/bin/python bench/source_ab.py --other /tmp/before [--endpoint chat] [--backend torch] [--seconds 20] [--rounds 10] [--quick]
 
 Prints, per scenario (text_vectorisation.py's standard plan; for chat: CHAT_PLAN),
 items/s (sentences, or chat replies) and p50
@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from text_vectorisation import ROOT, STANDARD_PLAN, Server, drive, make_sentences, percentile  # noqa: E402
+from text_vectorisation import QUICK_PLAN, ROOT, STANDARD_PLAN, Server, drive, make_sentences, percentile  # noqa: E402
 
 CHAT_MODEL = "smollm2-135m-instruct"
 CHAT_MAX_TOKENS = 16
@@ -82,6 +82,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=20, help="seconds per scenario and tree")
     parser.add_argument("--rounds", type=int, default=10, help="window pairs per scenario")
     parser.add_argument("--out", help="JSON results (default bench/results/source_ab[_chat].json)")
+    parser.add_argument("--quick", action="store_true",
+                        help="text-vectorisation: only single-sentence requests at concurrency 1 and 16")
     args = parser.parse_args()
     chat = args.endpoint == "chat"
     args.out = args.out or os.path.join(ROOT, "bench", "results", "source_ab_chat.json" if chat else "source_ab.json")
@@ -96,7 +98,7 @@ def main():
     try:
         for server in (this, other):
             drive(server, sentences, 4, 1, 2)  # warm up every worker
-        plan = CHAT_PLAN if chat else STANDARD_PLAN
+        plan = CHAT_PLAN if chat else QUICK_PLAN if args.quick else STANDARD_PLAN
         results = [compare(this, other, sentences, c, n, args.seconds, args.rounds) for c, n in plan]
     finally:
         this.stop()

@@ -9,6 +9,25 @@ scenario is run in rounds, each round a window of each raw model followed by a
 window of the service, and every scenario is compared with the raw windows
 interleaved with it (side by side, not minutes apart).
 
+What it runs, stated again in its output and its JSON:
+
+- The client: this process, one thread per concurrent client, each with one
+  keep-alive HTTP/1.1 connection (http.client) that it sends its requests on
+  back to back (closed loop: the next request when the last answer is read).
+  Its time (building the request, reading the answer) is in the latencies.
+- The sentences: 2,048 deterministic English sentences of 8 to 16 words
+  (about 10 to 20 tokens), one per request ("single-sentence") or 32 per
+  request; the mixed workload's are 2 to 200 tokens.
+- The threads: the service under gunicorn.conf.py with INFER_WORKERS worker
+  processes (2 by default) of INFER_THREADS threads (64), each worker's model on
+  INFER_TORCH_THREADS intra-op threads (1: ONNX Runtime's intra_op_num_threads,
+  torch's set_num_threads); the raw ceilings on all cores (os.cpu_count()
+  intra-op threads, in one process), the raw single-sentence latencies on
+  INFER_TORCH_THREADS threads (and torch's on all cores too).
+- The raw baselines: torch (sentence-transformers' encode) and ONNX Runtime on
+  the service's own export (tokenise, pad, run: the service's own runner), each
+  batched by 32 (throughput) and one sentence per call (latency).
+
 Scenarios, against the service under the production configuration
 (gunicorn.conf.py, settings from the environment), once per backend
 (INFER_BACKEND=torch and =onnx): single-sentence requests at concurrency 1, 16
@@ -20,10 +39,15 @@ comparison, the torch service with batching off (INFER_BATCH_MAX_SIZE=1) at
 concurrency 16, and infinity-emb (in its own venv, --infinity-venv; skipped with
 a message when it is not installed) on the same model folder and loads.
 
-Prints requests/s, sentences/s, p50/p99 latency and the ratios to the ceilings,
-and writes everything as JSON (--out).
+--quick runs only the single-sentence scenarios at concurrency 1 and 16 on the
+onnx backend, against both raw baselines (about 2 to 3 minutes with the ONNX
+export cached in INFER_ONNX_CACHE_DIR; the first export adds a minute or two).
 
-    .venv/bin/python bench/text_vectorisation.py [--seconds 10] [--rounds 4] [--out bench/results/latest.json]
+Prints requests/s, sentences/s, p50/p99 latency and the ratios to the ceilings
+(the raw torch, raw ONNX and service figures of a scenario in one row), the
+machine's CPU flags and the date, and writes everything as JSON (--out).
+
+    .venv/bin/python bench/text_vectorisation.py [--quick] [--seconds 10] [--rounds 4] [--out bench/results/latest.json]
 
 infinity-emb's venv (it needs transformers<5 and sentence-transformers<6):
 
@@ -53,8 +77,64 @@ WORDS = (
     "market report team project cloud server network storage memory engine search answer question"
 ).split()
 STANDARD_PLAN = [(1, 1), (16, 1), (64, 1), (16, 32)]
+QUICK_PLAN = [(1, 1), (16, 1)]
+CLIENT = ("this process, one thread per concurrent client, each with one keep-alive HTTP/1.1 connection "
+          "(http.client), closed loop")
+SENTENCES = "2,048 deterministic English sentences of 8 to 16 words (about 10 to 20 tokens)"
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 MIXED_PLAN = [(16, 1), (4, 32)]
 MODEL_KEY = "all-MiniLM-L6-v2"
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector-instruction flags that matter to ONNX Runtime and torch."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
+def run_description(server_threads: int) -> dict:
+    """The client, the sentences, the threads and the baselines, as the run uses them."""
+    from core.settings import Settings
+
+    settings = Settings.from_environ()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_description(),
+        "client": CLIENT,
+        "sentences": SENTENCES,
+        "threads": {"gunicorn_workers": settings.workers, "gunicorn_threads_per_worker": settings.threads,
+                    "intra_op_threads_per_worker": server_threads,
+                    "raw_batched_intra_op_threads": os.cpu_count(),
+                    "raw_single_intra_op_threads": server_threads},
+        "raw_baselines": ["torch: sentence-transformers encode, batches of 32, all cores",
+                          "onnx: the service's ONNX export with ONNX Runtime (tokenise, pad, run), batches of 32, "
+                          "all cores",
+                          f"single-sentence p50 of each on {server_threads} thread(s) (torch on all cores too)"],
+    }
+
+
+def print_description(description: dict) -> None:
+    cpu, threads = description["cpu"], description["threads"]
+    print(f"date: {description['date']}")
+    print(f"cpu: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of note'}")
+    print(f"client: {description['client']}")
+    print(f"sentences: {description['sentences']}")
+    print(f"threads: gunicorn {threads['gunicorn_workers']} workers x {threads['gunicorn_threads_per_worker']} "
+          f"threads, {threads['intra_op_threads_per_worker']} intra-op thread(s) per worker (ONNX Runtime "
+          f"intra_op_num_threads / torch); raw batched on {threads['raw_batched_intra_op_threads']}, raw single on "
+          f"{threads['raw_single_intra_op_threads']}")
+    print("raw baselines: " + "; ".join(description["raw_baselines"]))
 
 
 def make_sentences(count: int, lengths=lambda i: 8 + (i * 7) % 9) -> list[str]:
@@ -385,8 +465,16 @@ def print_targets(groups: dict, server_threads: int) -> None:
                   f"({c1['p50_ms'] / c1['raw_single_p50_ms_torch_server_threads']:.2f}x), onnx "
                   f"{c1['raw_single_p50_ms_onnx_server_threads']:.2f} ms; torch on all cores "
                   f"{c1['raw_single_p50_ms_torch_all_cores']:.2f} ms")
+    c1 = row("onnx", 1, 1)
+    if c1:
+        over = c1["p50_ms"] - c1["raw_single_p50_ms_onnx_server_threads"]
+        print(f"target: onnx service c=1 p50 = raw ONNX single + {over:.2f} ms (<= + 1.5 ms)")
     c16 = row("onnx", 16, 1)
     if c16:
+        print(f"c=16 single-sentence, sentences/s side by side: raw torch (batched 32, all cores) "
+              f"{c16['ceiling_torch_sentences_per_s']:.1f}, raw ONNX (the service's export, batched 32, all cores) "
+              f"{c16['ceiling_onnx_sentences_per_s']:.1f}, service (onnx) {c16['sentences_per_s']:.1f}")
+        print(f"target: onnx service c=16 = {c16['ratio_to_onnx_ceiling']:.2f}x the raw ONNX ceiling (>= 0.95)")
         print(f"target: onnx service c=16 = {c16['ratio_to_torch_ceiling']:.2f}x the raw torch ceiling (>= 1.2)")
     for concurrency, per_request in MIXED_PLAN:
         on, today = row("onnx mixed", concurrency, per_request), row("torch mixed, no budget", concurrency, per_request)
@@ -405,11 +493,18 @@ def main():
     parser.add_argument("--no-baseline", action="store_true", help="skip the unbatched comparison server")
     parser.add_argument("--no-mixed", action="store_true", help="skip the mixed-length workload")
     parser.add_argument("--infinity-venv", default="/tmp/infinity-venv", help="a venv with infinity-emb[server]")
+    parser.add_argument("--quick", action="store_true",
+                        help="only single-sentence requests at concurrency 1 and 16 on the onnx backend, against "
+                             "both raw baselines (no mixed lengths, no unbatched server, no infinity-emb)")
     args = parser.parse_args()
+    if args.quick:
+        args.no_mixed = args.no_baseline = True
     sentences, mixed = make_sentences(2048), make_mixed_sentences(2048)
     # The threads one server worker uses (INFER_TORCH_THREADS; 0 leaves the default: all cores).
     server_threads = int(os.environ.get("INFER_TORCH_THREADS", "1")) or os.cpu_count()
     onnx_cache = os.environ.get("INFER_ONNX_CACHE_DIR") or tempfile.mkdtemp(prefix="infer-bench-onnx-")
+    description = run_description(server_threads)
+    print_description(description)
     raws = [RawTorch(batch_size=32), RawOnnx(32, onnx_cache, server_threads)]  # exports once, for every server
     lengths = [len(ids) for ids in raws[0].model.tokenizer(mixed, truncation=True)["input_ids"]]
     print(f"mixed-length sentences: {min(lengths)} to {max(lengths)} tokens, mean {sum(lengths) / len(lengths):.0f}")
@@ -419,11 +514,11 @@ def main():
         return [run_scenario(server, raws, texts, c, n, args.seconds, args.rounds, server_threads) for c, n in plan]
 
     groups, rss, skipped = {}, {}, {}
-    for backend in ("torch", "onnx"):
+    for backend in ("onnx",) if args.quick else ("torch", "onnx"):
         env = {"INFER_BACKEND": backend, "INFER_ONNX_CACHE_DIR": onnx_cache}
         server = Server(env, backend)
         try:
-            groups[backend] = scenarios(server, STANDARD_PLAN, sentences)
+            groups[backend] = scenarios(server, QUICK_PLAN if args.quick else STANDARD_PLAN, sentences)
             rss[backend] = server.worker_rss_mib()
             if not args.no_mixed:
                 groups[f"{backend} mixed"] = scenarios(server, MIXED_PLAN, mixed)
@@ -441,7 +536,9 @@ def main():
             groups["torch unbatched"] = scenarios(server, [(16, 1)], sentences)
         finally:
             server.stop()
-    if os.path.isfile(os.path.join(args.infinity_venv, "bin", "infinity_emb")):
+    if args.quick:
+        skipped["infinity"] = "--quick"
+    elif os.path.isfile(os.path.join(args.infinity_venv, "bin", "infinity_emb")):
         server = InfinityServer(args.infinity_venv)
         try:
             groups["infinity"] = scenarios(server, STANDARD_PLAN, sentences)
@@ -455,6 +552,8 @@ def main():
                                "for how to make that venv)")
         print(f"skipped infinity: {skipped['infinity']}")
 
+    print()
+    print_description(description)
     print_table(groups)
     print()
     print_targets(groups, server_threads)
@@ -462,6 +561,8 @@ def main():
         print(f"{label}: resident memory with the model loaded: {', '.join(f'{m:.0f} MiB' for m in sizes)}")
 
     report = {
+        **description,
+        "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {k: v for k, v in os.environ.items() if k.startswith("INFER_")},
         "seconds_per_scenario": args.seconds,

@@ -703,6 +703,15 @@ class Settings:
     threads: int = setting(
         64, "threads per worker: requests mostly wait on the batcher; keep it above `INFER_ACCOUNT_MAX_IN_FLIGHT`",
     )
+    # After answering a kept-alive connection, a gunicorn thread waits this long
+    # for the client's next request and serves it itself, while no other request
+    # waits for a thread (app/fair_worker.py); else the connection goes back to
+    # the worker's poller, which hands it to a thread again when it is readable.
+    keepalive_linger_ms: float = setting(
+        2.0,
+        "milliseconds a thread that answered a kept-alive connection waits for its next request and serves it "
+        "itself, while no other request waits for a thread (saves two thread hand-offs per request); 0: off",
+    )
     worker_timeout: int = setting(300, "seconds gunicorn lets a worker go silent before it restarts it")
     access_log: str = setting("", "where gunicorn writes its access log (`-`: standard output); empty: none")
 

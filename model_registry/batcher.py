@@ -303,7 +303,8 @@ class Batcher:
             self._busy = False
             self._recent_peaks = (self._recent_peaks[1], self._peak_in_flight)
             self._peak_in_flight = self._in_flight
-            self._ready.notify()
+            if self._queue or self._closed:  # else nothing to take: a lone client's pass wakes no one
+                self._ready.notify()
 
     def _expected(self) -> int:
         return max(self._recent_peaks)

@@ -38,13 +38,23 @@ class UiSessionInterface(SecureCookieSessionInterface):
     which is the upload-signing setting here), Secure over HTTPS."""
 
     def __init__(self, signing_key: bytes):
-        self._signing_key = signing_key
-
-    def get_signing_serializer(self, app):
         from itsdangerous import URLSafeTimedSerializer
 
-        return URLSafeTimedSerializer(self._signing_key, salt="infer-ui-session", serializer=self.serializer,
-                                      signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256})
+        # One serializer, not one per request (Flask opens a session for every request,
+        # the API's too): it holds only the key and the settings below.
+        self._serializer = URLSafeTimedSerializer(
+            signing_key, salt="infer-ui-session", serializer=self.serializer,
+            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256})
+
+    def get_signing_serializer(self, app):
+        return self._serializer
+
+    def open_session(self, app, request):
+        # The cookie is scoped to /ui: a browser never sends it elsewhere, so any other
+        # request (every API call) starts with an empty session without reading cookies.
+        if request.path != "/ui" and not request.path.startswith("/ui/"):
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app) -> bool:
         return request.is_secure or settings_of(app).public_url.startswith("https://")

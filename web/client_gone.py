@@ -58,7 +58,9 @@ class ClientClosedRequest(ApiError):
 
 def client_socket(environ: dict) -> socket.socket | None:
     for key in SOCKET_KEYS:
-        sock = environ.get(key)
+        # A server may hand over a wrapper of the socket (the fair worker's writes a
+        # response's head with its body, app/fair_worker.py): the socket is its `wrapped`.
+        sock = getattr(environ.get(key), "wrapped", environ.get(key))
         if isinstance(sock, socket.socket):
             return sock
     return None

@@ -67,9 +67,23 @@ def on_generated_rows(model: str, rows: list[tuple[str, int]]) -> None:
         on_generation(model, finish_reason, tokens)
 
 
+def _child(metric, *labels):
+    """metric.labels(*labels), looked up once per set of labels (each is a model, task,
+    route, method or status: a few hundred at most): `labels` takes a lock and
+    builds its key on every call, on every request."""
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
+_CHILDREN: dict = {}
+
+
 def on_batch(model: str, task: str, size: int, seconds: float) -> None:
-    BATCH_SIZE.labels(model, task).observe(size)
-    BATCH_SECONDS.labels(model, task).observe(seconds)
+    _child(BATCH_SIZE, model, task).observe(size)
+    _child(BATCH_SECONDS, model, task).observe(seconds)
 
 
 def on_model_load(model, seconds: float) -> None:
@@ -91,12 +105,12 @@ def _start_timer():
 
 def _record(response):
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    _child(REQUESTS, endpoint, request.method, str(response.status_code)).inc()
     if response.status_code >= 400:
         ERRORS.labels(endpoint, str(response.status_code)).inc()
     started = g.get("request_started")
     if started is not None:
-        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        _child(LATENCY, endpoint).observe(time.perf_counter() - started)
     return response
 
 

@@ -67,10 +67,12 @@ def _then(chunks, done):
 
 
 def _model_named(task: str) -> str:
-    try:
-        body = request.get_json(force=True, silent=True)  # parsed by the view already; cached from here on
-    except Exception:  # a body over the size limit, a client that went away
-        body = None
+    body = g.get("parsed_json_body")  # as the view's parser read it (web/blueprint.py)
+    if body is None:
+        try:
+            body = request.get_json(force=True, silent=True)  # a view that parsed it otherwise; cached from here on
+        except Exception:  # a body over the size limit, a client that went away
+            body = None
     return model_named(task, body)
 
 

@@ -2,13 +2,20 @@
 their key, peeked from the socket; the threads take their requests round-robin,
 and one client holds at most its share of them while its other requests wait."""
 
+import http.client
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 
-from app.fair_worker import FairExecutor, client_of, per_client_threads
+from app.fair_worker import FairExecutor, _OneWrite, client_of, per_client_threads
 
 from ..conftest import until
+from ..gunicorn import ROOT
+from ..servers import free_port, stop_process_group
 
 WAIT_S = 10
 
@@ -176,3 +183,116 @@ def test_the_share_keeps_threads_free_for_others(monkeypatch):
     assert per_client_threads(32) == 24  # a quarter of the threads stays with the other clients
     monkeypatch.setenv("INFER_ACCOUNT_MAX_IN_FLIGHT", "0")
     assert per_client_threads(8) == 6
+
+
+class Recorded:
+    """A socket stand-in that records each sendall call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def sendall(self, data, *flags):
+        self.calls.append(bytes(data))
+
+    def fileno(self):
+        return 7
+
+
+def test_a_head_of_known_length_goes_out_with_its_body_in_one_write():
+    sock = Recorded()
+    one = _OneWrite(sock)
+    one.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+    assert sock.calls == []  # held for its body
+    one.sendall(b"{}")
+    one.flush()
+    assert sock.calls == [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"]
+    assert one.fileno() == 7  # the rest is the socket's own
+
+
+def test_a_head_without_a_length_or_without_a_body_is_not_held_back():
+    streamed, empty, head_only = Recorded(), Recorded(), Recorded()
+    _OneWrite(streamed).sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert streamed.calls == [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]  # a stream: at once
+    _OneWrite(empty).sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+    assert len(empty.calls) == 1
+    one = _OneWrite(head_only)
+    one.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")  # a HEAD request's: no body follows
+    one.flush()
+    assert head_only.calls == [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"]
+
+
+@contextmanager
+def thread_app_server(tmp_path, threads: int, linger_ms: float):
+    """gunicorn with the fair worker (one process, `threads` threads) serving thread_app."""
+    port = free_port()
+    env = {**os.environ, "INFER_KEEPALIVE_LINGER_MS": str(linger_ms), "PYTHONPATH": ROOT}
+    with open(tmp_path / "gunicorn.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--worker-class", "app.fair_worker.FairThreadWorker", "--workers", "1",
+             "--threads", str(threads), "--keep-alive", "60", "--bind", f"127.0.0.1:{port}", "--no-control-socket",
+             "tests.app.thread_app:app"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        until(lambda: _answers(port), 60)
+        yield port
+    finally:
+        stop_process_group(process)
+
+
+def _answers(port: int) -> bool:
+    try:
+        ask(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+        return True
+    except OSError:
+        return False
+
+
+def ask(conn, path: str = "/") -> str:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    assert response.status == 200
+    return response.read().decode()
+
+
+def test_a_thread_serves_a_kept_alive_connections_next_request_itself_while_it_lingers(tmp_path):
+    # A linger far longer than the test: the next request always comes within it.
+    with thread_app_server(tmp_path, threads=4, linger_ms=60_000) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+        served_by = {ask(conn) for _ in range(5)}
+        assert len(served_by) == 1  # one thread, without going back through the poller and the pool
+        assert ask(conn, "/stream") == served_by.pop() + "."  # a stream of unknown length comes whole too
+        conn.close()
+
+
+def test_a_file_sent_with_sendfile_comes_after_its_head(tmp_path):
+    sent = tmp_path / "static.txt"
+    sent.write_bytes(b"a file's bytes, sent by the kernel\n" * 100)
+    with thread_app_server(tmp_path, threads=2, linger_ms=60_000) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+        for _ in range(2):  # and the connection is still usable after it
+            assert ask(conn, f"/file?{sent}") == sent.read_text()
+        conn.close()
+
+
+def test_a_lingering_thread_is_handed_back_when_another_request_waits_for_it(tmp_path):
+    # One thread, lingering on the first connection for longer than any wait of this test:
+    # a request on a second connection is still answered, and then the first connection's.
+    with thread_app_server(tmp_path, threads=1, linger_ms=600_000) as port:
+        first = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S * 3)
+        ask(first)
+        second = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S * 3)
+        assert ask(second)
+        assert ask(first)
+        first.close()
+        second.close()
+
+
+def test_the_app_still_finds_the_clients_socket_behind_the_wrapper():
+    from web.client_gone import client_socket
+
+    client, server, _address = connected_pair()
+    try:
+        assert client_socket({"gunicorn.socket": _OneWrite(server)}) is server  # the client watcher's socket
+    finally:
+        client.close()
+        server.close()

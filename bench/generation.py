@@ -19,7 +19,10 @@ then 8 clients on a second service with continuous batching off
 (INFER_GEN_CONTINUOUS_BATCHING=false: one generate() call per batch, the path
 before it), against the same raw batch. Tokens/s count tokens generated (an
 end-of-text token included, padding not); the prompts are chosen so every row
-runs to max_tokens, which the run checks and prints. It also checks that the
+runs to max_tokens, which the run checks and prints. The service's tokens/s
+are those that reached the clients within the window, over the window: a
+request still running at its end is finished, but its tail (run with fewer
+clients) is not counted, as a raw window only ever runs full batches. It also checks that the
 service's greedy text equals raw generate()'s for every prompt.
 
     .venv/bin/python bench/generation.py [--seconds 20] [--rounds 3] [--out bench/results/generation.json]
@@ -142,24 +145,26 @@ class GenerationServer(Process):
         response = conn.getresponse()
         if response.status != 200:
             return {"error": response.status, "body": response.read()[:300]}
-        first, text, tokens = None, [], 0
+        first, text, arrivals, tokens = None, [], [], 0
         for line in response:  # chunked SSE, read line by line as it arrives
             line = line.strip()
             if not line.startswith(b"data: {"):
                 continue
             event = json.loads(line[6:])
             if event.get("choices") and event["choices"][0].get("text"):
-                first = first or time.perf_counter() - started
+                arrivals.append(time.perf_counter())
+                first = first or arrivals[-1] - started
                 text.append(event["choices"][0]["text"])
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-        return {"text": "".join(text), "tokens": tokens, "ttft_s": first or 0.0,
+        return {"text": "".join(text), "tokens": tokens, "ttft_s": first or 0.0, "arrivals": arrivals,
                 "seconds": time.perf_counter() - started}
 
 
 def drive(server: GenerationServer, clients: int, max_tokens: int, seconds: float) -> dict:
     results, errors, lock = [], [0], threading.Lock()
-    stop_at = time.perf_counter() + seconds
+    started = time.perf_counter()
+    stop_at = started + seconds
 
     def client(number: int):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
@@ -176,16 +181,19 @@ def drive(server: GenerationServer, clients: int, max_tokens: int, seconds: floa
             results.extend(own)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
-    tokens = sum(answer["tokens"] for answer in results)
+    # Tokens that arrived within the window, over the window: the requests still
+    # running at its end are finished (their tail, with fewer clients, is not counted),
+    # each contributing its tokens in proportion to its chunks that came in time.
+    tokens = sum(answer["tokens"] * sum(t <= stop_at for t in answer["arrivals"]) / max(1, len(answer["arrivals"]))
+                 for answer in results)
     ttfts = [answer["ttft_s"] for answer in results]
-    return {"requests": len(results), "errors": errors[0], "tokens": tokens, "elapsed_s": elapsed,
-            "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+    return {"requests": len(results), "errors": errors[0], "tokens_in_window": tokens,
+            "window_s": stop_at - started, "drained_s": time.perf_counter() - stop_at,
+            "tokens_per_s": tokens / (stop_at - started), "ttft_p50_ms": percentile(ttfts, 50) * 1000,
             "ttft_p99_ms": percentile(ttfts, 99) * 1000}
 
 

@@ -124,9 +124,10 @@ class Row:
         self.streamed = 0  # characters of text already handed to the stream
         self.finish_reason: str | None = None
         # Set by the continuous scheduler: the row's random generator (None: torch's
-        # global one) and the queue entry it belongs to.
+        # global one), the queue entry it belongs to, and whether it gave its slot back.
         self.generator = None
         self.entry = None
+        self.released = False  # its slot given back
 
     @property
     def done(self) -> bool:

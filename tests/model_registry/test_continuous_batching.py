@@ -308,3 +308,25 @@ def test_a_failing_pass_fails_its_own_requests_and_the_model_serves_on(served):
         hook.remove()
     [after] = served.run(RUNNER, [greedy(served, PROMPTS[1], 5)])
     assert after.choices[0].token_ids == raw_greedy(served, served.completion.encode(PROMPTS[1]), 5)
+
+
+class _BrokenEvents:
+    def put(self, event):
+        raise RuntimeError("a consumer's bug")
+
+
+def test_an_error_outside_a_pass_fails_the_requests_in_and_frees_their_slots(model_dir):
+    """Something in the loop itself failing (here a stream that cannot take its
+    text) must not leave the model's requests waiting or its slots taken."""
+    served = load(model_dir)
+    scheduler = served._batcher(RUNNER).scheduler
+    broken = TokenStream()
+    broken.events = _BrokenEvents()
+
+    with pytest.raises(PredictionFailed):
+        served.run(RUNNER, [greedy(served, PROMPTS[0], 10, stream=broken)])
+
+    [after] = served.run(RUNNER, [greedy(served, PROMPTS[1], 5)])
+    assert after.choices[0].token_ids == raw_greedy(served, served.completion.encode(PROMPTS[1]), 5)
+    assert scheduler.running() == 0 and scheduler.queued() == 0
+    served.close()

@@ -126,6 +126,7 @@ class GenerationScheduler:
         self._prefill: _Prefill | None = None
         self._rows_of: Counter = Counter()  # account -> its rows admitted and not yet ended
         self._horizons: Counter = Counter()  # horizon -> rows admitted with it (for the KV bound)
+        self._admitted: set[_Entry] = set()  # entries admitted whose rows have not all ended
         self._thread = threading.Thread(target=self._work, name=f"generation-{name}", daemon=True)
         self._thread.start()
 
@@ -191,6 +192,7 @@ class GenerationScheduler:
                 return admitted
             self._rows_of[entry.job.account] += entry.request.n
             self._horizons[entry.horizon] += entry.request.n
+            self._admitted.add(entry)
             admitted.append(entry)
 
     def _fits(self, entry: _Entry) -> bool:
@@ -229,12 +231,17 @@ class GenerationScheduler:
                         return
                     self._ready.wait()
                 admitted = self._admit() if self._prefill is None else []
-            if admitted:
-                self._prefill = _Prefill(admitted, self._engine.pad_id, self._engine.device)
-            if self._prefill is not None:
-                self._prefill_chunk()
-            if self._running is not None:
-                self._decode_step()
+            try:
+                if admitted:
+                    self._prefill = _Prefill(admitted, self._engine.pad_id, self._engine.device)
+                if self._prefill is not None:
+                    self._prefill_chunk()
+                if self._running is not None:
+                    self._decode_step()
+            except Exception as exc:  # outside a pass (joining, leaving, answering): fail what is in, go on
+                self._running = self._prefill = None
+                entries = list(self._admitted)
+                self._fail([row for entry in entries for row in self._new_rows(entry)], exc)
 
     def _prefill_chunk(self) -> None:
         prefill = self._prefill
@@ -273,7 +280,7 @@ class GenerationScheduler:
         rows = [Row(self._engine.decode, self._engine.eos_ids, request, request.first_choice + index)
                 for index in range(request.n)]
         for row in rows:
-            row.generator, row.entry = generator, entry
+            row.generator, row.entry, row.released = generator, entry, False
         entry.rows, entry.open_rows = rows, len(rows)
         return rows
 
@@ -310,8 +317,10 @@ class GenerationScheduler:
                 self._ended(row)
 
     def _ended(self, row: Row) -> None:
+        """A row ended: its slot and KV reckoning are given back, once."""
         entry = row.entry
         job = entry.job
+        row.released = True
         with self._ready:
             self._rows_of[job.account] -= 1
             if not self._rows_of[job.account]:
@@ -321,6 +330,7 @@ class GenerationScheduler:
                 del self._horizons[entry.horizon]
         entry.open_rows -= 1
         if entry.open_rows == 0:
+            self._admitted.discard(entry)
             job.open_entries -= 1
             if job.open_entries == 0 and not job.future.done():
                 self._answer(job)
@@ -335,13 +345,17 @@ class GenerationScheduler:
 
     def _fail(self, rows: list[Row], exc: Exception) -> None:
         """A pass failed: its requests fail (first, so that none is answered as if
-        done), and its rows end."""
+        done), and its rows end (those that had not already)."""
         for job in {id(row.entry.job): row.entry.job for row in rows}.values():
             self._fail_job(job, exc)
         for row in rows:
             if not row.done:
-                row.stop(CANCELLED)
-            self._ended(row)
+                try:
+                    row.stop(CANCELLED)  # its stream is told, if it can be
+                except Exception:  # noqa: BLE001 - the row has ended all the same (stop sets it first)
+                    log.warning("model %s: a stopped row's stream failed", self.name, exc_info=True)
+            if not row.released:
+                self._ended(row)
 
     def _fail_job(self, job: _Job, exc: Exception) -> None:
         if job.future.done():

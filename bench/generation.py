@@ -33,6 +33,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import threading
@@ -43,6 +44,7 @@ from text_vectorisation import ROOT, Process, percentile  # noqa: E402
 
 sys.path.insert(0, ROOT)
 MODEL = "smollm2-135m-instruct"
+KEY_PATTERN = re.compile(r"ik_[A-Za-z0-9_-]+")  # the first key, printed by the server at start
 PROMPTS = [
     "The history of the printing press begins",
     "Here is a detailed recipe for a vegetable soup. First,",
@@ -125,13 +127,10 @@ class GenerationServer(Process):
                "INFER_WORKERS": "1", "INFER_TORCH_THREADS": str(threads),
                "PROMETHEUS_MULTIPROC_DIR": os.path.join(self.dir, "metrics"), **extra_env}
         self.key = None
-        import re
-
-        self._key_pattern = re.compile(r"ik_[A-Za-z0-9_-]+")
         self.start([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], env)
 
     def ready(self) -> bool:
-        self.key = self.key or next(iter(self._key_pattern.findall(self.log_text())), None)
+        self.key = self.key or next(iter(KEY_PATTERN.findall(self.log_text())), None)
         status, _body = self.get("/readyz")
         return status == 200 and self.key is not None
 

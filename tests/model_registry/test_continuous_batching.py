@@ -92,7 +92,8 @@ def test_every_request_gets_raw_generates_greedy_tokens_whenever_it_joined(serve
     for request, completion in answers.values():
         [choice] = completion.choices
         assert choice.token_ids == raw_greedy(served, request.prompt_ids, request.max_tokens)
-        assert choice.text == served.completion.decode([t for t in choice.token_ids if t not in served.completion.eos_ids])
+        text_tokens = [token for token in choice.token_ids if token not in served.completion.eos_ids]
+        assert choice.text == served.completion.decode(text_tokens)
 
 
 def build_tiny_gpt2(path: str) -> None:

@@ -158,7 +158,8 @@ def _needs_beams(items: list[dict]) -> bool:
 
 
 def continuous_generation(engine, limits: GenerationLimits | None, tokenizer, context_length: int,
-                          static_completions: Callable, static_text_generation: Callable) -> ContinuousGeneration | None:
+                          static_completions: Callable,
+                          static_text_generation: Callable) -> ContinuousGeneration | None:
     """Continuous batching for this model, if the settings ask for it and its cache
     allows it (one token through the model at load tells); None: the static path.
     Sets what the scheduler reads on the engine: its bytes of KV cache per token

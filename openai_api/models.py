@@ -7,14 +7,14 @@ from sqlalchemy import select
 
 from core.tables import Account, ModelVersion, UserModel
 from model_registry.availability import presence_of
-from model_registry.catalogue import MODELS, tasks_of
+from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
 from tasks.common import presence_fields
 from web.auth import current_account_id
 from web.blueprint import Blueprint
 from web.database import session
 from web.settings import current_settings
 
-from .common import endpoints_for, model_not_found, unix_time
+from .common import ENDPOINTS_FOR_TASK, endpoints_for, model_not_found, unix_time
 from .errors import documented_errors
 
 blp = Blueprint("openai-models", __name__, url_prefix="/v1/models",
@@ -51,6 +51,19 @@ def catalogue_entry(key: str) -> dict:
             **presence_of(key, current_settings().model_dir).fields()}
 
 
+def public_name_entry(name: str) -> dict | None:
+    """A Backprop public name ("english"), which /v1 takes as `model` as it takes a
+    catalogue key: the entry of the model it means on the /v1 routes (the first task
+    with a /v1 route that knows the name), under the name asked for, with every task
+    that knows it. None when no task does."""
+    tasks = [task for task, names in TASK_MODELS.items() if name in names]
+    if not tasks:
+        return None
+    on_v1 = [task for task in tasks if task in ENDPOINTS_FOR_TASK] or tasks
+    entry = catalogue_entry(TASK_MODELS[on_v1[0]][name])
+    return {**entry, "id": name, "tasks": tasks, "endpoints": list(dict.fromkeys(endpoints_for(tasks)))}
+
+
 def own_entries(name: str | None = None) -> list[dict]:
     """The caller's models that have a serving version (all, or the one named)."""
     query = (
@@ -83,9 +96,12 @@ class Model(MethodView):
     @blp.response(200, OpenAIModel)
     @documented_errors()
     def get(self, model):
-        """One model by id (404 model_not_found for another account's)"""
+        """One model by id, or by a public name /v1 accepts as model (404 model_not_found for another account's)"""
         if model in MODELS:
             return catalogue_entry(model)
+        public = public_name_entry(model)
+        if public is not None:
+            return public
         entries = own_entries(model)
         if not entries:
             raise model_not_found(model)

@@ -103,13 +103,27 @@ def _flatten_validation(messages: dict) -> dict:
 
 
 def _describe(errors: dict) -> str:
-    parts = []
-    for field, problems in errors.items():
-        if isinstance(problems, dict):  # nested (list items, dict values)
-            problems = [f"item {k}: {v}" for k, v in problems.items()]
-        text = "; ".join(str(p) for p in problems) if isinstance(problems, list) else str(problems)
-        parts.append(f"{field}: {text}")
-    return "Invalid request. " + " ".join(parts)
+    return "Invalid request. " + " ".join(problems if where == "_schema" else f"{where}: {problems}"
+                                          for where, problems in _problem_lines("", errors))
+
+
+def _problem_lines(where: str, problems) -> list[tuple[str, str]]:
+    """(where, what is wrong) for every problem of a marshmallow error tree, a
+    nested one (list items, dict values) named by its path, `messages[0].content`,
+    so that the message never shows a Python dict or list."""
+    if isinstance(problems, dict):
+        lines = []
+        for key, inner in problems.items():
+            key = str(key)
+            path = (f"{where}[{key}]" if key.isdigit() else f"{where}.{key}" if where and key != "_schema"
+                    else where or key)
+            lines.extend(_problem_lines(path, inner))
+        return lines
+    if isinstance(problems, (list, tuple)):
+        if all(isinstance(problem, str) for problem in problems):
+            return [(where or "body", "; ".join(problems))]
+        return [line for problem in problems for line in _problem_lines(where, problem)]
+    return [(where or "body", str(problems))]
 
 
 def validation_details(status: int, messages: dict) -> ErrorDetails:
@@ -130,12 +144,26 @@ def handle_http_exception(error: HTTPException):
         errors = _flatten_validation(data["messages"])
         return error_response(error.code, _describe(errors), errors, data.get("headers"))
     message = data.get("message") or error.description or HTTP_STATUS_CODES.get(error.code, "Error")
+    reason = None
+    if has_request_context() and request.url_rule is None and error.code in (404, 405):  # routing said no
+        message, reason = _routing_refusal(error)
     if error.code == 413:
         # An endpoint that takes larger bodies names its own limit (request.body_limit_setting).
         setting = getattr(request, "body_limit_setting", "INFER_MAX_CONTENT_LENGTH") if has_request_context() \
             else "INFER_MAX_CONTENT_LENGTH"
         message = f"Request body is too large; the limit is set by {setting}."
-    return error_response(error.code, message, headers=data.get("headers"))
+    return error_response(error.code, message, headers=data.get("headers"), reason=reason)
+
+
+def _routing_refusal(error: HTTPException) -> tuple[str, str]:
+    """What a request no route takes is told, with a machine-readable reason (OpenAI's
+    clients read it as `code`): say what there is instead of werkzeug's generic text."""
+    where = f"{request.method} {request.path}"
+    if error.code == 405:
+        allowed = sorted(set(getattr(error, "valid_methods", None) or ()) - {"HEAD", "OPTIONS"})
+        return f"{where} is not a route: {request.path} takes {', '.join(allowed) or 'no method'}.", \
+            "method_not_allowed"
+    return f"Unknown URL: {where}. The routes are listed at /docs and in /openapi.json.", "unknown_url"
 
 
 def handle_api_error(error: ApiError):

@@ -28,9 +28,10 @@ def test_a_missing_or_unknown_key_is_401_invalid_api_key(serve):
 
 
 def test_an_unknown_route_and_a_wrong_method_are_openai_errors(client, headers):
-    assert_openai_error(client.get("/v1/nope", headers=headers), 404, "invalid_request_error")
-    assert_openai_error(client.get("/v1", headers=headers), 404, "invalid_request_error")
-    assert_openai_error(client.get("/v1/embeddings", headers=headers), 405, "invalid_request_error")
+    assert_openai_error(client.get("/v1/nope", headers=headers), 404, "invalid_request_error", code="unknown_url")
+    assert_openai_error(client.get("/v1", headers=headers), 404, "invalid_request_error", code="unknown_url")
+    assert_openai_error(client.get("/v1/embeddings", headers=headers), 405, "invalid_request_error",
+                        code="method_not_allowed")
 
 
 def test_the_openai_shape_stops_at_the_v1_path_boundary(client, headers):
@@ -96,3 +97,20 @@ def test_an_unexpected_error_is_a_500_server_error_without_details(app, client, 
     response = client.post("/v1/embeddings", json=EMBED, headers=headers)
     message = assert_openai_error(response, 500, "server_error")
     assert response.headers["X-Request-Id"] in message and "secret" not in response.get_data(as_text=True)
+
+
+def test_an_unknown_route_says_so_with_a_code_and_names_where_the_routes_are(client, headers):
+    message = assert_openai_error(client.post("/v1/responses", json={}, headers=headers), 404,
+                                  "invalid_request_error", code="unknown_url")
+    assert "POST /v1/responses" in message and "/docs" in message
+    message = assert_openai_error(client.get("/v1/embeddings", headers=headers), 405, "invalid_request_error",
+                                  code="method_not_allowed")
+    assert "GET /v1/embeddings" in message and "POST" in message
+
+
+def test_a_nested_validation_message_names_the_field_by_its_path_not_a_python_repr(client, headers):
+    response = client.post("/v1/chat/completions", headers=headers, json={
+        "model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": 5}]})
+    message = assert_openai_error(response, 400, "invalid_request_error", param="messages")
+    assert "messages[0].content" in message, message
+    assert "{" not in message and "[" not in message.replace("messages[0]", ""), message

@@ -40,7 +40,19 @@ def test_one_model_is_retrieved_by_id(serve):
     assert (model.id, model.object, model.owned_by, model.created) == ("all-MiniLM-L6-v2", "model", "system", 0)
 
 
-@pytest.mark.parametrize("name", ["no-such-model", "english"])  # public names are per task, not ids
+def test_a_public_name_v1_accepts_as_model_is_retrieved_under_that_name(serve):
+    """LangChain and LlamaIndex check the model they are given: "english" works as
+    /v1/embeddings' model, so it answers here too, as the model it means there."""
+    service = serve()
+    key = service.key()
+    model = service.sdk(key).models.retrieve("english")
+    assert (model.id, model.object, model.owned_by) == ("english", "model", "system")
+    body = service.get("/v1/models/english", key=key).json()
+    assert "text-vectorisation" in body["tasks"] and body["endpoints"] == ["/v1/embeddings"]
+    assert body["available"] is True  # all-MiniLM-L6-v2, shipped in a package: what /v1/embeddings runs
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "English", "sentiment"])
 def test_an_unknown_id_is_404_model_not_found(serve, name):
     service = serve()
     key = service.key()

@@ -153,7 +153,7 @@ def test_an_empty_text_in_a_batch_is_422_naming_its_index(task_client):
     response = task_client("/text-generation", {"text": ["Once upon a time", ""], **GREEDY})
     assert response.status_code == 422, response.json
     assert list(response.json["errors"]["text"]) == ["1"]
-    assert "item 1" in response.json["message"] and "empty" in response.json["message"]
+    assert "text[1]" in response.json["message"] and "empty" in response.json["message"]
 
 
 def test_t5_generation_is_selectable_by_name(task_client):

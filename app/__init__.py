@@ -14,7 +14,7 @@ from api.usage import blp as usage_blp
 from core.database import Database, one_process_at_a_time
 from core.keys import KeyCache, ensure_bootstrap_key
 from core.settings import FIELDS, Settings
-from web import account_limits, admission
+from web import account_limits, admission, body_limits
 from web import database as web_database
 from web import errors, metrics, rate_limits, request_id, usage
 from web.auth import require_api_key
@@ -141,6 +141,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["key_cache"] = KeyCache(settings.auth_cache_ttl_s)
     account_limits.init_app(app, database)  # each account's limits, cached per process
     request_id.init_app(app)  # before require_api_key: a 401 carries an id too
+    body_limits.init_app(app)  # before any hook reads a body
     app.before_request(require_api_key)
     admission.init_app(app)  # after the key check: it counts the account's requests
     rate_limits.init_app(app)  # after the key check, before an async submit is queued: it charges the account

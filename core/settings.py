@@ -64,6 +64,22 @@ class Settings:
         20_000,
         "longest text item in characters (422); models also truncate to their token limit",
     )
+    # Retrieval frameworks index a corpus in requests of 100 (LlamaIndex) to 1,000
+    # (LangChain) texts, and OpenAI takes 2,048: the vectorising routes take that
+    # many, bounded by their characters, and run them as passes of
+    # BATCH_MAX_SIZE that take turns with other accounts' requests.
+    max_embedding_inputs: int = setting(
+        2048, "most texts in one `/text-vectorisation` (422) or `/v1/embeddings` (400) request; a request of more "
+              "than `INFER_MAX_BATCH_SIZE` counts as one request per `INFER_MAX_BATCH_SIZE` texts against "
+              "`INFER_REQUESTS_PER_MIN`",
+    )
+    max_embedding_chars: int = setting(
+        4_000_000, "most characters of all the texts of one vectorising request (422 / 400): 1,000 chunks of "
+                   "4,000 characters, LangChain's defaults",
+    )
+    max_embedding_body_bytes: int = setting(
+        32 * 1024 * 1024, "largest body of a vectorising request (413); other routes have `INFER_MAX_CONTENT_LENGTH`",
+    )
     max_labels: int = setting(32, "most labels per item in zero-shot text and image classification (422)")
     max_image_pixels: int = setting(40_000_000, "largest decoded image (400); guards against decompression bombs")
     # Most decoded pixels in one request, all its images together (400 above): a

@@ -1,13 +1,23 @@
 """A loaded model: what the cache holds and what task code calls."""
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import Enum
 
-from .batcher import Batcher
+from .batcher import Batcher, DeadlineExceeded
 from .token_batching import PreparedRunner
+
+
+# A request of more items than a pass holds (a corpus-sized embedding request) is
+# queued in parts of max_batch_size, this many at a time: each part takes its
+# turn in the model's fair queue, so other accounts' requests run between them
+# and one request never holds the model for all its length, while the next part
+# waits ready so the model is never idle between two parts.
+PARTS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,10 @@ class ServedModel:
 
     def run(self, task: str, inputs: list) -> list:
         settings = self.batch_settings
-        return self._batcher(task).submit(inputs, settings.timeout_s)
+        batcher = self._batcher(task)
+        if len(inputs) > settings.max_batch_size and isinstance(batcher, Batcher):
+            return _run_in_parts(batcher, inputs, settings.max_batch_size, settings.timeout_s)
+        return batcher.submit(inputs, settings.timeout_s)
 
     def run_nowait(self, task: str, inputs: list) -> Future:
         """Queue `inputs` and return the future of their outputs (Batcher.submit_nowait)."""
@@ -154,6 +167,28 @@ class ServedModel:
                 batcher.close()
         if self.on_close:
             self.on_close()
+
+
+def _run_in_parts(batcher: Batcher, inputs: list, size: int, timeout_s: float) -> list:
+    """The outputs of `inputs`, queued as parts of `size` items, PARTS_IN_FLIGHT at a
+    time, in order; the first part that fails fails the whole, and the parts not yet
+    run are taken out of the queue. Each part has the deadline a request has."""
+    parts = deque(inputs[start:start + size] for start in range(0, len(inputs), size))
+    pending: deque[Future] = deque()
+    outputs: list = []
+    try:
+        while parts or pending:
+            while parts and len(pending) < PARTS_IN_FLIGHT:
+                pending.append(batcher.submit_nowait(parts.popleft(), timeout_s))
+            try:
+                outputs.extend(pending.popleft().result(timeout=timeout_s))
+            except FutureTimeout:
+                raise DeadlineExceeded(f"Model {batcher.name} did not answer within {timeout_s:g}s "
+                                       "(INFER_REQUEST_TIMEOUT_S).") from None
+    finally:
+        for future in pending:
+            future.cancel()
+    return outputs
 
 
 def _undeclared(texts: list[str]) -> list[int]:

@@ -41,9 +41,10 @@ class EmbeddingInput(TextOrTexts):
 
 class EmbeddingsBody(StrictSchema):
     input = EmbeddingInput(
-        empty_error="An input cannot be an empty string.", required=True,
-        metadata={"description": "A text, or a list of texts (at most INFER_MAX_BATCH_SIZE, each at most "
-                                 "INFER_MAX_TEXT_LENGTH characters). Token arrays are refused."},
+        empty_error="An input cannot be an empty string.", large_batches=True, required=True,
+        metadata={"description": "A text, or a list of texts (at most INFER_MAX_EMBEDDING_INPUTS, each at most "
+                                 "INFER_MAX_TEXT_LENGTH characters, INFER_MAX_EMBEDDING_CHARS in all). "
+                                 "Token arrays are refused."},
     )
     model = fields.String(
         required=True,

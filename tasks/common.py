@@ -62,15 +62,23 @@ def check_text(value, empty_error: str | None = None) -> str:
     return value
 
 
-def check_batch(values: list, what: str = "items") -> list:
+def check_batch(values: list, what: str = "items", limit: str = "MAX_BATCH_SIZE") -> list:
     if not values:
         raise ValidationError(f"Send at least one of the {what}; the list is empty.")
-    limit = limit_setting("MAX_BATCH_SIZE")
-    if len(values) > limit:
+    most = limit_setting(limit)
+    if len(values) > most:
         raise ValidationError(
-            f"A batch holds at most {limit} {what} (INFER_MAX_BATCH_SIZE); this one has {len(values)}."
+            f"A batch holds at most {most} {what} ({ENV_PREFIX}{limit}); this one has {len(values)}."
         )
     return values
+
+
+def check_total_characters(texts: list[str]) -> None:
+    most = limit_setting("MAX_EMBEDDING_CHARS")
+    total = sum(map(len, texts))
+    if total > most:
+        raise ValidationError(f"The texts have {total} characters in all; one request may have at most {most} "
+                              f"({ENV_PREFIX}MAX_EMBEDDING_CHARS): send them in several requests.")
 
 
 def presence_fields() -> tuple[fields.Boolean, fields.String]:
@@ -97,8 +105,10 @@ class TextOrTexts(fields.Field):
     # What a form or a query string makes of this field (the playground, prediction URLs).
     input_kind = "text"
 
-    def __init__(self, empty_error: str | None = None, **kwargs):
+    def __init__(self, empty_error: str | None = None, large_batches: bool = False, **kwargs):
         self.empty_error = empty_error
+        # The vectorising routes take corpus-sized batches, bounded by their characters.
+        self.large_batches = large_batches
         metadata = kwargs.pop("metadata", {})
         metadata.setdefault(
             "oneOf",
@@ -111,7 +121,7 @@ class TextOrTexts(fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, list):
-            check_batch(value, "texts")
+            check_batch(value, "texts", "MAX_EMBEDDING_INPUTS" if self.large_batches else "MAX_BATCH_SIZE")
             errors = {}
             for index, item in enumerate(value):
                 try:
@@ -120,6 +130,8 @@ class TextOrTexts(fields.Field):
                     errors[index] = exc.messages
             if errors:
                 raise ValidationError(errors)
+            if self.large_batches:
+                check_total_characters(value)
             return value
         if isinstance(value, str):
             return check_text(value, self.empty_error)

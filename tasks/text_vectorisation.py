@@ -11,7 +11,9 @@ TASK = "text-vectorisation"
 
 
 class TextVectorisationBody(StrictSchema):
-    text = TextOrTexts(required=True, metadata={"description": "Text, or a list of texts, to vectorise."})
+    text = TextOrTexts(large_batches=True, required=True, metadata={"description": (
+        "Text, or a list of texts, to vectorise: at most INFER_MAX_EMBEDDING_INPUTS texts and "
+        "INFER_MAX_EMBEDDING_CHARS characters in all.")})
     model = model_field(
         "english (default): English sentence vectors; multilingual: 50+ languages; "
         "clip: CLIP text vectors, in the same space as /image-vectorisation; "

@@ -7,7 +7,9 @@ Backprop tasks, /custom, /predict, /v1/embeddings, /v1/completions,
 /v1/chat/completions), including one sent with `Prefer: respond-async` (it is
 charged when it is queued, never again when the service runs it) and a call
 the service makes for the account while serving someone (the web UI, a
-prediction URL). Every such request costs one request, whatever it answers;
+prediction URL). Every such request costs one request, whatever it answers
+(a vectorising request of more than INFER_MAX_BATCH_SIZE texts: one per
+INFER_MAX_BATCH_SIZE texts, BATCH_FIELD_FOR_ROUTE);
 the generation routes also cost their estimated tokens (web/token_estimates.py),
 charged at admission, before any work. Limits are per account: all its keys
 share them. The check runs as soon as the key is known (a before_request hook
@@ -243,8 +245,8 @@ def _request_body():
 
 def charge_request(account_id: int, route: str, read_body, charges: list) -> None:
     """Charge the account for one request to the inference route `route` (its body
-    read by `read_body()` only if a tokens limit needs it), adding each charge to
-    `charges`; 429 when a budget is spent. The request hook above, and runs made
+    read by `read_body()` only if a limit needs it: tokens, or requests on a
+    large-batch route), adding each charge to `charges`; 429 when a budget is spent. The request hook above, and runs made
     for an account while a client waits (api/prediction_dispatch.py)."""
     extensions = current_app.extensions
     limits = extensions["account_limits"].get(account_id)
@@ -255,13 +257,41 @@ def charge_request(account_id: int, route: str, read_body, charges: list) -> Non
         tokens = generation_tokens(route, read_body(), current_settings())
         if tokens > limits.tokens_per_min:
             raise too_large(tokens, limits.tokens_per_min)  # before counting anything: it can never pass
+    requests = 1
+    if limits.requests_per_min and route in BATCH_FIELD_FOR_ROUTE:
+        requests = request_units(route, read_body(), current_settings())
+        if requests > limits.requests_per_min:
+            raise too_many_texts(requests, limits.requests_per_min)
     rate_limits: RateLimits = extensions["rate_limits"]
-    for kind, limit, cost in (("requests", limits.requests_per_min, 1), ("tokens", limits.tokens_per_min, tokens)):
+    for kind, limit, cost in (("requests", limits.requests_per_min, requests),
+                              ("tokens", limits.tokens_per_min, tokens)):
         charge = rate_limits.charge(kind, account_id, limit, cost) if limit and cost else None
         if charge is not None:
             charges.append(charge)
             if not charge.allowed:
                 raise refused(charge)
+
+
+# Routes that take more texts in one request than a batch of the others
+# (INFER_MAX_EMBEDDING_INPUTS against INFER_MAX_BATCH_SIZE), and the field that
+# holds them: a request there counts as one request per INFER_MAX_BATCH_SIZE
+# texts, so a requests-per-minute limit bounds the same work as on other routes.
+BATCH_FIELD_FOR_ROUTE = {"/text-vectorisation": "text", "/v1/embeddings": "input"}
+
+
+def request_units(route: str, body, config) -> int:
+    """The requests a request to a large-batch route counts as (1 for a body the
+    view will refuse, or one of at most INFER_MAX_BATCH_SIZE texts)."""
+    texts = body.get(BATCH_FIELD_FOR_ROUTE[route]) if isinstance(body, dict) else None
+    count = min(len(texts), config.max_embedding_inputs) if isinstance(texts, list) else 1
+    return max(1, math.ceil(count / config.max_batch_size))
+
+
+def too_many_texts(units: int, limit: int) -> TooManyRequests:
+    return TooManyRequests(f"Request too large: its texts count as {units} requests (one per INFER_MAX_BATCH_SIZE "
+                           f"texts) and this account may send {limit} per minute, so it can never pass. Send "
+                           f"fewer texts per request. " + HOW_TO_CHANGE.format(setting="REQUESTS_PER_MIN"),
+                           reason="rate_limit_exceeded")
 
 
 def tokens_explained(limit: int, cost: int) -> str:

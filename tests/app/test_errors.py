@@ -36,8 +36,11 @@ def test_empty_list_is_rejected(client, headers):
 
 
 def test_over_long_batch_is_rejected_with_the_limit(client_for):
-    api = client_for(MAX_BATCH_SIZE=3)
-    response = post(api.client, api.headers, {"text": ["a"] * 4})
+    api = client_for(MAX_BATCH_SIZE=3, MAX_EMBEDDING_INPUTS=5)
+    response = post(api.client, api.headers, {"text": ["a"] * 6})  # a vectorising route: its own limit
+    assert_error(response, 422, "at most 5", "INFER_MAX_EMBEDDING_INPUTS")
+    response = api.client.post("/text-classification", json={"text": ["a"] * 4, "labels": ["x"]},
+                               headers=api.headers)
     assert_error(response, 422, "at most 3", "INFER_MAX_BATCH_SIZE")
 
 
@@ -49,9 +52,12 @@ def test_over_long_text_is_rejected_with_the_limit(client_for):
 
 
 def test_oversized_body_is_413(client_for):
-    api = client_for(MAX_CONTENT_LENGTH=1000)
-    response = post(api.client, api.headers, {"text": "x" * 2000})
+    api = client_for(MAX_CONTENT_LENGTH=1000, MAX_EMBEDDING_BODY_BYTES=3000)
+    response = api.client.post("/text-classification", json={"text": "x" * 2000, "labels": ["a"]},
+                               headers=api.headers)
     assert_error(response, 413, "INFER_MAX_CONTENT_LENGTH")
+    response = post(api.client, api.headers, {"text": "x" * 4000})  # the vectorising routes' own limit
+    assert_error(response, 413, "INFER_MAX_EMBEDDING_BODY_BYTES")
 
 
 def test_unknown_model_is_404_listing_the_choices(client, headers):

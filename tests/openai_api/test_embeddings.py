@@ -152,7 +152,7 @@ def test_a_catalogue_model_of_another_task_is_not_an_embedding_model(packaged):
 @pytest.mark.parametrize(
     "config,body,words",
     [
-        ({"MAX_BATCH_SIZE": 3}, {"input": ["a", "b", "c", "d"]}, ["at most 3", "INFER_MAX_BATCH_SIZE"]),
+        ({"MAX_EMBEDDING_INPUTS": 3}, {"input": ["a", "b", "c", "d"]}, ["at most 3", "INFER_MAX_EMBEDDING_INPUTS"]),
         ({"MAX_TEXT_LENGTH": 10}, {"input": ["short", "x" * 11]}, ["limit is 10", "INFER_MAX_TEXT_LENGTH"]),
     ],
 )

@@ -40,10 +40,14 @@ def test_the_openai_shape_stops_at_the_v1_path_boundary(client, headers):
 
 
 def test_an_oversized_body_is_413_in_openai_shape(make_app):
-    app = make_app(MAX_CONTENT_LENGTH=1000)
-    response = app.test_client().post("/v1/embeddings", json={"input": "x" * 2000, "model": "english"},
-                                      headers={"Authorization": f"Bearer {new_key(app, 'alice')}"})
+    app = make_app(MAX_CONTENT_LENGTH=1000, MAX_EMBEDDING_BODY_BYTES=1500)
+    headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
+    response = app.test_client().post("/v1/completions", json={"prompt": "x" * 2000, "model": "gpt2-large"},
+                                      headers=headers)
     assert "INFER_MAX_CONTENT_LENGTH" in assert_openai_error(response, 413, "invalid_request_error")
+    response = app.test_client().post("/v1/embeddings", json={"input": "x" * 2000, "model": "english"},
+                                      headers=headers)
+    assert "INFER_MAX_EMBEDDING_BODY_BYTES" in assert_openai_error(response, 413, "invalid_request_error")
 
 
 def v1_post_paths(app) -> list[str]:

@@ -20,10 +20,12 @@ ENV_PREFIX = "INFER_"
 UNPREFIXED = {"database_url"}
 
 
-def setting(default, doc: str, *, section: str | None = None, shown: str | None = None):
+def setting(default, doc: str, *, section: str | None = None, shown: str | None = None, secret: bool = False):
     """A field of Settings. section starts a new group of the reference page at this
-    field; shown replaces the default in the page where the value is derived."""
-    return field(default=default, metadata={"doc": doc, "section": section, "shown": shown})
+    field; shown replaces the default in the page where the value is derived; a
+    secret one may also be read from a file named by INFER_<NAME>_FILE (a mounted
+    Kubernetes or Docker secret), so that it need not be in the environment."""
+    return field(default=default, metadata={"doc": doc, "section": section, "shown": shown, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Settings:
     # Also read as DATABASE_URL, without the prefix: most platforms set it so.
     database_url: str = setting(
         "", "SQLAlchemy URL, e.g. `postgresql+psycopg://user:pw@host/db`",
-        shown="SQLite under the data dir",
+        shown="SQLite under the data dir", secret=True,
     )
     # Database connections kept per process (8 more may open under load);
     # match it to gunicorn's threads per worker, and mind PostgreSQL's
@@ -192,6 +194,7 @@ class Settings:
     s3_region: str = setting("", "the bucket's region")
     secret_key: str = setting(
         "", "signs local upload URLs (kept in `$INFER_DATA_DIR/secret_key` when generated)", shown="generated",
+        secret=True,
     )
     public_url: str = setting("", "base URL put in upload URLs", shown="the request's")
     upload_max_bytes: int = setting(5 * 1024**3, "largest zip (413 at the PUT)")
@@ -448,7 +451,7 @@ class Settings:
         "Redis URL (`redis://host:6379/0`): web processes hand builds, parses, training jobs and asynchronous "
         "predictions to RQ, and `flask --app wsgi worker` processes run them; empty: every web process runs "
         "them",
-        section="Background work on a queue (core/work_queue.py)",
+        section="Background work on a queue (core/work_queue.py)", secret=True,
     )
     queue_sweep_s: float = setting(
         5.0,
@@ -699,7 +702,7 @@ class Settings:
         "",
         "where rate-limit counters live, a `limits` storage URI: `redis://host:6379/1` (across replicas), "
         "`sqlite:////path/file.db` (one host's processes), `memory://` (per process). Empty: the Redis of "
-        "`INFER_QUEUE_URL`, else `$INFER_DATA_DIR/rate_limits.db`",
+        "`INFER_QUEUE_URL`, else `$INFER_DATA_DIR/rate_limits.db`", secret=True,
     )
     # Comma-separated account names whose keys may read and set any account's limits
     # (GET/PUT /admin/accounts/{name}/limits); every other key gets 404 there. Empty:
@@ -743,6 +746,8 @@ class Settings:
             raw = environ.get(env_name(item.name))
             if raw is None and item.name in UNPREFIXED:
                 raw = environ.get(item.name.upper())
+            if item.metadata["secret"]:
+                raw = _with_secret_file(environ, item.name, raw)
             if raw is not None:
                 try:
                     values[item.name] = parse(raw, item.type)
@@ -772,6 +777,24 @@ FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def _with_secret_file(environ: Mapping[str, str], name: str, raw: str | None) -> str | None:
+    """A secret setting's value: from the environment, or from the file its
+    INFER_<NAME>_FILE (or, unprefixed ones, <NAME>_FILE) names, without the file's
+    trailing line break; both at once is an error, not a silent choice."""
+    names = [env_name(name) + "_FILE"] + ([name.upper() + "_FILE"] if name in UNPREFIXED else [])
+    variable = next((each for each in names if environ.get(each)), None)
+    if variable is None:
+        return raw
+    if raw is not None:
+        raise ValueError(f"{env_name(name)} and {variable} are both set: set one of them.")
+    path = environ[variable]
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def parse(raw: str, kind: type):

@@ -52,6 +52,8 @@ def table() -> list[str]:
             lines += ["" if lines else None, f"### {item.metadata['section']}", "",
                       "| variable | type | default | meaning |", "|---|---|---|---|"]
         variable = f"`{env_name(item.name)}`" + (" or `DATABASE_URL`" if item.name == "database_url" else "")
+        if item.metadata["secret"]:  # also from a mounted secret's file (core/settings.py _with_secret_file)
+            variable += f" (or `{env_name(item.name)}_FILE`)"
         lines.append(f"| {variable} | {item.type.__name__} | {cell(default_text(item))} | "
                      f"{cell(item.metadata['doc'])} |")
     return [line for line in lines if line is not None]

@@ -74,3 +74,34 @@ def test_create_app_reads_them_once_and_refuses_an_unknown_key(tmp_path):
     assert app.config["MAX_CONTENT_LENGTH"] == settings_of(app).max_content_length
     with pytest.raises(ValueError, match="MAX_BATCH_SIZES is not a setting"):
         create_app({"DATA_DIR": str(tmp_path / "data"), "MAX_BATCH_SIZES": 5})
+
+
+def test_a_secret_setting_is_read_from_the_file_its_FILE_variable_names(tmp_path):
+    """Kubernetes and Docker mount secrets as files: INFER_<NAME>_FILE names one, and the
+    value is the file's text without its trailing line break."""
+    database = tmp_path / "database-url"
+    database.write_text("postgresql+psycopg://infer:p%40ss@db/infer\n")
+    queue = tmp_path / "queue-url"
+    queue.write_text("redis://:secret@redis:6379/0\r\n")
+    settings = Settings.from_environ({"INFER_DATABASE_URL_FILE": str(database), "INFER_QUEUE_URL_FILE": str(queue)})
+    assert settings.database_url == "postgresql+psycopg://infer:p%40ss@db/infer"
+    assert settings.queue_url == "redis://:secret@redis:6379/0"
+    # DATABASE_URL is read unprefixed too, and so is its file.
+    assert Settings.from_environ({"DATABASE_URL_FILE": str(database)}).database_url.startswith("postgresql")
+    assert {name for name, item in FIELDS.items() if item.metadata["secret"]} == {
+        "database_url", "secret_key", "queue_url", "rate_limit_storage"}
+
+
+def test_a_secret_given_twice_or_a_file_that_cannot_be_read_is_an_error_naming_the_variable(tmp_path):
+    secret = tmp_path / "secret-key"
+    secret.write_text("from-the-file")
+    with pytest.raises(ValueError, match="INFER_SECRET_KEY and INFER_SECRET_KEY_FILE are both set"):
+        Settings.from_environ({"INFER_SECRET_KEY": "inline", "INFER_SECRET_KEY_FILE": str(secret)})
+    with pytest.raises(ValueError, match="INFER_SECRET_KEY_FILE: cannot read .*missing"):
+        Settings.from_environ({"INFER_SECRET_KEY_FILE": str(tmp_path / "missing")})
+
+
+def test_a_setting_that_is_not_secret_has_no_FILE_variable(tmp_path):
+    size = tmp_path / "size"
+    size.write_text("7")
+    assert Settings.from_environ({"INFER_MAX_BATCH_SIZE_FILE": str(size)}).max_batch_size == Settings().max_batch_size

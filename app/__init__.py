@@ -187,7 +187,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     if settings.bootstrap_key if bootstrap_key is None else bootstrap_key:
         with one_process_at_a_time(database.engine), database.sessions() as session:
-            ensure_bootstrap_key(session, settings.bootstrap_account)
+            ensure_bootstrap_key(session, settings.bootstrap_account, settings.bootstrap_key_file)
     from .preload import preload_entries
 
     # In a thread: under gunicorn, post_worker_init waits for it before the worker
@@ -218,7 +218,7 @@ def prepare_database(test_config: dict | None = None) -> None:
     try:
         if settings.bootstrap_key:
             with one_process_at_a_time(database.engine), database.sessions() as session:
-                ensure_bootstrap_key(session, settings.bootstrap_account)
+                ensure_bootstrap_key(session, settings.bootstrap_account, settings.bootstrap_key_file)
     finally:
         database.engine.dispose()
 

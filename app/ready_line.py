@@ -54,5 +54,5 @@ def ready_text(bind: str, workers: int, models: str, errors: dict[str, str]) -> 
     if url.startswith("unix:"):
         return head
     return (f"{head}\n"
-            f"  next: the dashboard at {url}/ui/ (sign in with the API key printed at first start),\n"
+            f"  next: the dashboard at {url}/ui/ (sign in with the first API key: data dir, first-api-key),\n"
             f"        the API docs at {url}/docs, a first request as in the README's \"First request\"")

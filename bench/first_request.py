@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -80,6 +79,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(folder, "server.log")
+        self.key_path = os.path.join(folder, "data", "first-api-key")
         # A restart appends to the first start's log: this start's lines begin here.
         self.log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         # As scripts/serve: nothing but the defaults, offline, a data dir of its own.
@@ -100,8 +100,9 @@ class Server:
             return log.read()
 
     def key(self) -> str:
-        """The API key the first start printed."""
-        return re.findall(r"ik_[A-Za-z0-9_-]+", self.log(whole=True))[0]
+        """The API key the first start wrote to the data dir (its output is no terminal)."""
+        with open(self.key_path) as key_file:
+            return key_file.read().strip()
 
     def wait(self, ready, timeout: float = 600) -> float:
         """Seconds from start until `ready()` holds."""

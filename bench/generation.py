@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import threading
@@ -44,7 +43,6 @@ from text_vectorisation import ROOT, Process, percentile  # noqa: E402
 
 sys.path.insert(0, ROOT)
 MODEL = "smollm2-135m-instruct"
-KEY_PATTERN = re.compile(r"ik_[A-Za-z0-9_-]+")  # the first key, printed by the server at start
 PROMPTS = [
     "The history of the printing press begins",
     "Here is a detailed recipe for a vegetable soup. First,",
@@ -130,7 +128,8 @@ class GenerationServer(Process):
         self.start([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], env)
 
     def ready(self) -> bool:
-        self.key = self.key or next(iter(KEY_PATTERN.findall(self.log_text())), None)
+        key_path = os.path.join(self.dir, "first-api-key")  # the first start writes its key there
+        self.key = self.key or (open(key_path).read().strip() if os.path.exists(key_path) else None)
         status, _body = self.get("/readyz")
         return status == 200 and self.key is not None
 

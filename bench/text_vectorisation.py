@@ -60,7 +60,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -325,7 +324,8 @@ class Server(Process):
         self.headers = {"content-type": "application/json", "x-api-key": self.key}
 
     def ready(self) -> bool:
-        self.key = self.key or next(iter(re.findall(r"ik_[A-Za-z0-9_-]+", self.log_text())), None)
+        key_path = os.path.join(self.dir, "first-api-key")  # the first start writes its key there
+        self.key = self.key or (open(key_path).read().strip() if os.path.exists(key_path) else None)
         status, body = self.get("/readyz")
         checks = json.loads(body).get("checks", {})
         if isinstance(checks.get("models"), dict):  # a preload failed: it will not get ready

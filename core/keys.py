@@ -7,6 +7,7 @@ The request check that uses them is web/auth.py.
 """
 
 import hashlib
+import os
 import secrets
 import sys
 import threading
@@ -24,14 +25,19 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session, account_name: str, label: str = "") -> tuple[ApiKey, str]:
-    """Create a key (and the account, if new). Returns the row and the key in clear."""
+def new_key_text() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_key(session, account_name: str, label: str = "", key: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key (and the account, if new): `key`, or a new one. Returns the row
+    and the key in clear."""
     account = session.scalar(select(Account).where(Account.name == account_name))
     if account is None:
         account = Account(name=account_name)
         session.add(account)
         session.flush()
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = key or new_key_text()
     row = ApiKey(account_id=account.id, prefix=key[:10], key_hash=hash_key(key), label=label)
     session.add(row)
     session.commit()
@@ -106,16 +112,50 @@ class KeyCache:
                     del self._entries[key_hash]
 
 
-def ensure_bootstrap_key(session, account_name: str, out=None) -> str | None:
-    """On a database with no key at all, create one and print it once."""
+def ensure_bootstrap_key(session, account_name: str, key_file: str, out=None) -> str | None:
+    """On a database with no key at all, create one: written to `key_file` (owner-only)
+    before it is stored, so a key is never stored that nobody can read, and printed
+    only when `out` is a terminal; a log gets where it is, not the key."""
     if session.scalar(select(func.count()).select_from(ApiKey)):
         return None
-    _row, key = create_key(session, account_name, label="bootstrap")
-    print(
-        f"\nCreated the first API key (account {account_name!r}). It is shown only once:\n\n"
-        f"    {key}\n\nSend it in the x-api-key header (or as Authorization: Bearer). "
-        "Manage keys with `.venv/bin/flask --app wsgi keys --help` (in the Docker image, `flask --app wsgi keys --help`).\n",
-        file=out or sys.stdout,
-        flush=True,
-    )
+    key = new_key_text()
+    write_owner_only(key_file, key + "\n")
+    create_key(session, account_name, label="bootstrap", key=key)
+    out = out or sys.stdout
+    manage = ("Manage keys with `.venv/bin/flask --app wsgi keys --help` (in the Docker image, "
+              "`flask --app wsgi keys --help`).")
+    if _is_terminal(out):
+        message = (f"\nCreated the first API key (account {account_name!r}):\n\n    {key}\n\nSend it in the x-api-key "
+                   f"header (or as Authorization: Bearer). It is also in {key_file}, readable by this user only: "
+                   f"delete that file once you have kept the key. {manage}\n")
+    else:  # a log stream: journald, a container's log, an aggregator keep what they are sent
+        message = (f"\nCreated the first API key (account {account_name!r}). It is not printed here (this output is "
+                   f"not a terminal): it is in {key_file}, readable by this user only. Read it with "
+                   f"`cat {key_file}` (in Docker: `docker exec <container> cat {key_file}`), keep it, and delete "
+                   f"the file. {manage}\n")
+    print(message, file=out, flush=True)
     return key
+
+
+def write_owner_only(path: str, text: str) -> None:
+    """Write `path` readable by this user only, whole or not at all: through a new
+    file beside it (never one that exists, nor a link), then renamed over it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    partial = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+
+
+def _is_terminal(out) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # no such method, or closed
+        return False

@@ -176,10 +176,17 @@ class Settings:
     # exceed the cores: oversubscription was 5-9x slower on 2 cores.
     torch_threads: int = setting(1, "torch threads per worker; keep threads x workers <= cores")
     bootstrap_key: bool = setting(
-        True, "create and print a key on first start with none",
+        True, "create a key on the first start with none (see `INFER_BOOTSTRAP_KEY_FILE`)",
         section="The first key",
     )
     bootstrap_account: str = setting("default", "the account the first key belongs to")
+    # A log stream (journald, a container's log, log aggregation) keeps what it
+    # is sent: the first key goes to a file only its owner reads, and is printed
+    # only to a terminal.
+    bootstrap_key_file: str = setting(
+        "", "where the first key is written, readable by the service's user only (printed too when the output "
+            "is a terminal, never to a log)", shown="`$INFER_DATA_DIR/first-api-key`",
+    )
     # User model uploads: "local" (the service's own signed PUT URLs, files
     # under DATA_DIR) or "s3" (presigned PUT URLs to S3_BUCKET).
     storage: str = setting(
@@ -764,6 +771,7 @@ class Settings:
             data_dir=data_dir,
             database_url=self.database_url or "sqlite:///" + os.path.join(data_dir, "infer.db"),
             model_dir=self.model_dir or os.path.join(data_dir, "models"),
+            bootstrap_key_file=self.bootstrap_key_file or os.path.join(data_dir, "first-api-key"),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":

@@ -30,8 +30,11 @@ class ProductionServer:
             return log.read()
 
     def printed_keys(self) -> list[str]:
-        """The API keys the server printed (the first start prints one)."""
-        return re.findall(r"ik_[A-Za-z0-9_-]+", self.log())
+        """The first API key (the first start writes it to the data dir's first-api-key,
+        as its output is no terminal), then any key its log shows."""
+        key_file = os.path.join(self.folder, "data", "first-api-key")
+        first = [open(key_file).read().strip()] if os.path.exists(key_file) else []
+        return first + [key for key in re.findall(r"ik_[A-Za-z0-9_-]+", self.log()) if key not in first]
 
     def wait_ready(self, timeout: float = 120) -> "ProductionServer":
         """Until /readyz answers 200 (the database answers, preloaded models are in)."""

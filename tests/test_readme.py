@@ -9,7 +9,8 @@ blocks use the KEY and the models earlier ones made). The server is gunicorn wit
 gunicorn.conf.py on an empty data dir, offline (HF_HUB_OFFLINE=1). What the test
 changes, and nothing else (see `substituted` and `shell_environment`):
 
-- `ik_...` becomes the key the server printed at its first start;
+- `ik_...` becomes the first key, which the server's first start wrote to its data dir
+  (`first-api-key`: its output is a log here, not a terminal, so it printed where, not the key);
 - `127.0.0.1:8000` and `localhost:8000` become the test server's address;
 - PATH starts with the checkout's .venv/bin (`pip` and `python` are the venv's, as in
   an activated venv), and INFER_DATA_DIR is the server's, so that the `flask` CLI

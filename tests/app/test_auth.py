@@ -1,5 +1,7 @@
 """API keys: required everywhere but health, hashed at rest, revocable, per account."""
 
+import os
+import stat
 from datetime import datetime, timezone
 
 import pytest
@@ -99,15 +101,46 @@ def test_cli_creates_lists_and_revokes_keys(app, client):
     assert runner.invoke(args=["keys", "revoke", "99999"]).exit_code != 0
 
 
-def test_first_start_creates_and_prints_one_key_then_never_again(tmp_path, capsys):
+def test_first_start_writes_one_key_to_an_owner_only_file_never_to_a_log_then_never_again(tmp_path, capsys):
     config = {"DATA_DIR": str(tmp_path), "BOOTSTRAP_KEY": True, "BUILDER": False}
     app = create_app(config)
-    printed = capsys.readouterr().out
-    key = next(word for word in printed.split() if word.startswith("ik_"))
+    printed = capsys.readouterr().out  # not a terminal: a log stream
+    key_file = tmp_path / "first-api-key"
+    key = key_file.read_text().strip()
+    assert key.startswith("ik_") and "ik_" not in printed
+    assert str(key_file) in printed and "cat " in printed  # where it is, and how to read it
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     assert app.test_client().get("/keys", headers={"x-api-key": key}).status_code == 200
 
+    key_file.unlink()  # as the message asks
     create_app(config)
-    assert "ik_" not in capsys.readouterr().out
+    assert "ik_" not in capsys.readouterr().out and not key_file.exists()
+
+
+def test_the_first_key_is_printed_to_a_terminal_and_goes_where_the_setting_says(tmp_path):
+    import pty
+
+    from core.database import Database
+    from core.keys import ensure_bootstrap_key
+
+    database = Database("sqlite:///" + str(tmp_path / "infer.db"))
+    leader, follower = pty.openpty()
+    with open(follower, "w", closefd=True) as terminal, database.sessions() as session:
+        key = ensure_bootstrap_key(session, "default", str(tmp_path / "keys" / "first"), out=terminal)
+    shown = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert key in shown
+    assert (tmp_path / "keys" / "first").read_text() == key + "\n"
+
+
+def test_a_key_file_that_is_a_link_is_replaced_not_followed(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    (tmp_path / "first-api-key").symlink_to(target)
+    create_app({"DATA_DIR": str(tmp_path), "BOOTSTRAP_KEY": True, "BUILDER": False})
+    assert target.read_text() == "keep me"
+    assert not (tmp_path / "first-api-key").is_symlink()
+    assert (tmp_path / "first-api-key").read_text().startswith("ik_")
 
 
 @pytest.mark.parametrize("method,path", [("get", "/keys"), ("post", "/text-vectorisation"), ("delete", "/keys/1")])

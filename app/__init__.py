@@ -129,7 +129,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["predictions"] = prediction_runner = PredictionRunner(
         partial(run_in_background, app), settings, database.sessions, partial(payload_of, app))
     app.extensions["batches"] = batch_runner = BatchRunner(partial(run_in_background, app), settings,
-                                                           database.sessions)
+                                                           database.sessions, storage)
     app.extensions["work"] = work = make_work(settings)
     for runner in (builder, parses, training_jobs, prediction_runner, batch_runner):
         work.add(runner)

@@ -19,9 +19,11 @@ how long the output is. A process that dies mid-batch stops renewing its
 lease; the next to claim the batch cuts the output back to what was recorded
 and goes on from the next line (a line may run twice: an inference has no side
 effects). Cancelling stops it after the chunk in flight; the output keeps the
-lines answered so far.
+lines answered so far. With S3 storage the files travel between replicas
+through the bucket (predictions/batch_store.py).
 """
 
+import json
 import logging
 import os
 import shutil
@@ -37,13 +39,16 @@ from core.settings import Settings
 from core.tables import Batch, utcnow
 from core.webhook_events import notify
 
-from . import batch_files
-from .batch_files import Line, answer_line, parse_line, request_lines
+from . import batch_files, batch_store
+from .batch_files import INPUT_FILE, OUTPUT_FILE, Line, answer_line, parse_line, request_lines
 from .runner import RunRequest
 
 log = logging.getLogger(__name__)
 
 FINISHED = ("completed", "failed", "cancelled")
+# The most of an output fetched from the bucket: the service's own object, under a
+# key no upload URL names; bounded all the same.
+OUTPUT_MAX_BYTES = 1 << 40
 
 
 def _due(now):
@@ -61,12 +66,13 @@ class BatchRunner(Runner):
     # stop() ends a run itself, after the chunk in flight, handing the batch back: it resumes elsewhere.
     cut_short = False
 
-    def __init__(self, run_request: RunRequest, config: Settings, sessions):
+    def __init__(self, run_request: RunRequest, config: Settings, sessions, storage=None):
         lease = timedelta(seconds=config.prediction_lease_s)
         super().__init__(sessions, FairClaims(BATCHES, lease, config.account_max_running_batches), lease,
                          poll_s=config.prediction_poll_s, slots=config.batch_threads)
         self.run_request = run_request
         self.config = config
+        self.storage = storage  # uploads/storage.py: with S3, the files travel through the bucket
 
     def claimed_values(self) -> dict:
         return {"status": "running", "started_at": utcnow(), "attempts": Batch.attempts + 1}
@@ -80,16 +86,44 @@ class BatchRunner(Runner):
         with self.sessions() as session:
             row = session.get(Batch, row_id)
             account_id, done, output_bytes = row.account_id, row.done_lines, row.output_bytes
-        source = batch_files.input_path(self.config.data_dir, row_id)
-        if not os.path.exists(source):
-            self._finish(row_id, "failed", "Its input file is gone from the data dir.")
-            return
+        data_dir = self.config.data_dir
+        source = batch_files.input_path(data_dir, row_id)
         with self.renewing(row_id):
+            batch_store.fetch_if_behind(self.storage, data_dir, row_id, INPUT_FILE, 0,
+                                        self.config.batch_max_input_bytes)
+            if not os.path.exists(source):
+                self._finish(row_id, "failed", "Its input file is gone from the data dir.")
+                return
+            batch_store.fetch_if_behind(self.storage, data_dir, row_id, OUTPUT_FILE, output_bytes, OUTPUT_MAX_BYTES)
+            done, output_bytes = self._resume_point(row_id, done, output_bytes)
             outcome = self._run_lines(row_id, account_id, source, done, output_bytes)
+            batch_store.put(self.storage, data_dir, row_id, OUTPUT_FILE)
         if outcome == "handed back":
             self.hand_back(row_id)
         else:
             self._finish(row_id, *outcome)
+
+    def _resume_point(self, row_id: str, done: int, output_bytes: int) -> tuple[int, int]:
+        """(lines done, output bytes) to go on from. The output normally holds at
+        least what the row records (anything past it is cut). When it holds less
+        (the batch ran on another replica, which died before sharing its output),
+        it goes on from the complete lines it holds, and the row says so."""
+        target = batch_files.output_path(self.config.data_dir, row_id)
+        if output_bytes == 0 or (os.path.exists(target) and os.path.getsize(target) >= output_bytes):
+            return done, output_bytes
+        kept = b""
+        if os.path.exists(target):
+            with open(target, "rb") as output:
+                held = output.read()
+            kept = held[:held.rfind(b"\n") + 1]
+        lines = kept.splitlines()
+        failed = sum(1 for line in lines if json.loads(line).get("error"))
+        with self.sessions() as session:
+            session.execute(update(Batch).where(Batch.id == row_id).values(
+                done_lines=len(lines), failed_lines=failed, output_bytes=len(kept)))
+            session.commit()
+        log.info("batch %s resumes after %d lines (its record said %d)", row_id, len(lines), done)
+        return len(lines), len(kept)
 
     def _run_lines(self, row_id: str, account_id: int, source: str, done: int, output_bytes: int):
         """Answer the lines after the first `done`, a chunk at a time; the outcome:
@@ -162,5 +196,6 @@ class BatchRunner(Runner):
                                   .limit(100)).all()
             for batch_id in old:
                 shutil.rmtree(batch_files.batch_dir(self.config.data_dir, batch_id), ignore_errors=True)
+                batch_store.forget(self.storage, batch_id)
                 session.execute(Batch.__table__.delete().where(Batch.id == batch_id))
             session.commit()

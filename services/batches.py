@@ -18,8 +18,8 @@ from sqlalchemy import func, select, update
 from core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from core.tables import Batch, owned, utcnow
 from core.webhook_events import notify
-from predictions import batch_files
-from predictions.batches import FINISHED
+from predictions import batch_files, batch_store
+from predictions.batches import FINISHED, OUTPUT_MAX_BYTES
 from training.dataset_bundles import ensure_parsed_datasets
 from training.datasets import read_rows
 from training.paths import dataset_dir
@@ -102,6 +102,7 @@ def _create(ctx: ServiceContext, data: bytes, endpoint: str, dataset_id: str | N
         stream.write(data)
     ctx.db.add(row)
     try:
+        batch_store.put(ctx.part("storage"), ctx.config.data_dir, row.id, batch_files.INPUT_FILE)
         ctx.db.commit()
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
@@ -160,8 +161,12 @@ def output_file(ctx: ServiceContext, batch_id: str) -> tuple[str, int]:
     """(path, length) of the batch's output: the lines answered so far, in order."""
     row = get(ctx, batch_id)
     path = batch_files.output_path(ctx.config.data_dir, row.id)
+    batch_store.fetch_if_behind(ctx.part("storage"), ctx.config.data_dir, row.id, batch_files.OUTPUT_FILE,
+                                row.output_bytes, OUTPUT_MAX_BYTES)
     if not os.path.exists(path):
         if row.done_lines:
-            raise NotFound(f"Batch {batch_id}'s output is not on this server's data dir.")
+            raise NotFound(f"Batch {batch_id}'s output is not on this server's data dir yet (it runs on "
+                           "another replica); retry when it has ended.")
         return path, 0
-    return path, row.output_bytes
+    # While it runs on another replica, this copy may hold fewer lines than the record.
+    return path, min(row.output_bytes, os.path.getsize(path))

@@ -6,6 +6,8 @@ resuming from the lines it had recorded."""
 
 import io
 import json
+import os
+import threading
 import time
 
 import pytest
@@ -235,10 +237,53 @@ def test_retention_deletes_a_finished_batch_and_its_files(client_for, tiny_model
     runner = api.app.extensions["batches"]
     assert runner.run_claimed(batch_id)
     folder = f"{api.app.extensions['settings'].data_dir}/batches/{batch_id}"
-    import os
-
     assert os.path.exists(folder)
     time.sleep(0.01)
     runner.housekeeping()
     assert api.client.get(f"/batches/{batch_id}", headers=api.headers).status_code == 404
     assert not os.path.exists(folder)
+
+
+def test_batches_are_claimed_fairly_between_accounts_one_running_per_account(idle_api):
+    api = idle_api
+    line = jsonl([request_line("a", "/emotion", {"text": "hi"})])
+    alice_first = post_batch(api, line).json["id"]
+    alice_second = post_batch(api, line).json["id"]
+    bob = post_batch(api, line, headers=api.headers_for("bob")).json["id"]
+    runner = api.app.extensions["batches"]
+    # Oldest first, then the account with none running, then nothing: alice has one running already
+    # (INFER_ACCOUNT_MAX_RUNNING_BATCHES = 1).
+    assert [runner.claim(), runner.claim(), runner.claim()] == [alice_first, bob, None]
+    runner.run(alice_first)
+    assert runner.claim() == alice_second
+
+
+def test_a_batch_has_at_most_its_lines_in_flight_at_once(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, BATCH_LINES_IN_FLIGHT=3)
+    batch_id = post_batch(api, jsonl([request_line(f"n{n}", "/emotion", {"text": "hi"}) for n in range(30)])).json["id"]
+    runner = api.app.extensions["batches"]
+    real, lock, state = runner.run_request, threading.Lock(), {"now": 0, "most": 0}
+
+    def counted(*args):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    runner.run_request = counted
+    assert runner.run_claimed(batch_id)
+    assert 1 <= state["most"] <= 3
+    assert api.client.get(f"/batches/{batch_id}", headers=api.headers).json["request_counts"]["completed"] == 30
+
+
+def test_a_batchs_files_count_in_the_accounts_stored_bytes(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, ACCOUNT_MAX_STORED_MB=1)
+    padding = "x" * 2000
+    lines = [request_line(f"n{n}", "/emotion", {"text": "hi", "padding": padding}) for n in range(600)]
+    assert post_batch(api, jsonl(lines)).status_code == 202  # 1.2 MB: the quota is checked before storing
+    full = post_batch(api, jsonl([request_line("a", "/emotion", {"text": "hi"})]))
+    assert full.status_code == 403 and "in batches' files" in full.json["message"]

@@ -285,6 +285,7 @@ class Batch(Base):
     # The endpoint every line names ("" when the lines name several); a dataset's batch also its dataset.
     endpoint: Mapped[str] = mapped_column(String(200), default="")
     dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    input_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a file of /v1/files
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -302,6 +303,22 @@ class Batch(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+
+class UploadedFile(Base):
+    """A file sent to OpenAI's POST /v1/files (purpose "batch"): a batch's input,
+    named by its id (openai_api/files.py). Kept until deleted; its bytes count in
+    the account's stored bytes. The file is under the data dir, files/<id>."""
+
+    __tablename__ = "uploaded_files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "file-" + random
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class WebhookDelivery(Base):

@@ -48,14 +48,15 @@ def listing(ctx: ServiceContext, status: str | None = None, after: str | None = 
     return statement, (get(ctx, after) if after else None)
 
 
-def create_from_file(ctx: ServiceContext, data: bytes, webhook: str | None = None,
-                     metadata: dict | None = None) -> Batch:
-    """A batch of the JSONL requests in `data` (predictions/batch_files.py's shape)."""
+def create_from_file(ctx: ServiceContext, data: bytes, webhook: str | None = None, metadata: dict | None = None,
+                     input_file_id: str | None = None) -> Batch:
+    """A batch of the JSONL requests in `data` (predictions/batch_files.py's
+    shape); `input_file_id`: the /v1/files file it came from."""
     limit = ctx.config.batch_max_input_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"The file is {len(data)} bytes; a batch's input may be {limit} bytes at most "
                               "(INFER_BATCH_MAX_INPUT_BYTES). Split it into several batches.")
-    return _create(ctx, data, _endpoint_of(data), None, webhook, metadata)
+    return _create(ctx, data, _endpoint_of(data), None, webhook, metadata, input_file_id)
 
 
 def create_from_dataset(ctx: ServiceContext, dataset_id: str, endpoint: str, model: str | None, params: dict,
@@ -84,7 +85,7 @@ def create_from_dataset(ctx: ServiceContext, dataset_id: str, endpoint: str, mod
 
 
 def _create(ctx: ServiceContext, data: bytes, endpoint: str, dataset_id: str | None, webhook: str | None,
-            metadata: dict | None) -> Batch:
+            metadata: dict | None, input_file_id: str | None = None) -> Batch:
     lines = batch_files.count_lines(data)
     if lines == 0:
         raise _invalid("file", "it holds no request line. Send one JSON request per line.")
@@ -94,8 +95,8 @@ def _create(ctx: ServiceContext, data: bytes, endpoint: str, dataset_id: str | N
     _check_active(ctx)
     check_room(ctx.db, ctx.config, ctx.account_id, "start a batch")
     row = Batch(id="batch_" + secrets.token_hex(8), seq=time.time_ns(), account_id=ctx.account_id, endpoint=endpoint,
-                dataset_id=dataset_id, total_lines=lines, stored_bytes=len(data), metadata_=metadata or {},
-                webhook=webhook)
+                dataset_id=dataset_id, input_file_id=input_file_id, total_lines=lines, stored_bytes=len(data),
+                metadata_=metadata or {}, webhook=webhook)
     folder = batch_files.batch_dir(ctx.config.data_dir, row.id)
     os.makedirs(folder, exist_ok=True)
     with open(batch_files.input_path(ctx.config.data_dir, row.id), "wb") as stream:

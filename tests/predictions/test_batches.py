@@ -287,3 +287,22 @@ def test_a_batchs_files_count_in_the_accounts_stored_bytes(client_for, tiny_mode
     assert post_batch(api, jsonl(lines)).status_code == 202  # 1.2 MB: the quota is checked before storing
     full = post_batch(api, jsonl([request_line("a", "/emotion", {"text": "hi"})]))
     assert full.status_code == 403 and "in batches' files" in full.json["message"]
+
+
+def test_a_line_reaches_inference_routes_only_never_another_url(idle_api):
+    api = idle_api
+    lines = [request_line("metadata", "http://169.254.169.254/latest/meta-data", {"text": "x"}),
+             request_line("train", "/models/mine/train", {"task": "tabular", "dataset_id": "ds_x"}),
+             request_line("nested", "/batches", {"dataset_id": "ds_x", "endpoint": "/emotion"}),
+             request_line("dots", "/emotion/../keys", {"text": "x"}),
+             json.dumps({"custom_id": "get", "method": "GET", "url": "/emotion", "body": {"text": "x"}}),
+             request_line("fine", "/emotion", {"text": "x"})]
+    batch_id = post_batch(api, jsonl(lines)).json["id"]
+    assert api.app.extensions["batches"].run_claimed(batch_id)
+    output = {line["custom_id"]: line for line in output_lines(api, batch_id)}
+    assert output["metadata"]["error"]["code"] == output["get"]["error"]["code"] == "invalid_line"
+    for refused in ("train", "nested", "dots"):
+        assert output[refused]["response"]["status_code"] == 404 and output[refused]["error"]["code"] == "not_found"
+    assert output["fine"]["error"] is None
+    assert api.client.get("/models", headers=api.headers).json == []  # no model was made
+    assert [row["id"] for row in api.client.get("/batches", headers=api.headers).json["data"]] == [batch_id]

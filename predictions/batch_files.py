@@ -56,6 +56,8 @@ def parse_line(text: str) -> Line:
         request = json.loads(text)
     except ValueError as exc:
         return Line(None, error=f"the line is not JSON ({exc})")
+    except RecursionError:  # the stdlib parser recurses once per level: '[' * 100000
+        return Line(None, error="the line is not JSON (nested too deeply)")
     if not isinstance(request, dict):
         return Line(None, error="the line is not a JSON object")
     custom_id = request.get("custom_id")
@@ -93,7 +95,8 @@ def answer_line(batch_id: str, number: int, line: Line, status: int | None, answ
     elif status >= 400:
         error = {"code": CODES.get(status, "server_error"), "message": _message(answer)}
     record = {"id": f"{batch_id}-{number}", "custom_id": line.custom_id, "response": response, "error": error}
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n", error is not None
+    # ASCII: a lone surrogate a line sent ("\\ud800") is written escaped, never a bytes error.
+    return json.dumps(record, separators=(",", ":")) + "\n", error is not None
 
 
 def _message(answer) -> str:

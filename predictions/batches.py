@@ -137,7 +137,12 @@ class BatchRunner(Runner):
             line = parse_line(text)
             if line.error:
                 return answer_line(row_id, number, line, None, None)
-            return answer_line(row_id, number, line, *self._run_one(account_id, row_id, number, line))
+            try:
+                return answer_line(row_id, number, line, *self._run_one(account_id, row_id, number, line))
+            except Exception:  # an answer that cannot be written: this line's error, never the batch's
+                log.exception("batch %s line %d", row_id, number)
+                return answer_line(row_id, number, Line(line.custom_id), 500,
+                                   {"message": "Internal server error while writing this line's answer."})
 
         with open(target, "ab"):
             pass  # made if new

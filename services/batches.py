@@ -78,7 +78,7 @@ def create_from_dataset(ctx: ServiceContext, dataset_id: str, endpoint: str, mod
                                      "text rows (text-label datasets). Send a JSONL file of requests instead.")
     body = {**params, **({"model": model} if model else {})}
     lines = [json.dumps({"custom_id": f"row-{number}", "method": "POST", "url": endpoint,
-                         "body": {**body, "text": row.get("text")}}, ensure_ascii=False)
+                         "body": {**body, "text": row.get("text")}})
              for number, row in enumerate(rows, start=1)]
     data = ("\n".join(lines) + "\n").encode()
     return _create(ctx, data, endpoint, dataset_id, webhook, metadata)

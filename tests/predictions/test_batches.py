@@ -306,3 +306,21 @@ def test_a_line_reaches_inference_routes_only_never_another_url(idle_api):
     assert output["fine"]["error"] is None
     assert api.client.get("/models", headers=api.headers).json == []  # no model was made
     assert [row["id"] for row in api.client.get("/batches", headers=api.headers).json["data"]] == [batch_id]
+
+
+def test_hostile_lines_are_errors_of_their_own_never_the_batchs(idle_api):
+    api = idle_api
+    lines = [b"[" * 100_000,  # nested past the parser's recursion
+             b'{"custom_id": "\\ud800", "method": "POST", "url": "/emotion", "body": {"text": "\\ud800"}}',  # lone surrogate
+             b"\xff\xfe not utf-8",
+             request_line("x" * 5000, "/emotion", {"text": "hi"}).encode(),
+             request_line("fine", "/emotion", {"text": "hi"}).encode()]
+    data = b"\n".join(lines) + b"\n"
+    batch_id = post_batch(api, data).json["id"]
+    assert api.app.extensions["batches"].run_claimed(batch_id)
+    done = api.client.get(f"/batches/{batch_id}", headers=api.headers).json
+    assert done["status"] == "completed" and done["request_counts"]["total"] == 5
+    output = output_lines(api, batch_id)
+    assert len(output) == 5 and output[0]["error"]["code"] == output[2]["error"]["code"] == "invalid_line"
+    assert output[1]["custom_id"] == "\ud800" and output[3]["custom_id"] == "x" * 5000
+    assert output[4]["error"] is None and output[4]["custom_id"] == "fine"

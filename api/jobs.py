@@ -8,6 +8,7 @@ hyperparameters, the account's limits) and queues it.
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from api.webhook_urls import check_webhook
 from core.pages import newest_first_page
 from core.tables import TrainingJob
 from core.times import iso_time
@@ -37,6 +38,8 @@ class TrainBody(StrictSchema):
     hyperparameters = fields.Dict(load_default=dict, metadata={
         "description": "epochs, batch_size, learning_rate, seed, early_stopping_patience and the trainer's own "
                        "(see docs/user-guide/training.md's table); left out: the trainer's defaults. The job reports what it used."})
+    webhook = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "A URL called once when the job ends (succeeded, failed or cancelled) with the job object, signed like prediction webhooks (X-Infer-Signature, GET /webhook-secret)."})
 
     @validates_schema
     def one_validation(self, data, **kwargs):
@@ -76,6 +79,7 @@ class JobObject(Schema):
     created_at = fields.String()
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
+    webhook = fields.String(allow_none=True)
 
 
 class JobList(Schema):
@@ -113,7 +117,7 @@ def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
         "metrics": job.metrics, "train_rows": job.train_rows, "validation_rows": job.validation_rows,
         "samples_per_second": job.samples_per_second, "version": job.version_number, "attempts": job.attempts,
         "created_at": iso_time(job.created_at), "started_at": iso_time(job.started_at),
-        "finished_at": iso_time(job.finished_at),
+        "finished_at": iso_time(job.finished_at), "webhook": job.webhook,
     }
 
 
@@ -131,6 +135,7 @@ class Train(MethodView):
     @blp.response(202, JobObject)
     def post(self, body, name):
         """Start a training job: a new version of your model `name` (created if need be) when it succeeds"""
+        check_webhook(body.get("webhook"))
         job = jobs.start(api_context(), name, body)
         return job_object(job), 202, {"Location": f"/jobs/{job.id}"}
 

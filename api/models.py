@@ -9,6 +9,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from api.webhook_urls import check_webhook
 from core.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from core.tables import ModelVersion, UserModel
 from core.times import as_utc, iso_time
@@ -33,6 +34,8 @@ class UploadTimeout(ApiError):
 class UploadUrlBody(StrictSchema):
     model_name = fields.String(required=True, validate=validate.Regexp(MODEL_NAME_PATTERN, error=MODEL_NAME_RULE),
         metadata={"description": "3-100 characters. Lowercase ascii with numbers, dashes (-) and underscores (_)."})
+    webhook = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "A URL called once when this upload's build ends (success or fail) with the version, signed like prediction webhooks (X-Infer-Signature, GET /webhook-secret)."})
 
 
 class ModelsQuery(Schema):
@@ -105,7 +108,7 @@ class UploadUrl(MethodView):
     @blp.response(200, description="A URL (a JSON string) that takes a PUT of the zip for an hour.")
     def post(self, body):
         """Get a URL to PUT a model's zip to; uploading to an existing name makes a new version"""
-        return models.start_upload(api_context(), body["model_name"])
+        return models.start_upload(api_context(), body["model_name"], check_webhook(body.get("webhook")))
 
 
 @blp.route("/uploads/<int:version_id>", methods=["PUT"])

@@ -19,12 +19,11 @@ from flask import current_app, jsonify, request
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 
-from core.errors import BadRequest, InvalidInput
+from core.errors import BadRequest
 from core.pages import newest_first_page
 from core.request_context import current_request_id
 from core.tables import Prediction
 from openai_api.common import ENDPOINTS_FOR_TASK
-from predictions import webhooks
 from predictions.objects import FINISHED, prediction_object
 from services import predictions as predictions_service
 from tasks.spec import TASK_SPECS
@@ -33,6 +32,8 @@ from web.blueprint import Blueprint
 from web.database import session
 from web.errors import validation_error
 from web.service_context import api_context
+
+from api.webhook_urls import check_webhook
 
 blp = Blueprint("predictions", __name__, description="Asynchronous predictions: send any task request with the "
                 "header `Prefer: respond-async` to get one of these instead of the answer, then poll it.")
@@ -115,8 +116,7 @@ def respond_async():
             schema().load(body)
         except ValidationError as exc:
             raise validation_error(exc.messages) from None
-    if webhook is not None:
-        _check_webhook(webhook)
+    check_webhook(webhook)
     account_id = current_account_id()
     db_session = session()
     predictions_service.check_room(api_context())
@@ -131,16 +131,6 @@ def respond_async():
     response.headers["Location"] = f"/predictions/{row.id}"
     response.headers["Preference-Applied"] = PREFER_ASYNC
     return response
-
-
-def _check_webhook(url) -> None:
-    if not isinstance(url, str):
-        raise InvalidInput("Invalid request. webhook: send a URL string.", errors={"webhook": ["Not a string."]})
-    try:
-        runner = current_app.extensions["predictions"]
-        webhooks.destination(url, runner.networks, runner.resolver)  # parsed once, at start; a bounded lookup
-    except webhooks.WebhookRefused as exc:
-        raise InvalidInput(f"Invalid request. webhook: {exc}.", errors={"webhook": [str(exc)]}) from None
 
 
 PREFER_PARAMETER = {

@@ -121,13 +121,17 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["training"] = training_jobs = TrainingJobs(settings, database.sessions, storage, children)
 
     from api.prediction_dispatch import run_in_background
+    from api.webhook_payloads import payload_of
     from core.work import make_work, start_unloading_stale
+    from predictions.batches import BatchRunner
     from predictions.runner import PredictionRunner
 
-    app.extensions["predictions"] = prediction_runner = PredictionRunner(partial(run_in_background, app), settings,
-                                                                         database.sessions)
+    app.extensions["predictions"] = prediction_runner = PredictionRunner(
+        partial(run_in_background, app), settings, database.sessions, partial(payload_of, app))
+    app.extensions["batches"] = batch_runner = BatchRunner(partial(run_in_background, app), settings,
+                                                           database.sessions, storage)
     app.extensions["work"] = work = make_work(settings)
-    for runner in (builder, parses, training_jobs, prediction_runner):
+    for runner in (builder, parses, training_jobs, prediction_runner, batch_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
@@ -150,6 +154,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     import openai_api
     from api import predictions as async_api
     from api import task_routes
+    from api.batches import blp as batches_blp
     from api.datasets import blp as datasets_blp
     from api.jobs import blp as jobs_blp
     from api.models import blp as models_blp
@@ -169,6 +174,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     rest_api.register_blueprint(jobs_blp)
     rest_api.register_blueprint(prediction_urls_blp)
     rest_api.register_blueprint(async_api.blp)
+    rest_api.register_blueprint(batches_blp)
     rest_api.register_blueprint(keys_blp)
     rest_api.register_blueprint(usage_blp)
     limits_api.register(rest_api)
@@ -201,6 +207,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         training_jobs.start()
     if loops and (settings.predictions if start_builder is None else start_builder):
         prediction_runner.start()
+        batch_runner.start()
     if work.queued and (settings.builder if start_builder is None else start_builder):
         start_unloading_stale(app)
     return app

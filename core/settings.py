@@ -447,6 +447,23 @@ class Settings:
     )
     webhook_max_attempts: int = setting(5, "webhook calls before giving up")
     webhook_retry_s: float = setting(5.0, "wait before the first webhook retry (doubled after each failure)")
+    # Batch predictions (POST /batches, predictions/batches.py): a file of
+    # requests run on the background workers. Limits of one batch (its lines,
+    # its input's bytes), of an account (batches queued or running: 429
+    # above), how many lines of one batch are in flight at once (each goes
+    # through the task's batcher and fair queue like an interactive request,
+    # so a batch never holds more of them than this), and how long a finished
+    # batch and its files are kept (then deleted: GET answers 404).
+    batch_max_lines: int = setting(50_000, "request lines one batch may hold (413 above)",
+                                   section="Batch predictions (predictions/batches.py)")
+    batch_max_input_bytes: int = setting(100 * 1024 * 1024, "bytes of one batch's input file (413 above)")
+    account_max_active_batches: int = setting(4, "queued or running batches per account (429)")
+    batch_lines_in_flight: int = setting(
+        8, "lines of one batch sent to the models at once; the output is written in the input's order")
+    batch_threads: int = setting(2, "batches one process runs at once")
+    account_max_running_batches: int = setting(1, "batches of one account running at once, across processes")
+    batch_retention_s: int = setting(
+        7 * 86_400, "seconds a finished batch and its input and output files are kept before they are deleted")
     # Background work on a queue (core/work_queue.py): a Redis URL
     # (redis://host:6379/0) makes web processes only hand builds, dataset
     # parses, training jobs and asynchronous predictions to Redis, and

@@ -1,5 +1,6 @@
 """The metadata tables: accounts and API keys, user models and their versions,
-datasets, training jobs, asynchronous predictions, usage, UI sessions and limits.
+datasets, training jobs, asynchronous predictions, batches, webhook deliveries,
+usage, UI sessions and limits.
 
 Plain SQLAlchemy 2 declarative classes; core/database.py makes and migrates them.
 """
@@ -120,6 +121,8 @@ class ModelVersion(Base):
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Called when its build ends (core/webhook_events.py), as the upload asked.
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
     model: Mapped[UserModel] = relationship(back_populates="versions")
 
@@ -228,6 +231,8 @@ class TrainingJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Called when the job ends (core/webhook_events.py).
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
 class Prediction(Base):
@@ -260,6 +265,79 @@ class Prediction(Base):
     # The webhook: its URL, and its delivery (pending -> delivered | failed).
     webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True, index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    webhook_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Batch(Base):
+    """Batch predictions over a file of requests (OpenAI's Batch API shape):
+    queued -> running -> completed | failed | cancelled. The input and output
+    files live in the data dir (predictions/batch_files.py); progress is the
+    lines whose answers are in the output, so a batch whose process died
+    resumes after them. Kept for INFER_BATCH_RETENTION_S after it ends."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "batch_" + random
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)  # creation order, for cursor pagination
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # The endpoint every line names ("" when the lines name several); a dataset's batch also its dataset.
+    endpoint: Mapped[str] = mapped_column(String(200), default="")
+    dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    input_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a file of /v1/files
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    total_lines: Mapped[int] = mapped_column(Integer, default=0)
+    # Lines answered, in order: the output holds exactly these, output_bytes long.
+    done_lines: Mapped[int] = mapped_column(Integer, default=0)
+    failed_lines: Mapped[int] = mapped_column(Integer, default=0)
+    output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The input and output files' bytes: the account's stored-bytes quota adds these up.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+
+class UploadedFile(Base):
+    """A file sent to OpenAI's POST /v1/files (purpose "batch"): a batch's input,
+    named by its id (openai_api/files.py). Kept until deleted; its bytes count in
+    the account's stored bytes. The file is under the data dir, files/<id>."""
+
+    __tablename__ = "uploaded_files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "file-" + random
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """A webhook call for an event of an account's training job, build, batch or
+    evaluation (core/webhook_events.py). Its delivery columns are a prediction's,
+    named alike, so one pool delivers both (predictions/webhook_pool.py):
+    pending -> delivered | failed. Kept for INFER_PREDICTION_RETENTION_S after."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "whd_" + random
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    event: Mapped[str] = mapped_column(String(40))  # "training_job", "build", "batch", "evaluation"
+    object_id: Mapped[str] = mapped_column(String(40))
+    # The body sent: the object as its GET answers it, made at the first call when None.
+    payload: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    webhook: Mapped[str] = mapped_column(String(2000))
+    webhook_status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     webhook_error: Mapped[str] = mapped_column(Text, default="")

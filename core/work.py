@@ -1,5 +1,5 @@
-"""Where background work is handed over: builds, dataset parses, training jobs
-and asynchronous predictions.
+"""Where background work is handed over: builds, dataset parses, training jobs,
+asynchronous predictions and batches.
 
 The database is the record of every piece of work (a row with a status and a
 lease, core/leases.py); this only says "there is something to do". Embedded
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # With a queue, what a worker takes, in this order, when not told: every
 # runner's queue (core/runner.py Runner.queue), short work first.
-DEFAULT_QUEUES = ("predictions", "builds", "datasets", "training")
+DEFAULT_QUEUES = ("predictions", "builds", "datasets", "batches", "training")
 
 
 class EmbeddedWork:

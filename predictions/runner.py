@@ -14,7 +14,8 @@ INFER_ACCOUNT_MAX_RUNNING_PREDICTIONS at once, across every process.
 Embedded, every web process runs INFER_PREDICTION_THREADS of them at once (the
 loop, lease and hand-back are core/runner.py's); with a queue, the workers do
 (core/work.py). Webhooks are delivered by the pool
-(predictions/webhook_pool.py) where the predictions run.
+(predictions/webhook_pool.py) where the predictions run, and so are those of
+training jobs, builds, batches and evaluations (predictions/event_webhooks.py).
 """
 
 import logging
@@ -29,6 +30,7 @@ from core.settings import Settings
 from core.tables import Prediction, utcnow
 
 from . import webhooks
+from .event_webhooks import EventWebhookPool, PayloadOf
 from .webhook_pool import WebhookPool
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class PredictionRunner(Runner):
     cut_short = False  # a prediction is short: a queue worker that stops lets it finish
     upkeep_apart = True  # retention runs while every slot is busy
 
-    def __init__(self, run_request: RunRequest, config: Settings, sessions):
+    def __init__(self, run_request: RunRequest, config: Settings, sessions, payload_of: PayloadOf | None = None):
         lease = timedelta(seconds=config.prediction_lease_s)
         super().__init__(sessions, FairClaims(PREDICTIONS, lease, config.account_max_running_predictions),
                          lease, poll_s=config.prediction_poll_s, slots=config.prediction_threads)
@@ -66,16 +68,17 @@ class PredictionRunner(Runner):
         self.resolver = webhooks.Resolver(2 * config.webhook_threads,
                                           config.webhook_resolve_timeout_s)
         self.webhooks = WebhookPool(config, sessions, self.networks, self.resolver)
+        self.event_webhooks = EventWebhookPool(config, sessions, self.networks, self.resolver, payload_of)
 
     # --- what is its own of the runner shape ------------------------------------------
 
     def start(self) -> None:
         super().start()
-        self.webhooks.start()
+        self.start_background()
 
     def stop_runs(self) -> None:
-        """Those running finish (their answers are short); the webhook pool stops."""
-        self.webhooks.stop()
+        """Those running finish (their answers are short); the webhook pools stop."""
+        self.stop_background()
 
     def claimed_values(self) -> dict:
         return {"status": "running", "started_at": utcnow(), "attempts": Prediction.attempts + 1}
@@ -84,11 +87,14 @@ class PredictionRunner(Runner):
         self.housekeeping()
 
     def start_background(self) -> None:
-        """A queue worker that runs predictions delivers their webhooks too: on the pool's threads."""
+        """A queue worker that runs predictions delivers their webhooks too (and the
+        other events'): on the pools' threads."""
         self.webhooks.start()
+        self.event_webhooks.start()
 
     def stop_background(self) -> None:
         self.webhooks.stop()
+        self.event_webhooks.stop()
 
     # --- one prediction ----------------------------------------------------------
 
@@ -135,3 +141,4 @@ class PredictionRunner(Runner):
         with self.sessions() as session:
             session.execute(delete(Prediction).where(Prediction.completed_at < utcnow() - kept))
             session.commit()
+        self.event_webhooks.housekeeping()

@@ -43,11 +43,15 @@ CLAIM_MARGIN_S = 5.0
 CANDIDATES = 3
 
 
-def _due(now):
-    return (Prediction.webhook_status == "pending") & (Prediction.webhook_next_at <= now)
-
-
 class WebhookPool:
+    """Delivers the webhooks of a table whose rows carry an account_id and the
+    webhook columns of a prediction (webhook, webhook_status, webhook_attempts,
+    webhook_next_at, webhook_error): the predictions' here, the other events'
+    in predictions/event_webhooks.py."""
+
+    table = Prediction
+    what = "prediction"  # in the log's lines
+
     def __init__(self, config: Settings, sessions, networks: list, resolver: webhooks.Resolver):
         self.config = config
         self.sessions = sessions
@@ -118,8 +122,9 @@ class WebhookPool:
     def _claim(self) -> tuple | None:
         now = utcnow()
         with self.sessions() as session:
-            waiting = dict(session.execute(select(Prediction.account_id, func.min(Prediction.webhook_next_at))
-                                           .where(_due(now)).group_by(Prediction.account_id)).all())
+            rows = self.table
+            waiting = dict(session.execute(select(rows.account_id, func.min(rows.webhook_next_at))
+                                           .where(self._due(now)).group_by(rows.account_id)).all())
             session.commit()
             with self._lock:
                 order = fairest_first(waiting, self._in_flight, self._served)
@@ -133,6 +138,9 @@ class WebhookPool:
                     self._in_flight[account] -= 1
         return None
 
+    def _due(self, now):
+        return (self.table.webhook_status == "pending") & (self.table.webhook_next_at <= now)
+
     def _reserve(self, account) -> bool:
         """A place for one more delivery of this account in this process, if it has room."""
         with self._lock:
@@ -142,10 +150,11 @@ class WebhookPool:
             return True
 
     def _claim_of(self, session, account, now) -> str | None:
-        candidates = session.scalars(select(Prediction.id).where(Prediction.account_id == account, _due(now))
-                                     .order_by(Prediction.webhook_next_at).limit(CANDIDATES)).all()
+        rows = self.table
+        candidates = session.scalars(select(rows.id).where(rows.account_id == account, self._due(now))
+                                     .order_by(rows.webhook_next_at).limit(CANDIDATES)).all()
         for row_id in candidates:
-            claimed = session.execute(update(Prediction).where(Prediction.id == row_id, _due(now))
+            claimed = session.execute(update(rows).where(rows.id == row_id, self._due(now))
                                       .values(webhook_next_at=now + self.claimed_for))
             session.commit()
             if claimed.rowcount == 1:
@@ -157,16 +166,16 @@ class WebhookPool:
     def _deliver(self, row_id: str) -> None:
         """Call the webhook once; record the outcome and schedule a retry or give up."""
         with self.sessions() as session:
-            row = session.get(Prediction, row_id)
+            row = session.get(self.table, row_id)
             if row is None:
                 return  # deleted meanwhile (retention)
             secret = account_webhook_secret(session, row.account_id)
-            body = json.dumps(prediction_object(row), separators=(",", ":")).encode()
-            url, attempt = row.webhook, row.webhook_attempts + 1
+            body = json.dumps(self.body_of(session, row), separators=(",", ":")).encode()
+            url, attempt, headers = row.webhook, row.webhook_attempts + 1, self.headers_of(row)
         final = False
         try:
             status = webhooks.deliver(url, body, secret, self.networks, self.resolver, self.timeout_s,
-                                      f"{row_id}.{attempt}")
+                                      f"{row_id}.{attempt}", headers)
             error = "" if 200 <= status < 300 else f"the webhook answered HTTP {status}"
         except webhooks.WebhookRefused as exc:
             error, final = f"refused: {exc}", exc.final
@@ -177,16 +186,26 @@ class WebhookPool:
             values["webhook_status"] = "delivered"
         elif final or attempt >= self.config.webhook_max_attempts:
             values["webhook_status"] = "failed"
-            log.warning("webhook of prediction %s failed for good after %d calls: %s", row_id, attempt, error)
+            log.warning("webhook of %s %s failed for good after %d calls: %s", self.what, row_id, attempt, error)
         else:
             wait = self.config.webhook_retry_s * 2 ** (attempt - 1)
             values["webhook_next_at"] = utcnow() + timedelta(seconds=wait)
         with self.sessions() as session:
-            session.execute(update(Prediction).where(Prediction.id == row_id).values(**values))
+            session.execute(update(self.table).where(self.table.id == row_id).values(**values))
             session.commit()
         if "webhook_next_at" in values:
-            log.info("webhook of prediction %s: call %d failed (%s); retried in %g s", row_id, attempt, error,
+            log.info("webhook of %s %s: call %d failed (%s); retried in %g s", self.what, row_id, attempt, error,
                      self.config.webhook_retry_s * 2 ** (attempt - 1))
+
+    # --- what a table's webhooks carry ------------------------------------------------
+
+    def body_of(self, session, row) -> dict:
+        """The JSON body of a row's call."""
+        return prediction_object(row)
+
+    def headers_of(self, row) -> dict:
+        """Headers a row's call carries besides the signature's."""
+        return {}
 
 
 def account_webhook_secret(session, account_id: int) -> str:

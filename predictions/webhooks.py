@@ -229,7 +229,7 @@ def destination(url: str, networks: list, resolver: Resolver) -> tuple[str, str,
 # --- one call -------------------------------------------------------------------------
 
 def deliver(url: str, body: bytes, secret: str, networks: list, resolver: Resolver, deadline_s: float,
-            delivery_id: str) -> int:
+            delivery_id: str, headers: dict | None = None) -> int:
     """POST the body to the webhook once; its HTTP status (a redirect is not
     followed: 3xx counts as a failure). Raises WebhookRefused, or OSError when
     the call got no answer by the deadline."""
@@ -241,4 +241,5 @@ def deliver(url: str, body: bytes, secret: str, networks: list, resolver: Resolv
         "User-Agent": "infer-webhooks/1",
         SIGNATURE_HEADER: sign(secret, body),
         "X-Infer-Delivery": delivery_id,
+        **(headers or {}),
     }, body, deadline_s)

@@ -107,7 +107,7 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
         task=task, base_model=base_model, dataset_id=dataset.id, validation_dataset_id=validation_id,
         validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
-        hyperparameters=hyperparameters, epochs=[], log="",
+        hyperparameters=hyperparameters, epochs=[], log="", webhook=request.get("webhook"),
     )
     db.add(job)
     db.commit()

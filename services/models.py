@@ -104,9 +104,10 @@ def delete(ctx: ServiceContext, name: str) -> None:
         remove_tree(os.path.dirname(version_dirs(ctx.config.data_dir, version_id)[0]))
 
 
-def start_upload(ctx: ServiceContext, name: str) -> str:
+def start_upload(ctx: ServiceContext, name: str, webhook: str | None = None) -> str:
     """A URL that takes a PUT of the model's zip for an hour: a new version of the
-    account's model `name` (made if new, within the account's quotas)."""
+    account's model `name` (made if new, within the account's quotas); `webhook`
+    (checked by the caller) is called when its build ends."""
     check_model_name(name, "model_name")
     if name in RESERVED_NAMES:
         raise Conflict(f"{name!r} is the name of a global model; choose another name.")
@@ -118,5 +119,6 @@ def start_upload(ctx: ServiceContext, name: str) -> str:
         ctx.db.flush()
     expires = utcnow() + UPLOAD_URL_LIFETIME
     version = add_numbered_version(ctx.db, model.id, upload_expires_at=expires)
+    version.webhook = webhook
     ctx.db.commit()
     return ctx.part("storage").upload_url(version.id, int(expires.timestamp()), ctx.base_url)

@@ -39,6 +39,7 @@ from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
 from core.tables import Dataset, TrainingJob, utcnow
+from core.webhook_events import notify
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from sandbox import SandboxUnavailable
@@ -106,6 +107,7 @@ class TrainingJobs(Runner):
                                       .values(status="cancelled", cancel_requested=True, finished_at=utcnow(),
                                               message="Cancelled before it started."))
             if claimed.rowcount == 1:
+                notify(session, job.account_id, "training_job", job.id, job.webhook)
                 session.commit()
                 session.refresh(job)
                 return

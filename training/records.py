@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import func, update
 
 from core.tables import TrainingJob, utcnow
+from core.webhook_events import notify
 from uploads.quotas import over_quota_message, stored_usage
 
 from .child_records import TrainingResult
@@ -180,6 +181,7 @@ class JobRecord:
                 job.metrics = next((e for e in job.epochs or [] if e["epoch"] == job.best_epoch), None)
             if samples_per_second is not None:
                 job.samples_per_second = samples_per_second
+            notify(session, job.account_id, "training_job", job.id, job.webhook)  # its webhook, if it has one
             session.commit()
 
     def requeue(self, message: str, tail: str = "") -> None:

@@ -32,6 +32,7 @@ from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
 from core.tables import ModelVersion, UserModel, utcnow
+from core.webhook_events import notify
 from model_registry.loaders import LoadSettings
 from model_registry.loaders.common import MissingWeights
 from sandbox import SandboxUnavailable
@@ -254,6 +255,9 @@ class Builder(Runner):
                 if not serve_if_newest(session, model, version, "build"):
                     version.build_message = (f"{message} A newer version (id {model.current_version_id}) already "
                                              "serves; this one does not replace it.")
+            if version.webhook:  # the upload asked for one
+                notify(session, session.get(UserModel, version.model_id).account_id, "build", version.id,
+                       version.webhook)
             session.commit()
             model_id = version.model_id
         if cleanup:

@@ -3,9 +3,11 @@ uploads at once, and how many bytes everything it stores takes.
 
 Stored bytes are counted by one function (`stored_usage`) for every caller:
 model versions (files and venvs), datasets (the uploaded file and its parsed
-rows and images) and the checkpoints of jobs that have not ended. Each row
-keeps its own measured size (ModelVersion.stored_bytes, Dataset.stored_bytes,
-TrainingJob.stored_bytes), so the sum is one query, the same on every replica.
+rows and images), the checkpoints of jobs that have not ended, batches' input
+and output files, and the files sent to /v1/files for them. Each row keeps its
+own measured size (ModelVersion.stored_bytes, Dataset.stored_bytes,
+TrainingJob.stored_bytes, Batch.stored_bytes, UploadedFile.bytes), so the sum is
+one query per kind, the same on every replica.
 
 A quota is checked before anything is stored (an upload URL, a new dataset, a
 new training job: 403 when the account is already at its limit, so a full
@@ -20,7 +22,7 @@ from sqlalchemy import case, func, or_, select
 
 from core.errors import ApiError, TooManyRequests
 from core.settings import Settings
-from core.tables import Dataset, ModelVersion, TrainingJob, UserModel, utcnow
+from core.tables import Batch, Dataset, ModelVersion, TrainingJob, UploadedFile, UserModel, utcnow
 
 # Jobs whose folder (checkpoints, output) is still on disk.
 JOBS_WITH_FILES = ("queued", "running")
@@ -39,15 +41,16 @@ class StoredUsage:
     versions: int
     datasets: int
     jobs: int
+    batches: int = 0
 
     @property
     def total(self) -> int:
-        return self.versions + self.datasets + self.jobs
+        return self.versions + self.datasets + self.jobs + self.batches
 
     def describe(self) -> str:
         return (f"{readable_bytes(self.total)} ({readable_bytes(self.versions)} in model versions, "
                 f"{readable_bytes(self.datasets)} in datasets, {readable_bytes(self.jobs)} in the checkpoints of "
-                "unfinished training jobs)")
+                f"unfinished training jobs, {readable_bytes(self.batches)} in batches' files)")
 
 
 def readable_bytes(count: int) -> str:
@@ -80,7 +83,10 @@ def stored_usage(session, account_id: int, excluding_version: int | None = None,
         TrainingJob.account_id == account_id, TrainingJob.status.in_(JOBS_WITH_FILES))
     if excluding_job is not None:
         jobs = jobs.where(TrainingJob.id != excluding_job)
-    return StoredUsage(int(session.scalar(versions)), int(session.scalar(datasets)), int(session.scalar(jobs)))
+    batches = select(func.coalesce(func.sum(Batch.stored_bytes), 0)).where(Batch.account_id == account_id)
+    files = select(func.coalesce(func.sum(UploadedFile.bytes), 0)).where(UploadedFile.account_id == account_id)
+    return StoredUsage(int(session.scalar(versions)), int(session.scalar(datasets)), int(session.scalar(jobs)),
+                       int(session.scalar(batches)) + int(session.scalar(files)))
 
 
 def stored_bytes(session, account_id: int, excluding_version: int | None = None) -> int:

@@ -77,3 +77,43 @@ def test_a_dataset_edited_three_times_keeps_each_revision_and_its_statistics(api
     now = client.get(f"/datasets/{dataset_id}/samples?limit=100", headers=headers).json
     assert now["revision"] == 4 and "s2" not in {row["id"] for row in now["data"]}
     assert client.get(f"/datasets/{dataset_id}?revision=5", headers=headers).status_code == 404
+
+
+def _confusion(job: dict) -> tuple:
+    metrics = job["metrics"]
+    return metrics["accuracy"], metrics["macro_f1"], metrics["confusion_matrix"]
+
+
+def test_a_job_on_revision_2_trains_on_revision_2_after_revision_3_exists(api):
+    client, headers = api.client, api.headers
+    dataset = add_dataset(client, headers, iris_csv(), name="iris")
+    dataset_id = dataset["id"]
+    # Revision 2: every third row gone (by id); revision 3 will lose a class too.
+    ids = [f"s{n}" for n in range(1, 151, 3)]
+    second = client.delete(f"/datasets/{dataset_id}/samples", headers=headers, json={"ids": ids})
+    assert second.status_code == 200 and second.json["revision"] == 2 and second.json["stats"]["rows"] == 100
+
+    before = wait_job(client, headers, start_job(client, headers, "iris", task="tabular", dataset_id=dataset_id,
+                                                 hyperparameters={"seed": 7})["id"])
+    assert before["status"] == "succeeded", before["message"]
+    assert before["dataset_revision"] == 2  # the latest, when it started
+    assert before["train_rows"] + before["validation_rows"] == 100
+
+    third = client.delete(f"/datasets/{dataset_id}/classes/Iris-setosa", headers=headers)
+    assert third.status_code == 200 and third.json["revision"] == 3
+    assert set(third.json["stats"]["labels"]) == {"Iris-versicolor", "Iris-virginica"}
+
+    again = wait_job(client, headers, start_job(client, headers, "iris", task="tabular", dataset_id=dataset_id,
+                                                dataset_revision=2, hyperparameters={"seed": 7})["id"])
+    assert again["status"] == "succeeded", again["message"]
+    assert again["dataset_revision"] == 2 and again["train_rows"] == before["train_rows"]
+    assert _confusion(again) == _confusion(before)  # the same rows, the same model: the same metrics
+    assert len(before["metrics"]["confusion_matrix"]["labels"]) == 3
+
+    latest = wait_job(client, headers, start_job(client, headers, "iris", task="tabular", dataset_id=dataset_id,
+                                                 hyperparameters={"seed": 7})["id"])
+    assert latest["status"] == "succeeded" and latest["dataset_revision"] == 3
+    assert sorted(latest["metrics"]["confusion_matrix"]["labels"]) == ["Iris-versicolor", "Iris-virginica"]
+    too_new = client.post("/models/iris/train", headers=headers,
+                          json={"task": "tabular", "dataset_id": dataset_id, "dataset_revision": 4})
+    assert too_new.status_code == 422 and "revisions 1 to 3" in too_new.json["message"]

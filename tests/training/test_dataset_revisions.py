@@ -117,3 +117,116 @@ def test_a_job_on_revision_2_trains_on_revision_2_after_revision_3_exists(api):
     too_new = client.post("/models/iris/train", headers=headers,
                           json={"task": "tabular", "dataset_id": dataset_id, "dataset_revision": 4})
     assert too_new.status_code == 422 and "revisions 1 to 3" in too_new.json["message"]
+
+
+def _png(size=(8, 8), colour=(200, 30, 30)) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _image_zip() -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for label, colour in (("red", (220, 0, 0)), ("blue", (0, 0, 220))):
+            for number in range(2):
+                archive.writestr(f"{label}/{number}.png", _png(colour=colour))
+    return out.getvalue()
+
+
+def _image_dataset(api) -> str:
+    created = api.client.post("/datasets", headers=api.headers,
+                              data={"file": (io.BytesIO(_image_zip()), "images.zip"), "name": "colours"},
+                              content_type="multipart/form-data")
+    assert created.status_code == 201, created.json
+    from .flow import wait_dataset
+
+    dataset = wait_dataset(api.client, api.headers, created.json["id"])
+    assert dataset["status"] == "ready" and dataset["format"] == "image-folders", dataset["parse_logs"]
+    return dataset["id"]
+
+
+class _ImageServer:
+    """A local HTTP server that answers /green.png with an image, /moved with a redirect to it."""
+
+    def __init__(self):
+        image = _png(colour=(0, 200, 0))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/green.png")
+                    self.end_headers()
+                    return
+                self.send_response(200 if self.path == "/green.png" else 404)
+                self.send_header("Content-Length", str(len(image)))
+                self.end_headers()
+                self.wfile.write(image)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def image_server():
+    server = _ImageServer()
+    yield server
+    server.close()
+
+
+def test_images_by_base64_and_by_url_through_the_allowed_networks(client_for, image_server):
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
+    client, headers = api.client, api.headers
+    dataset_id = _image_dataset(api)
+    added = client.post(f"/datasets/{dataset_id}/samples", headers=headers, json={"samples": [
+        {"label": "red", "image": base64.b64encode(_png(size=(10, 6))).decode(), "uid": "b64"},
+        {"label": "green", "image_url": f"{image_server.url}/green.png", "uid": "url"}]})
+    assert added.status_code == 201, added.json
+    stats = added.json["stats"]
+    assert stats["rows"] == 6 and stats["labels"] == {"blue": 2, "green": 1, "red": 3}
+    assert stats["input_lengths"]["width"]["max"] == 10 and stats["input_lengths"]["height"]["min"] == 6
+    rows = client.get(f"/datasets/{dataset_id}/samples", headers=headers).json["data"]
+    by_uid = {row.get("uid"): row for row in rows}
+    assert by_uid["url"]["image"] == f"images/added/{by_uid['url']['id']}.png"
+    # The revision before keeps its images; the one after a removal keeps the others'.
+    assert client.get(f"/datasets/{dataset_id}?revision=1", headers=headers).json["stats"]["rows"] == 4
+    removed = client.delete(f"/datasets/{dataset_id}/classes/red", headers=headers)
+    assert removed.status_code == 200 and removed.json["stats"]["labels"] == {"blue": 2, "green": 1}
+    assert removed.json["stats"]["input_lengths"]["width"]["max"] == 8
+
+    for sample, problem in (
+            ({"label": "green", "image_url": f"{image_server.url}/moved"}, "redirect"),
+            ({"label": "green", "image_url": f"{image_server.url}/missing.png"}, "HTTP 404"),
+            ({"label": "green", "image": "not base64!"}, "not valid base64"),
+            ({"label": "green", "image": base64.b64encode(b"plain text").decode()}, "not an image"),
+            ({"label": "green"}, "one of them"),
+            ({"label": "green", "image_url": "file:///etc/passwd"}, "http:// or https://")):
+        refused = client.post(f"/datasets/{dataset_id}/samples", headers=headers, json={"samples": [sample]})
+        assert refused.status_code == 422 and problem in refused.json["message"], (problem, refused.json)
+    assert client.get(f"/datasets/{dataset_id}", headers=headers).json["latest_revision"] == 3
+
+
+def test_an_image_url_to_a_private_address_is_refused_without_the_allowed_networks(client_for, image_server):
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1)
+    dataset_id = _image_dataset(api)
+    for url in (f"{image_server.url}/green.png", "http://169.254.169.254/latest/meta-data",
+                "http://[::ffff:127.0.0.1]/x.png", "http://10.0.0.1/x.png"):
+        refused = api.client.post(f"/datasets/{dataset_id}/samples", headers=api.headers,
+                                  json={"samples": [{"label": "green", "image_url": url}]})
+        assert refused.status_code == 422, refused.json
+        assert "INFER_WEBHOOK_ALLOWED_NETWORKS" in refused.json["message"], refused.json
+    assert api.client.get(f"/datasets/{dataset_id}", headers=api.headers).json["latest_revision"] == 1

@@ -28,6 +28,7 @@ from training.datasets.revisions import Edit, SamplesMissing, read_samples, writ
 from training.datasets.samples import SampleRejected, check_uid, checked_sample
 from training.paths import dataset_dir, revision_dir, revisions_root
 from uploads.archive import tree_bytes
+from uploads.bundles import folder_lock
 from uploads.quotas import check_room
 
 from .account import ServiceContext
@@ -136,32 +137,42 @@ def _image_bytes(ctx: ServiceContext, sample: dict, number: int) -> bytes:
 
 
 def _edit(ctx: ServiceContext, dataset_id: str, edit: Edit) -> tuple[DatasetRevision, dict]:
-    config, db = ctx.config, ctx.db
-    storage = ctx.part("storage")
-    for _ in range(EDIT_ATTEMPTS):
-        db.expire_all()  # the dataset as it is now, not as this session last read it
-        dataset = _editable(ctx, dataset_id)
-        base = dataset.revision or 1
-        if base >= config.dataset_max_revisions:
-            raise Conflict(f"Dataset {dataset_id} has {base} revisions, the most one dataset may have "
-                           "(INFER_DATASET_MAX_REVISIONS); upload its latest rows as a new dataset.")
-        check_room(db, config, ctx.account_id, "edit a dataset")
-        try:
-            ensure_parsed_revision(config, storage, dataset_id, base)
-        except DatasetUnavailable as exc:
-            raise DatasetStoreUnavailable(str(exc)) from None
-        root = revisions_root(config.data_dir, dataset_id)
-        os.makedirs(root, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=".edit-", dir=root)
-        try:
-            result = _write(config, dataset, base, edit, os.path.join(work, "rows"))
-            revision = _record(ctx, dataset, base, edit, result, os.path.join(work, "rows"))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        if revision is not None:
-            return revision, result
+    config = ctx.config
+    # The edits of one dataset on this host one at a time (they would only
+    # overtake each other); across replicas the conditional UPDATE decides.
+    with folder_lock(os.path.join(config.data_dir, "datasets", ".locks"), f"{dataset_id}.edit"):
+        for _ in range(EDIT_ATTEMPTS):
+            made = _attempt(ctx, dataset_id, edit)
+            if made is not None:
+                return made
     raise Conflict(f"Dataset {dataset_id} was edited by other requests while this edit was made, "
                    f"{EDIT_ATTEMPTS} times; send it again.")
+
+
+def _attempt(ctx: ServiceContext, dataset_id: str, edit: Edit) -> tuple[DatasetRevision, dict] | None:
+    """One try at the edit, from the latest revision: None when another edit overtook it."""
+    config, db = ctx.config, ctx.db
+    storage = ctx.part("storage")
+    db.expire_all()  # the dataset as it is now, not as this session last read it
+    dataset = _editable(ctx, dataset_id)
+    base = dataset.revision or 1
+    if base >= config.dataset_max_revisions:
+        raise Conflict(f"Dataset {dataset_id} has {base} revisions, the most one dataset may have "
+                       "(INFER_DATASET_MAX_REVISIONS); upload its latest rows as a new dataset.")
+    check_room(db, config, ctx.account_id, "edit a dataset")
+    try:
+        ensure_parsed_revision(config, storage, dataset_id, base)
+    except DatasetUnavailable as exc:
+        raise DatasetStoreUnavailable(str(exc)) from None
+    root = revisions_root(config.data_dir, dataset_id)
+    os.makedirs(root, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".edit-", dir=root)
+    try:
+        result = _write(config, dataset, base, edit, os.path.join(work, "rows"))
+        revision = _record(ctx, dataset, base, edit, result, os.path.join(work, "rows"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return None if revision is None else (revision, result)
 
 
 def _write(config, dataset: Dataset, base: int, edit: Edit, folder: str) -> dict:

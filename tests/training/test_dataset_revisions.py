@@ -230,3 +230,116 @@ def test_an_image_url_to_a_private_address_is_refused_without_the_allowed_networ
         assert refused.status_code == 422, refused.json
         assert "INFER_WEBHOOK_ALLOWED_NETWORKS" in refused.json["message"], refused.json
     assert api.client.get(f"/datasets/{dataset_id}", headers=api.headers).json["latest_revision"] == 1
+
+
+def test_edits_are_checked_as_uploads_and_a_refused_edit_changes_nothing(client_for):
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, DATASET_EDIT_MAX_SAMPLES=3, DATASET_MAX_ROWS=14,
+                     DATASET_MAX_LABELS=3, DATASET_MAX_LINE_BYTES=200, DATASET_MAX_REVISIONS=3,
+                     DATASET_IMAGE_MAX_BYTES=2000, MAX_IMAGE_PIXELS=400)
+    client, headers = api.client, api.headers
+    dataset_id = add_dataset(client, headers, TEXT_ROWS)["id"]
+    path = f"/datasets/{dataset_id}/samples"
+    for samples, status, problem in (
+            ([], 422, "at least one sample"),
+            ([{"text": f"t{n}", "label": "pos"} for n in range(4)], 422, "INFER_DATASET_EDIT_MAX_SAMPLES"),
+            ([{"text": "a", "label": "pos"}] * 3, 422, "INFER_DATASET_MAX_ROWS"),
+            ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], 422, "INFER_DATASET_MAX_LABELS"),
+            ([{"text": "a" * 300, "label": "pos"}], 422, "INFER_DATASET_MAX_LINE_BYTES"),
+            ([{"text": "", "label": "pos"}], 422, "Sample 1: empty text"),
+            ([{"text": "fine", "label": "pos"}, {"text": "no label"}], 422, "Sample 2: no label"),
+            ([{"text": "a", "label": "pos", "colour": "red"}], 422, "colour"),
+            ([{"text": "a", "label": "pos", "uid": "x" * 201}], 422, "uid must be text"),
+            ([{"text": "a", "label": "pos", "uid": "same"}, {"text": "b", "label": "neg", "uid": "same"}], 422,
+             "already in the dataset"),
+            (["just text"], 422, "mapping")):
+        refused = client.post(path, headers=headers, json={"samples": samples})
+        assert refused.status_code == status and problem in refused.json["message"], (problem, refused.json)
+    assert client.post(path, headers=headers, json={"rows": []}).status_code == 422
+    # Removals: what is not there is a 404 and nothing changes; a classifier keeps two classes.
+    missing = client.delete(path, headers=headers, json={"ids": ["s1", "s99"], "uids": ["nobody"]})
+    assert missing.status_code == 404 and "id 's99'" in missing.json["message"]
+    assert "uid 'nobody'" in missing.json["message"] and "'s1'" not in missing.json["message"]
+    assert client.delete(path, headers=headers, json={}).status_code == 422
+    assert client.delete(f"/datasets/{dataset_id}/classes/unknown", headers=headers).status_code == 404
+    last_class = client.delete(f"/datasets/{dataset_id}/classes/pos", headers=headers)
+    assert last_class.status_code == 422 and "at least 2 labels" in last_class.json["message"]
+    assert client.get(f"/datasets/{dataset_id}", headers=headers).json["latest_revision"] == 1
+    # Revisions are bounded: 3 at most.
+    assert client.post(path, headers=headers, json={"samples": [{"text": "a", "label": "pos"}]}).status_code == 201
+    assert client.post(path, headers=headers, json={"samples": [{"text": "b", "label": "pos"}]}).status_code == 201
+    full = client.post(path, headers=headers, json={"samples": [{"text": "c", "label": "pos"}]})
+    assert full.status_code == 409 and "INFER_DATASET_MAX_REVISIONS" in full.json["message"]
+
+    # Images: the same byte and pixel limits as uploads'.
+    image_set = _image_dataset(api)
+    for image, problem in ((_png(size=(30, 30)), "INFER_MAX_IMAGE_PIXELS"),
+                           (b"\x89PNG" + b"\x00" * 3000, "INFER_DATASET_IMAGE_MAX_BYTES")):
+        refused = client.post(f"/datasets/{image_set}/samples", headers=headers, json={"samples": [
+            {"label": "red", "image": base64.b64encode(image).decode()}]})
+        assert refused.status_code == 422 and problem in refused.json["message"], refused.json
+
+
+def test_a_dataset_not_ready_cannot_be_edited(client_for):
+    api = client_for()  # no parser: a dataset sent stays processing
+    client, headers = api.client, api.headers
+    processing = client.post("/datasets", headers=headers, json={"data": TEXT_ROWS}).json["id"]
+    waiting = client.post("/datasets", headers=headers, json={"upload": True}).json["id"]
+    for dataset_id in (processing, waiting):
+        for answer in (
+                client.post(f"/datasets/{dataset_id}/samples", headers=headers,
+                            json={"samples": [{"text": "a", "label": "pos"}]}),
+                client.delete(f"/datasets/{dataset_id}/samples", headers=headers, json={"ids": ["s1"]}),
+                client.delete(f"/datasets/{dataset_id}/classes/pos", headers=headers),
+                client.get(f"/datasets/{dataset_id}/samples", headers=headers)):
+            assert answer.status_code == 409, answer.json
+    assert "edit it once it is ready" in client.delete(f"/datasets/{processing}/classes/pos",
+                                                       headers=headers).json["message"]
+
+
+def test_another_accounts_dataset_and_revisions_answer_404(api):
+    client, headers = api.client, api.headers
+    dataset_id = add_dataset(client, headers, TEXT_ROWS)["id"]
+    assert client.post(f"/datasets/{dataset_id}/samples", headers=headers,
+                       json={"samples": [{"text": "a", "label": "pos"}]}).status_code == 201
+    mallory = api.headers_for("mallory")
+    answers = [
+        client.get(f"/datasets/{dataset_id}?revision=1", headers=mallory),
+        client.get(f"/datasets/{dataset_id}/revisions", headers=mallory),
+        client.get(f"/datasets/{dataset_id}/samples?revision=2", headers=mallory),
+        client.post(f"/datasets/{dataset_id}/samples", headers=mallory, json={"samples": [{"text": "a", "label": "x"}]}),
+        client.delete(f"/datasets/{dataset_id}/samples", headers=mallory, json={"ids": ["s1"]}),
+        client.post(f"/datasets/{dataset_id}/samples/delete", headers=mallory, json={"ids": ["s1"]}),
+        client.delete(f"/datasets/{dataset_id}/classes/pos", headers=mallory),
+        client.post("/models/mine/train", headers=mallory,
+                    json={"task": "text-classification", "dataset_id": dataset_id, "dataset_revision": 1}),
+    ]
+    missing = client.get("/datasets/ds_0000000000000000/revisions", headers=mallory)
+    for answer in answers:
+        assert answer.status_code == 404, answer.json
+        assert answer.json["message"] == missing.json["message"].replace("ds_0000000000000000", dataset_id)
+    assert client.get(f"/datasets/{dataset_id}", headers=headers).json["latest_revision"] == 2
+
+
+def test_concurrent_edits_are_all_kept(api):
+    client, headers = api.client, api.headers
+    dataset_id = add_dataset(client, headers, TEXT_ROWS)["id"]
+    edits = 6
+    start = threading.Barrier(edits)
+    answers = [None] * edits
+
+    def edit(number):
+        start.wait()
+        answers[number] = client.post(f"/datasets/{dataset_id}/samples", headers=headers, json={"samples": [
+            {"text": f"concurrent {number}", "label": "pos", "uid": f"c{number}"}]})
+
+    threads = [threading.Thread(target=edit, args=(number,)) for number in range(edits)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [answer.status_code for answer in answers] == [201] * edits, [answer.json for answer in answers]
+    assert sorted(answer.json["revision"] for answer in answers) == list(range(2, 2 + edits))
+    latest = client.get(f"/datasets/{dataset_id}", headers=headers).json
+    assert latest["latest_revision"] == 1 + edits and latest["stats"]["rows"] == 12 + edits
+    rows = client.get(f"/datasets/{dataset_id}/samples?limit=100", headers=headers).json["data"]
+    assert {row.get("uid") for row in rows} >= {f"c{number}" for number in range(edits)}

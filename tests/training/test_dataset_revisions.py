@@ -343,3 +343,49 @@ def test_concurrent_edits_are_all_kept(api):
     assert latest["latest_revision"] == 1 + edits and latest["stats"]["rows"] == 12 + edits
     rows = client.get(f"/datasets/{dataset_id}/samples?limit=100", headers=headers).json["data"]
     assert {row.get("uid") for row in rows} >= {f"c{number}" for number in range(edits)}
+
+
+@pytest.fixture(scope="module")
+def seaweed():
+    from ..seaweedfs import seaweed_for_module
+
+    yield from seaweed_for_module("revisions")
+
+
+def test_on_s3_an_edit_on_one_replica_is_trained_on_by_the_other_and_deleted_everywhere(make_app, tmp_path, seaweed,
+                                                                                         monkeypatch):
+    import os
+
+    from training.paths import revision_dir
+    from web.settings import settings_of
+
+    from ..conftest import new_key
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    shared = {"STORAGE": "s3", "S3_BUCKET": "revisions", "S3_ENDPOINT_URL": seaweed.endpoint, "S3_REGION": "us-east-1",
+              "S3_PREFIX": "edits/", "DATABASE_URL": f"sqlite:///{tmp_path}/shared.db"}
+    parser = make_app(**shared, DATA_DIR=str(tmp_path / "a"), TRAINER=True, TRAINING_POLL_S=0.1)
+    editor = make_app(**shared, DATA_DIR=str(tmp_path / "b"))  # runs no parser and no trainer
+    headers = {"x-api-key": new_key(parser, "alice")}
+    a, b = parser.test_client(), editor.test_client()
+    dataset_id = add_dataset(a, headers, iris_csv(), name="iris")["id"]
+
+    # b has never seen the parsed rows: it fetches revision 1 from the bucket, and stores revision 2 there.
+    edited = b.delete(f"/datasets/{dataset_id}/samples", headers=headers, json={"ids": ["s1", "s2", "s3"]})
+    assert edited.status_code == 200, edited.json
+    assert edited.json["revision"] == 2 and edited.json["stats"]["rows"] == 147
+    assert not os.path.exists(revision_dir(settings_of(parser).data_dir, dataset_id, 2))
+    keys = [item["Key"] for item in seaweed.client().list_objects_v2(Bucket="revisions", Prefix="edits/")["Contents"]]
+    assert f"edits/parsed-datasets/{dataset_id}@2.tar" in keys
+
+    # a trains on revision 2, fetched from the bucket.
+    done = wait_job(a, headers, start_job(a, headers, "iris", task="tabular", dataset_id=dataset_id)["id"])
+    assert done["status"] == "succeeded", done["message"]
+    assert done["dataset_revision"] == 2 and done["train_rows"] + done["validation_rows"] == 147
+    assert os.path.isfile(os.path.join(revision_dir(settings_of(parser).data_dir, dataset_id, 2), "rows.jsonl"))
+
+    assert a.delete(f"/datasets/{dataset_id}", headers=headers).status_code == 200
+    listed = seaweed.client().list_objects_v2(Bucket="revisions", Prefix="edits/").get("Contents", [])
+    assert not [item["Key"] for item in listed if dataset_id in item["Key"]]
+    assert not os.path.exists(revision_dir(settings_of(parser).data_dir, dataset_id, 2))

@@ -63,8 +63,7 @@ def sample_rows(folder: str):
             if line.strip():
                 position += 1
                 row = json.loads(line)
-                row.setdefault("id", f"s{position}")
-                yield row
+                yield row if "id" in row else {"id": f"s{position}", **row}
 
 
 def _matches(row: dict, edit: Edit) -> bool:

@@ -230,6 +230,7 @@ class TrainingJob(Base):
     # before revisions, which trained on revision 1).
     dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     validation_dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    validation_dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its latest, at the start
     validation_split: Mapped[float | None] = mapped_column(nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)

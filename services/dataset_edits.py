@@ -3,7 +3,8 @@ a class. Each edit makes a new revision (the same id, revision + 1); the
 earlier ones stay readable and trainable (training/datasets/revisions.py).
 
 An edit is checked as an upload is (rows, line bytes, labels, image pixels;
-INFER_DATASET_EDIT_MAX_SAMPLES and INFER_DATASET_IMAGE_MAX_BYTES besides) and
+INFER_DATASET_EDIT_MAX_SAMPLES, INFER_DATASET_EDIT_MAX_URLS and
+INFER_DATASET_IMAGE_MAX_BYTES besides) and
 written in full to a folder of its own before it is recorded. Two edits at once
 do not lose one: recording an edit is a conditional UPDATE of the dataset's
 revision (the one it started from), so of two edits of revision n one becomes
@@ -65,6 +66,10 @@ def add_samples(ctx: ServiceContext, dataset_id: str, samples: list) -> tuple[Da
     if len(samples) > most:
         raise _invalid("samples", f"{len(samples)} samples; one edit adds at most {most} "
                                   "(INFER_DATASET_EDIT_MAX_SAMPLES). Send them in several edits.")
+    urls = sum(1 for sample in samples if isinstance(sample, dict) and sample.get("image_url") is not None)
+    if urls > ctx.config.dataset_edit_max_urls:
+        raise _invalid("samples", f"{urls} images by URL; one edit fetches at most {ctx.config.dataset_edit_max_urls} "
+                                  "(INFER_DATASET_EDIT_MAX_URLS). Send the others in later edits, or as base64.")
     rows, images = [], []
     for number, sample in enumerate(samples, 1):
         try:

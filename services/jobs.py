@@ -83,7 +83,7 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
                                f"{', '.join(trainable_tasks())}.") from None
     db, account_id = ctx.db, ctx.account_id
     dataset = _ready_dataset(ctx, request["dataset_id"], "dataset_id", task, trainer)
-    validation_id = request.get("validation_dataset_id")
+    validation_id, validation = request.get("validation_dataset_id"), None
     if validation_id:
         validation = _ready_dataset(ctx, validation_id, "validation_dataset_id", task, trainer)
         if validation.format != dataset.format:
@@ -108,7 +108,7 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     job = TrainingJob(
         id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
         task=task, base_model=base_model, dataset_id=dataset.id, dataset_revision=revision,
-        validation_dataset_id=validation_id,
+        validation_dataset_id=validation_id, validation_dataset_revision=validation.revision if validation_id else None,
         validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
         hyperparameters=hyperparameters, epochs=[], log="",
     )

@@ -110,9 +110,15 @@ def test_a_job_on_revision_2_trains_on_revision_2_after_revision_3_exists(api):
     assert _confusion(again) == _confusion(before)  # the same rows, the same model: the same metrics
     assert len(before["metrics"]["confusion_matrix"]["labels"]) == 3
 
+    # Left out, the revision is the latest; a validation dataset's too.
+    validation_id = add_dataset(client, headers, iris_csv(), name="held-out")["id"]
+    assert client.delete(f"/datasets/{validation_id}/classes/Iris-setosa", headers=headers).status_code == 200
     latest = wait_job(client, headers, start_job(client, headers, "iris", task="tabular", dataset_id=dataset_id,
+                                                 validation_dataset_id=validation_id,
                                                  hyperparameters={"seed": 7})["id"])
-    assert latest["status"] == "succeeded" and latest["dataset_revision"] == 3
+    assert latest["status"] == "succeeded", latest["message"]
+    assert latest["dataset_revision"] == 3 and latest["validation_dataset_revision"] == 2
+    assert latest["train_rows"] == third.json["stats"]["rows"] and latest["validation_rows"] == 100
     assert sorted(latest["metrics"]["confusion_matrix"]["labels"]) == ["Iris-versicolor", "Iris-virginica"]
     too_new = client.post("/models/iris/train", headers=headers,
                           json={"task": "tabular", "dataset_id": dataset_id, "dataset_revision": 4})
@@ -235,7 +241,7 @@ def test_an_image_url_to_a_private_address_is_refused_without_the_allowed_networ
 def test_edits_are_checked_as_uploads_and_a_refused_edit_changes_nothing(client_for):
     api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, DATASET_EDIT_MAX_SAMPLES=3, DATASET_MAX_ROWS=14,
                      DATASET_MAX_LABELS=3, DATASET_MAX_LINE_BYTES=200, DATASET_MAX_REVISIONS=3,
-                     DATASET_IMAGE_MAX_BYTES=2000, MAX_IMAGE_PIXELS=400)
+                     DATASET_IMAGE_MAX_BYTES=2000, MAX_IMAGE_PIXELS=400, DATASET_EDIT_MAX_URLS=1)
     client, headers = api.client, api.headers
     dataset_id = add_dataset(client, headers, TEXT_ROWS)["id"]
     path = f"/datasets/{dataset_id}/samples"
@@ -277,6 +283,9 @@ def test_edits_are_checked_as_uploads_and_a_refused_edit_changes_nothing(client_
         refused = client.post(f"/datasets/{image_set}/samples", headers=headers, json={"samples": [
             {"label": "red", "image": base64.b64encode(image).decode()}]})
         assert refused.status_code == 422 and problem in refused.json["message"], refused.json
+    two_urls = client.post(f"/datasets/{image_set}/samples", headers=headers, json={"samples": [
+        {"label": "red", "image_url": "http://example.com/1.png"}, {"label": "red", "image_url": "http://example.com/2.png"}]})
+    assert two_urls.status_code == 422 and "INFER_DATASET_EDIT_MAX_URLS" in two_urls.json["message"]
 
 
 def test_a_dataset_not_ready_cannot_be_edited(client_for):

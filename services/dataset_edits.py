@@ -30,7 +30,7 @@ from training.datasets.samples import SampleRejected, check_uid, checked_sample
 from training.paths import dataset_dir, revision_dir, revisions_root
 from uploads.archive import tree_bytes
 from uploads.bundles import folder_lock
-from uploads.quotas import check_room
+from uploads.quotas import QuotaExceeded, check_room, over_quota_message, stored_usage
 
 from .account import ServiceContext
 from .datasets import find
@@ -174,7 +174,8 @@ def _attempt(ctx: ServiceContext, dataset_id: str, edit: Edit) -> tuple[DatasetR
     work = tempfile.mkdtemp(prefix=".edit-", dir=root)
     try:
         result = _write(config, dataset, base, edit, os.path.join(work, "rows"))
-        revision = _record(ctx, dataset, base, edit, result, os.path.join(work, "rows"))
+        measured = _within_quota(ctx, dataset)
+        revision = _record(ctx, dataset, base, edit, result, os.path.join(work, "rows"), measured)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return None if revision is None else (revision, result)
@@ -190,8 +191,21 @@ def _write(config, dataset: Dataset, base: int, edit: Edit, folder: str) -> dict
         raise _invalid("samples" if edit.add else "ids" if not edit.remove_label else "label", str(exc)) from None
 
 
+def _within_quota(ctx: ServiceContext, dataset: Dataset) -> int:
+    """The bytes the dataset takes with the revision just written (all its
+    revisions, its upload); 403 when they would take the account over its quota."""
+    config = ctx.config
+    measured = tree_bytes(dataset_dir(config.data_dir, dataset.id)) + tree_bytes(
+        revisions_root(config.data_dir, dataset.id))
+    problem = over_quota_message(config, stored_usage(ctx.db, ctx.account_id, excluding_dataset=dataset.id),
+                                 "This dataset with the new revision", measured)
+    if problem:
+        raise QuotaExceeded(f"The edit was not made: {problem}")
+    return measured
+
+
 def _record(ctx: ServiceContext, dataset: Dataset, base: int, edit: Edit, result: dict,
-            folder: str) -> DatasetRevision | None:
+            folder: str, measured: int) -> DatasetRevision | None:
     """Make the written revision the dataset's latest, if no other edit did first
     (None then: the caller starts again from the new latest)."""
     config, db = ctx.config, ctx.db
@@ -217,8 +231,6 @@ def _record(ctx: ServiceContext, dataset: Dataset, base: int, edit: Edit, result
     os.replace(folder, final)
     try:
         store_parsed_revision(config, ctx.part("storage"), dataset.id, base + 1)  # for the other replicas (S3)
-        measured = tree_bytes(dataset_dir(config.data_dir, dataset.id)) + tree_bytes(
-            revisions_root(config.data_dir, dataset.id))
         db.execute(update(Dataset).where(Dataset.id == dataset.id).values(stored_bytes=measured))
         db.commit()
     except BaseException as exc:

@@ -398,3 +398,33 @@ def test_on_s3_an_edit_on_one_replica_is_trained_on_by_the_other_and_deleted_eve
     listed = seaweed.client().list_objects_v2(Bucket="revisions", Prefix="edits/").get("Contents", [])
     assert not [item["Key"] for item in listed if dataset_id in item["Key"]]
     assert not os.path.exists(revision_dir(settings_of(parser).data_dir, dataset_id, 2))
+
+
+def test_revisions_count_in_the_accounts_stored_bytes(client_for):
+    from sqlalchemy import select
+
+    from core.tables import Dataset
+
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, ACCOUNT_MAX_STORED_MB=1)
+    client, headers = api.client, api.headers
+    dataset_id = add_dataset(client, headers, TEXT_ROWS)["id"]
+
+    def stored() -> int:
+        with api.app.extensions["db"].sessions() as session:
+            return session.scalar(select(Dataset.stored_bytes).where(Dataset.id == dataset_id))
+
+    uploaded = stored()
+    text = "x" * 100_000
+    added = client.post(f"/datasets/{dataset_id}/samples", headers=headers,
+                        json={"samples": [{"text": text, "label": "pos"}, {"text": text, "label": "neg"}]})
+    assert added.status_code == 201, added.json
+    assert stored() > uploaded + 200_000  # the new revision's rows, counted
+    # Each revision copies the rows: the next copies take the account past its 1 MiB.
+    answers = [client.post(f"/datasets/{dataset_id}/samples", headers=headers,
+                           json={"samples": [{"text": text, "label": "pos"}]}) for _ in range(4)]
+    refused = [answer for answer in answers if answer.status_code != 201]
+    assert refused and refused[0].status_code == 403, [answer.json for answer in answers]
+    assert "INFER_ACCOUNT_MAX_STORED_MB" in refused[0].json["message"]
+    assert stored() <= 2**20
+    revisions = client.get(f"/datasets/{dataset_id}/revisions", headers=headers).json
+    assert len(revisions) == 1 + 1 + len(answers) - len(refused)

@@ -27,6 +27,9 @@ blp = Blueprint("jobs", __name__, description="Training jobs: train your models 
 class TrainBody(StrictSchema):
     task = fields.String(required=True, metadata={"description": "The task the trained model serves."})
     dataset_id = fields.String(required=True)
+    dataset_revision = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1), metadata={
+        "description": "The dataset's revision to train on (GET /datasets/{id}/revisions); left out: the latest. "
+                       "The job keeps to it, whatever edits come later."})
     base_model = fields.String(load_default=None, allow_none=True, metadata={
         "description": "A global model (public name or catalogue key) the task's trainer can train from; "
                        "left out: the trainer's default."})
@@ -61,7 +64,11 @@ class JobObject(Schema):
     task = fields.String()
     base_model = fields.String(allow_none=True)
     dataset_id = fields.String()
+    dataset_revision = fields.Integer(allow_none=True, metadata={
+        "description": "The dataset's revision it trains on (null: a job from before revisions, on revision 1)."})
     validation_dataset_id = fields.String(allow_none=True)
+    validation_dataset_revision = fields.Integer(allow_none=True, metadata={
+        "description": "The validation dataset's revision it validates on: its latest when the job started."})
     validation_split = fields.Float(allow_none=True)
     hyperparameters = fields.Dict(metadata={"description": "What the job uses: yours, with every default filled in."})
     status = fields.String(metadata={"description": "queued, running, succeeded, failed or cancelled"})
@@ -111,7 +118,8 @@ def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
     return {
         "id": job.id, "object": "training.job", "model": job.model_name, "task": job.task,
         "base_model": job.base_model, "dataset_id": job.dataset_id,
-        "validation_dataset_id": job.validation_dataset_id, "validation_split": job.validation_split,
+        "dataset_revision": job.dataset_revision, "validation_dataset_id": job.validation_dataset_id,
+        "validation_dataset_revision": job.validation_dataset_revision, "validation_split": job.validation_split,
         "hyperparameters": job.hyperparameters, "status": job.status, "message": job.message,
         "epochs": list(job.epochs or []) if with_epochs else [], "best_epoch": job.best_epoch,
         "metrics": job.metrics, "train_rows": job.train_rows, "validation_rows": job.validation_rows,

@@ -362,6 +362,19 @@ class Settings:
         "a parse over it fails saying so",
     )
     account_max_datasets: int = setting(100, "datasets per account (403)")
+    # Editing a dataset (POST /datasets/{id}/samples...): samples one edit may add
+    # (422 above; its body has DATASET_MAX_DIRECT_BYTES) and fetch by URL (each
+    # fetch holds the request for up to WEBHOOK_TIMEOUT_S), the largest image one
+    # sample may bring (base64 or by URL: 422 above; the pixels are
+    # MAX_IMAGE_PIXELS'), and revisions one dataset may have (409 above: each
+    # copies the parsed rows, counted in the account's stored bytes).
+    dataset_edit_max_samples: int = setting(1000, "samples one edit of a dataset may add (422)")
+    dataset_edit_max_urls: int = setting(
+        8, "images one edit of a dataset may fetch by URL (422): each may take INFER_WEBHOOK_TIMEOUT_S and "
+        "INFER_DATASET_IMAGE_MAX_BYTES of the request's time and memory")
+    dataset_image_max_bytes: int = setting(
+        10 * 1024**2, "largest image a sample added to a dataset may have, as base64 or fetched by URL (422)")
+    dataset_max_revisions: int = setting(100, "revisions one dataset may have (409 for an edit past it)")
     # Whether this process runs training jobs and dataset parsing (every
     # gunicorn worker does; the database decides which one runs what), how
     # often it looks for work, and how many jobs it trains at once.

@@ -188,6 +188,27 @@ class Dataset(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The latest revision: 1 as parsed, +1 for each edit (DatasetRevision keeps
+    # each one's statistics; its rows stay on disk, readable and trainable).
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class DatasetRevision(Base):
+    """One revision of a dataset: what the edit changed and the statistics after it.
+    Revision 1's row is written at the first edit (until then the dataset's row is
+    its only record). One row per (dataset, revision): two edits racing for the
+    same number cannot both land."""
+
+    __tablename__ = "dataset_revisions"
+    __table_args__ = (UniqueConstraint("dataset_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    # {"kind": "upload" | "add" | "remove" | "remove-class", "added", "removed", "label"}
+    change: Mapped[dict] = mapped_column(JSON, default=dict)
+    stats: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TrainingJob(Base):
@@ -208,7 +229,11 @@ class TrainingJob(Base):
     task: Mapped[str] = mapped_column(String(40))
     base_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     dataset_id: Mapped[str] = mapped_column(String(40))
+    # The dataset's revision it trains on (pinned when it starts; NULL: a job from
+    # before revisions, which trained on revision 1).
+    dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     validation_dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    validation_dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its latest, at the start
     validation_split: Mapped[float | None] = mapped_column(nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)

@@ -1,4 +1,6 @@
-"""One webhook call: an HTTP POST with a deadline for the whole call.
+"""One webhook call: an HTTP POST with a deadline for the whole call (and one
+GET of a file an account names by URL, an image to add to a dataset, under the
+same deadline and with a bound on its size).
 
 http.client's timeout bounds each read, not the call: an endpoint that sends
 one byte of its answer every few seconds never trips it, and held a thread
@@ -58,8 +60,44 @@ def post(scheme: str, host: str, port: int, address: str, target: str, headers: 
         raise TimeoutError(deadline.message()) from None
 
 
-def _request(host: str, port: int, target: str, headers: dict, body: bytes) -> bytes:
-    lines = [f"POST {target} HTTP/1.1", f"Host: {host if port in (80, 443) else f'{host}:{port}'}",
+def get(scheme: str, host: str, port: int, address: str, target: str, headers: dict, deadline_s: float,
+        max_bytes: int) -> tuple[int, bytes]:
+    """GET `target` on `address` as post() does; (the answer's status, its body). An
+    HTTP/1.0 request: the answer comes whole, not chunked, and ends with the
+    connection. A body past `max_bytes` raises CallFailed, read no further."""
+    deadline = _Deadline(deadline_s)
+    try:
+        sock = socket.create_connection((address, port), timeout=deadline.left())
+        try:
+            if scheme == "https":
+                sock.settimeout(deadline.left())
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            _send(sock, _request(host, port, target, headers, b"", method="GET", version="1.0"), deadline)
+            head, body = _read_head(sock, deadline, b"")
+            status = _status(head.split(b"\r\n", 1)[0])
+            declared = _content_length(head, None)
+            if declared is not None and declared > max_bytes:
+                raise CallFailed(f"the answer is {declared} bytes, over the limit of {max_bytes}")
+            while declared is None or len(body) < declared:
+                if len(body) > max_bytes:
+                    raise CallFailed(f"the answer is over the limit of {max_bytes} bytes")
+                sock.settimeout(deadline.left())
+                chunk = sock.recv(64 * 1024)
+                if not chunk:
+                    break
+                body += chunk
+            if len(body) > max_bytes:
+                raise CallFailed(f"the answer is over the limit of {max_bytes} bytes")
+            return status, body
+        finally:
+            sock.close()
+    except TimeoutError:
+        raise TimeoutError(deadline.message()) from None
+
+
+def _request(host: str, port: int, target: str, headers: dict, body: bytes, method: str = "POST",
+             version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", f"Host: {host if port in (80, 443) else f'{host}:{port}'}",
              f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -119,10 +157,10 @@ def _status(line: bytes) -> int:
     return int(parts[1])
 
 
-def _content_length(head: bytes) -> int:
-    """The body's declared length; MAX_ANSWER_BYTES when undeclared (read until the server closes)."""
+def _content_length(head: bytes, undeclared: int | None = MAX_ANSWER_BYTES) -> int | None:
+    """The body's declared length; `undeclared` when there is none (read until the server closes)."""
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length" and value.strip().isdigit():
             return int(value.strip())
-    return MAX_ANSWER_BYTES
+    return undeclared

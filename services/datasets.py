@@ -1,4 +1,5 @@
 """An account's datasets: list, read, create (from data sent, or an upload URL), delete.
+(Editing one, which makes a new revision: dataset_edits.py.)
 
 A dataset is parsed in the background once its file is here (training/jobs.py
 runs training/datasets/child.py): processing -> ready | failed, with a parse log.
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from core.tables import Dataset, TrainingJob, owned, utcnow
 from training.dataset_bundles import discard_parsed_dataset, share_direct_upload
-from training.paths import dataset_dir, dataset_source, new_id
+from training.paths import dataset_dir, dataset_source, new_id, revisions_root
 from training.records import log_line
 from uploads.archive import remove_tree
 from uploads.quotas import QuotaExceeded, check_room
@@ -126,10 +127,12 @@ def delete(ctx: ServiceContext, dataset_id: str) -> None:
     if in_use:
         raise Conflict(f"Job {in_use} trains on this dataset; cancel it (POST /jobs/{in_use}/cancel) or let it "
                        "finish before deleting the dataset.")
-    ctx.db.delete(dataset)
+    revisions = dataset.revision or 1
+    ctx.db.delete(dataset)  # its revisions' rows go with it (ON DELETE CASCADE)
     ctx.db.commit()
     remove_tree(dataset_dir(ctx.config.data_dir, dataset_id))
+    remove_tree(revisions_root(ctx.config.data_dir, dataset_id))
     storage = ctx.part("storage")
     if storage.kind == "s3":
         storage.delete(0, key=storage.dataset_key(dataset_id))
-    discard_parsed_dataset(storage, dataset_id)  # S3: its parsed files, kept for the other replicas
+    discard_parsed_dataset(storage, dataset_id, revisions)  # S3: its parsed files, kept for the other replicas

@@ -25,7 +25,7 @@ from training.paths import new_id
 from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
 
-from . import datasets
+from . import dataset_edits, datasets
 from .account import ServiceContext
 from .models import RESERVED_NAMES, check_model_name
 
@@ -69,8 +69,9 @@ def cancel(ctx: ServiceContext, job_id: str) -> TrainingJob:
 
 def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     """Queue a job that trains a new version of the account's model `name` (made
-    if need be). `request`: task, dataset_id, base_model, validation_split,
-    validation_dataset_id, hyperparameters, as POST /models/{name}/train reads them."""
+    if need be). `request`: task, dataset_id, dataset_revision, base_model,
+    validation_split, validation_dataset_id, hyperparameters, as POST
+    /models/{name}/train reads them."""
     check_model_name(name, "name")
     if name in RESERVED_NAMES:
         raise Conflict(f"{name!r} is the name of a global model; train into a name of your own.")
@@ -82,7 +83,7 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
                                f"{', '.join(trainable_tasks())}.") from None
     db, account_id = ctx.db, ctx.account_id
     dataset = _ready_dataset(ctx, request["dataset_id"], "dataset_id", task, trainer)
-    validation_id = request.get("validation_dataset_id")
+    validation_id, validation = request.get("validation_dataset_id"), None
     if validation_id:
         validation = _ready_dataset(ctx, validation_id, "validation_dataset_id", task, trainer)
         if validation.format != dataset.format:
@@ -91,7 +92,8 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     base_model = _base_model_key(task, trainer, request.get("base_model"))
     _check_base_model_files(ctx, base_model)
     hyperparameters = _hyperparameters(trainer, request.get("hyperparameters") or {})
-    problem = trainer.check(hyperparameters, dataset.stats or {})
+    revision, stats = _dataset_revision(ctx, dataset, request.get("dataset_revision"))
+    problem = trainer.check(hyperparameters, stats or {})
     if problem:
         raise _invalid("hyperparameters", problem)
     _check_active_jobs(ctx)
@@ -105,7 +107,8 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     split = request.get("validation_split")
     job = TrainingJob(
         id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
-        task=task, base_model=base_model, dataset_id=dataset.id, validation_dataset_id=validation_id,
+        task=task, base_model=base_model, dataset_id=dataset.id, dataset_revision=revision,
+        validation_dataset_id=validation_id, validation_dataset_revision=validation.revision if validation_id else None,
         validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
         hyperparameters=hyperparameters, epochs=[], log="", webhook=request.get("webhook"),
     )
@@ -130,6 +133,16 @@ def _ready_dataset(ctx: ServiceContext, dataset_id: str, field: str, task: str, 
                               f"{', '.join(FORMAT_TASKS.get(dataset.format, [])) or 'nothing'}; {task} trains on "
                               f"{', '.join(trainer.dataset_formats)}.")
     return dataset
+
+
+def _dataset_revision(ctx: ServiceContext, dataset: Dataset, pinned: int | None) -> tuple[int, dict | None]:
+    """(the revision the job trains on: the one sent, else the latest; its statistics)."""
+    latest = dataset.revision or 1
+    if pinned is None or pinned == latest:
+        return latest, dataset.stats
+    if not 1 <= pinned <= latest:
+        raise _invalid("dataset_revision", f"dataset {dataset.id} has revisions 1 to {latest}.")
+    return pinned, dataset_edits.revision(ctx, dataset.id, pinned).stats
 
 
 def _base_model_key(task: str, trainer, name: str | None) -> str | None:

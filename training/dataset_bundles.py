@@ -16,7 +16,7 @@ from core.errors import ApiError
 from core.settings import Settings
 from uploads import bundles
 
-from .paths import dataset_dir, dataset_source
+from .paths import dataset_dir, dataset_source, revision_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,10 @@ class DatasetUnavailable(LookupError):
     """A job's dataset cannot be had on this replica (the job fails with this message)."""
 
 
-def parsed_key(storage, dataset_id: str) -> str:
+def parsed_key(storage, dataset_id: str, revision: int = 1) -> str:
     # Not under datasets/<id>: that key is the upload's, which its owner's upload URL can write.
-    return storage.named(f"parsed-datasets/{dataset_id}.tar")
+    suffix = "" if revision == 1 else f"@{int(revision)}"  # an edited revision (training/datasets/revisions.py)
+    return storage.named(f"parsed-datasets/{dataset_id}{suffix}.tar")
 
 
 def share_direct_upload(storage, dataset_id: str, data_dir: str) -> None:
@@ -72,18 +73,36 @@ def ensure_parsed_datasets(config: Settings, storage, *dataset_ids: str | None) 
     replica, fetched if missing. DatasetUnavailable says what is wrong."""
     for dataset_id in dataset_ids:
         if dataset_id is not None and bundles.shared(storage):
-            _ensure(config, storage, dataset_id)
+            _ensure(config, storage, dataset_id, 1)
 
 
-def _ensure(config: Settings, storage, dataset_id: str) -> None:
-    folder = dataset_dir(config.data_dir, dataset_id)
+def ensure_parsed_revision(config: Settings, storage, dataset_id: str, revision: int) -> None:
+    """One revision of a dataset on this replica (to train on it, or edit it), fetched if missing."""
+    if bundles.shared(storage):
+        _ensure(config, storage, dataset_id, revision)
+
+
+def store_parsed_revision(config: Settings, storage, dataset_id: str, revision: int) -> None:
+    """An edited revision's folder to the bucket, before the edit is recorded.
+    A failure raises DatasetUnavailable (the edit is not made)."""
+    if not bundles.shared(storage):
+        return
+    try:
+        bundles.store(storage, parsed_key(storage, dataset_id, revision),
+                      revision_dir(config.data_dir, dataset_id, revision), bundles.BundleLimits.from_config(config))
+    except (bundles.BundleRejected, bundles.StorageUnreachable) as exc:
+        raise DatasetUnavailable(f"The revision could not be stored for the other replicas: {exc}") from None
+
+
+def _ensure(config: Settings, storage, dataset_id: str, revision: int) -> None:
+    folder = revision_dir(config.data_dir, dataset_id, revision)
     if os.path.isfile(os.path.join(folder, PARSED_MARK)):
         return
     lock_dir = os.path.join(config.data_dir, "datasets", ".locks")
-    with bundles.folder_lock(lock_dir, dataset_id):
+    with bundles.folder_lock(lock_dir, dataset_id if revision == 1 else f"{dataset_id}@{revision}"):
         if os.path.isfile(os.path.join(folder, PARSED_MARK)):  # another process fetched it meanwhile
             return
-        key = parsed_key(storage, dataset_id)
+        key = parsed_key(storage, dataset_id, revision)
         try:
             found = bundles.fetch(storage, key, folder, bundles.BundleLimits.from_config(config))
         except bundles.StorageUnreachable as exc:
@@ -104,15 +123,16 @@ def _ensure(config: Settings, storage, dataset_id: str) -> None:
         log.info("fetched parsed dataset %s from the bucket", dataset_id)
 
 
-def delete_parsed_dataset(storage, dataset_id: str) -> None:
-    """With the dataset (a bucket that does not answer: StorageUnreachable)."""
+def delete_parsed_dataset(storage, dataset_id: str, revisions: int = 1) -> None:
+    """With the dataset, each of its revisions (a bucket that does not answer: StorageUnreachable)."""
     if bundles.shared(storage):
-        bundles.delete(storage, parsed_key(storage, dataset_id))
+        for revision in range(1, revisions + 1):
+            bundles.delete(storage, parsed_key(storage, dataset_id, revision))
 
 
-def discard_parsed_dataset(storage, dataset_id: str) -> None:
-    """For a dataset deleted while it was parsed: what was just stored goes (logged if it cannot)."""
+def discard_parsed_dataset(storage, dataset_id: str, revisions: int = 1) -> None:
+    """For a dataset deleted (or deleted while it was parsed): what was stored goes (logged if it cannot)."""
     try:
-        delete_parsed_dataset(storage, dataset_id)
+        delete_parsed_dataset(storage, dataset_id, revisions)
     except bundles.StorageUnreachable as exc:
         log.warning("the parsed files of deleted dataset %s stay in the bucket: %s", dataset_id, exc)

@@ -47,8 +47,8 @@ from uploads.archive import tree_bytes
 
 from .child import ALREADY_RUNNING
 from .child_records import TrainingRequest
-from .dataset_bundles import ensure_parsed_datasets
-from .paths import dataset_dir, job_dir
+from .dataset_bundles import ensure_parsed_revision
+from .paths import job_dir, revision_dir
 from .publish import publish_version
 from .records import JobRecord
 from .sandboxed import ChildSandbox, open_no_links, write_json_no_links
@@ -186,12 +186,16 @@ class TrainingJobs(Runner):
             if dataset is None or dataset.status != "ready":
                 raise LookupError(f"Dataset {job.dataset_id} is gone or not ready.")
             dataset_format = dataset.format
-        ensure_parsed_datasets(config, self.storage, job.dataset_id, job.validation_dataset_id)  # parsed elsewhere?
+        # Parsed (or edited) elsewhere? Fetched first. An old revision stays trainable as it was.
+        ensure_parsed_revision(config, self.storage, job.dataset_id, job.dataset_revision or 1)
+        if job.validation_dataset_id:
+            ensure_parsed_revision(config, self.storage, job.validation_dataset_id, job.validation_dataset_revision or 1)
         return TrainingRequest(
             job_id=job.id, task=job.task, base_model=job.base_model, base_model_dir=base_dir,
             base_model_file=base_file, hyperparameters=job.hyperparameters, dataset_format=dataset_format,
-            dataset_dir=dataset_dir(config.data_dir, job.dataset_id),
-            validation_dataset_dir=(dataset_dir(config.data_dir, job.validation_dataset_id)
+            dataset_dir=revision_dir(config.data_dir, job.dataset_id, job.dataset_revision),
+            validation_dataset_dir=(revision_dir(config.data_dir, job.validation_dataset_id,
+                                                 job.validation_dataset_revision)
                                     if job.validation_dataset_id else None),
             validation_split=job.validation_split, torch_threads=config.training_torch_threads,
             nice=config.training_nice, memory_mb=config.training_memory_mb,

@@ -1,5 +1,5 @@
 """The Datasets and Training pages: upload a dataset and follow its parsing, see its
-statistics, start a training job from a form, follow the job's curves, cancel it.
+statistics and revisions, add a text sample or remove one, start a training job from a form, follow the job's curves, cancel it.
 
 Everything goes through the domain services as the signed-in account (ui/acting.py):
 the pages show and change exactly what the account's key could through the API.
@@ -9,11 +9,12 @@ from datetime import datetime, timezone
 
 from flask import flash, jsonify, redirect, render_template, request, url_for
 
-from api.datasets import DatasetBody, dataset_object
+from api.datasets import DatasetBody, dataset_object, revision_object
 from api.jobs import TrainBody, job_object
-from core.errors import ApiError
+from core.errors import ApiError, NotFound
 from core.pages import newest_first_page
 from core.tables import TrainingJob
+from services import dataset_edits as edit_service
 from services import datasets as dataset_service
 from services import jobs as job_service
 from services.datasets import UPLOAD_URL_LIFETIME
@@ -30,6 +31,8 @@ DATASET_FINAL = {"ready", "failed"}
 JOB_ACTIVE = {"queued", "running"}
 JOB_FINAL = {"succeeded", "failed", "cancelled"}
 JOBS_PER_PAGE = 50
+# Samples the dataset page lists (the API pages through all of them).
+SAMPLES_SHOWN = 20
 # The upload form's optional fields, passed to POST /datasets as they are.
 DATASET_OPTIONS = ("name", "format", "label_column", "text_column")
 
@@ -91,12 +94,47 @@ def _dataset_fields(sent, filename: str) -> dict:
 
 @bp.route("/datasets/<string:dataset_id>")
 def dataset(dataset_id):
-    details = dataset_object(dataset_service.get(as_account(), dataset_id))
-    fitting = []
+    """The dataset, its latest revision's statistics (or ?revision=N's), its
+    revisions, and a page of samples with a form to add or remove one."""
+    ctx = as_account()
+    row = dataset_service.get(ctx, dataset_id)
+    number = request.args.get("revision", type=int)
+    details = dataset_object(row, revision=None if number is None else edit_service.revision(ctx, dataset_id, number))
+    fitting, revisions, samples = [], [], None
     if details["status"] == "ready":
         fitting = [trainer for trainer in trainers() if details["format"] in trainer["dataset_formats"]]
+        revisions = [revision_object(revision) for revision in edit_service.revisions(ctx, dataset_id)]
+        shown, page, total = edit_service.samples(ctx, dataset_id, details["revision"], 0, SAMPLES_SHOWN)
+        samples = {"revision": shown, "rows": page, "total": total}
     return render_template("ui/dataset.html", dataset=details, trainers=fitting, final=dataset_final(details),
-                           badge=badge)
+                           badge=badge, revisions=revisions, samples=samples,
+                           can_add_text=details["format"] == "text-label")
+
+
+@bp.route("/datasets/<string:dataset_id>/samples", methods=["POST"])
+def add_sample(dataset_id):
+    """The page's form: one text sample and its label (a new label makes a new class)."""
+    sample = {"text": request.form.get("text", ""), "label": request.form.get("label", "")}
+    made, error = attempt(edit_service.add_samples, as_account(), dataset_id, [sample])
+    if error:
+        flash(f"Could not add the sample: {error.message}", "error")
+    else:
+        flash(f"Added the sample ({made[1][0]}): revision {made[0].revision}.", "success")
+    return redirect(url_for("ui.dataset", dataset_id=dataset_id))
+
+
+@bp.route("/datasets/<string:dataset_id>/samples/<string:sample_id>/delete", methods=["POST"])
+def remove_sample(dataset_id, sample_id):
+    dataset_service.get(as_account(), dataset_id)  # another account's: the page's 404
+    try:
+        made, error = attempt(edit_service.remove_samples, as_account(), dataset_id, [sample_id], [])
+    except NotFound as missing:  # removed already (a second click): say so on the page
+        made, error = None, missing
+    if error:
+        flash(f"Could not remove the sample: {error.message}", "error")
+    else:
+        flash(f"Removed sample {sample_id}: revision {made.revision}.", "success")
+    return redirect(url_for("ui.dataset", dataset_id=dataset_id))
 
 
 @bp.route("/datasets/<string:dataset_id>/parse-log")

@@ -233,3 +233,31 @@ def test_a_running_job_reports_its_epochs_as_they_come_and_cancel_stops_it(alice
     assert wait_job(alice, job_id)["status"] == "cancelled"
     live = html(alice.get(f"/ui/jobs/{job_id}/live"))
     assert 'class="status cancelled">cancelled<' in live and "data-final" in live and ">Cancel</button>" not in live
+
+
+def test_the_dataset_page_lists_revisions_adds_a_text_sample_and_removes_one(alice, mallory, api):
+    client, headers = api
+    dataset_id = add_dataset(client, headers, REVIEWS, name="reviews")["id"]
+    page = parsed_page(alice, dataset_id)
+    assert 'id="revisions-table"' in page and 'id="samples-table"' in page and "Add sample" in page
+    assert "<code>s1</code>" in page
+
+    added = alice.post(f"/ui/datasets/{dataset_id}/samples", {"text": "so-so film", "label": "meh"})
+    assert added.status_code == 302
+    page = html(alice.get(f"/ui/datasets/{dataset_id}"))
+    assert "revision 2" in page and label_counts(page) == {"meh": 1, "neg": 10, "pos": 10}
+    removed = alice.post(f"/ui/datasets/{dataset_id}/samples/s1/delete")
+    assert removed.status_code == 302
+    again = alice.post(f"/ui/datasets/{dataset_id}/samples/s1/delete")  # a second click: said on the page
+    assert again.status_code == 302 and "Not in this dataset" in html(alice.get(f"/ui/datasets/{dataset_id}"))
+    assert [r["change"]["kind"] for r in client.get(f"/datasets/{dataset_id}/revisions", headers=headers).json] == [
+        "upload", "add", "remove"]
+    first = html(alice.get(f"/ui/datasets/{dataset_id}?revision=1"))
+    assert "Statistics of revision 1" in first and label_counts(first) == {"neg": 10, "pos": 10}
+    assert "Remove sample" not in first  # an old revision is read only
+
+    # Another account: 404s, and nothing changed.
+    assert mallory.get(f"/ui/datasets/{dataset_id}?revision=1").status_code == 404
+    assert mallory.post(f"/ui/datasets/{dataset_id}/samples", {"text": "x", "label": "y"}).status_code == 404
+    assert mallory.post(f"/ui/datasets/{dataset_id}/samples/s2/delete").status_code == 404
+    assert client.get(f"/datasets/{dataset_id}", headers=headers).json["latest_revision"] == 3

@@ -14,6 +14,8 @@ tabular.py     rows of tabular CSVs, each column numeric or categorical
 image_zip.py   a zip of images -> images/<label>/<file>
 statistics.py  the rows collected, counted and summarised
 parse.py       parse_dataset, read_rows
+samples.py     samples sent to add to a dataset, checked as an upload's rows
+revisions.py   an edit (add, remove, remove a class) -> a new revision's folder
 child.py       python -m training.datasets.child WORK_DIR
 """
 

@@ -15,6 +15,7 @@ from .base import FORMAT_TASKS, LABELLED_FORMATS, DatasetRejected, format_list
 from .detection import JSONL_ONLY, detect
 from .image_zip import IMAGES_DIR, parse_image_zip
 from .reading import KIND_NAMES, csv_records, delimiter_for, field_size_limit, sniff
+from .samples import ID_KEYS
 from .statistics import ROWS_FILE, RowCollector
 from .tabular import parse_tabular
 from .text_formats import csv_rows, first_object_keys, jsonl_rows
@@ -132,6 +133,8 @@ def parse_dataset(source_path: str, work_dir: str, declared_format: str | None, 
 
 
 def read_rows(work_dir: str) -> list[dict]:
-    """The normalised rows a parse wrote (one dict per row, keys by format)."""
+    """The normalised rows a parse or an edit wrote (one dict per row, keys by
+    format), without an edited revision's ids and uids: training never sees them."""
     with open(os.path.join(work_dir, ROWS_FILE), encoding="utf-8") as rows:
-        return [json.loads(line) for line in rows if line.strip()]
+        parsed = (json.loads(line) for line in rows if line.strip())
+        return [{key: value for key, value in row.items() if key not in ID_KEYS} for row in parsed]

@@ -29,7 +29,8 @@ WORK_SECONDS = Histogram(
 )
 PREDICTION_LAG = Histogram(
     "infer_prediction_lag_seconds",
-    "Time an asynchronous prediction waited between its submission and its (last) start",
+    "Time an asynchronous prediction waited between its submission and its (last) start, by its status after",
+    ["status"],  # labelled, also because an unlabelled metric opens its file at import, before gunicorn's folder exists
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
 )
 BATCH_QUEUE = Gauge(
@@ -47,10 +48,11 @@ def on_run_ended(runner, row_id, seconds: float) -> None:
         row = session.get(runner.table, row_id)
         if row is None:  # deleted meanwhile
             return
-        WORK_SECONDS.labels(runner.kind, row.status).observe(seconds)
+        status = row.status
+        WORK_SECONDS.labels(runner.kind, status).observe(seconds)
         created, started = getattr(row, "created_at", None), getattr(row, "started_at", None)
     if runner.kind == "predict" and created is not None and started is not None:
-        PREDICTION_LAG.observe(max(0.0, (started - created).total_seconds()))
+        PREDICTION_LAG.labels(status).observe(max(0.0, (started - created).total_seconds()))
 
 
 class WorkCollector:

@@ -75,7 +75,8 @@ def metrics():
     collector = current_app.extensions.get("work_metrics")
     if collector is None:
         collector = current_app.extensions["work_metrics"] = WorkCollector(
-            current_app.extensions["work"], current_app.extensions["db"].sessions)
+            current_app.extensions["work"], current_app.extensions["db"].sessions,
+            current_settings().work_metrics_max_age_s)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one process: its batch queues, exactly now
         sample_batch_queues(current_app.extensions["models"])
     return metrics_response([collector])

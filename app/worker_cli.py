@@ -92,7 +92,9 @@ def _serve_health(work, name: str):
                 "stopping": work.stopping}
 
     try:
-        return serve_worker_http(port, WorkCollector(work, current_app.extensions["db"].sessions), describe)
+        collector = WorkCollector(work, current_app.extensions["db"].sessions,
+                                  current_app.extensions["settings"].work_metrics_max_age_s)
+        return serve_worker_http(port, collector, describe)
     except OSError as exc:
         raise click.ClickException(f"cannot serve health and metrics on port {port} "
                                    f"(INFER_WORKER_HEALTH_PORT): {exc.strerror}") from None

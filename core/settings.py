@@ -749,6 +749,13 @@ class Settings:
     ready_db_grace_s: float = setting(
         30.0, "seconds the database may be unreachable before /readyz answers 503 (0: at the first failure)",
     )
+    # /metrics answers anyone who reaches it (scrapers have no key); the work
+    # gauges cost a few database queries, so a flood of scrapes costs at most
+    # one round of them per process this often.
+    work_metrics_max_age_s: float = setting(
+        2.0, "seconds /metrics reuses its figures of background work (waiting, running, queue depth) before it asks "
+        "the database and the queue again",
+    )
     worker_health_port: int = setting(
         0, "port on which `flask --app wsgi worker` serves /healthz and /metrics (0: none)",
     )

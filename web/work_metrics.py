@@ -56,13 +56,26 @@ def on_run_ended(runner, row_id, seconds: float) -> None:
 
 
 class WorkCollector:
-    """The gauges computed at scrape time (see the module's docstring)."""
+    """The gauges computed at scrape time (see the module's docstring), reused for
+    `max_age_s` (INFER_WORK_METRICS_MAX_AGE_S): /metrics needs no key, and a flood
+    of scrapes must not become a flood of queries."""
 
-    def __init__(self, work, sessions):
+    def __init__(self, work, sessions, max_age_s: float, clock=time.monotonic):
         self.work = work  # app.extensions["work"]: EmbeddedWork or core/work_queue.py QueueWork
         self.sessions = sessions
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()  # concurrent scrapes wait for one round of queries
+        self._last: tuple[float, list] | None = None
 
     def collect(self):
+        with self._lock:
+            now = self._clock()
+            if self._last is None or now - self._last[0] >= self.max_age_s:
+                self._last = (now, list(self._families()))
+            return list(self._last[1])
+
+    def _families(self):
         runners = dict(self.work.runners)
         try:
             kinds = work_census.census(runners, self.sessions)

@@ -20,8 +20,10 @@ def samples(client) -> dict:
 
 
 @pytest.fixture
-def idle_api(client_for, tiny_model_dir):
-    return client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=False)
+def idle_api(client_for, tiny_model_dir, database_url):
+    """On SQLite and on PostgreSQL (the census is SQL of its own)."""
+    return client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=False, DATABASE_URL=database_url,
+                      WORK_METRICS_MAX_AGE_S=0)
 
 
 def test_queued_predictions_show_as_waiting_work_and_queue_depth(idle_api):
@@ -42,8 +44,21 @@ def test_queued_predictions_show_as_waiting_work_and_queue_depth(idle_api):
         assert after[("infer_work_waiting", (("kind", kind),))] == 0
 
 
+def test_scrapes_reuse_the_work_figures_for_their_max_age(client_for, tiny_model_dir):
+    """/metrics needs no key: a flood of scrapes costs one round of queries per INFER_WORK_METRICS_MAX_AGE_S."""
+    api = client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=False, WORK_METRICS_MAX_AGE_S=3600)
+    waiting = ("infer_work_waiting", (("kind", "predict"),))
+    assert samples(api.client)[waiting] == 0
+
+    submit(api, "/text-generation", GENERATION)
+
+    assert samples(api.client)[waiting] == 0  # the figures of the first scrape, not asked again
+    fresh = client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=False, WORK_METRICS_MAX_AGE_S=0)  # same database
+    assert samples(fresh.client)[waiting] == 1
+
+
 def test_a_finished_prediction_observes_its_duration_and_its_lag(client_for, tiny_model_dir):
-    api = client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=True, PREDICTION_POLL_S=0.05)
+    api = client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=True, PREDICTION_POLL_S=0.05, WORK_METRICS_MAX_AGE_S=0)
     duration = ("infer_work_seconds_count", (("kind", "predict"), ("status", "succeeded")))
     lag = ("infer_prediction_lag_seconds_count", (("status", "succeeded"),))
     before = samples(api.client)

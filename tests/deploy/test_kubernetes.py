@@ -168,3 +168,9 @@ def test_the_ingress_re_sends_exactly_haproxys_task_routes():
     assert {p["path"] for p in paths if p["pathType"] == "Prefix"} == prefixes
     assert "non_idempotent" in task["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-next-upstream"]
     assert "proxy-next-upstream" not in str(ingress["infer"]["metadata"].get("annotations", {}))
+
+
+def test_the_ingress_keeps_metrics_to_the_cluster():
+    metrics = of_kind(examples(), "Ingress")["infer-metrics"]
+    assert [p["path"] for p in metrics["spec"]["rules"][0]["http"]["paths"]] == ["/metrics"]
+    assert metrics["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] == "127.0.0.1/32"

@@ -24,7 +24,7 @@ def parse(text: str) -> dict:
 def queued_api(redis_url, make_app, tiny_model_dir, tmp_path):
     config = {"QUEUE_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path}/shared.db",
               "DATA_DIR": str(tmp_path / "data"), "MODEL_DIR": tiny_model_dir, "QUEUE_SWEEP_S": 0.5,
-              "TORCH_THREADS": 1}
+              "TORCH_THREADS": 1, "WORK_METRICS_MAX_AGE_S": 0}
     return ApiClient(make_app(**config)), config
 
 

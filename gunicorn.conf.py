@@ -39,7 +39,8 @@ _metrics_dir = os.environ.setdefault(
 
 # Each worker leaves a marker here once its models are loaded; the last one prints
 # the "ready" line (app/ready_line.py). Inside the metrics dir (which /metrics reads
-# only *.db files of), so that the next start clears what a killed one left.
+# only *.db files of), so that the next start clears what a killed one left. The
+# drain's marker goes there too (app/drain.py server_folder() finds it).
 _ready_dir = os.path.join(_metrics_dir, "ready")
 
 

@@ -18,6 +18,13 @@ import os
 MARKER = "draining"
 
 
+def server_folder() -> str | None:
+    """The folder gunicorn.conf.py shares between its master and workers (its
+    _ready_dir, under PROMETHEUS_MULTIPROC_DIR); None outside gunicorn."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return os.path.join(metrics_dir, "ready") if metrics_dir else None
+
+
 def marker_path(folder: str) -> str:
     return os.path.join(folder, MARKER)
 

@@ -14,7 +14,7 @@ import os
 from flask import Blueprint, current_app, jsonify
 
 from app.database_watch import DatabaseWatch
-from app.drain import draining
+from app.drain import draining, server_folder
 from web.metrics import metrics_response
 from web.settings import current_settings
 from web.work_metrics import WorkCollector, sample_batch_queues
@@ -33,7 +33,7 @@ def readyz():
     """Ready: not draining, the database answers (or has not been away long) and the preload list is loaded."""
     checks = {}
     ready = True
-    if draining(_drain_folder()):
+    if draining(server_folder()):
         checks["draining"] = "stopping: SIGTERM received, requests in progress finish"
         ready = False
     ready_db, checks["database"] = _database_watch().check()
@@ -53,12 +53,6 @@ def readyz():
     # make the service unready (built-in tasks work), it makes user-code builds fail.
     checks["user_code_isolation"] = current_app.extensions["sandbox"].describe()
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
-
-
-def _drain_folder() -> str | None:
-    # The folder gunicorn.conf.py shares between the master and its workers.
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return os.path.join(folder, "ready") if folder else None
 
 
 def _database_watch() -> DatabaseWatch:

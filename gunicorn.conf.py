@@ -26,7 +26,7 @@ worker_class = "app.fair_worker.FairThreadWorker"
 # Loading a large model on first use can take a while; the worker must not be
 # killed for it.
 timeout = settings.worker_timeout
-graceful_timeout = 30
+graceful_timeout = settings.graceful_timeout_s
 keepalive = 5
 accesslog = settings.access_log or None
 errorlog = "-"
@@ -39,7 +39,8 @@ _metrics_dir = os.environ.setdefault(
 
 # Each worker leaves a marker here once its models are loaded; the last one prints
 # the "ready" line (app/ready_line.py). Inside the metrics dir (which /metrics reads
-# only *.db files of), so that the next start clears what a killed one left.
+# only *.db files of), so that the next start clears what a killed one left. The
+# drain's marker goes there too (app/drain.py server_folder() finds it).
 _ready_dir = os.path.join(_metrics_dir, "ready")
 
 
@@ -51,6 +52,38 @@ def on_starting(server):
     from app import prepare_database
 
     prepare_database()
+
+
+def when_ready(server):
+    # SIGTERM drains first (app/drain.py): gunicorn's own handler stops taking
+    # connections at once. The arbiter looks its handlers up on itself, so this
+    # instance's is replaced.
+    server.handle_term = _draining_term(server)
+
+
+def _draining_term(server):
+    import signal
+    import threading
+
+    from app.drain import mark_draining
+
+    draining = []
+
+    def handle_term():
+        if draining:  # the drain is over, or a second SIGTERM cuts it short
+            raise StopIteration
+        draining.append(True)
+        mark_draining(_ready_dir)  # every worker's /readyz answers 503 from now on
+        if settings.drain_s <= 0:
+            raise StopIteration
+        server.log.info("draining for %g s (INFER_DRAIN_S): /readyz answers 503, requests are still served",
+                        settings.drain_s)
+        # The arbiter's loop runs signals it queued; this one ends the drain.
+        timer = threading.Timer(settings.drain_s, server.signal, args=(signal.SIGTERM, None))
+        timer.daemon = True
+        timer.start()
+
+    return handle_term
 
 
 def post_worker_init(worker):
@@ -72,6 +105,9 @@ def post_worker_init(worker):
     if app_settings.predictions:
         app.extensions["predictions"].start()
         app.extensions["batches"].start()
+    from web.work_metrics import start_sampling_batch_queues
+
+    start_sampling_batch_queues(app.extensions["models"])  # /metrics' infer_batch_queue_length
     if app.extensions["work"].queued:
         from core.work import start_unloading_stale
 

@@ -68,7 +68,33 @@ def worker_command(queues, burst, name, health_file):
             write_health_file(health_file, name)
         except OSError as exc:
             raise click.BadParameter(f"cannot write {health_file}: {exc.strerror}", param_hint="--health-file")
+    http = _serve_health(work, name)
     try:
         work.run_worker(names, burst=burst, name=name)
     except RedisError as exc:  # at start; once running, RQ waits for Redis to come back
         raise click.ClickException(f"The queue (INFER_QUEUE_URL) is unreachable: {exc}") from None
+    finally:
+        if http is not None:
+            http.shutdown()
+
+
+def _serve_health(work, name: str):
+    """/healthz and /metrics on INFER_WORKER_HEALTH_PORT (app/worker_http.py); None when it is 0."""
+    port = current_app.extensions["settings"].worker_health_port
+    if not port:
+        return None
+    from app.worker_http import serve_worker_http
+    from web.work_metrics import WorkCollector
+
+    def describe():
+        current = work.current
+        return {"worker": name, "running": f"{current[0]} {current[1]}" if current else None,
+                "stopping": work.stopping}
+
+    try:
+        collector = WorkCollector(work, current_app.extensions["db"].sessions,
+                                  current_app.extensions["settings"].work_metrics_max_age_s)
+        return serve_worker_http(port, collector, describe)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve health and metrics on port {port} "
+                                   f"(INFER_WORKER_HEALTH_PORT): {exc.strerror}") from None

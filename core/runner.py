@@ -28,11 +28,12 @@ Flask-free: the builder, the trainers and their children import this.
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from core import leases
+from core import leases, work_events
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,13 @@ class Runner:
             thread.start()
 
     def _run_here(self, row_id) -> None:
+        started = time.monotonic()
         try:
             self.run(row_id)
         except Exception:  # a kind records its own failures; this is one it did not expect
             log.exception("%s %s", self.kind, row_id)
         finally:
+            work_events.run_ended(self, row_id, time.monotonic() - started)
             with self._runs_lock:
                 self._runs.pop(row_id, None)
             self._wake.set()  # a slot came free

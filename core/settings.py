@@ -770,6 +770,35 @@ class Settings:
     )
     worker_timeout: int = setting(300, "seconds gunicorn lets a worker go silent before it restarts it")
     access_log: str = setting("", "where gunicorn writes its access log (`-`: standard output); empty: none")
+    # Stopping under an orchestrator (docs/operations/kubernetes.md): on SIGTERM
+    # /readyz answers 503 at once, the server keeps serving for drain_s (while
+    # the load balancer takes it out of rotation), then stops taking
+    # connections and lets requests in progress finish for graceful_timeout_s.
+    # Kubernetes' terminationGracePeriodSeconds must exceed their sum.
+    graceful_timeout_s: int = setting(
+        30, "seconds gunicorn lets requests in progress finish after it stopped taking connections on SIGTERM",
+        section="Stopping, probes and metrics (docs/operations/kubernetes.md)",
+    )
+    drain_s: float = setting(
+        0.0,
+        "seconds the server keeps serving after SIGTERM with /readyz answering 503, so a load balancer takes it "
+        "out of rotation before it stops taking connections (a second SIGTERM ends the drain early); 0: none",
+    )
+    # A database blip must not take every replica out of rotation at once:
+    # /readyz fails only once the database has been unreachable this long.
+    ready_db_grace_s: float = setting(
+        30.0, "seconds the database may be unreachable before /readyz answers 503 (0: at the first failure)",
+    )
+    # /metrics answers anyone who reaches it (scrapers have no key); the work
+    # gauges cost a few database queries, so a flood of scrapes costs at most
+    # one round of them per process this often.
+    work_metrics_max_age_s: float = setting(
+        2.0, "seconds /metrics reuses its figures of background work (waiting, running, queue depth) before it asks "
+        "the database and the queue again",
+    )
+    worker_health_port: int = setting(
+        0, "port on which `flask --app wsgi worker` serves /healthz and /metrics (0: none)",
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None,

@@ -35,12 +35,14 @@ import os
 import signal
 import socket
 import threading
+import time
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from core import work_events
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,7 @@ class QueueWork:
         if claimed != row_id:
             log.info("%s %s: its message runs %s, fairer between accounts", kind, row_id, claimed)
         self.current = (kind, claimed)
+        started = time.monotonic()
         try:
             runner.run(claimed)
         except HandBack:
@@ -176,6 +179,7 @@ class QueueWork:
             return
         finally:
             self.current = None
+            work_events.run_ended(runner, claimed, time.monotonic() - started)
         # row_id's message was spent on this run (when another row was fairer,
         # row_id is still due, with no message). A place came free: the next
         # due row whose message was spent runs now, not at the next sweep (and

@@ -160,6 +160,12 @@ class ServedModel:
             max_batch_tokens=settings.max_batch_tokens,
         )
 
+    def queue_lengths(self) -> dict[str, int]:
+        """{task: requests waiting in its batch queue} (for /metrics)."""
+        with self._lock:
+            batchers = dict(self._batchers)
+        return {task: batcher.queued() for task, batcher in batchers.items() if hasattr(batcher, "queued")}
+
     def close(self) -> None:
         """Stop the batch workers once their queues are drained (on eviction)."""
         with self._lock:

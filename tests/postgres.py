@@ -45,10 +45,7 @@ class PostgresServer:
         if self.as_root:
             shutil.chown(self.dir, user="postgres")
         self._run(_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user, "--no-sync")
-        self._run(
-            _bin("pg_ctl"), "-D", self.data, "-w", "-t", "60", "-l", os.path.join(self.dir, "log"),
-            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F", "start",
-        )
+        self.resume()
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -57,6 +54,16 @@ class PostgresServer:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("PostgreSQL did not start")
+
+    def pause(self):
+        """Stop the server, keeping its data (a blip: resume() starts it again)."""
+        self._run(_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def resume(self):
+        self._run(
+            _bin("pg_ctl"), "-D", self.data, "-w", "-t", "60", "-l", os.path.join(self.dir, "log"),
+            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F", "start",
+        )
 
     def new_database(self) -> str:
         """A fresh database per test, so tests never see each other's rows."""

@@ -19,6 +19,9 @@ from prometheus_client import (
     multiprocess,
 )
 
+from core import work_events
+from web.work_metrics import on_run_ended
+
 REQUESTS = Counter("infer_requests_total", "HTTP requests", ["endpoint", "method", "status"])
 ERRORS = Counter("infer_request_errors_total", "HTTP responses with status >= 400", ["endpoint", "status"])
 LATENCY = Histogram(
@@ -114,15 +117,29 @@ def _record(response):
     return response
 
 
-def metrics_response() -> Response:
+def exposition(collectors=()) -> bytes:
+    """The samples of this server (all of gunicorn's workers in multiprocess mode),
+    then those `collectors` compute when scraped (web/work_metrics.py)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest()
+    if collectors:
+        computed = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            computed.register(collector)
+        text += generate_latest(computed)
+    return text
+
+
+def metrics_response(collectors=()) -> Response:
+    return Response(exposition(collectors), mimetype=CONTENT_TYPE_LATEST)
 
 
 def init_app(app):
+    work_events.listen(on_run_ended)  # background work's durations, wherever it runs
     # Registered first so the timer starts before authentication runs.
     app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)
     app.after_request(_record)

@@ -45,26 +45,51 @@ def test_readyz_is_503_when_a_preloaded_model_cannot_load(make_app):
     assert "unknown model" in problems["no-such-model"]
 
 
-def test_a_database_outage_is_503_and_readyz_says_so(client_for):
+def test_a_database_outage_is_503_once_longer_than_the_grace_and_readyz_says_so(client_for):
     from ..postgres import PostgresServer
 
     server = PostgresServer()  # its own server, so stopping it harms no other test
     server.start()
     try:
-        api = client_for(DATABASE_URL=server.new_database())
+        url = server.new_database()
+        api = client_for(DATABASE_URL=url, READY_DB_GRACE_S=0)
+        patient = client_for(DATABASE_URL=url, READY_DB_GRACE_S=3600).client  # a blip shorter than its grace
         client, headers = api.client, api.headers
         assert client.get("/keys", headers=headers).status_code == 200
+        assert patient.get("/readyz").status_code == 200
     finally:
         server.stop()
 
     ready = client.get("/readyz")
+    still_ready = patient.get("/readyz")
     request = client.get("/keys", headers=headers)
 
     assert ready.status_code == 503 and "unreachable" in ready.json["checks"]["database"]
+    assert still_ready.status_code == 200, still_ready.json
+    assert "unreachable" in still_ready.json["checks"]["database"]
+    assert "INFER_READY_DB_GRACE_S" in still_ready.json["checks"]["database"]
     assert request.status_code == 503
     assert request.json["message"] == "The database is unreachable; retry shortly."
     assert request.headers["Retry-After"] == "5"
     assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+def test_readyz_is_ready_again_when_the_database_comes_back_within_the_grace(client_for):
+    from ..postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        client = client_for(DATABASE_URL=server.new_database(), READY_DB_GRACE_S=3600).client
+        server.pause()
+        during = client.get("/readyz")
+        server.resume()
+        after = client.get("/readyz")
+    finally:
+        server.stop()
+
+    assert during.status_code == 200 and "unreachable" in during.json["checks"]["database"]
+    assert after.status_code == 200 and after.json["checks"]["database"] == "ok"
 
 
 def test_metrics_count_requests_errors_and_latency(client, headers):

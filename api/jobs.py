@@ -35,9 +35,10 @@ class SearchBody(StrictSchema):
     space = fields.Dict(load_default=None, allow_none=True, metadata={
         "description": "Per hyperparameter: a list of values, or {min, max, log}; left out: the trainer's default "
                        "space (docs/user-guide/training.md). Hyperparameters it leaves out keep the job's."})
-    max_latency_ms = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False),
-                                  metadata={"description": "Reject a configuration whose median time to answer one "
-                                            "validation row, measured on this server, is above this."})
+    max_latency_ms = fields.Float(load_default=None, allow_none=True,
+                                  validate=validate.Range(min=0, min_inclusive=False), metadata={
+        "description": "Reject a configuration whose median time to answer one validation row, measured on this "
+                       "server, is above this."})
     max_size_mb = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False),
                                metadata={"description": "Reject a configuration whose files take more MiB than this."})
     metric = fields.String(load_default=None, allow_none=True, metadata={

@@ -7,7 +7,9 @@ request's own limits answer 422, and a search is cancelled like any job."""
 import csv
 import io
 import json
+import os
 import random
+import signal
 
 import pytest
 
@@ -206,3 +208,53 @@ def test_a_search_is_cancelled_like_any_job_and_makes_no_version(api, linear):
     assert done["status"] == "cancelled"
     assert any(trial["status"] in ("queued", "running") for trial in done["trials"])  # it stopped part-way
     assert client.get("/models/cancelled/versions", headers=headers).json == []
+
+
+def test_a_setfit_search_on_the_packaged_minilm_keeps_the_best_and_serves_it(api):
+    client, headers = api.client, api.headers
+    texts = [("I love this", "positive"), ("what a great day", "positive"), ("wonderful film", "positive"),
+             ("happy and joyful", "positive"), ("brilliant work", "positive"), ("fantastic service", "positive"),
+             ("I hate this", "negative"), ("what an awful day", "negative"), ("terrible film", "negative"),
+             ("sad and miserable", "negative"), ("dreadful work", "negative"), ("awful service", "negative")]
+    dataset = add_dataset(client, headers, "text,label\n" + "".join(f"{t},{label}\n" for t, label in texts * 2))
+    assert dataset["status"] == "ready", dataset["parse_logs"]
+    job = wait_job(client, headers, start_job(
+        client, headers, "sentiment", task="text-classification", dataset_id=dataset["id"], validation_split=0.25,
+        hyperparameters={"epochs": 1, "num_iterations": 2, "seed": 5},
+        search={"trials": 2, "space": {"learning_rate": [2e-5, 8e-5]}, "metric": "macro_f1",
+                "max_size_mb": 500})["id"], timeout_s=600)
+    assert job["status"] == "succeeded", job["message"]
+    assert job["base_model"] == "all-MiniLM-L6-v2"
+    assert sorted(trial["searched"]["learning_rate"] for trial in job["trials"]) == [2e-5, 8e-5]
+    assert [trial["status"] for trial in job["trials"]] == ["kept", "kept"]
+    assert all(trial["metric"] == "macro_f1" and trial["latency_ms"] > 0 and 10 < trial["size_mb"] < 500
+               for trial in job["trials"])
+    assert job["metrics"]["macro_f1"] == job["trials"][0]["score"]
+    answer = client.post("/text-classification", json={"model": "sentiment", "text": "a wonderful day"},
+                         headers=headers)
+    assert answer.status_code == 200, answer.json
+    assert set(answer.json["probabilities"]) == {"positive", "negative"}
+
+
+def test_a_search_whose_process_is_killed_resumes_without_training_its_finished_trials_again(api, linear):
+    client, headers = api.client, api.headers
+    job = start_job(client, headers, "resumed", **search_body(
+        linear["id"], trials=6, space={"estimator": ["random_forest"], "n_estimators": {"min": 200, "max": 400}}))
+    finished = []
+
+    def two_trials_finished():
+        state = client.get(f"/jobs/{job['id']}", headers=headers).json
+        assert state["status"] in ("queued", "running"), state["message"]
+        finished[:] = [trial["trial"] for trial in state["trials"] or [] if trial["status"] == "kept"]
+        return len(finished) >= 2
+
+    until(two_trials_finished, 180)
+    os.kill(api.app.extensions["training"].child_pid(job["id"]), signal.SIGKILL)
+    done = wait_job(client, headers, job["id"])
+    assert done["status"] == "succeeded", done["message"]
+    assert done["attempts"] == 2 and [trial["status"] for trial in done["trials"]] == ["kept"] * 6
+    log = client.get(f"/jobs/{job['id']}/log", headers=headers).json["log"]
+    assert "killed by signal 9" in log
+    for number in finished:  # trained once, before the kill; the second attempt read its measures back
+        assert log.count(f"trial {number}: regression with random_forest") == 1, number
+    assert all(log.count(f"trial {n}: regression with random_forest") >= 1 for n in range(1, 7))

@@ -27,8 +27,9 @@ class SearchBody(StrictSchema):
     method = fields.String(load_default="random", validate=validate.OneOf(["random", "halving"]), metadata={
         "description": "random: every configuration trains on the whole training set; halving: successive halving, "
                        "all start on a share of the rows and the best third go on to three times as many."})
-    trials = fields.Integer(load_default=8, validate=validate.Range(min=1), metadata={
-        "description": "Configurations to try (at most INFER_TRAINING_SEARCH_MAX_TRIALS)."})
+    trials = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "Configurations to try (at most INFER_TRAINING_SEARCH_MAX_TRIALS); left out: 8, or that "
+                       "setting if it is lower."})
     time_budget_s = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
         "description": "Seconds the search may take (at most INFER_TRAINING_SEARCH_MAX_TIME_S, its default); a "
                        "trial started within it ends, the rest are over_budget."})

@@ -33,6 +33,7 @@ from .models import RESERVED_NAMES, check_model_name
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 DEFAULT_VALIDATION_SPLIT = 0.2
+DEFAULT_SEARCH_TRIALS = 8
 
 
 def find(db, account_id: int, job_id: str) -> TrainingJob:
@@ -185,6 +186,7 @@ def _search(ctx: ServiceContext, task: str, trainer, hyperparameters: dict, sear
     if no_validation:
         raise _invalid("validation_split", "a search ranks its trials on validation rows; send a share above 0 "
                                            "or a validation_dataset_id.")
+    search = {**search, "trials": search.get("trials") or min(DEFAULT_SEARCH_TRIALS, config.training_search_max_trials)}
     if search["trials"] > config.training_search_max_trials:
         raise _invalid("search.trials", f"at most {config.training_search_max_trials} "
                                         "(INFER_TRAINING_SEARCH_MAX_TRIALS).")

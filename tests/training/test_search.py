@@ -258,3 +258,28 @@ def test_a_search_whose_process_is_killed_resumes_without_training_its_finished_
     for number in finished:  # trained once, before the kill; the second attempt read its measures back
         assert log.count(f"trial {number}: regression with random_forest") == 1, number
     assert all(log.count(f"trial {n}: regression with random_forest") >= 1 for n in range(1, 7))
+
+
+def test_halving_shares_hold_every_label_and_configurations_are_distinct_and_within_the_space():
+    from trainers.tabular import TabularHyperparameters
+    from training.search import configurations, interleaved, share_schedule
+
+    assert share_schedule("random", 9) == [1.0]
+    assert share_schedule("halving", 9) == [1 / 9, 1 / 3, 1]
+    assert share_schedule("halving", 8) == [1 / 3, 1] and share_schedule("halving", 2) == [1.0]
+    rows = [{"features": {"x": i}, "label": label} for i, label in enumerate(["a"] * 60 + ["b"] * 30 + ["c"] * 9)]
+    dealt = interleaved(rows, seed=1)
+    assert sorted(row["features"]["x"] for row in dealt) == list(range(99))  # every row once
+    first = [row["label"] for row in dealt[:11]]  # a ninth
+    assert (first.count("a"), first.count("b"), first.count("c")) == (7, 3, 1)
+
+    base = TabularHyperparameters().load({"objective": "classification"})
+    space = {"estimator": {"choices": ["ridge", "logistic_regression", "random_forest"]},
+             "max_depth": {"min": 2, "max": 9, "log": False}}
+    drawn = configurations(TabularHyperparameters, base, space, 12, seed=9)
+    assert drawn == configurations(TabularHyperparameters, base, space, 12, seed=9)
+    # ridge does not classify: never drawn; logistic regression has no depth: drawn once, without one.
+    assert {c["estimator"] for c in drawn} == {"logistic_regression", "random_forest"}
+    assert [c["max_depth"] for c in drawn if c["estimator"] == "logistic_regression"] == [None]
+    assert all(2 <= c["max_depth"] <= 9 for c in drawn if c["estimator"] == "random_forest")
+    assert len({json.dumps(c, sort_keys=True) for c in drawn}) == len(drawn) == 9  # 1 + 8 depths: all there are

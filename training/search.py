@@ -35,6 +35,7 @@ import random
 import shutil
 import statistics
 import time
+import traceback
 
 from marshmallow import ValidationError, fields
 
@@ -365,10 +366,14 @@ class Search:
             try:
                 result = self.trainer.train(self.training_run(trial["hyperparameters"], rows, checkpoint_dir,
                                                               output_dir, reporter))
-            except TrainingFailed as exc:
-                done = {"ok": False, "failed": str(exc)}
-            else:
                 done = self._measured(result, output_dir, reporter.epochs, time.monotonic() - started)
+            except TrainingFailed as exc:
+                done = {"ok": False, "failed": f"Its training failed: {exc}"}
+            except MemoryError:
+                raise  # the child says what the memory cap is
+            except Exception as exc:  # a library refusing one configuration: the others may still train
+                reporter.log(traceback.format_exc())
+                done = {"ok": False, "failed": f"Its training failed: {type(exc).__name__}: {str(exc)[:300]}"}
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is over: its measures are in the state
             if not (last and done.get("ok")):
                 shutil.rmtree(output_dir, ignore_errors=True)  # only a whole-set run can be published
@@ -396,7 +401,7 @@ class Search:
         metric = self.search.get("metric") or next(
             (name for name in ("accuracy", "r2") if metrics.get(name) is not None), "validation_loss")
         if metrics.get(metric) is None:
-            return {"ok": False, "failed": f"its validation gave no {metric} (it has "
+            return {"ok": False, "failed": f"Its validation gave no {metric} (it has "
                                            f"{', '.join(sorted(metrics)) or 'no metrics'})."}
         return {"ok": True, "metric": metric, "score": metrics[metric], "metrics": metrics,
                 "size_mb": tree_bytes(output_dir) / 2**20, "latency_ms": self._latency_ms(result, output_dir),
@@ -437,7 +442,7 @@ class Search:
         trial = self.trials[number]
         trial["share"] = share
         if not done.get("ok"):
-            self._finish(number, "failed", f"Training it failed: {done['failed']}")
+            self._finish(number, "failed", done["failed"])
             return False
         trial.update({key: done[key] for key in ("metric", "score", "metrics", "latency_ms", "size_mb")})
         trial["elapsed_s"] = round((trial["elapsed_s"] or 0) + done["elapsed_s"], 3)

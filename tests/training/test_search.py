@@ -41,6 +41,10 @@ def linear_csv(rows: int = 240, seed: int = 7) -> str:
     return out.getvalue()
 
 
+# A space that trains fast, for the tests about something else than the scores.
+SMALL_SPACE = {"estimator": ["ridge", "random_forest", "gradient_boosting"], "n_estimators": [5, 10]}
+
+
 def search_body(dataset_id: str, **search) -> dict:
     return {"task": "tabular", "dataset_id": dataset_id, "hyperparameters": {"seed": 3},
             "search": {"trials": 6, **search}}
@@ -133,7 +137,7 @@ def test_the_same_search_tries_the_same_configurations_and_halving_narrows_them(
 def test_a_limit_no_configuration_meets_fails_the_job_saying_which_each_missed(api, linear):
     client, headers = api.client, api.headers
     job = wait_job(client, headers, start_job(client, headers, "tiny", **search_body(
-        linear["id"], trials=3, max_size_mb=0.000001))["id"])
+        linear["id"], trials=3, max_size_mb=0.000001, space=SMALL_SPACE))["id"])
     assert job["status"] == "failed"
     assert job["message"].startswith("No configuration trained on the whole training set met the search's limits")
     assert "max_size_mb 1e-06" in job["message"] and "3 rejected" in job["message"]
@@ -142,9 +146,16 @@ def test_a_limit_no_configuration_meets_fails_the_job_saying_which_each_missed(a
     assert job["version"] is None
     assert client.get("/models/tiny/versions", headers=headers).json == []
 
+    # A metric the data has not (accuracy of a regression): each trial fails, saying so.
+    unranked = wait_job(client, headers, start_job(client, headers, "unranked", **search_body(
+        linear["id"], trials=2, metric="accuracy", space=SMALL_SPACE))["id"])
+    assert unranked["status"] == "failed" and "2 failed" in unranked["message"]
+    assert [trial["reason"] for trial in unranked["trials"]] == [
+        "Its validation gave no accuracy (it has mae, mse, r2, train_loss, validation_loss)."] * 2
+
     # A latency limit every configuration meets rejects none.
     loose = wait_job(client, headers, start_job(client, headers, "loose", **search_body(
-        linear["id"], trials=2, max_latency_ms=60_000, max_size_mb=1000))["id"])
+        linear["id"], trials=2, max_latency_ms=60_000, max_size_mb=1000, space=SMALL_SPACE))["id"])
     assert loose["status"] == "succeeded" and [t["status"] for t in loose["trials"]] == ["kept", "kept"]
 
 

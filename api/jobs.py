@@ -24,6 +24,30 @@ from web.settings import current_settings
 blp = Blueprint("jobs", __name__, description="Training jobs: train your models on your datasets.")
 
 
+class SearchBody(StrictSchema):
+    method = fields.String(load_default="random", validate=validate.OneOf(["random", "halving"]), metadata={
+        "description": "random: every configuration trains on the whole training set; halving: successive halving, "
+                       "all start on a share of the rows and the best third go on to three times as many."})
+    trials = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "Configurations to try (at most INFER_TRAINING_SEARCH_MAX_TRIALS); left out: 8, or that "
+                       "setting if it is lower."})
+    time_budget_s = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "Seconds the search may take (at most INFER_TRAINING_SEARCH_MAX_TIME_S, its default); a "
+                       "trial started within it ends, the rest are over_budget."})
+    space = fields.Dict(load_default=None, allow_none=True, metadata={
+        "description": "Per hyperparameter: a list of values, or {min, max, log}; left out: the trainer's default "
+                       "space (docs/user-guide/training.md). Hyperparameters it leaves out keep the job's."})
+    max_latency_ms = fields.Float(load_default=None, allow_none=True,
+                                  validate=validate.Range(min=0, min_inclusive=False), metadata={
+        "description": "Reject a configuration whose median time to answer one validation row, measured on this "
+                       "server, is above this."})
+    max_size_mb = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False),
+                               metadata={"description": "Reject a configuration whose files take more MiB than this."})
+    metric = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "What ranks the trials: accuracy, macro_f1, r2, mae, mse or validation_loss (the lower the "
+                       "better for the last three); left out: accuracy, else r2."})
+
+
 class TrainBody(StrictSchema):
     task = fields.String(required=True, metadata={"description": "The task the trained model serves."})
     dataset_id = fields.String(required=True)
@@ -43,6 +67,10 @@ class TrainBody(StrictSchema):
                        "(see docs/user-guide/training.md's table); left out: the trainer's defaults. The job reports what it used."})
     webhook = fields.String(load_default=None, allow_none=True, metadata={
         "description": "A URL called once when the job ends (succeeded, failed or cancelled) with the job object, signed like prediction webhooks (X-Infer-Signature, GET /webhook-secret)."})
+    search = fields.Nested(SearchBody, load_default=None, allow_none=True, metadata={
+        "description": "Search hyperparameters (tabular and text-classification): try several configurations, "
+                       "drawn from `space` over `hyperparameters` (seeded by its seed), and keep the best as the "
+                       "version; the job's trials are the leaderboard."})
 
     @validates_schema
     def one_validation(self, data, **kwargs):
@@ -82,6 +110,11 @@ class JobObject(Schema):
     validation_rows = fields.Integer(allow_none=True)
     samples_per_second = fields.Float(allow_none=True)
     version = fields.Integer(allow_none=True, metadata={"description": "The model version it made."})
+    search = fields.Dict(allow_none=True, metadata={"description": "A search job's search, its space filled in."})
+    trials = fields.List(fields.Dict(), allow_none=True, metadata={"description": (
+        "A search's leaderboard, best first: per configuration its trial number, hyperparameters (searched: the "
+        "drawn ones), status (queued, running, kept, eliminated, rejected, over_budget, failed) and reason, "
+        "metric and score, metrics, latency_ms, size_mb, share (of the training rows), rounds, rank and best.")})
     attempts = fields.Integer(metadata={"description": "Starts: more than 1 when it resumed after a crash."})
     created_at = fields.String()
     started_at = fields.String(allow_none=True)
@@ -124,6 +157,7 @@ def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
         "epochs": list(job.epochs or []) if with_epochs else [], "best_epoch": job.best_epoch,
         "metrics": job.metrics, "train_rows": job.train_rows, "validation_rows": job.validation_rows,
         "samples_per_second": job.samples_per_second, "version": job.version_number, "attempts": job.attempts,
+        "search": job.search, "trials": job.trials,
         "created_at": iso_time(job.created_at), "started_at": iso_time(job.started_at),
         "finished_at": iso_time(job.finished_at), "webhook": job.webhook,
     }

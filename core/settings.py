@@ -412,6 +412,13 @@ class Settings:
         "seconds before another process takes over a job or parse whose process died",
     )
     account_max_active_jobs: int = setting(4, "queued or running training jobs per account (429)")
+    # A search job (POST /models/{name}/train with `search`) trains up to this
+    # many configurations in one training process, within a time budget of up
+    # to this many seconds (a trial started within it runs to its end).
+    training_search_max_trials: int = setting(20, "most configurations one search job tries (422)")
+    training_search_max_time_s: int = setting(
+        3600, "longest time budget of a search job, in seconds (422); also the budget of one that sends none",
+    )
     # Calls a private prediction URL answers per minute (429 above): the URL
     # needs no key, so whoever holds it spends its owner's compute.
     prediction_url_rate_per_min: int = setting(

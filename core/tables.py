@@ -248,6 +248,11 @@ class TrainingJob(Base):
     validation_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
     samples_per_second: Mapped[float | None] = mapped_column(nullable=True)
     version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A search job's request (method, trials, time_budget_s, space, limits,
+    # metric; None: a plain training job) and its leaderboard, one entry per
+    # configuration tried, saved as the child reports them (training/search.py).
+    search: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    trials: Mapped[list | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Bytes its folder (checkpoints, output) takes while it runs, measured by its
     # runner; counted in the account's stored bytes until the job ends.

@@ -22,6 +22,7 @@ from model_registry.resolve import hub_offline, unavailable_message
 from tasks.spec import NoTrainer, trainable_tasks, trainer_for
 from training.datasets import FORMAT_TASKS
 from training.paths import new_id
+from training.search import SEARCHABLE_TASKS, SearchProblem, check_search
 from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
 
@@ -32,6 +33,7 @@ from .models import RESERVED_NAMES, check_model_name
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 DEFAULT_VALIDATION_SPLIT = 0.2
+DEFAULT_SEARCH_TRIALS = 8
 
 
 def find(db, account_id: int, job_id: str) -> TrainingJob:
@@ -70,7 +72,8 @@ def cancel(ctx: ServiceContext, job_id: str) -> TrainingJob:
 def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     """Queue a job that trains a new version of the account's model `name` (made
     if need be). `request`: task, dataset_id, dataset_revision, base_model,
-    validation_split, validation_dataset_id, hyperparameters, as POST
+    validation_split, validation_dataset_id, hyperparameters, webhook and search
+    (several configurations, the best kept: training/search.py), as POST
     /models/{name}/train reads them."""
     check_model_name(name, "name")
     if name in RESERVED_NAMES:
@@ -81,6 +84,8 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     except NoTrainer:
         raise _invalid("task", f"{task!r} cannot be trained; tasks that can: "
                                f"{', '.join(trainable_tasks())}.") from None
+    if request.get("search") is not None and task not in SEARCHABLE_TASKS:
+        raise _invalid("search", f"{task} cannot be searched yet; tasks that can: {', '.join(SEARCHABLE_TASKS)}.")
     db, account_id = ctx.db, ctx.account_id
     dataset = _ready_dataset(ctx, request["dataset_id"], "dataset_id", task, trainer)
     validation_id, validation = request.get("validation_dataset_id"), None
@@ -96,6 +101,10 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     problem = trainer.check(hyperparameters, stats or {})
     if problem:
         raise _invalid("hyperparameters", problem)
+    split = request.get("validation_split")
+    search = request.get("search")
+    if search is not None:
+        search = _search(ctx, task, trainer, hyperparameters, search, split == 0 and not validation_id)
     _check_active_jobs(ctx)
     check_room(db, ctx.config, account_id, "start a training job")  # its checkpoints and version count
     model = lookup_model(db, account_id, name)
@@ -104,13 +113,13 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         model = UserModel(account_id=account_id, name=name, tasks=[])
         db.add(model)
         db.flush()
-    split = request.get("validation_split")
     job = TrainingJob(
         id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
         task=task, base_model=base_model, dataset_id=dataset.id, dataset_revision=revision,
         validation_dataset_id=validation_id, validation_dataset_revision=validation.revision if validation_id else None,
         validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
-        hyperparameters=hyperparameters, epochs=[], log="", webhook=request.get("webhook"),
+        hyperparameters=hyperparameters, epochs=[], log="", webhook=request.get("webhook"), search=search,
+        trials=[] if search else None,
     )
     db.add(job)
     db.commit()
@@ -181,6 +190,29 @@ def _hyperparameters(trainer, sent: dict) -> dict:
         errors = {f"hyperparameters.{key}": value for key, value in exc.messages.items()}
         problems = "; ".join(f"{key}: {' '.join(map(str, value))}" for key, value in errors.items())
         raise InvalidInput(f"Invalid request. {problems}", errors=errors) from None
+
+
+def _search(ctx: ServiceContext, task: str, trainer, hyperparameters: dict, search: dict,
+            no_validation: bool) -> dict:
+    """The search as the job keeps it (training/search.py runs it): within the
+    service's limits, its space read against the trainer's schema."""
+    config = ctx.config
+    if no_validation:
+        raise _invalid("validation_split", "a search ranks its trials on validation rows; send a share above 0 "
+                                           "or a validation_dataset_id.")
+    search = {**search, "trials": search.get("trials") or min(DEFAULT_SEARCH_TRIALS, config.training_search_max_trials)}
+    if search["trials"] > config.training_search_max_trials:
+        raise _invalid("search.trials", f"at most {config.training_search_max_trials} "
+                                        "(INFER_TRAINING_SEARCH_MAX_TRIALS).")
+    budget = search.get("time_budget_s")
+    if budget is not None and budget > config.training_search_max_time_s:
+        raise _invalid("search.time_budget_s", f"at most {config.training_search_max_time_s} s "
+                                               "(INFER_TRAINING_SEARCH_MAX_TIME_S).")
+    try:
+        checked = check_search(task, trainer.hyperparameters, hyperparameters, search)
+    except SearchProblem as exc:
+        raise _invalid(f"search.{exc.field}", exc.problem) from None
+    return {**checked, "time_budget_s": budget or config.training_search_max_time_s}
 
 
 def _check_active_jobs(ctx: ServiceContext) -> None:

@@ -152,13 +152,21 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
     events.log(f"training {request.task} with {trainer.library}"
                + (f" from {request.base_model}" if request.base_model else "")
                + f" on {len(train_rows)} rows, validating on {len(validation_rows)}")
-    result = trainer.train(TrainingRun(
-        job_id=request.job_id, task=request.task, base_model=request.base_model,
-        base_model_dir=request.base_model_dir, base_model_file=request.base_model_file,
-        hyperparameters=request.hyperparameters, train_rows=train_rows, validation_rows=validation_rows,
-        dataset_format=request.dataset_format, dataset_dir=request.dataset_dir, checkpoint_dir=checkpoint_dir,
-        output_dir=output_dir, reporter=events, torch_threads=threads,
-    ))
+    def training_run(hyperparameters, rows, checkpoints, output, reporter) -> TrainingRun:
+        return TrainingRun(
+            job_id=request.job_id, task=request.task, base_model=request.base_model,
+            base_model_dir=request.base_model_dir, base_model_file=request.base_model_file,
+            hyperparameters=hyperparameters, train_rows=rows, validation_rows=validation_rows,
+            dataset_format=request.dataset_format, dataset_dir=request.dataset_dir, checkpoint_dir=checkpoints,
+            output_dir=output, reporter=reporter, torch_threads=threads,
+        )
+
+    if request.search:  # several configurations, the best one's files left in output_dir
+        from .search import Search
+
+        result = Search(request, trainer, train_rows, validation_rows, job_dir, events, training_run).run()
+    else:
+        result = trainer.train(training_run(request.hyperparameters, train_rows, checkpoint_dir, output_dir, events))
     # The new version must serve before it is published: load it as the service
     # will and run each task once, as a build does with an upload.
     version = formats.Version(0, list(result.tasks), output_dir, "", Settings().with_overrides(request.settings), None,

@@ -55,6 +55,8 @@ class TrainingRequest(Record):
     settings: dict = field(default_factory=dict)
     # In the sandbox, which starts the child niced already: its scheduler group's niceness.
     autogroup_nice: int = 0
+    # A search job's request (training/search.py runs it); None: train once.
+    search: dict | None = None
 
 
 @dataclass(frozen=True)

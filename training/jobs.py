@@ -201,6 +201,7 @@ class TrainingJobs(Runner):
             nice=config.training_nice, memory_mb=config.training_memory_mb,
             # What loading the trained version needs to check it (the base model's folder).
             settings={"MODEL_DIR": config.model_dir, "DATA_DIR": "", "TORCH_THREADS": 1},
+            search=job.search,
         )
 
     def _supervise(self, job_id: str, account_id: int, folder: str, request: TrainingRequest,

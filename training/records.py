@@ -47,6 +47,17 @@ def best_by_validation_loss(epochs: list[dict]) -> int | None:
     return min(scored, key=lambda entry: entry["validation_loss"])["epoch"]
 
 
+def merge_trials(saved: list[dict], reported: list[dict]) -> list[dict]:
+    """A search's leaderboard (training/search.py): each configuration once, its
+    latest report replacing earlier ones (running -> kept, a resumed attempt's
+    report again), ranked ones first in rank order, then by trial number."""
+    merged = {entry["trial"]: entry for entry in saved}
+    for entry in reported:
+        merged[entry["trial"]] = entry
+    return sorted(merged.values(), key=lambda entry: (entry.get("rank") is None, entry.get("rank") or 0,
+                                                      entry["trial"]))
+
+
 class JobRecord:
     def __init__(self, sessions, job_id: str, keep_chars: int):
         self.sessions = sessions
@@ -58,6 +69,7 @@ class JobRecord:
         self._lock = threading.Lock()
         self._new_lines: list[str] = []
         self._new_epochs: list[dict] = []
+        self._new_trials: list[dict] = []
         self._rows: tuple[int, int] | None = None
 
     def load(self) -> TrainingJob | None:
@@ -93,6 +105,8 @@ class JobRecord:
                 self._new_lines.append(str(event.get("line", "")))
             elif kind == "epoch" and isinstance(event.get("stats"), dict) and "epoch" in event["stats"]:
                 self._new_epochs.append(event["stats"])
+            elif kind == "trial" and isinstance(event.get("trial"), dict) and "trial" in event["trial"]:
+                self._new_trials.append(event["trial"])
             elif kind == "rows":
                 self._rows = (int(event["train"]), int(event["validation"]))
             elif kind == "result":
@@ -115,6 +129,7 @@ class JobRecord:
         with self._lock:
             lines, self._new_lines = self._new_lines, []
             epochs, self._new_epochs = self._new_epochs, []
+            trials, self._new_trials = self._new_trials, []
             rows = self._rows
         with self.sessions() as session:
             job = session.get(TrainingJob, self.job_id)
@@ -131,6 +146,8 @@ class JobRecord:
                     merged[entry["epoch"]] = entry
                 job.epochs = [merged[epoch] for epoch in sorted(merged)]
                 job.best_epoch = best_by_validation_loss(job.epochs)
+            if trials:
+                job.trials = merge_trials(job.trials or [], trials)
             if lines:
                 job.log = self._append(job.log, lines)
             if rows:

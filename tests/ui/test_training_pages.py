@@ -261,3 +261,29 @@ def test_the_dataset_page_lists_revisions_adds_a_text_sample_and_removes_one(ali
     assert mallory.post(f"/ui/datasets/{dataset_id}/samples", {"text": "x", "label": "y"}).status_code == 404
     assert mallory.post(f"/ui/datasets/{dataset_id}/samples/s2/delete").status_code == 404
     assert client.get(f"/datasets/{dataset_id}", headers=headers).json["latest_revision"] == 3
+
+
+def test_a_search_job_page_shows_its_leaderboard(alice, mallory, api):
+    client, headers = api
+    dataset = add_dataset(client, headers, iris_csv())
+    # Three configurations: logistic regression (about 0.14 MB) fits the size limit, both forests (0.28 and
+    # 0.62 MB) do not.
+    started = client.post("/models/iris/train", headers=headers, json={
+        "task": "tabular", "dataset_id": dataset["id"],
+        "search": {"trials": 3, "space": {"estimator": ["random_forest", "logistic_regression"],
+                                          "n_estimators": [5, 20]}, "max_size_mb": 0.2}})
+    assert started.status_code == 202, started.json
+    done = wait_job(alice, started.json["id"])
+    assert done["status"] == "succeeded", done["message"]
+    assert [(t["status"], t["searched"]["estimator"]) for t in done["trials"]] == [
+        ("kept", "logistic_regression"), ("rejected", "random_forest"), ("rejected", "random_forest")]
+
+    page = html(alice.get(f"/ui/jobs/{done['id']}"))
+    table = re.search(r'<table id="trials-table"[^>]*>(.*?)</table>', page, re.S)[1]
+    rows = re.findall(r'<tr(?: class="best")? data-status="(\w+)">(.*?)</tr>', table, re.S)
+    assert [status for status, _ in rows] == ["kept", "rejected", "rejected"] and "at most 0.2 MB" in page
+    assert '<tr class="best" data-status="kept">' in table and "<td>1 (best)</td>" in table
+    for (_, cells), trial in zip(rows, done["trials"]):
+        assert f"<td>{trial['trial']}</td>" in cells and f"estimator={trial['searched']['estimator']}" in cells
+    assert all("is over max_size_mb 0.2" in cells for _, cells in rows[1:])
+    assert mallory.get(f"/ui/jobs/{done['id']}/live").status_code == 404

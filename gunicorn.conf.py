@@ -71,6 +71,7 @@ def post_worker_init(worker):
         app.extensions["training"].start()
     if app_settings.predictions:
         app.extensions["predictions"].start()
+        app.extensions["evaluations"].start()
     if app.extensions["work"].queued:
         from core.work import start_unloading_stale
 
@@ -98,6 +99,7 @@ def worker_exit(server, worker):
         app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
+        app.extensions["evaluations"].stop()
 
 
 def child_exit(server, worker):

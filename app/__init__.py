@@ -122,12 +122,16 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     from api.prediction_dispatch import run_in_background
     from core.work import make_work, start_unloading_stale
+    from predictions.evaluations import EvaluationRunner
     from predictions.runner import PredictionRunner
 
     app.extensions["predictions"] = prediction_runner = PredictionRunner(partial(run_in_background, app), settings,
                                                                          database.sessions)
+    # Evaluations send their rows down the asynchronous predictions' path.
+    app.extensions["evaluations"] = evaluation_runner = EvaluationRunner(partial(run_in_background, app), settings,
+                                                                         database.sessions, storage)
     app.extensions["work"] = work = make_work(settings)
-    for runner in (builder, parses, training_jobs, prediction_runner):
+    for runner in (builder, parses, training_jobs, prediction_runner, evaluation_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
@@ -150,6 +154,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from api import predictions as async_api
     from api import task_routes
     from api.datasets import blp as datasets_blp
+    from api.evaluations import blp as evaluations_blp
     from api.jobs import blp as jobs_blp
     from api.models import blp as models_blp
     from api.prediction_urls import blp as prediction_urls_blp
@@ -166,6 +171,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     rest_api.register_blueprint(versions_blp)
     rest_api.register_blueprint(datasets_blp)
     rest_api.register_blueprint(jobs_blp)
+    rest_api.register_blueprint(evaluations_blp)
     rest_api.register_blueprint(prediction_urls_blp)
     rest_api.register_blueprint(async_api.blp)
     rest_api.register_blueprint(keys_blp)
@@ -200,6 +206,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
         training_jobs.start()
     if loops and (settings.predictions if start_builder is None else start_builder):
         prediction_runner.start()
+        evaluation_runner.start()
     if work.queued and (settings.builder if start_builder is None else start_builder):
         start_unloading_stale(app)
     return app

@@ -68,6 +68,7 @@ def make_app(tmp_path):
         app.extensions["dataset_parses"].stop()
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
+        app.extensions["evaluations"].stop()
         if "unloading_stale" in app.extensions:
             app.extensions["unloading_stale"].set()
 

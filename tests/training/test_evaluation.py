@@ -5,6 +5,7 @@ and what another account or a wrong dataset gets."""
 
 import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -16,8 +17,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     r2_score,
 )
+from scipy.stats import pearsonr, spearmanr
 
+from ..openai_api.test_user_models import sentence_transformer_zip
 from ..ui.conftest import UiClient
+from ..uploads.helpers import deploy
 from .flow import add_dataset, iris_csv, start_job, until, wait_job
 
 
@@ -302,3 +306,71 @@ def test_evaluations_that_cannot_work_are_refused_with_what_to_fix(client_for):
     # A version never evaluated on the dataset compares as null, and the differences with it too.
     compared = client.get(f"/models/iris/compare?versions=1&dataset_id={text['id']}", headers=headers).json
     assert compared["versions"] == [{"version": 1, "evaluation": None}] and compared["table"] == []
+
+
+ANIMALS = ["a cat sleeps on the mat", "the dog runs in the park", "a bird sings at dawn", "fish swim in the lake",
+           "a horse eats hay", "the cow gives milk", "a fox hides in the wood", "bees make honey",
+           "an owl hunts at night", "the frog jumps in the pond", "a lamb follows its mother", "ants carry leaves"]
+REPHRASED = ["the cat naps on a rug", "a dog sprints through the park", "birds sing in the morning",
+             "lake fish are swimming", "hay is what the horse eats", "milk comes from the cow",
+             "the fox hides among trees", "honey is made by bees", "owls hunt after dark",
+             "a frog leaps into the pond", "the lamb walks after the ewe", "leaves carried by ants"]
+UNRELATED = ["stock prices fell today", "the train leaves at noon", "paint the fence blue", "taxes are due soon",
+             "the printer is out of ink", "bake the bread for an hour", "the meeting moved to friday",
+             "charge the phone overnight", "the road is closed", "water the plants", "the match ended in a draw",
+             "update the software"]
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def vectors_of(client, headers, model: str, texts: list[str]) -> np.ndarray:
+    answer = client.post("/text-vectorisation", json={"model": model, "text": texts}, headers=headers)
+    assert answer.status_code == 200, answer.json
+    vectors = np.array(answer.json["vector"], dtype=np.float64)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_vectors_are_scored_by_the_similarity_and_retrieval_scipy_and_numpy_compute_on_the_same_vectors(
+        client_for, tiny_sentence_model_dir):
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, TRAINER=True, TRAINING_POLL_S=0.1, PREDICTIONS=True,
+                     PREDICTION_POLL_S=0.1, EVALUATION_CHUNK_ROWS=5)
+    client, headers = api.client, api.headers
+    assert deploy(client, headers, "vectors", sentence_transformer_zip(tiny_sentence_model_dir))[
+        "build_status"] == "success"
+    scores = [round(0.9 - 0.05 * at, 2) for at in range(12)]
+    scored = add_dataset(client, headers, jsonl([
+        {"sentence1": left, "sentence2": right if at % 2 else other, "score": score}
+        for at, (left, right, other, score) in enumerate(zip(ANIMALS, REPHRASED, UNRELATED, scores))]))
+    triplets = add_dataset(client, headers, jsonl([
+        {"anchor": anchor, "positive": positive, "negative": negative}
+        for anchor, positive, negative in zip(ANIMALS, REPHRASED, UNRELATED)]))
+    assert (scored["format"], triplets["format"]) == ("scored-pairs", "text-triplets"), (scored, triplets)
+
+    similarity = wait_evaluation(client, headers, evaluate(client, headers, "vectors", 1, scored["id"])["id"])
+    assert similarity["status"] == "succeeded", similarity["message"]
+    assert similarity["task"] == "text-vectorisation" and similarity["rows_done"] == 12
+    lefts = vectors_of(client, headers, "vectors@1", ANIMALS)
+    rights = vectors_of(client, headers, "vectors@1", [REPHRASED[at] if at % 2 else UNRELATED[at] for at in range(12)])
+    cosine = np.sum(lefts * rights, axis=1)
+    assert similarity["metrics"]["spearman"] == pytest.approx(spearmanr(cosine, scores).statistic, abs=1e-6)
+    assert similarity["metrics"]["pearson"] == pytest.approx(pearsonr(cosine, scores).statistic, abs=1e-6)
+
+    retrieval = wait_evaluation(client, headers, evaluate(client, headers, "vectors", 1, triplets["id"])["id"])
+    assert retrieval["status"] == "succeeded", retrieval["message"]
+    anchors, positives, negatives = (vectors_of(client, headers, "vectors@1", texts)
+                                     for texts in (ANIMALS, REPHRASED, UNRELATED))
+    candidates = np.concatenate([positives, negatives])
+    ranks = []
+    for at, anchor in enumerate(anchors):
+        similarities = candidates @ anchor
+        ranks.append(int(np.sum(similarities >= similarities[at] - 1e-9)))  # its positive, ties counted against it
+    ranks = np.array(ranks)
+    metrics = retrieval["metrics"]
+    assert metrics["candidates"] == 24
+    assert metrics["accuracy_at_1"] == pytest.approx(np.mean(ranks == 1))
+    assert metrics["recall_at_5"] == pytest.approx(np.mean(ranks <= 5))
+    assert metrics["mrr"] == pytest.approx(np.mean(1 / ranks))
+    closer = np.sum(anchors * positives, axis=1) > np.sum(anchors * negatives, axis=1)
+    assert metrics["triplet_accuracy"] == pytest.approx(np.mean(closer))

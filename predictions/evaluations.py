@@ -14,11 +14,15 @@ dataset is gone, or when the version is (404).
 Claimed fairly between accounts, at most INFER_ACCOUNT_MAX_RUNNING_EVALUATIONS
 of one account at once, on the predictions queue (it is predictions). Progress
 (rows_done of rows_total) is saved after each chunk; a cancel is seen there
-too. A process that dies mid-evaluation stops renewing its lease and another
-runs it again from the start, up to INFER_PREDICTION_MAX_ATTEMPTS starts.
+too. A request answered 429 or 503 (a model's queue full, a model loading) is
+sent again after a pause before its rows count as failed. A process that
+stops hands its evaluations back after their current chunk; one that dies
+stops renewing the lease. Either way another process runs it again from the
+start, up to INFER_PREDICTION_MAX_ATTEMPTS starts.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, update
@@ -38,6 +42,11 @@ log = logging.getLogger(__name__)
 
 # Failed rows kept on the row, with why (all are counted).
 FAILURES_KEPT = 20
+# Answers that say "not now" (the model's queue is full, it is loading, a limit):
+# the same request again after a pause, doubled each time, before its rows count as failed.
+BUSY_STATUSES = (429, 503)
+BUSY_RETRIES = 3
+BUSY_PAUSE_S = 0.5
 
 
 def _due(now):
@@ -50,6 +59,10 @@ EVALUATIONS = WorkKind(Evaluation, due=_due, running=leased("running"), oldest_f
 
 class Cancelled(Exception):
     pass
+
+
+class Stopping(Exception):
+    """This process stops: the evaluation goes back to the queue, to run again elsewhere."""
 
 
 class EvaluationFailed(Exception):
@@ -103,6 +116,9 @@ class EvaluationRunner(Runner):
         with self.renewing(evaluation_id):
             try:
                 metrics, answered = self._evaluate(job)
+            except Stopping:
+                self.hand_back(evaluation_id)
+                return
             except Cancelled:
                 self._end(evaluation_id, "cancelled", "Cancelled while it ran.")
                 return
@@ -134,6 +150,8 @@ class EvaluationRunner(Runner):
                     outputs.append(outcome)
             if self._save(job.id, rows_done=start + len(chunk), rows_failed=failed, failures=list(failures)):
                 raise Cancelled()
+            if self.stopping:
+                raise Stopping()
         if not answered_rows:
             first = f" The first: row {failures[0]['row']}: {failures[0]['message']}" if failures else ""
             raise EvaluationFailed(f"No row of dataset {job.dataset_id} was answered ({failed} failed).{first}")
@@ -180,7 +198,11 @@ class EvaluationRunner(Runner):
             body = plan.body(model, rows, folder)
         except (UnusableAnswer, OSError) as exc:
             return _Failure(0, f"the row could not be read: {exc}")
-        status, answer = self.run_request(job.account_id, plan.path, body, job.id)
+        for retry in range(BUSY_RETRIES + 1):
+            status, answer = self.run_request(job.account_id, plan.path, body, job.id)
+            if status not in BUSY_STATUSES or retry == BUSY_RETRIES or self.stopping:
+                break
+            time.sleep(BUSY_PAUSE_S * 2 ** retry)
         if status >= 400:
             message = answer.get("message") if isinstance(answer, dict) else None
             return _Failure(status, str(message or answer)[:500])

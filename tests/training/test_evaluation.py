@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 from scipy.stats import pearsonr, spearmanr
 
+from ..conftest import new_key
 from ..openai_api.test_user_models import sentence_transformer_zip
 from ..ui.conftest import UiClient
 from ..uploads.helpers import deploy
@@ -299,10 +300,22 @@ def test_evaluations_that_cannot_work_are_refused_with_what_to_fix(client_for):
     assert client.get(f"/models/iris/compare?versions={too_many}&dataset_id={tabular['id']}",
                       headers=headers).status_code == 422
 
-    # Nothing runs evaluations in this app: the first stays queued, the second is over the limit.
-    evaluate(client, headers, "iris", 1, tabular["id"])
+    # Nothing runs evaluations in this app: the first (the UI's form) stays queued, the second is over the limit.
+    ui = UiClient(api.app, api.key)
+    assert ui.post("/ui/models/iris/evaluate", {"version": "1", "dataset_id": tabular["id"]}).status_code == 302
+    (queued,) = client.get("/evaluations", headers=headers).json["data"]
+    assert (queued["status"], queued["version"], queued["dataset_id"]) == ("queued", 1, tabular["id"])
     answer = client.post("/models/iris/versions/1/evaluate", json={"dataset_id": tabular["id"]}, headers=headers)
     assert answer.status_code == 429 and "INFER_ACCOUNT_MAX_ACTIVE_EVALUATIONS" in answer.json["message"]
+    refused_page = ui.post("/ui/models/iris/evaluate", {"version": "1", "dataset_id": tabular["id"]},
+                           follow_redirects=True).get_data(as_text=True)
+    assert "INFER_ACCOUNT_MAX_ACTIVE_EVALUATIONS" in refused_page and queued["id"] in refused_page
+    assert ui.post(f"/ui/evaluations/{queued['id']}/cancel").status_code == 302
+    assert client.get(f"/evaluations/{queued['id']}", headers=headers).json["status"] == "cancelled"
+    # Another account's model page and cancel button: not found.
+    mallory = UiClient(api.app, new_key(api.app, "mallory"))
+    assert mallory.get("/ui/models/iris/compare").status_code == 404
+    assert mallory.post(f"/ui/evaluations/{queued['id']}/cancel").status_code == 404
     # A version never evaluated on the dataset compares as null, and the differences with it too.
     compared = client.get(f"/models/iris/compare?versions=1&dataset_id={text['id']}", headers=headers).json
     assert compared["versions"] == [{"version": 1, "evaluation": None}] and compared["table"] == []
@@ -374,3 +387,40 @@ def test_vectors_are_scored_by_the_similarity_and_retrieval_scipy_and_numpy_comp
     assert metrics["mrr"] == pytest.approx(np.mean(1 / ranks))
     closer = np.sum(anchors * positives, axis=1) > np.sum(anchors * negatives, axis=1)
     assert metrics["triplet_accuracy"] == pytest.approx(np.mean(closer))
+
+
+HELD_OUT_REVIEWS = [("a marvellous concert", "positive"), ("I adore this place", "positive"),
+                    ("such a pleasant surprise", "positive"), ("kind and helpful staff", "positive"),
+                    ("an excellent book", "positive"), ("not good at all", "negative"),
+                    ("a horrible mess", "negative"), ("the food was awful", "negative"),
+                    ("boring and far too long", "negative"), ("I am very disappointed", "negative"),
+                    ("great", "negative"), ("terrible", "positive")]  # two mislabelled: no version is perfect
+
+
+def test_a_setfit_classifier_on_the_packaged_minilm_is_scored_as_scikit_learn_scores_its_answers(api):
+    from .test_text_classifier_flow import reviews_csv
+
+    client, headers = api.client, api.headers
+    train = add_dataset(client, headers, reviews_csv().decode(), text_column="review", label_column="sentiment")
+    held_out = add_dataset(client, headers, "text,label\n" + "".join(
+        f'"{text}",{label}\n' for text, label in HELD_OUT_REVIEWS))
+    assert (train["status"], held_out["format"]) == ("ready", "text-label"), (train, held_out)
+    job = wait_job(client, headers, start_job(client, headers, "sentiment", task="text-classification",
+                                              dataset_id=train["id"], validation_split=0.25,
+                                              hyperparameters={"epochs": 1, "num_iterations": 5})["id"])
+    assert job["status"] == "succeeded", job["message"]
+
+    done = wait_evaluation(client, headers, evaluate(client, headers, "sentiment", 1, held_out["id"])["id"])
+    assert done["status"] == "succeeded", done["message"]
+    assert done["task"] == "text-classification" and (done["rows_done"], done["rows_failed"]) == (12, 0)
+    texts, gold = [text for text, _ in HELD_OUT_REVIEWS], [label for _, label in HELD_OUT_REVIEWS]
+    answer = client.post("/text-classification", json={"model": "sentiment@1", "text": texts}, headers=headers)
+    assert answer.status_code == 200, answer.json
+    predicted = [max(scores, key=scores.get) for scores in answer.json["probabilities"]]
+    labels = ["negative", "positive"]
+    metrics = done["metrics"]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, labels=labels, average="macro"))
+    assert metrics["confusion_matrix"] == {"labels": labels,
+                                           "matrix": confusion_matrix(gold, predicted, labels=labels).tolist()}
+    assert metrics["accuracy"] < 1.0

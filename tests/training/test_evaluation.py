@@ -407,10 +407,12 @@ def test_a_setfit_classifier_on_the_packaged_minilm_is_scored_as_scikit_learn_sc
     assert (train["status"], held_out["format"]) == ("ready", "text-label"), (train, held_out)
     job = wait_job(client, headers, start_job(client, headers, "sentiment", task="text-classification",
                                               dataset_id=train["id"], validation_split=0.25,
-                                              hyperparameters={"epochs": 1, "num_iterations": 5})["id"])
+                                              hyperparameters={"epochs": 1, "num_iterations": 5})["id"],
+                   timeout_s=900)  # the machine's cores may be shared with other test runs
     assert job["status"] == "succeeded", job["message"]
 
-    done = wait_evaluation(client, headers, evaluate(client, headers, "sentiment", 1, held_out["id"])["id"])
+    done = wait_evaluation(client, headers, evaluate(client, headers, "sentiment", 1, held_out["id"])["id"],
+                           timeout_s=600)
     assert done["status"] == "succeeded", done["message"]
     assert done["task"] == "text-classification" and (done["rows_done"], done["rows_failed"]) == (12, 0)
     texts, gold = [text for text, _ in HELD_OUT_REVIEWS], [label for _, label in HELD_OUT_REVIEWS]

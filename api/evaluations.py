@@ -71,8 +71,9 @@ class EvaluationObject(Schema):
     rows_total = fields.Integer(allow_none=True, metadata={"description": "The dataset's rows (once it runs)."})
     rows_done = fields.Integer(metadata={"description": "Rows sent and answered or failed so far."})
     rows_failed = fields.Integer(metadata={"description": "Rows the version failed on: left out of the metrics."})
-    failures = fields.List(fields.Dict(), metadata={"description": "The first failed rows: row (1-based), status, "
-                                                                   "message."})
+    failures = fields.List(fields.Dict(), metadata={"description": "The first 20 failed rows: row (1-based, in the "
+                                                                   "dataset's parsed rows), status (the answer's; 0: "
+                                                                   "the row could not be read), message."})
     metrics = fields.Dict(allow_none=True, metadata={"description": (
         "Once it succeeded, by task: classification: accuracy, macro_f1, per_class, confusion_matrix (rows: true "
         "label, columns: predicted, in its `labels` order); tabular numbers: r2, mae, mse; scored-pairs: spearman, "

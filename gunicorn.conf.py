@@ -105,6 +105,7 @@ def post_worker_init(worker):
     if app_settings.predictions:
         app.extensions["predictions"].start()
         app.extensions["batches"].start()
+        app.extensions["evaluations"].start()
     from web.work_metrics import start_sampling_batch_queues
 
     start_sampling_batch_queues(app.extensions["models"])  # /metrics' infer_batch_queue_length
@@ -136,6 +137,7 @@ def worker_exit(server, worker):
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
         app.extensions["batches"].stop()  # after the lines in flight: another worker resumes it
+        app.extensions["evaluations"].stop()
 
 
 def child_exit(server, worker):

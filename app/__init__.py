@@ -124,14 +124,18 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from api.webhook_payloads import payload_of
     from core.work import make_work, start_unloading_stale
     from predictions.batches import BatchRunner
+    from predictions.evaluations import EvaluationRunner
     from predictions.runner import PredictionRunner
 
     app.extensions["predictions"] = prediction_runner = PredictionRunner(
         partial(run_in_background, app), settings, database.sessions, partial(payload_of, app))
     app.extensions["batches"] = batch_runner = BatchRunner(partial(run_in_background, app), settings,
                                                            database.sessions, storage)
+    # Evaluations send their rows down the asynchronous predictions' path.
+    app.extensions["evaluations"] = evaluation_runner = EvaluationRunner(partial(run_in_background, app), settings,
+                                                                         database.sessions, storage)
     app.extensions["work"] = work = make_work(settings)
-    for runner in (builder, parses, training_jobs, prediction_runner, batch_runner):
+    for runner in (builder, parses, training_jobs, prediction_runner, batch_runner, evaluation_runner):
         work.add(runner)
     if work.queued:
         # Workers (`flask --app wsgi worker`) run the work; this process only
@@ -156,6 +160,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     from api import task_routes
     from api.batches import blp as batches_blp
     from api.datasets import blp as datasets_blp
+    from api.evaluations import blp as evaluations_blp
     from api.jobs import blp as jobs_blp
     from api.models import blp as models_blp
     from api.prediction_urls import blp as prediction_urls_blp
@@ -172,6 +177,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     rest_api.register_blueprint(versions_blp)
     rest_api.register_blueprint(datasets_blp)
     rest_api.register_blueprint(jobs_blp)
+    rest_api.register_blueprint(evaluations_blp)
     rest_api.register_blueprint(prediction_urls_blp)
     rest_api.register_blueprint(async_api.blp)
     rest_api.register_blueprint(batches_blp)
@@ -208,6 +214,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     if loops and (settings.predictions if start_builder is None else start_builder):
         prediction_runner.start()
         batch_runner.start()
+        evaluation_runner.start()
     if work.queued and (settings.builder if start_builder is None else start_builder):
         start_unloading_stale(app)
     return app

@@ -450,6 +450,16 @@ class Settings:
         86_400,
         "seconds a finished prediction (input, output) is kept before it is deleted",
     )
+    # Evaluations (predictions/evaluations.py): a version run on a dataset, its
+    # rows sent as asynchronous predictions are, a chunk at a time (at most
+    # INFER_MAX_BATCH_SIZE rows a request), by the processes that run
+    # predictions. How many one process runs at once, how many rows go in one
+    # request, and how many an account may have queued or running (429 above).
+    evaluation_threads: int = setting(1, "evaluations one process runs at once (where predictions run)")
+    evaluation_chunk_rows: int = setting(
+        32, "dataset rows sent to the version in one request of an evaluation (at most INFER_MAX_BATCH_SIZE)")
+    account_max_active_evaluations: int = setting(2, "queued or running evaluations per account (429)")
+    compare_max_versions: int = setting(10, "versions one comparison (GET /models/{name}/compare) names (422)")
     # Webhooks of finished predictions: networks they may reach besides public
     # addresses (comma-separated CIDRs, e.g. "10.0.0.0/8"; loopback, private,
     # link-local and reserved addresses are refused unless listed), seconds per
@@ -643,6 +653,7 @@ class Settings:
     account_max_running_builds: int = setting(1, "builds one account runs at once (the rest wait queued)")
     account_max_running_parses: int = setting(1, "dataset parses one account runs at once (the rest wait)")
     account_max_running_jobs: int = setting(1, "training jobs one account runs at once (the rest wait queued)")
+    account_max_running_evaluations: int = setting(1, "evaluations one account runs at once (the rest wait queued)")
     # Webhooks are called on a pool of their own in each process that runs
     # predictions (predictions/webhook_pool.py), never on a prediction's thread:
     # WEBHOOK_THREADS calls at once, at most WEBHOOK_ACCOUNT_THREADS of them for

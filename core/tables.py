@@ -265,6 +265,42 @@ class TrainingJob(Base):
     webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
+class Evaluation(Base):
+    """A version run on a dataset and scored: queued -> running -> succeeded |
+    failed | cancelled (predictions/evaluations.py). Its rows go through the
+    version as asynchronous predictions do; the metrics are the task's
+    (predictions/evaluation_metrics.py). An evaluation whose process died runs
+    again from the start (attempts counts the starts)."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "eval_" + random
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)  # creation order, for cursor pagination
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("user_models.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    version_number: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(40))
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_format: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    rows_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)  # answered or failed
+    rows_failed: Mapped[int] = mapped_column(Integer, default=0)
+    # The first failed rows: [{row, status, message}] (the count is rows_failed).
+    failures: Mapped[list] = mapped_column(JSON, default=list)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Called when it ends (issue 26's webhooks deliver it; nothing here does).
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Prediction(Base):
     """An asynchronous prediction (a task request sent with Prefer: respond-async):
     queued -> running -> succeeded | failed | cancelled. Kept for

@@ -69,6 +69,7 @@ def make_app(tmp_path):
         app.extensions["training"].stop()
         app.extensions["predictions"].stop()
         app.extensions["batches"].stop()
+        app.extensions["evaluations"].stop()
         if "unloading_stale" in app.extensions:
             app.extensions["unloading_stale"].set()
 

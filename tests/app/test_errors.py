@@ -1,5 +1,7 @@
 """Bad input gets a 4xx JSON error that names what to fix; never a 500."""
 
+import re
+
 import pytest
 
 
@@ -112,7 +114,8 @@ def json_post_paths(app) -> list[str]:
         documented = getattr(getattr(view_class, "post", None), "_apidoc", {})
         return view_class is None or "arguments" in documented or "manual_doc" in documented
 
-    return sorted(rule.rule for rule in app.url_map.iter_rules()
+    # A number in the path (/models/{name}/versions/{n}/evaluate) is sent as one: the route must be reached.
+    return sorted(re.sub(r"<int:\w+>", "1", rule.rule) for rule in app.url_map.iter_rules()
                   if "POST" in rule.methods and not rule.rule.startswith("/v1/") and reads_a_body(rule)
                   and rule.endpoint not in app.config["PUBLIC_ENDPOINTS"] and not rule.endpoint.startswith("ui."))
 

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from core.pages import newest_first_page
 from core.tables import Evaluation
+from api.webhook_urls import check_webhook
 from core.times import iso_time
 from services import evaluations
 from services.evaluations import ACTIVE, FINISHED
@@ -28,6 +29,11 @@ class EvaluateBody(StrictSchema):
         "description": "One of your ready datasets, of a format of the version's task: text-label "
                        "(text-classification), image-folders (image-classification), tabular, scored-pairs, "
                        "text-pairs or text-triplets (text-vectorisation)."})
+    dataset_revision = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "The dataset's revision to evaluate on (GET /datasets/{id}/revisions); left out: its latest."})
+    webhook = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "A URL called once when the evaluation ends, with the evaluation object, signed like "
+                       "prediction webhooks (X-Infer-Signature, GET /webhook-secret)."})
 
 
 class EvaluationsQuery(Schema):
@@ -56,6 +62,8 @@ class CompareQuery(Schema):
     versions = VersionNumbers(required=True, metadata={
         "description": "Version numbers separated by commas; the differences are against the first."})
     dataset_id = fields.String(required=True)
+    dataset_revision = fields.Integer(load_default=None, validate=validate.Range(min=1), metadata={
+        "description": "Only evaluations on this revision of the dataset; left out: each version's latest on any."})
 
 
 class EvaluationObject(Schema):
@@ -65,6 +73,7 @@ class EvaluationObject(Schema):
     version = fields.Integer()
     task = fields.String()
     dataset_id = fields.String()
+    dataset_revision = fields.Integer(allow_none=True, metadata={"description": "The dataset's revision it read."})
     dataset_format = fields.String()
     status = fields.String(metadata={"description": "queued, running, succeeded, failed or cancelled"})
     message = fields.String()
@@ -83,6 +92,7 @@ class EvaluationObject(Schema):
     created_at = fields.String()
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
+    webhook = fields.String(allow_none=True, metadata={"description": "Called when it ends, if sent."})
 
 
 class EvaluationList(Schema):
@@ -108,6 +118,7 @@ class Comparison(Schema):
     object = fields.String(metadata={"description": "comparison"})
     model = fields.String()
     dataset_id = fields.String()
+    dataset_revision = fields.Integer(allow_none=True, metadata={"description": "The revision asked for, if one was."})
     baseline = fields.Integer(metadata={"description": "The version the differences are taken against."})
     versions = fields.List(fields.Nested(ComparedVersion))
     table = fields.List(fields.Nested(ComparedMetric))
@@ -117,12 +128,13 @@ def evaluation_object(evaluation: Evaluation) -> dict:
     return {
         "id": evaluation.id, "object": "evaluation", "model": evaluation.model_name,
         "version": evaluation.version_number, "task": evaluation.task, "dataset_id": evaluation.dataset_id,
-        "dataset_format": evaluation.dataset_format, "status": evaluation.status, "message": evaluation.message,
+        "dataset_revision": evaluation.dataset_revision, "dataset_format": evaluation.dataset_format,
+        "status": evaluation.status, "message": evaluation.message,
         "rows_total": evaluation.rows_total, "rows_done": evaluation.rows_done or 0,
         "rows_failed": evaluation.rows_failed or 0, "failures": list(evaluation.failures or []),
         "metrics": evaluation.metrics, "attempts": evaluation.attempts or 0,
         "created_at": iso_time(evaluation.created_at), "started_at": iso_time(evaluation.started_at),
-        "finished_at": iso_time(evaluation.finished_at),
+        "finished_at": iso_time(evaluation.finished_at), "webhook": evaluation.webhook,
     }
 
 
@@ -139,7 +151,9 @@ class Evaluate(MethodView):
     @blp.response(202, EvaluationObject)
     def post(self, body, name, number):
         """Evaluate version N of your model on one of your datasets: a background run storing the task's metrics"""
-        evaluation = evaluations.start(api_context(), name, number, body["dataset_id"])
+        check_webhook(body.get("webhook"))
+        evaluation = evaluations.start(api_context(), name, number, body["dataset_id"], body["dataset_revision"],
+                                       body.get("webhook"))
         return evaluation_object(evaluation), 202, {"Location": f"/evaluations/{evaluation.id}"}
 
 
@@ -157,7 +171,8 @@ class Compare(MethodView):
     @blp.response(200, Comparison)
     def get(self, query, name):
         """Versions side by side: each one's latest succeeded evaluation on a dataset, and the differences"""
-        return comparison_object(evaluations.compare(api_context(), name, query["versions"], query["dataset_id"]))
+        return comparison_object(evaluations.compare(api_context(), name, query["versions"], query["dataset_id"],
+                                                     query.get("dataset_revision")))
 
 
 @blp.route("/evaluations")

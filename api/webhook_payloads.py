@@ -8,12 +8,12 @@ from collections.abc import Callable
 from flask import Flask
 
 from api.batches import batch_object
+from api.evaluations import evaluation_object
 from api.jobs import job_object
 from api.versions import version_summary
-from core.tables import Batch, ModelVersion, TrainingJob, UserModel
+from core.tables import Batch, Evaluation, ModelVersion, TrainingJob, UserModel
 
-# event -> (session, object id) -> the object, or None when it is gone. An
-# evaluation's is added where evaluations are built.
+# event -> (session, object id) -> the object, or None when it is gone.
 PAYLOADS: dict[str, Callable] = {}
 
 
@@ -36,7 +36,12 @@ def _batch(session, object_id: str) -> dict | None:
     return None if row is None else batch_object(row)
 
 
-PAYLOADS.update(training_job=_training_job, build=_build, batch=_batch)
+def _evaluation(session, object_id: str) -> dict | None:
+    row = session.get(Evaluation, object_id)
+    return None if row is None else evaluation_object(row)
+
+
+PAYLOADS.update(training_job=_training_job, build=_build, batch=_batch, evaluation=_evaluation)
 
 
 def payload_of(app: Flask, event: str, object_id: str) -> dict | None:

@@ -283,6 +283,8 @@ class Evaluation(Base):
     task: Mapped[str] = mapped_column(String(40))
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     dataset_format: Mapped[str] = mapped_column(String(40))
+    # The dataset's revision it read (its latest when it was started, or the one asked for).
+    dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -292,7 +294,7 @@ class Evaluation(Base):
     # The first failed rows: [{row, status, message}] (the count is rows_failed).
     failures: Mapped[list] = mapped_column(JSON, default=list)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    # Called when it ends (issue 26's webhooks deliver it; nothing here does).
+    # Called when it ends, with the evaluation object (core/webhook_events.py).
     webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

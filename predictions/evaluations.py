@@ -31,9 +31,10 @@ from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
 from core.tables import Evaluation, utcnow
-from training.dataset_bundles import DatasetUnavailable, ensure_parsed_datasets
+from core.webhook_events import notify
+from training.dataset_bundles import DatasetUnavailable, ensure_parsed_revision
 from training.datasets import read_rows
-from training.paths import dataset_dir
+from training.paths import revision_dir
 
 from .evaluation_plans import PLANS, Plan, UnusableAnswer
 from .runner import RunRequest
@@ -94,6 +95,7 @@ class EvaluationRunner(Runner):
                                    .values(status="cancelled", cancel_requested=True, finished_at=utcnow(),
                                            message="Cancelled before it started."))
             if done.rowcount == 1:
+                notify(session, evaluation.account_id, "evaluation", evaluation.id, evaluation.webhook)
                 session.commit()
                 session.refresh(evaluation)
                 return
@@ -133,7 +135,7 @@ class EvaluationRunner(Runner):
 
     def _evaluate(self, job: "_Job") -> tuple[dict, int]:
         plan = PLANS[job.dataset_format]
-        rows, folder = self._rows(job.dataset_id)
+        rows, folder = self._rows(job.dataset_id, job.dataset_revision)
         self._save(job.id, rows_total=len(rows))
         model = f"{job.model_name}@{job.version_number}"
         chunk_rows = max(1, min(self.config.evaluation_chunk_rows, self.config.max_batch_size))
@@ -162,12 +164,14 @@ class EvaluationRunner(Runner):
         return {**metrics, "rows": len(rows), "rows_answered": len(answered_rows), "rows_failed": failed}, \
             len(answered_rows)
 
-    def _rows(self, dataset_id: str) -> tuple[list, str]:
+    def _rows(self, dataset_id: str, revision: int | None) -> tuple[list, str]:
+        """The rows of the revision the evaluation reads (fetched from the shared store if
+        another replica made it), and the folder their relative paths (images) are in."""
         try:
-            ensure_parsed_datasets(self.config, self.storage, dataset_id)
+            ensure_parsed_revision(self.config, self.storage, dataset_id, revision or 1)
         except DatasetUnavailable as exc:
             raise EvaluationFailed(str(exc)) from None
-        folder = dataset_dir(self.config.data_dir, dataset_id)
+        folder = revision_dir(self.config.data_dir, dataset_id, revision)
         try:
             rows = read_rows(folder)
         except FileNotFoundError:
@@ -229,9 +233,12 @@ class EvaluationRunner(Runner):
                 return  # the model was deleted meanwhile
             if row.cancel_requested and status != "failed":
                 status, message, metrics = "cancelled", "Cancelled while it ran.", None
-            session.execute(update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "running")
-                            .values(status=status, message=message, metrics=metrics, finished_at=utcnow(),
-                                    lease_until=None))
+            ended = session.execute(update(Evaluation).where(Evaluation.id == evaluation_id,
+                                                             Evaluation.status == "running")
+                                    .values(status=status, message=message, metrics=metrics, finished_at=utcnow(),
+                                            lease_until=None))
+            if ended.rowcount == 1:
+                notify(session, row.account_id, "evaluation", row.id, row.webhook)  # its webhook, if it has one
             session.commit()
         log.info("evaluation %s: %s: %s", evaluation_id, status, message)
 
@@ -242,7 +249,8 @@ class _Job:
     def __init__(self, row: Evaluation):
         self.id, self.account_id, self.attempts = row.id, row.account_id, row.attempts
         self.model_name, self.version_number = row.model_name, row.version_number
-        self.dataset_id, self.dataset_format = row.dataset_id, row.dataset_format
+        self.dataset_id, self.dataset_format, self.dataset_revision = (row.dataset_id, row.dataset_format,
+                                                                       row.dataset_revision)
 
 
 class _Failure:

@@ -253,6 +253,17 @@ def revisions(ctx: ServiceContext, dataset_id: str) -> list[DatasetRevision]:
     return rows
 
 
+def chosen_revision(ctx: ServiceContext, dataset: Dataset, pinned: int | None,
+                    field: str = "dataset_revision") -> tuple[int, dict | None]:
+    """(the revision a job or an evaluation reads: the one sent, else the latest; its statistics)."""
+    latest = dataset.revision or 1
+    if pinned is None or pinned == latest:
+        return latest, dataset.stats
+    if not 1 <= pinned <= latest:
+        raise _invalid(field, f"dataset {dataset.id} has revisions 1 to {latest}.")
+    return pinned, revision(ctx, dataset.id, pinned).stats
+
+
 def revision(ctx: ServiceContext, dataset_id: str, number: int) -> DatasetRevision:
     """One revision of the dataset; 404 when it has none of that number."""
     for row in revisions(ctx, dataset_id):

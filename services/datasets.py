@@ -12,7 +12,7 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 
 from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from core.tables import Dataset, TrainingJob, owned, utcnow
+from core.tables import Dataset, Evaluation, TrainingJob, owned, utcnow
 from training.dataset_bundles import discard_parsed_dataset, share_direct_upload
 from training.paths import dataset_dir, dataset_source, new_id, revisions_root
 from training.records import log_line
@@ -119,7 +119,8 @@ def _upload_url(ctx: ServiceContext, dataset_id: str, expires: int) -> str:
 
 
 def delete(ctx: ServiceContext, dataset_id: str) -> None:
-    """Delete the account's dataset and its files (not while a queued or running job trains on it)."""
+    """Delete the account's dataset and its files (not while a queued or running job
+    trains on it, or an evaluation reads it)."""
     dataset = get(ctx, dataset_id)
     in_use = ctx.db.scalar(select(TrainingJob.id).where(
         (TrainingJob.dataset_id == dataset.id) | (TrainingJob.validation_dataset_id == dataset.id),
@@ -127,6 +128,11 @@ def delete(ctx: ServiceContext, dataset_id: str) -> None:
     if in_use:
         raise Conflict(f"Job {in_use} trains on this dataset; cancel it (POST /jobs/{in_use}/cancel) or let it "
                        "finish before deleting the dataset.")
+    read_by = ctx.db.scalar(select(Evaluation.id).where(
+        Evaluation.dataset_id == dataset.id, Evaluation.status.in_(("queued", "running"))).limit(1))
+    if read_by:
+        raise Conflict(f"Evaluation {read_by} reads this dataset; cancel it (POST /evaluations/{read_by}/cancel) or "
+                       "let it finish before deleting the dataset.")
     revisions = dataset.revision or 1
     ctx.db.delete(dataset)  # its revisions' rows go with it (ON DELETE CASCADE)
     ctx.db.commit()

@@ -18,7 +18,7 @@ from predictions.evaluation_plans import NOT_EVALUATED, PLANS
 from training.paths import new_id
 from uploads.versions import has_files, version_numbered
 
-from . import datasets
+from . import dataset_edits, datasets
 from .account import ServiceContext
 from .models import get as get_model
 
@@ -66,8 +66,10 @@ def of_version(ctx: ServiceContext, name: str, number: int) -> list[Evaluation]:
         Evaluation.version_number == version.number).order_by(Evaluation.seq.desc())).all())
 
 
-def start(ctx: ServiceContext, name: str, number: int, dataset_id: str) -> Evaluation:
-    """Queue an evaluation of version `number` of the account's model `name` on its dataset."""
+def start(ctx: ServiceContext, name: str, number: int, dataset_id: str, dataset_revision: int | None = None,
+          webhook: str | None = None) -> Evaluation:
+    """Queue an evaluation of version `number` of the account's model `name` on its
+    dataset (its latest revision, or the one named), calling `webhook` when it ends."""
     model, version = _version(ctx, name, number)
     if version.status != "success":
         raise Conflict(f"Version {number} of {name!r} is {version.status}: only a built version can be evaluated.")
@@ -94,11 +96,12 @@ def start(ctx: ServiceContext, name: str, number: int, dataset_id: str) -> Evalu
         raise _invalid("dataset_id", f"dataset {dataset_id} is {dataset.format} data, which evaluates "
                                      f"{plan.task}; version {number} of {name!r} serves {', '.join(serves) or 'nothing'}"
                                      f" (its datasets: {', '.join(fitting) or 'none'}).")
+    revision, _stats = dataset_edits.chosen_revision(ctx, dataset, dataset_revision)
     _check_active(ctx)
     evaluation = Evaluation(
         id=new_id("eval"), seq=time.time_ns(), account_id=ctx.account_id, model_id=model.id, model_name=name,
         version_number=number, task=plan.task, dataset_id=dataset.id, dataset_format=dataset.format,
-        failures=[],
+        dataset_revision=revision, failures=[], webhook=webhook,
     )
     ctx.db.add(evaluation)
     ctx.db.commit()
@@ -115,8 +118,10 @@ def cancel(ctx: ServiceContext, evaluation_id: str) -> Evaluation:
     return evaluation
 
 
-def compare(ctx: ServiceContext, name: str, numbers: list[int], dataset_id: str) -> dict:
-    """The latest succeeded evaluation of each version on the dataset, side by side:
+def compare(ctx: ServiceContext, name: str, numbers: list[int], dataset_id: str,
+            dataset_revision: int | None = None) -> dict:
+    """The latest succeeded evaluation of each version on the dataset (on that
+    revision of it, if one is named), side by side:
     {versions: [{version, evaluation}], table: [{metric, values, differences}]},
     each difference against the first version named (null where either lacks the metric)."""
     most = ctx.config.compare_max_versions
@@ -127,10 +132,13 @@ def compare(ctx: ServiceContext, name: str, numbers: list[int], dataset_id: str)
     compared = []
     for number in numbers:
         _, version = _version(ctx, name, number)
-        latest = ctx.db.scalars(select(Evaluation).where(
+        statement = select(Evaluation).where(
             Evaluation.account_id == ctx.account_id, Evaluation.model_id == model.id,
             Evaluation.version_number == version.number, Evaluation.dataset_id == dataset_id,
-            Evaluation.status == "succeeded").order_by(Evaluation.seq.desc()).limit(1)).first()
+            Evaluation.status == "succeeded")
+        if dataset_revision is not None:
+            statement = statement.where(Evaluation.dataset_revision == dataset_revision)
+        latest = ctx.db.scalars(statement.order_by(Evaluation.seq.desc()).limit(1)).first()
         compared.append((number, latest))
     flat = [flatten(evaluation.metrics or {}) if evaluation else {} for _, evaluation in compared]
     names = sorted({key for metrics in flat for key in metrics}, key=_metric_order)
@@ -140,7 +148,7 @@ def compare(ctx: ServiceContext, name: str, numbers: list[int], dataset_id: str)
         base = values[0]
         table.append({"metric": metric, "values": values,
                       "differences": [None if base is None or value is None else value - base for value in values]})
-    return {"model": name, "dataset_id": dataset_id, "baseline": numbers[0],
+    return {"model": name, "dataset_id": dataset_id, "dataset_revision": dataset_revision, "baseline": numbers[0],
             "versions": [{"version": number, "evaluation": evaluation} for number, evaluation in compared],
             "table": table}
 

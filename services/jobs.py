@@ -97,7 +97,7 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     base_model = _base_model_key(task, trainer, request.get("base_model"))
     _check_base_model_files(ctx, base_model)
     hyperparameters = _hyperparameters(trainer, request.get("hyperparameters") or {})
-    revision, stats = _dataset_revision(ctx, dataset, request.get("dataset_revision"))
+    revision, stats = dataset_edits.chosen_revision(ctx, dataset, request.get("dataset_revision"))
     problem = trainer.check(hyperparameters, stats or {})
     if problem:
         raise _invalid("hyperparameters", problem)
@@ -142,16 +142,6 @@ def _ready_dataset(ctx: ServiceContext, dataset_id: str, field: str, task: str, 
                               f"{', '.join(FORMAT_TASKS.get(dataset.format, [])) or 'nothing'}; {task} trains on "
                               f"{', '.join(trainer.dataset_formats)}.")
     return dataset
-
-
-def _dataset_revision(ctx: ServiceContext, dataset: Dataset, pinned: int | None) -> tuple[int, dict | None]:
-    """(the revision the job trains on: the one sent, else the latest; its statistics)."""
-    latest = dataset.revision or 1
-    if pinned is None or pinned == latest:
-        return latest, dataset.stats
-    if not 1 <= pinned <= latest:
-        raise _invalid("dataset_revision", f"dataset {dataset.id} has revisions 1 to {latest}.")
-    return pinned, dataset_edits.revision(ctx, dataset.id, pinned).stats
 
 
 def _base_model_key(task: str, trainer, name: str | None) -> str | None:

@@ -21,6 +21,8 @@ from scipy.stats import pearsonr, spearmanr
 
 from ..conftest import new_key
 from ..openai_api.test_user_models import sentence_transformer_zip
+from ..predictions.test_event_webhooks import LOOPBACK, verified
+from ..predictions.test_webhooks import Receiver
 from ..ui.conftest import UiClient
 from ..uploads.helpers import deploy
 from .flow import add_dataset, iris_csv, start_job, until, wait_job
@@ -426,3 +428,55 @@ def test_a_setfit_classifier_on_the_packaged_minilm_is_scored_as_scikit_learn_sc
     assert metrics["confusion_matrix"] == {"labels": labels,
                                            "matrix": confusion_matrix(gold, predicted, labels=labels).tolist()}
     assert metrics["accuracy"] < 1.0
+
+
+@pytest.fixture
+def hook():
+    receiver = Receiver((200,))
+    yield receiver
+    receiver.close()
+
+
+def test_an_evaluation_reads_a_revision_of_its_dataset_calls_its_webhook_and_keeps_its_dataset(client_for, hook):
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1, PREDICTIONS=True, PREDICTION_POLL_S=0.1,
+                     WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
+    client, headers = api.client, api.headers
+    trained(client, headers, "iris", add_dataset(client, headers, iris_csv(), name="iris")["id"], seed=1)
+    held_out = add_dataset(client, headers, noisy_iris_csv(), name="noisy iris")
+    assert client.delete(f"/datasets/{held_out['id']}/classes/Iris-setosa", headers=headers).status_code == 200
+
+    started = client.post("/models/iris/versions/1/evaluate", headers=headers,
+                          json={"dataset_id": held_out["id"], "webhook": hook.url})
+    assert started.status_code == 202 and started.json["dataset_revision"] == 2, started.json
+    latest = wait_evaluation(client, headers, started.json["id"])
+    pinned = wait_evaluation(client, headers, client.post("/models/iris/versions/1/evaluate", headers=headers, json={
+        "dataset_id": held_out["id"], "dataset_revision": 1}).json["id"])
+    assert (latest["status"], latest["rows_total"], latest["dataset_revision"]) == ("succeeded", 100, 2)
+    assert (pinned["status"], pinned["rows_total"], pinned["dataset_revision"]) == ("succeeded", 150, 1)
+    # Revision 2 has no setosa left to score (the version may still answer it: a class with no support).
+    assert latest["metrics"]["per_class"].get("Iris-setosa", {"support": 0})["support"] == 0
+    assert pinned["metrics"]["per_class"]["Iris-setosa"]["support"] == 50
+
+    # The webhook: once, signed with the account's secret, the evaluation as GET answers it.
+    ((call_headers, body),) = hook.wait_calls(1)
+    assert call_headers["X-Infer-Event"] == "evaluation.finished"
+    assert verified(api, call_headers, body) == client.get(f"/evaluations/{latest['id']}", headers=headers).json
+
+    compared = client.get(f"/models/iris/compare?versions=1&dataset_id={held_out['id']}&dataset_revision=1",
+                          headers=headers)
+    assert compared.json["versions"][0]["evaluation"]["id"] == pinned["id"]
+    no_such = client.post("/models/iris/versions/1/evaluate", headers=headers,
+                          json={"dataset_id": held_out["id"], "dataset_revision": 3})
+    assert no_such.status_code == 422 and "revisions 1 to 2" in no_such.json["message"]
+
+
+def test_a_dataset_an_evaluation_waits_to_read_is_not_deleted(client_for):
+    api = client_for(TRAINER=True, TRAINING_POLL_S=0.1)  # no prediction runner: the evaluation stays queued
+    client, headers = api.client, api.headers
+    dataset = add_dataset(client, headers, iris_csv(), name="iris")
+    trained(client, headers, "iris", dataset["id"], seed=1)
+    queued = evaluate(client, headers, "iris", 1, dataset["id"])
+    refused = client.delete(f"/datasets/{dataset['id']}", headers=headers)
+    assert refused.status_code == 409 and queued["id"] in refused.json["message"]
+    assert client.post(f"/evaluations/{queued['id']}/cancel", headers=headers).status_code == 200
+    assert client.delete(f"/datasets/{dataset['id']}", headers=headers).status_code == 200

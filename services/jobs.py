@@ -7,6 +7,13 @@ the dataset (the account's, ready, of a format the task trains on), the base
 model (one the task's trainer can train from, with its files here when the hub
 is offline), the hyperparameters (the trainer's schema and limits), the
 account's limits.
+
+Keep training: `base_model` may also name one of the account's own versions,
+"name" (its serving version) or "name@3". A global model's name keeps its
+meaning: no account's model may take one (RESERVED_NAMES), so a name is either
+global or the account's, never both. The parent must be a successful version,
+trained here by the same task's trainer, that keeps its files; the job inherits
+its hyperparameters unless the request sends others.
 """
 
 import time
@@ -15,7 +22,7 @@ from marshmallow import ValidationError
 from sqlalchemy import func, select
 
 from core.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooManyRequests
-from core.tables import Dataset, TrainingJob, UserModel, owned
+from core.tables import Dataset, ModelVersion, TrainingJob, UserModel, owned
 from model_registry.availability import presence
 from model_registry.catalogue import MODELS, TASK_MODELS
 from model_registry.resolve import hub_offline, unavailable_message
@@ -24,6 +31,7 @@ from training.datasets import FORMAT_TASKS
 from training.paths import new_id
 from uploads.quotas import check_new_upload, check_room
 from uploads.user_models import lookup_model
+from uploads.versions import has_files, split_version_ref, version_numbered
 
 from . import datasets
 from .account import ServiceContext
@@ -88,10 +96,29 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         if validation.format != dataset.format:
             raise _invalid("validation_dataset_id", f"it is {validation.format} data; the dataset is "
                                                     f"{dataset.format}.")
-    base_model = _base_model_key(task, trainer, request.get("base_model"))
-    _check_base_model_files(ctx, base_model)
-    hyperparameters = _hyperparameters(trainer, request.get("hyperparameters") or {})
+    test_id = request.get("test_dataset_id")
+    if test_id:
+        if not trainer.scores_test_rows:
+            raise _invalid("test_dataset_id", f"the {task} trainer ({trainer.library}) does not score a test "
+                                              "dataset yet; leave test_dataset_id out.")
+        test = _ready_dataset(ctx, test_id, "test_dataset_id", task, trainer)
+        if test.format != dataset.format:
+            raise _invalid("test_dataset_id", f"it is {test.format} data; the dataset is {dataset.format}.")
+    parent = _parent_version(ctx, task, trainer, request.get("base_model"))
+    if parent is None:
+        base_model = _base_model_key(task, trainer, request.get("base_model"))
+        _check_base_model_files(ctx, base_model)
+        inherited = {}
+    else:
+        parent_job = db.get(TrainingJob, parent.job_id) if parent.job_id else None
+        # The catalogue model the lineage started from (None for scikit-learn), for the description.
+        base_model = parent_job.base_model if parent_job is not None else None
+        inherited = dict(parent_job.hyperparameters or {}) if parent_job is not None else {}
+    hyperparameters = _hyperparameters(trainer, {**inherited, **(request.get("hyperparameters") or {})})
     problem = trainer.check(hyperparameters, dataset.stats or {})
+    if problem:
+        raise _invalid("hyperparameters", problem)
+    problem = parent is not None and trainer.check_parent(hyperparameters, inherited)
     if problem:
         raise _invalid("hyperparameters", problem)
     _check_active_jobs(ctx)
@@ -107,7 +134,9 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         id=new_id("job"), seq=time.time_ns(), account_id=account_id, model_id=model.id, model_name=name,
         task=task, base_model=base_model, dataset_id=dataset.id, validation_dataset_id=validation_id,
         validation_split=None if validation_id else (DEFAULT_VALIDATION_SPLIT if split is None else split),
-        hyperparameters=hyperparameters, epochs=[], log="",
+        hyperparameters=hyperparameters, epochs=[], log="", test_dataset_id=test_id,
+        parent=({"model": parent.model.name, "version": parent.number} if parent is not None else None),
+        parent_version_id=parent.id if parent is not None else None,
     )
     db.add(job)
     db.commit()
@@ -130,6 +159,50 @@ def _ready_dataset(ctx: ServiceContext, dataset_id: str, field: str, task: str, 
                               f"{', '.join(FORMAT_TASKS.get(dataset.format, [])) or 'nothing'}; {task} trains on "
                               f"{', '.join(trainer.dataset_formats)}.")
     return dataset
+
+
+def _parent_version(ctx: ServiceContext, task: str, trainer, name: str | None) -> ModelVersion | None:
+    """The account's version that `base_model` names ("name" or "name@N"), or None
+    when it names a global model (or nothing). Another account's model answers as a
+    missing one: 404."""
+    if not name:
+        return None
+    model_name, number = split_version_ref(name)
+    if model_name in RESERVED_NAMES or name in RESERVED_NAMES:
+        return None  # a global model: _base_model_key checks it
+    model = lookup_model(ctx.db, ctx.account_id, model_name)
+    if model is None:
+        if not trainer.base_loaders:  # scikit-learn: no global model to have meant either
+            raise NotFound(f"base_model: model {model_name!r} not found; GET /models lists yours.")
+        raise NotFound(f"base_model: {model_name!r} is neither a global model {task} trains from nor one of "
+                       "your models; GET /trainers lists the global ones, GET /models yours.")
+    if number is None:
+        version = ctx.db.get(ModelVersion, model.current_version_id) if model.current_version_id else None
+        if version is None:
+            raise Conflict(f"base_model: your model {model_name!r} has no serving version yet; name one as "
+                           f"{model_name}@N.")
+    else:
+        version = version_numbered(ctx.db, model, number)
+        if version is None:
+            raise NotFound(f"base_model: your model {model_name!r} has no version {number}; "
+                           f"GET /models/{model_name}/versions lists them.")
+    label = f"{model_name}@{version.number}"
+    if version.status != "success":
+        raise Conflict(f"base_model: {label} is {version.status}; only a successful version can be trained on.")
+    if not has_files(ctx.config.data_dir, version):
+        raise Conflict(f"base_model: {label} no longer has its files (only the newest "
+                       f"{ctx.config.user_model_versions_kept} keep theirs: INFER_USER_MODEL_VERSIONS_KEPT).")
+    if not trainer.continues_from_formats:
+        raise _invalid("base_model", f"the {task} trainer ({trainer.library}) cannot keep training from a version "
+                                     "yet; train from a global model (GET /trainers lists them).")
+    if task not in (version.tasks or []):
+        raise _invalid("base_model", f"{label} serves {', '.join(version.tasks or []) or 'no task'}, not {task}; "
+                                     f"keep training a {task} version.")
+    if version.source != "training" or version.format not in trainer.continues_from_formats:
+        raise _invalid("base_model", f"{label} was {'uploaded' if version.source != 'training' else 'trained'} as "
+                                     f"{version.format or 'a model'}; the {task} trainer ({trainer.library}) keeps "
+                                     f"training only the versions it trained ({', '.join(trainer.continues_from_formats)}).")
+    return version
 
 
 def _base_model_key(task: str, trainer, name: str | None) -> str | None:

@@ -55,6 +55,12 @@ class TrainingRequest(Record):
     settings: dict = field(default_factory=dict)
     # In the sandbox, which starts the child niced already: its scheduler group's niceness.
     autogroup_nice: int = 0
+    # Keep training: the parent version's files (read-only) and which it is ({"model", "version"}).
+    parent_dir: str | None = None
+    parent: dict | None = None
+    # The test dataset scored once at the end, and how many training rows each epoch's train_ metrics read.
+    test_dataset_dir: str | None = None
+    train_metrics_rows: int = 1000
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class TrainingResult(Record):
     metrics: dict | None
     description: str = ""
     samples_per_second: float | None = None
+    test_metrics: dict | None = None
+    continued: str = ""  # with a parent: what continuing from it meant (trainers/base.py)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,10 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         parent_job = db.get(TrainingJob, parent.job_id) if parent.job_id else None
         # The catalogue model the lineage started from (None for scikit-learn), for the description.
         base_model = parent_job.base_model if parent_job is not None else None
+        if trainer.base_loaders and base_model not in MODELS:
+            raise Conflict(f"base_model: the global model {request['base_model']!r} was trained from is no longer "
+                           "known here; train from a global model instead.")
+        _check_base_model_files(ctx, base_model)  # an adapter trains on its base: both are needed
         inherited = dict(parent_job.hyperparameters or {}) if parent_job is not None else {}
     hyperparameters = _hyperparameters(trainer, {**inherited, **(request.get("hyperparameters") or {})})
     problem = trainer.check(hyperparameters, dataset.stats or {})

@@ -148,6 +148,24 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     return job
 
 
+def continuable_versions(ctx: ServiceContext, task: str) -> list[str]:
+    """The account's versions a `task` job can keep training from, as "name@N",
+    newest first (what the training form offers)."""
+    try:
+        trainer = trainer_for(task)
+    except NoTrainer:
+        return []
+    if not trainer.continues_from_formats:
+        return []
+    rows = ctx.db.execute(
+        select(UserModel.name, ModelVersion.number, ModelVersion.tasks).join(ModelVersion.model)
+        .where(UserModel.account_id == ctx.account_id, ModelVersion.source == "training",
+               ModelVersion.status == "success", ModelVersion.stored_bytes > 0,
+               ModelVersion.format.in_(trainer.continues_from_formats))
+        .order_by(ModelVersion.id.desc())).all()
+    return [f"{name}@{number}" for name, number, tasks in rows if task in (tasks or [])]
+
+
 def _invalid(field: str, problem: str) -> InvalidInput:
     return InvalidInput(f"Invalid request. {field}: {problem}", errors={field: [problem]})
 

@@ -233,3 +233,32 @@ def test_a_running_job_reports_its_epochs_as_they_come_and_cancel_stops_it(alice
     assert wait_job(alice, job_id)["status"] == "cancelled"
     live = html(alice.get(f"/ui/jobs/{job_id}/live"))
     assert 'class="status cancelled">cancelled<' in live and "data-final" in live and ">Cancel</button>" not in live
+
+
+def test_the_form_keeps_training_from_a_version_with_a_test_dataset_and_the_job_page_shows_them(alice, mallory, api):
+    client, headers = api
+    dataset = add_dataset(client, headers, iris_csv())
+    held = add_dataset(client, headers, iris_csv(), name="held")
+    first = wait_job(alice, job_id_of(start_from_form(alice, dataset["id"], task="tabular", model_name="iris")))
+    assert first["status"] == "succeeded", first["message"]
+
+    page = parsed_page(alice, dataset["id"])
+    assert '<option value="iris@1">iris@1</option>' in page
+    assert f'<option value="{held["id"]}">held ({held["id"]})</option>' in page
+    job_id = job_id_of(start_from_form(alice, dataset["id"], task="tabular", model_name="iris",
+                                       test_dataset_id=held["id"], **{"keep_from:tabular": "iris@1"}))
+    done = wait_job(alice, job_id)
+    assert done["status"] == "succeeded", done["message"]
+    assert done["parent"] == {"model": "iris", "version": 1} and done["test_metrics"]["accuracy"] > 0.9
+    page = html(alice.get(f"/ui/jobs/{job_id}"))
+    assert "<dt>Kept on from</dt>" in page and "iris@1" in page
+    assert "<dt>Test metrics</dt>" in page and "train_accuracy" in page  # an epochs table column
+    assert "kept on from iris@1" in html(alice.get("/ui/models/iris"))
+
+    # Mallory's own dataset page offers none of alice's versions, and naming one is refused as a missing model.
+    theirs = add_dataset(client, mallory_headers(mallory), iris_csv())
+    assert "iris@1" not in parsed_page(mallory, theirs["id"])
+    refused = start_from_form(mallory, theirs["id"], task="tabular", model_name="mine", **{"keep_from:tabular": "iris@1"})
+    missing = start_from_form(mallory, theirs["id"], task="tabular", model_name="mine", **{"keep_from:tabular": "ghost@1"})
+    assert refused.status_code == missing.status_code == 404
+    assert client.get("/jobs", headers=mallory_headers(mallory)).json["data"] == []

@@ -122,6 +122,7 @@ class LoraGenerationTrainer(TaskTrainer):
         kept = best_epoch(trainer.state) or int(round(trainer.state.epoch))
         test_metrics = None
         if test_set:  # the kept epoch's adapter (load_best_model_at_end put it back)
+            trainer.remove_callback(EpochReporter)  # this evaluation is no epoch of the job's
             loss = trainer.evaluate(eval_dataset=test_set, metric_key_prefix="test")["test_loss"]
             test_metrics = {"loss": loss, "perplexity": perplexity(loss), "rows": len(test_set)}
         _save(run, trainer.model)

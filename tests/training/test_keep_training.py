@@ -183,3 +183,48 @@ def test_keeping_on_from_what_cannot_be_continued_is_refused_with_what_to_fix(ap
     code, message = refused({**tabular, "base_model": "english"})
     assert code == 422 and "from scratch" in message
     assert client.get("/models/next", headers=headers).status_code == 404  # nothing was made
+
+
+POSITIVE = ["I love this", "what a great day", "wonderful film", "happy and joyful", "this is excellent",
+            "brilliant work", "I enjoyed it a lot", "fantastic service", "superb meal", "lovely people"]
+NEGATIVE = ["I hate this", "what an awful day", "terrible film", "sad and miserable", "this is horrible",
+            "dreadful work", "I regret buying it", "awful service", "disgusting meal", "rude people"]
+
+
+def reviews(positive, negative) -> str:
+    return "text,label\n" + "".join(f'"{text}",positive\n' for text in positive) + "".join(
+        f'"{text}",negative\n' for text in negative)
+
+
+def test_setfit_on_the_packaged_minilm_keeps_on_from_its_body_and_scores_a_test_set(api):
+    client, headers = api.client, api.headers
+    first = add_dataset(client, headers, reviews(POSITIVE[:5], NEGATIVE[:5]))
+    more = add_dataset(client, headers, reviews(POSITIVE, NEGATIVE))
+    test = add_dataset(client, headers, reviews(["a joyful day", "excellent film"], ["a horrible day", "awful film"]))
+    settings = {"epochs": 1, "num_iterations": 2}
+    parent = wait_job(client, headers, start_job(client, headers, "sentiment", task="text-classification",
+                                                 dataset_id=first["id"], validation_split=0,
+                                                 hyperparameters=settings)["id"])
+    assert parent["status"] == "succeeded", parent["message"]
+    assert parent["base_model"] == "all-MiniLM-L6-v2"
+
+    child = wait_job(client, headers, start_job(client, headers, "sentiment", task="text-classification",
+                                                dataset_id=more["id"], base_model="sentiment",
+                                                validation_split=0.2, test_dataset_id=test["id"])["id"])
+    assert child["status"] == "succeeded", child["message"]
+    assert child["parent"] == {"model": "sentiment", "version": 1}
+    assert child["base_model"] == "all-MiniLM-L6-v2"  # where the lineage started
+    assert child["hyperparameters"]["num_iterations"] == 2  # the parent's settings, inherited
+    log = client.get(f"/jobs/{child['id']}/log", headers=headers).json["log"]
+    assert "kept on from sentiment@1: continued from its sentence-transformer body's weights" in log
+    (epoch,) = child["epochs"]
+    assert epoch["train_metrics_rows"] == child["train_rows"] == 16
+    assert {"train_accuracy", "train_macro_f1", "train_per_class", "train_confusion_matrix"} <= set(epoch)
+    assert child["test_metrics"]["confusion_matrix"]["labels"] == ["negative", "positive"]
+    assert sum(map(sum, child["test_metrics"]["confusion_matrix"]["matrix"])) == 4
+    version = client.get("/models/sentiment/versions/2", headers=headers).json
+    assert version["parent"] == {"model": "sentiment", "version": 1}
+    assert version["metrics"]["test_accuracy"] == child["test_metrics"]["accuracy"]
+    answer = client.post("/text-classification", json={"model": "sentiment", "text": "what a wonderful meal"},
+                         headers=headers)
+    assert answer.status_code == 200, answer.json

@@ -152,7 +152,7 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
     os.makedirs(checkpoint_dir, exist_ok=True)
     parent = request.parent
     events.log(f"training {request.task} with {trainer.library}"
-               + (f" on from your version {parent['model']}@{parent['version']}" if parent
+               + (f", keeping on from your version {parent['model']}@{parent['version']}," if parent
                   else f" from {request.base_model}" if request.base_model else "")
                + f" on {len(train_rows)} rows, validating on {len(validation_rows)}"
                + (f", testing on {len(test_rows)}" if test_rows else ""))

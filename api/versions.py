@@ -26,7 +26,8 @@ class VersionSummary(Schema):
     job_id = fields.String(allow_none=True)
     dataset_id = fields.String(allow_none=True)
     metrics = fields.Dict(allow_none=True, metadata={
-        "description": "A trained version's kept epoch's statistics (and test_ ones, scored on its job's test dataset)."})
+        "description": "A trained version's kept epoch's statistics (and test_ ones, scored on its job's test "
+                       "dataset)."})
     parent = fields.Dict(allow_none=True, metadata={
         "description": "Lineage: the version it was trained on from, {model, version}; null when it started from a "
                        "global model, from nothing, or was uploaded. dataset_id is what it trained on."})

@@ -77,8 +77,9 @@ def cancel(ctx: ServiceContext, job_id: str) -> TrainingJob:
 
 def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
     """Queue a job that trains a new version of the account's model `name` (made
-    if need be). `request`: task, dataset_id, base_model, validation_split,
-    validation_dataset_id, hyperparameters, as POST /models/{name}/train reads them."""
+    if need be). `request`: task, dataset_id, base_model (a global model or one of
+    the account's versions), validation_split, validation_dataset_id,
+    test_dataset_id, hyperparameters, as POST /models/{name}/train reads them."""
     check_model_name(name, "name")
     if name in RESERVED_NAMES:
         raise Conflict(f"{name!r} is the name of a global model; train into a name of your own.")
@@ -114,17 +115,21 @@ def start(ctx: ServiceContext, name: str, request: dict) -> TrainingJob:
         # The catalogue model the lineage started from (None for scikit-learn), for the description.
         base_model = parent_job.base_model if parent_job is not None else None
         if trainer.base_loaders and base_model not in MODELS:
-            raise Conflict(f"base_model: the global model {request['base_model']!r} was trained from is no longer "
-                           "known here; train from a global model instead.")
+            raise Conflict(f"base_model: {request['base_model']!r} was trained from {base_model!r}, which is no "
+                           "longer a global model here; train from a global model instead.")
         _check_base_model_files(ctx, base_model)  # an adapter trains on its base: both are needed
-        inherited = dict(parent_job.hyperparameters or {}) if parent_job is not None else {}
+        # The parent's settings, those the trainer still takes: the defaults of this job.
+        known = trainer.hyperparameters().fields
+        inherited = {key: value for key, value in (parent_job.hyperparameters or {}).items()
+                     if key in known} if parent_job is not None else {}
     hyperparameters = _hyperparameters(trainer, {**inherited, **(request.get("hyperparameters") or {})})
     problem = trainer.check(hyperparameters, dataset.stats or {})
     if problem:
         raise _invalid("hyperparameters", problem)
-    problem = parent is not None and trainer.check_parent(hyperparameters, inherited)
-    if problem:
-        raise _invalid("hyperparameters", problem)
+    if parent is not None:
+        problem = trainer.check_parent(hyperparameters, inherited)
+        if problem:
+            raise _invalid("hyperparameters", problem)
     _check_active_jobs(ctx)
     check_room(db, ctx.config, account_id, "start a training job")  # its checkpoints and version count
     model = lookup_model(db, account_id, name)
@@ -223,7 +228,8 @@ def _parent_version(ctx: ServiceContext, task: str, trainer, name: str | None) -
     if version.source != "training" or version.format not in trainer.continues_from_formats:
         raise _invalid("base_model", f"{label} was {'uploaded' if version.source != 'training' else 'trained'} as "
                                      f"{version.format or 'a model'}; the {task} trainer ({trainer.library}) keeps "
-                                     f"training only the versions it trained ({', '.join(trainer.continues_from_formats)}).")
+                                     "training only the versions it trained "
+                                     f"({', '.join(trainer.continues_from_formats)}).")
     return version
 
 

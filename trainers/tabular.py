@@ -208,8 +208,10 @@ def warm_start(pipeline, name: str, params: dict) -> str:
         more = params.get("n_estimators") or DEFAULT_TREES
         estimator.set_params(warm_start=True, n_estimators=estimator.n_estimators + more)
         if name == "random_forest":
-            return f"warm start: the parent's {estimator.n_estimators - more} trees kept, {more} new ones grown on the new rows"
-        return f"warm start: {more} boosting stages added to the parent's {estimator.n_estimators - more}, fitted to its errors on the new rows"
+            return (f"warm start: the parent's {estimator.n_estimators - more} trees kept, {more} new ones grown on "
+                    "the new rows")
+        return (f"warm start: {more} boosting stages added to the parent's {estimator.n_estimators - more}, fitted "
+                "to its errors on the new rows")
     if name == "logistic_regression":
         estimator.set_params(warm_start=True)
         return "warm start: the solver starts from the parent's coefficients"

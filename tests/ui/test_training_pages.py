@@ -258,7 +258,7 @@ def test_the_form_keeps_training_from_a_version_with_a_test_dataset_and_the_job_
     # Mallory's own dataset page offers none of alice's versions, and naming one is refused as a missing model.
     theirs = add_dataset(client, mallory_headers(mallory), iris_csv())
     assert "iris@1" not in parsed_page(mallory, theirs["id"])
-    refused = start_from_form(mallory, theirs["id"], task="tabular", model_name="mine", **{"keep_from:tabular": "iris@1"})
-    missing = start_from_form(mallory, theirs["id"], task="tabular", model_name="mine", **{"keep_from:tabular": "ghost@1"})
+    refused, missing = (start_from_form(mallory, theirs["id"], task="tabular", model_name="mine",
+                                        **{"keep_from:tabular": ref}) for ref in ("iris@1", "ghost@1"))
     assert refused.status_code == missing.status_code == 404
     assert client.get("/jobs", headers=mallory_headers(mallory)).json["data"] == []

@@ -237,7 +237,8 @@ def _base_model_key(task: str, trainer, name: str | None) -> str | None:
     """The catalogue key of the model to train from (a public name or a key)."""
     if not trainer.base_loaders:
         if name:
-            raise _invalid("base_model", f"{task} trains from scratch ({trainer.library}); send no base_model.")
+            raise _invalid("base_model", f"{task} trains from scratch ({trainer.library}); send no base_model, or "
+                                         f"one of your {task} versions (name@N) to keep training it.")
         return None
     if name is None:
         return trainer.default_base_model

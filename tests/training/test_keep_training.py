@@ -228,3 +228,19 @@ def test_setfit_on_the_packaged_minilm_keeps_on_from_its_body_and_scores_a_test_
     answer = client.post("/text-classification", json={"model": "sentiment", "text": "what a wonderful meal"},
                          headers=headers)
     assert answer.status_code == 200, answer.json
+
+
+
+def test_an_uploaded_version_cannot_be_kept_on_from(client_for, tiny_model_dir):
+    from ..uploads.helpers import pickle_zip, put_local, upload_url, wait_built
+
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, TRAINER=True, TRAINING_POLL_S=0.1, MODEL_DIR=tiny_model_dir)
+    client, headers = api.client, api.headers
+    assert put_local(client, upload_url(client, headers, "keywords"), pickle_zip("hi")).status_code == 200
+    assert wait_built(client, headers, "keywords")["tasks"] == ["custom", "text-classification"]
+    text = add_dataset(client, headers, reviews(POSITIVE, NEGATIVE))
+    answer = client.post("/models/next/train", json={"task": "text-classification", "dataset_id": text["id"],
+                                                      "base_model": "keywords@1"}, headers=headers)
+    assert answer.status_code == 422, answer.json
+    assert "keywords@1 was uploaded as pickle" in answer.json["message"]
+    assert client.get("/jobs", headers=headers).json["data"] == []

@@ -69,7 +69,7 @@ class TrainingRun:
     train_rows: list
     validation_rows: list
     dataset_format: str
-    # Where the rows' relative paths (images) point into.
+    # Where the training rows' relative paths (images) point into.
     dataset_dir: str
     # Kept across crashes of the job: epoch checkpoints go here.
     checkpoint_dir: str
@@ -83,6 +83,10 @@ class TrainingRun:
     parent: dict | None = None
     # Scored once, on the kept epoch (empty: no test dataset).
     test_rows: list = field(default_factory=list)
+    # Where the validation and test rows' relative paths point into, when they come
+    # from datasets of their own (None: dataset_dir, the rows were split from it).
+    validation_dataset_dir: str | None = None
+    test_dataset_dir: str | None = None
     # The most training rows the per-epoch train_ metrics are computed on.
     train_metrics_rows: int = 1000
 

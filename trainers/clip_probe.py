@@ -11,7 +11,8 @@ Keeping on from a version: its rows are not at hand, only its head, so the probe
 is warm started: L-BFGS starts from the parent's coefficients and fits the new
 rows (a convex fit: it ends where a fit on them alone would, sooner). A new set
 of labels cannot start from the parent's: the probe is refit. Each epoch also
-reports train_ metrics on (a sample of) the training images.
+reports train_ metrics on (a sample of) the training images; a test dataset is
+encoded and scored once, after the fit.
 """
 
 import json
@@ -39,10 +40,10 @@ class ClipProbeHyperparameters(OnePassHyperparameters):
         "description": "Inverse regularisation strength of the logistic regression: smaller is stronger."})
 
 
-def _open_images(run: TrainingRun, rows: list) -> list:
+def _open_images(rows: list, dataset_dir: str) -> list:
     from PIL import Image
 
-    root = os.path.realpath(run.dataset_dir)
+    root = os.path.realpath(dataset_dir)
     images = []
     for row in rows:
         path = os.path.realpath(os.path.join(root, row["image"]))
@@ -56,11 +57,13 @@ def _open_images(run: TrainingRun, rows: list) -> list:
     return images
 
 
-def _features_of(run: TrainingRun, encode, rows: list):
+def _features_of(run: TrainingRun, encode, rows: list, dataset_dir: str | None = None):
+    """The rows' image features; their paths point into dataset_dir (default: the training dataset's)."""
     import numpy as np
 
     size = run.hyperparameters["batch_size"]
-    batches = [encode(_open_images(run, rows[start:start + size])) for start in range(0, len(rows), size)]
+    folder = dataset_dir or run.dataset_dir
+    batches = [encode(_open_images(rows[start:start + size], folder)) for start in range(0, len(rows), size)]
     return np.concatenate(batches) if batches else None
 
 
@@ -75,7 +78,7 @@ def _checkpointed_features(run: TrainingRun, encode):
             run.reporter.log("resumed: the image features were checkpointed before the crash")
             return saved["train"], saved.get("validation")
     train = _features_of(run, encode, run.train_rows)
-    validation = _features_of(run, encode, run.validation_rows)
+    validation = _features_of(run, encode, run.validation_rows, run.validation_dataset_dir)
     os.makedirs(run.checkpoint_dir, exist_ok=True)
     save_file({"train": train, **({"validation": validation} if validation is not None else {})}, path + ".partial")
     os.replace(path + ".partial", path)
@@ -109,6 +112,7 @@ class ClipProbeTrainer(TaskTrainer):
 
     classifies_its_labels = True
     continues_from_formats = ("clip-probe",)
+    scores_test_rows = True
 
     def train(self, run: TrainingRun) -> TrainingResult:
         import numpy as np
@@ -150,6 +154,10 @@ class ClipProbeTrainer(TaskTrainer):
                  "learning_rate": None, "elapsed_s": time.monotonic() - started, **metrics,
                  **prefixed(train_metrics, "train_"), "train_metrics_rows": len(sample)}
         run.reporter.epoch(stats)
+        test_metrics = None
+        if run.test_rows:  # the fitted head on the test images, encoded once here
+            test_features = _features_of(run, encode, run.test_rows, run.test_dataset_dir).astype(np.float64)
+            _, test_metrics = _evaluate(head, test_features, [str(row["label"]) for row in run.test_rows])
 
         classes = head.classes_.tolist()
         # C order: coef_ may be Fortran-ordered, and safetensors writes the raw buffer.
@@ -163,7 +171,7 @@ class ClipProbeTrainer(TaskTrainer):
             json.dump(trained, file, indent=2)
         return TrainingResult(format="clip-probe", tasks=[self.task], best_epoch=1, metrics=stats,
                               description=description, samples_per_second=len(train_labels) / trained_s,
-                              continued=continued)
+                              continued=continued, test_metrics=test_metrics)
 
 
 def _start_from_parent(head, parent_dir: str, train_labels: list) -> str:

@@ -163,6 +163,7 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
         dataset_format=request.dataset_format, dataset_dir=request.dataset_dir, checkpoint_dir=checkpoint_dir,
         output_dir=output_dir, reporter=events, torch_threads=threads, parent_dir=request.parent_dir,
         parent=parent, test_rows=test_rows, train_metrics_rows=request.train_metrics_rows,
+        validation_dataset_dir=request.validation_dataset_dir, test_dataset_dir=request.test_dataset_dir,
     ))
     if parent:
         events.log(f"kept on from {parent['model']}@{parent['version']}: {result.continued}")

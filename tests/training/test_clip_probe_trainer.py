@@ -185,3 +185,26 @@ def test_keeping_on_warm_starts_from_the_parents_coefficients_and_reports_train_
     refit = trainer.train(replace(run, train_rows=two, checkpoint_dir=str(tmp_path / "again"),
                                   output_dir=str(tmp_path / "child" / "output")))
     assert refit.continued.startswith("refit: the labels differ")
+
+
+def test_validation_and_test_images_are_read_from_their_own_datasets_folders(tmp_path, model_dir, dataset):
+    from dataclasses import replace
+
+    dataset_dir, train_rows, validation_rows = dataset
+    elsewhere = tmp_path / "test-dataset"
+    test_rows = []
+    for label, colour in COLOURS.items():
+        os.makedirs(elsewhere / "only-here" / label)
+        for index in range(2):
+            relative = f"only-here/{label}/{index}.png"  # no such file in the training dataset's folder
+            coloured_image(colour, seed=100 + index).save(elsewhere / relative)
+            test_rows.append({"image": relative, "label": label})
+    trainer = ClipProbeTrainer()
+    run = replace(make_run(tmp_path, trainer, train_rows, test_rows, "image-folders", {"batch_size": 8},
+                           base_model=BASE, base_model_dir=os.path.join(model_dir, BASE), dataset_dir=dataset_dir),
+                  validation_dataset_dir=str(elsewhere), test_rows=test_rows, test_dataset_dir=str(elsewhere))
+
+    result = trainer.train(run)
+
+    assert sum(map(sum, result.test_metrics["confusion_matrix"]["matrix"])) == len(test_rows)
+    assert result.test_metrics["accuracy"] == result.metrics["accuracy"]  # the same rows, validated and tested

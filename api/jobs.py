@@ -55,13 +55,18 @@ class TrainBody(StrictSchema):
         "description": "The dataset's revision to train on (GET /datasets/{id}/revisions); left out: the latest. "
                        "The job keeps to it, whatever edits come later."})
     base_model = fields.String(load_default=None, allow_none=True, metadata={
-        "description": "A global model (public name or catalogue key) the task's trainer can train from; "
-                       "left out: the trainer's default."})
+        "description": "A global model (public name or catalogue key) the task's trainer can train from, or one "
+                       "of your own versions to keep training: \"name\" (its serving version) or \"name@N\", "
+                       "trained for the same task (its hyperparameters are the defaults); left out: the trainer's "
+                       "default."})
     validation_split = fields.Float(load_default=None, allow_none=True, validate=validate.Range(0.0, 0.5), metadata={
         "description": "The share of the dataset held out for validation (default 0.2; 0: none, then there is no "
                        "validation loss and the last epoch is kept)."})
     validation_dataset_id = fields.String(load_default=None, allow_none=True, metadata={
         "description": "Validate on this dataset (same format) instead of a split."})
+    test_dataset_id = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "Score the kept epoch on this dataset (same format) once, at the end: the job's "
+                       "test_metrics and the version's test_ metrics."})
     hyperparameters = fields.Dict(load_default=dict, metadata={
         "description": "epochs, batch_size, learning_rate, seed, early_stopping_patience and the trainer's own "
                        "(see docs/user-guide/training.md's table); left out: the trainer's defaults. The job reports what it used."})
@@ -98,14 +103,23 @@ class JobObject(Schema):
     validation_dataset_revision = fields.Integer(allow_none=True, metadata={
         "description": "The validation dataset's revision it validates on: its latest when the job started."})
     validation_split = fields.Float(allow_none=True)
+    test_dataset_id = fields.String(allow_none=True)
+    test_dataset_revision = fields.Integer(allow_none=True, metadata={
+        "description": "The test dataset's revision it scores (its latest when the job started)."})
+    parent = fields.Dict(allow_none=True, metadata={
+        "description": "The version it keeps training from, {model, version}; null when it starts from base_model."})
     hyperparameters = fields.Dict(metadata={"description": "What the job uses: yours, with every default filled in."})
     status = fields.String(metadata={"description": "queued, running, succeeded, failed or cancelled"})
     message = fields.String()
     epochs = fields.List(fields.Dict(), metadata={"description": (
         "Per finished epoch, while it runs: epoch, step, train_loss, validation_loss, learning_rate, elapsed_s, "
-        "and the task's metrics (accuracy, macro_f1, per_class, confusion_matrix; perplexity; r2, mae).")})
+        "the task's metrics on the validation rows (accuracy, macro_f1, per_class, confusion_matrix; perplexity; "
+        "r2, mae) and, where the trainer reports them, the same on the training rows prefixed train_ "
+        "(train_accuracy...; at most INFER_TRAINING_TRAIN_METRICS_ROWS rows, train_metrics_rows says how many).")})
     best_epoch = fields.Integer(allow_none=True)
     metrics = fields.Dict(allow_none=True, metadata={"description": "The kept epoch's statistics."})
+    test_metrics = fields.Dict(allow_none=True, metadata={
+        "description": "The kept epoch's metrics on test_dataset_id (null: none, or not finished)."})
     train_rows = fields.Integer(allow_none=True)
     validation_rows = fields.Integer(allow_none=True)
     samples_per_second = fields.Float(allow_none=True)
@@ -153,6 +167,8 @@ def job_object(job: TrainingJob, with_epochs: bool = True) -> dict:
         "base_model": job.base_model, "dataset_id": job.dataset_id,
         "dataset_revision": job.dataset_revision, "validation_dataset_id": job.validation_dataset_id,
         "validation_dataset_revision": job.validation_dataset_revision, "validation_split": job.validation_split,
+        "test_dataset_id": job.test_dataset_id, "test_dataset_revision": job.test_dataset_revision,
+        "parent": job.parent, "test_metrics": job.test_metrics,
         "hyperparameters": job.hyperparameters, "status": job.status, "message": job.message,
         "epochs": list(job.epochs or []) if with_epochs else [], "best_epoch": job.best_epoch,
         "metrics": job.metrics, "train_rows": job.train_rows, "validation_rows": job.validation_rows,

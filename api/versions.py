@@ -25,7 +25,12 @@ class VersionSummary(Schema):
     description = fields.String()
     job_id = fields.String(allow_none=True)
     dataset_id = fields.String(allow_none=True)
-    metrics = fields.Dict(allow_none=True, metadata={"description": "A trained version's kept epoch's statistics."})
+    metrics = fields.Dict(allow_none=True, metadata={
+        "description": "A trained version's kept epoch's statistics (and test_ ones, scored on its job's test "
+                       "dataset)."})
+    parent = fields.Dict(allow_none=True, metadata={
+        "description": "Lineage: the version it was trained on from, {model, version}; null when it started from a "
+                       "global model, from nothing, or was uploaded. dataset_id is what it trained on."})
     message = fields.String()
     has_files = fields.Boolean(metadata={"description": "False once removed (INFER_USER_MODEL_VERSIONS_KEPT): "
                                                         "it can no longer serve or be promoted."})
@@ -45,7 +50,7 @@ def version_summary(version: ModelVersion, serving_id: int | None) -> dict:
         "version": version.number, "status": version.status, "serving": version.id == serving_id,
         "source": version.source, "format": version.format, "tasks": list(version.tasks or []),
         "description": version.description, "job_id": version.job_id, "dataset_id": version.dataset_id,
-        "metrics": version.metrics, "message": version.build_message,
+        "metrics": version.metrics, "parent": version.parent, "message": version.build_message,
         "has_files": version.status == "success" and has_files(current_settings().data_dir, version),
         "created_at": iso_time(version.created_at), "finished_at": iso_time(version.finished_at),
     }
@@ -58,6 +63,15 @@ class Versions(MethodView):
         """Every version of one of your models, oldest first"""
         model, listed = versions.listed(api_context(), name)
         return [version_summary(version, model.current_version_id) for version in listed]
+
+
+@blp.route("/models/<string:name>/versions/<int:number>")
+class VersionResource(MethodView):
+    @blp.response(200, VersionSummary)
+    def get(self, name, number):
+        """One version of one of your models: its source, metrics and lineage (parent, dataset)"""
+        model, version = versions.numbered(api_context(), name, number)
+        return version_summary(version, model.current_version_id)
 
 
 @blp.route("/models/<string:name>/versions/<int:number>/promote")

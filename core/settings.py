@@ -405,6 +405,10 @@ class Settings:
     # A job whose training process dies (killed, out of memory) is resumed
     # from its last epoch checkpoint, up to this many starts in all.
     training_max_attempts: int = setting(3, "starts of a job whose training process dies before it fails")
+    # Every epoch also scores the training rows (train_accuracy...): on a large
+    # set, a seeded sample of this many, so the extra pass stays small.
+    training_train_metrics_rows: int = setting(
+        1000, "training rows each epoch's train_ metrics are computed on (a seeded sample of a larger set)")
     # Seconds a job or a dataset parse stays claimed by a process that stopped
     # renewing its claim (it died) before another process takes it over.
     training_lease_s: float = setting(

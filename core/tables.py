@@ -123,6 +123,10 @@ class ModelVersion(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # Called when its build ends (core/webhook_events.py), as the upload asked.
     webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # A version trained on from another of the model's account's versions (issue 26's
+    # "keep training"): {"model": name, "version": number}; None when it started from a
+    # catalogue model, from nothing, or was uploaded.
+    parent: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     model: Mapped[UserModel] = relationship(back_populates="versions")
 
@@ -235,6 +239,14 @@ class TrainingJob(Base):
     validation_dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     validation_dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its latest, at the start
     validation_split: Mapped[float | None] = mapped_column(nullable=True)
+    # Keep training: the account's version it continues from ({"model", "version"} as
+    # asked, and the version's row id, whose files the child starts from).
+    parent: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    parent_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Scored once at the end, on the kept epoch: the dataset and its metrics.
+    test_dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    test_dataset_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its latest, at the start
+    test_metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)

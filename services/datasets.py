@@ -123,7 +123,8 @@ def delete(ctx: ServiceContext, dataset_id: str) -> None:
     trains on it, or an evaluation reads it)."""
     dataset = get(ctx, dataset_id)
     in_use = ctx.db.scalar(select(TrainingJob.id).where(
-        (TrainingJob.dataset_id == dataset.id) | (TrainingJob.validation_dataset_id == dataset.id),
+        (TrainingJob.dataset_id == dataset.id) | (TrainingJob.validation_dataset_id == dataset.id)
+        | (TrainingJob.test_dataset_id == dataset.id),
         TrainingJob.status.in_(("queued", "running"))).limit(1))
     if in_use:
         raise Conflict(f"Job {in_use} trains on this dataset; cancel it (POST /jobs/{in_use}/cancel) or let it "

@@ -16,12 +16,18 @@ def listed(ctx: ServiceContext, name: str) -> tuple[UserModel, list[ModelVersion
     return model, list(model.versions)
 
 
-def promote(ctx: ServiceContext, name: str, number: int) -> tuple[UserModel, ModelVersion]:
-    """Make version `number` the one that serves (back or forth); the move is recorded."""
+def numbered(ctx: ServiceContext, name: str, number: int) -> tuple[UserModel, ModelVersion]:
+    """The account's model and its version `number` (NotFound for another account's, as for a missing one)."""
     model = get_model(ctx, name)
     version = version_numbered(ctx.db, model, number)
     if version is None:
         raise NotFound(f"Model {name!r} has no version {number}; GET /models/{name}/versions lists them.")
+    return model, version
+
+
+def promote(ctx: ServiceContext, name: str, number: int) -> tuple[UserModel, ModelVersion]:
+    """Make version `number` the one that serves (back or forth); the move is recorded."""
+    model, version = numbered(ctx, name, number)
     if version.status != "success":
         raise Conflict(f"Version {number} of {name!r} is {version.status}: only a successful version can serve.")
     if not has_files(ctx.config.data_dir, version):

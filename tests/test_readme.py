@@ -54,6 +54,7 @@ BLOCK_TIMEOUTS_S = {
     "upload": 300,
     "train-text": 1200,
     "train-tabular": 600,
+    "keep-training": 300,
     "prediction-url": 120,
     "async": 600,
     "usage": 120,
@@ -287,6 +288,18 @@ def check_train_tabular(walk, output):
     assert max(probabilities, key=probabilities.get) == "Iris-setosa"
 
 
+def check_keep_training(walk, output):
+    values = json_values(output)
+    job = dicts_with(values, "test_metrics")
+    assert job and job[0]["status"] == "succeeded" and job[0]["version"] == 2, output
+    assert job[0]["parent"] == {"model": "iris", "version": 1}, output
+    assert job[0]["epochs"][0]["train_accuracy"] is not None and job[0]["test_metrics"]["accuracy"] is not None
+    assert "kept on from iris@1: warm start" in output, output
+    version = dicts_with(values, "parent")[-1]
+    assert version["version"] == 2 and version["parent"] == {"model": "iris", "version": 1}, output
+    assert version["metrics"]["test_accuracy"] == job[0]["test_metrics"]["accuracy"], output
+
+
 def check_prediction_url(walk, output):
     values = json_values(output)
     created = dicts_with(values, "url")
@@ -319,6 +332,7 @@ CHECKS = {
     "upload": check_upload,
     "train-text": check_train_text,
     "train-tabular": check_train_tabular,
+    "keep-training": check_keep_training,
     "prediction-url": check_prediction_url,
     "async": check_async,
     "usage": check_usage,

@@ -7,6 +7,17 @@ job's child process (training/child.py), never in a web worker, and imports its
 library inside train() so that the web workers, which only read its class
 attributes (hyperparameter schema, accepted dataset formats), stay light.
 
+Keeping on: a job may start from one of the account's own trained versions
+(its parent) instead of a catalogue model. A trainer that can says which formats
+of its own versions it continues from (continues_from_formats) and finds the
+parent's files at run.parent_dir; what continuing meant for it (its weights
+trained on, a warm start, a refit) goes in TrainingResult.continued and the log.
+
+Train-set and test metrics: every epoch also reports the task's metrics on the
+training rows, or a seeded sample of at most run.train_metrics_rows of them, as
+train_<metric>; a job with a test dataset scores the kept epoch on run.test_rows
+once, at the end (TrainingResult.test_metrics).
+
 Resuming: a run's checkpoint_dir survives a crash of the child. train() saves a
 checkpoint there at the end of every epoch and, when it finds one, carries on
 from the last instead of starting again. Epoch statistics reported again for an
@@ -15,6 +26,7 @@ earlier ones.
 """
 
 from abc import ABC, abstractmethod
+import random
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -57,7 +69,7 @@ class TrainingRun:
     train_rows: list
     validation_rows: list
     dataset_format: str
-    # Where the rows' relative paths (images) point into.
+    # Where the training rows' relative paths (images) point into.
     dataset_dir: str
     # Kept across crashes of the job: epoch checkpoints go here.
     checkpoint_dir: str
@@ -65,6 +77,18 @@ class TrainingRun:
     output_dir: str
     reporter: Reporter
     torch_threads: int = 1
+    # Keep training: the folder of the account's version trained on from (read-only)
+    # and which it is ({"model", "version"}); None for a run from a catalogue model.
+    parent_dir: str | None = None
+    parent: dict | None = None
+    # Scored once, on the kept epoch (empty: no test dataset).
+    test_rows: list = field(default_factory=list)
+    # Where the validation and test rows' relative paths point into, when they come
+    # from datasets of their own (None: dataset_dir, the rows were split from it).
+    validation_dataset_dir: str | None = None
+    test_dataset_dir: str | None = None
+    # The most training rows the per-epoch train_ metrics are computed on.
+    train_metrics_rows: int = 1000
 
 
 @dataclass
@@ -79,6 +103,25 @@ class TrainingResult:
     # Training examples processed per second (the benchmark reads it).
     samples_per_second: float | None = None
     extra: dict = field(default_factory=dict)
+    # The kept epoch's metrics on the test rows (None: no test dataset).
+    test_metrics: dict | None = None
+    # With a parent: what continuing from it meant ("continued from its weights",
+    # "warm start: ...", "refit: ..."), said in the job's log and the version.
+    continued: str = ""
+
+
+def train_metrics_sample(rows: list, most: int, seed: int) -> list:
+    """The training rows the train_ metrics are computed on: all of them, or a
+    seeded sample of `most` (the same rows every epoch, in their order)."""
+    if len(rows) <= most:
+        return list(rows)
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), most))
+    return [rows[i] for i in chosen]
+
+
+def prefixed(metrics: dict, prefix: str) -> dict:
+    """{"accuracy": ...} -> {"train_accuracy": ...}: the train-set copy of an epoch's metrics."""
+    return {f"{prefix}{key}": value for key, value in metrics.items()}
 
 
 class BaseHyperparameters(Schema):
@@ -112,6 +155,17 @@ class TaskTrainer(ABC):
     limitations: ClassVar[str] = ""
     # A classifier of the dataset's labels (a text or image "label" per row).
     classifies_its_labels: ClassVar[bool] = False
+    # The formats of its own trained versions it can keep training from (empty: it
+    # cannot; a job naming a version as its base model is refused when started).
+    continues_from_formats: ClassVar[tuple[str, ...]] = ()
+    # Whether it scores a test dataset at the end (test_dataset_id); one that does
+    # not refuses the job when started.
+    scores_test_rows: ClassVar[bool] = False
+
+    def check_parent(self, hyperparameters: dict, parent_hyperparameters: dict) -> str | None:
+        """Before a job that continues from a version is queued: what stops these
+        hyperparameters continuing from one trained with the parent's, or None."""
+        return None
 
     def check(self, hyperparameters: dict, dataset_stats: dict) -> str | None:
         """Before a job is queued: what is wrong with training on this dataset with

@@ -6,6 +6,13 @@ CLIP stays frozen, so the version's files are only the head (coef_, intercept_
 as safetensors, the classes in trained.json); serving loads the base CLIP again
 by its catalogue key. The fit is one pass, reported as one epoch; the image
 features are the costly part, so they are the checkpoint a crashed run resumes from.
+
+Keeping on from a version: its rows are not at hand, only its head, so the probe
+is warm started: L-BFGS starts from the parent's coefficients and fits the new
+rows (a convex fit: it ends where a fit on them alone would, sooner). A new set
+of labels cannot start from the parent's: the probe is refit. Each epoch also
+reports train_ metrics on (a sample of) the training images; a test dataset is
+encoded and scored once, after the fit.
 """
 
 import json
@@ -21,7 +28,7 @@ from model_registry.trained.clip_head import (  # noqa: F401
     image_encoder,
     load_head,
 )
-from trainers.base import TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
+from trainers.base import TaskTrainer, TrainingFailed, TrainingResult, TrainingRun, prefixed, train_metrics_sample
 from trainers.tabular import METRIC_KEYS, OnePassHyperparameters
 
 FEATURES_CHECKPOINT = "features.safetensors"
@@ -33,10 +40,10 @@ class ClipProbeHyperparameters(OnePassHyperparameters):
         "description": "Inverse regularisation strength of the logistic regression: smaller is stronger."})
 
 
-def _open_images(run: TrainingRun, rows: list) -> list:
+def _open_images(rows: list, dataset_dir: str) -> list:
     from PIL import Image
 
-    root = os.path.realpath(run.dataset_dir)
+    root = os.path.realpath(dataset_dir)
     images = []
     for row in rows:
         path = os.path.realpath(os.path.join(root, row["image"]))
@@ -50,11 +57,13 @@ def _open_images(run: TrainingRun, rows: list) -> list:
     return images
 
 
-def _features_of(run: TrainingRun, encode, rows: list):
+def _features_of(run: TrainingRun, encode, rows: list, dataset_dir: str | None = None):
+    """The rows' image features; their paths point into dataset_dir (default: the training dataset's)."""
     import numpy as np
 
     size = run.hyperparameters["batch_size"]
-    batches = [encode(_open_images(run, rows[start:start + size])) for start in range(0, len(rows), size)]
+    folder = dataset_dir or run.dataset_dir
+    batches = [encode(_open_images(rows[start:start + size], folder)) for start in range(0, len(rows), size)]
     return np.concatenate(batches) if batches else None
 
 
@@ -69,7 +78,7 @@ def _checkpointed_features(run: TrainingRun, encode):
             run.reporter.log("resumed: the image features were checkpointed before the crash")
             return saved["train"], saved.get("validation")
     train = _features_of(run, encode, run.train_rows)
-    validation = _features_of(run, encode, run.validation_rows)
+    validation = _features_of(run, encode, run.validation_rows, run.validation_dataset_dir)
     os.makedirs(run.checkpoint_dir, exist_ok=True)
     save_file({"train": train, **({"validation": validation} if validation is not None else {})}, path + ".partial")
     os.replace(path + ".partial", path)
@@ -102,6 +111,8 @@ class ClipProbeTrainer(TaskTrainer):
                    "over the training images (no epochs, no early stopping).")
 
     classifies_its_labels = True
+    continues_from_formats = ("clip-probe",)
+    scores_test_rows = True
 
     def train(self, run: TrainingRun) -> TrainingResult:
         import numpy as np
@@ -130,14 +141,23 @@ class ClipProbeTrainer(TaskTrainer):
             validation_features = validation_features.astype(np.float64)
 
         head = LogisticRegression(C=run.hyperparameters["C"], max_iter=1000, random_state=run.hyperparameters["seed"])
+        continued = _start_from_parent(head, run.parent_dir, train_labels) if run.parent_dir else ""
         with threadpool_limits(limits=run.torch_threads):  # BLAS would take every core of the host
             head.fit(train_features, train_labels)
         trained_s = time.monotonic() - started
         train_loss, _ = _evaluate(head, train_features, train_labels)
         validation_loss, metrics = _evaluate(head, validation_features, validation_labels)
+        sample = train_metrics_sample(list(range(len(train_labels))), run.train_metrics_rows,
+                                      run.hyperparameters["seed"])
+        _, train_metrics = _evaluate(head, train_features[sample], [train_labels[i] for i in sample])
         stats = {"epoch": 1, "step": len(train_labels), "train_loss": train_loss, "validation_loss": validation_loss,
-                 "learning_rate": None, "elapsed_s": time.monotonic() - started, **metrics}
+                 "learning_rate": None, "elapsed_s": time.monotonic() - started, **metrics,
+                 **prefixed(train_metrics, "train_"), "train_metrics_rows": len(sample)}
         run.reporter.epoch(stats)
+        test_metrics = None
+        if run.test_rows:  # the fitted head on the test images, encoded once here
+            test_features = _features_of(run, encode, run.test_rows, run.test_dataset_dir).astype(np.float64)
+            _, test_metrics = _evaluate(head, test_features, [str(row["label"]) for row in run.test_rows])
 
         classes = head.classes_.tolist()
         # C order: coef_ may be Fortran-ordered, and safetensors writes the raw buffer.
@@ -150,4 +170,17 @@ class ClipProbeTrainer(TaskTrainer):
         with open(os.path.join(run.output_dir, TRAINED_FILE), "w") as file:
             json.dump(trained, file, indent=2)
         return TrainingResult(format="clip-probe", tasks=[self.task], best_epoch=1, metrics=stats,
-                              description=description, samples_per_second=len(train_labels) / trained_s)
+                              description=description, samples_per_second=len(train_labels) / trained_s,
+                              continued=continued, test_metrics=test_metrics)
+
+
+def _start_from_parent(head, parent_dir: str, train_labels: list) -> str:
+    """Warm start `head` from the parent probe's coefficients when its labels are
+    these; what was done, for the log."""
+    coef, intercept, classes = load_head(parent_dir)
+    if sorted(classes) != sorted(set(train_labels)):
+        return "refit: the labels differ from the parent's, which a warm start cannot add or drop"
+    # Binary: one row of coefficients for classes[1], as scikit-learn keeps them.
+    head.set_params(warm_start=True)
+    head.coef_, head.intercept_ = coef.astype("float64"), intercept.astype("float64")
+    return "warm start: the solver starts from the parent's coefficients"

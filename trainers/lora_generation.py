@@ -8,6 +8,12 @@ The loss counts only what the model is to write (the completion; the assistant
 turns with their end-of-turn marker): other tokens are labelled -100. Each part is
 tokenized as serving tokenizes it (the prompt alone; the conversation up to the
 assistant's turn), so the model learns to continue exactly what it is sent.
+
+Keeping on from a version: its adapter is loaded on the same base (PeftModel,
+trainable) and trained on with the new rows; its shape (lora_r, lora_alpha,
+target_modules) is the parent's. Each epoch reports train_perplexity, from the
+epoch's mean training loss (dropout on); a test dataset is scored once at the
+end, on the kept adapter: its loss and perplexity.
 """
 
 import json
@@ -20,6 +26,8 @@ from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, Trai
 
 FORMAT = "lora-adapter"
 IGNORED = -100  # the label that the loss skips
+# What a parent's adapter fixes: a job that keeps training it cannot change these.
+ADAPTER_SHAPE = ("lora_r", "lora_alpha", "target_modules")
 
 
 class LoraHyperparameters(BaseHyperparameters):
@@ -49,12 +57,23 @@ class LoraGenerationTrainer(TaskTrainer):
     limitations = ("Trains a LoRA adapter on a causal language model's linear layers, in float32; no "
                    "quantized (QLoRA) training, no packing of short examples, no generation metrics beyond "
                    "perplexity. Examples longer than max_length are cut at the end.")
+    continues_from_formats = (FORMAT,)
+    scores_test_rows = True
+
+    def check_parent(self, hyperparameters: dict, parent_hyperparameters: dict) -> str | None:
+        changed = [name for name in ADAPTER_SHAPE
+                   if name in parent_hyperparameters and hyperparameters[name] != parent_hyperparameters[name]]
+        if changed:
+            return (f"{', '.join(changed)}: the adapter trained on from has "
+                    + ", ".join(f"{name} {parent_hyperparameters[name]}" for name in changed)
+                    + "; keeping on trains that adapter, whose shape stays as it is (leave these out).")
+        return None
 
     def train(self, run) -> TrainingResult:
         import torch
 
         torch.set_num_threads(run.torch_threads)
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
         from trainers.hf_callback import EpochReporter, best_epoch, epoch_arguments, last_checkpoint
@@ -62,14 +81,19 @@ class LoraGenerationTrainer(TaskTrainer):
 
         hp = run.hyperparameters
         tokenizer, model = _load_base(run)
-        targets = _target_modules(model, hp["target_modules"], run.base_model)
         train_set = _encode(run, run.train_rows, tokenizer, "training")
         validation_set = _encode(run, run.validation_rows, tokenizer, "validation") if run.validation_rows else []
+        test_set = _encode(run, run.test_rows, tokenizer, "test") if run.test_rows else []
 
         set_seed(hp["seed"])  # the adapter's A matrices start random
-        model = get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=hp["lora_r"], lora_alpha=hp["lora_alpha"],
-            lora_dropout=hp["lora_dropout"], target_modules=targets))
+        if run.parent_dir:  # keeping on: the parent's adapter, trainable, on the same base
+            model = PeftModel.from_pretrained(model, run.parent_dir, is_trainable=True)
+            targets = sorted(model.peft_config["default"].target_modules)
+        else:
+            targets = _target_modules(model, hp["target_modules"], run.base_model)
+            model = get_peft_model(model, LoraConfig(
+                task_type="CAUSAL_LM", r=hp["lora_r"], lora_alpha=hp["lora_alpha"],
+                lora_dropout=hp["lora_dropout"], target_modules=targets))
         trainable, total = model.get_nb_trainable_parameters()
         run.reporter.log(f"LoRA on {', '.join(targets)}: {trainable:,} of {total:,} weights trained")
 
@@ -78,7 +102,8 @@ class LoraGenerationTrainer(TaskTrainer):
         # labels; without them it would compute no validation loss.
         arguments["label_names"] = ["labels"]
         reported = _KeptEpochs(run.reporter)
-        callbacks = [EpochReporter(reported, lambda epoch: {"perplexity": perplexity(epoch["validation_loss"])},
+        callbacks = [EpochReporter(reported, lambda epoch: {"perplexity": perplexity(epoch["validation_loss"]),
+                                                            "train_perplexity": perplexity(epoch["train_loss"])},
                                    validating=bool(validation_set))]
         if not validation_set:
             arguments.update(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
@@ -95,12 +120,18 @@ class LoraGenerationTrainer(TaskTrainer):
         output = trainer.train(resume_from_checkpoint=last_checkpoint(run.checkpoint_dir))
 
         kept = best_epoch(trainer.state) or int(round(trainer.state.epoch))
+        test_metrics = None
+        if test_set:  # the kept epoch's adapter (load_best_model_at_end put it back)
+            trainer.remove_callback(EpochReporter)  # this evaluation is no epoch of the job's
+            loss = trainer.evaluate(eval_dataset=test_set, metric_key_prefix="test")["test_loss"]
+            test_metrics = {"loss": loss, "perplexity": perplexity(loss), "rows": len(test_set)}
         _save(run, trainer.model)
         return TrainingResult(
             format=FORMAT, tasks=[self.task], best_epoch=kept,
             metrics=reported.epochs.get(kept) or _epoch_stats(trainer.state, kept),
-            description=f"LoRA adapter (r={hp['lora_r']}) on {run.base_model}",
-            samples_per_second=output.metrics.get("train_samples_per_second"))
+            description=f"LoRA adapter (r={trainer.model.peft_config['default'].r}) on {run.base_model}",
+            samples_per_second=output.metrics.get("train_samples_per_second"), test_metrics=test_metrics,
+            continued="continued from its adapter, on the same base model" if run.parent_dir else "")
 
 
 def _load_base(run):

@@ -45,3 +45,14 @@ def perplexity(loss: float | None) -> float | None:
     if loss is None:
         return None
     return math.exp(loss) if loss < 700 else math.inf
+
+
+def scored_classification(y_true: list, predicted: list, classes: list, probabilities) -> dict:
+    """classification_metrics of a fitted classifier (its `classes`, the columns of
+    `probabilities`) on rows that may hold labels it never saw: those are classes it
+    gives probability 0."""
+    import numpy as np
+
+    unseen = sorted({label for label in y_true if label not in set(classes)}, key=str)
+    probabilities = np.hstack([np.asarray(probabilities), np.zeros((len(y_true), len(unseen)))])
+    return classification_metrics(y_true, predicted, list(classes) + unseen, probabilities)

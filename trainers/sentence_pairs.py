@@ -15,6 +15,10 @@ triplets, spearman_cosine for scored pairs), reports it (hf_callback), and
 checkpoints; the best epoch by validation loss is kept, and a rerun resumes
 from the last checkpoint. The output is a sentence-transformers folder, served
 by the "huggingface" format like any uploaded one.
+
+Keeping on from a version this trainer made: that folder is the starting point,
+trained on with the new rows. Train-set metrics and a test dataset are not
+scored yet (a job with test_dataset_id is refused when started).
 """
 
 import json
@@ -50,6 +54,7 @@ class SentencePairsTrainer(TaskTrainer):
     dataset_formats = tuple(COLUMNS)
     default_base_model = "all-MiniLM-L6-v2"
     base_loaders = (SENTENCE_TRANSFORMER,)
+    continues_from_formats = ("huggingface",)
     hyperparameters = SentencePairsHyperparameters
     limitations = ("Full fine-tuning of the whole model (no adapters, no Matryoshka dimensions); one dataset and "
                    "one loss per job; hard negatives only as the triplets give them (none are mined).")
@@ -71,7 +76,9 @@ class SentencePairsTrainer(TaskTrainer):
             raise TrainingFailed(f"text-vectorisation trains on {', '.join(COLUMNS)}, not {run.dataset_format}.")
         validating = bool(run.validation_rows)
 
-        model = SentenceTransformer(run.base_model_dir, local_files_only=True, trust_remote_code=False)
+        # Keeping on: the parent version is a sentence-transformers folder this trainer saved.
+        model = SentenceTransformer(run.parent_dir or run.base_model_dir, local_files_only=True,
+                                    trust_remote_code=False)
         if params["max_length"]:
             model.max_seq_length = min(params["max_length"], _position_limit(model) or params["max_length"])
         arguments = epoch_arguments(params, run.checkpoint_dir)
@@ -110,7 +117,8 @@ class SentencePairsTrainer(TaskTrainer):
         _write_trained_json(run, description)
         return TrainingResult(format="huggingface", tasks=[self.task], best_epoch=kept, metrics=metrics,
                               description=description,
-                              samples_per_second=output.metrics.get("train_samples_per_second"))
+                              samples_per_second=output.metrics.get("train_samples_per_second"),
+                              continued="continued from its weights" if run.parent_dir else "")
 
 
 def _position_limit(model) -> int | None:

@@ -18,6 +18,14 @@ trainer gives it what a job needs through that Trainer's own hooks:
   loss with SetFit's get_dataset() and calls it with the checkpoint itself.
 - each checkpoint also holds that epoch's head (save_head), so it is a whole
   classifier; the version's head is SetFit's own, fitted on the kept body.
+- the evaluator also scores the training texts (a seeded sample of at most
+  run.train_metrics_rows) with the head it fitted on them: the epoch's train_
+  metrics cost no encoding beyond the head's fit. A test dataset is scored once,
+  with the version's head on the kept body.
+
+Keeping on from a version: its body (a sentence-transformers folder) is the
+starting point instead of the catalogue model's, trained on with the new rows'
+pairs; its head is fitted again, on the new rows (the labels may change).
 """
 
 import json
@@ -27,7 +35,15 @@ import time
 from marshmallow import fields, validate
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER
-from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
+from trainers.base import (
+    BaseHyperparameters,
+    TaskTrainer,
+    TrainingFailed,
+    TrainingResult,
+    TrainingRun,
+    prefixed,
+    train_metrics_sample,
+)
 
 # What the evaluator returns for the Trainer to rank epochs by; SetFit's body
 # Trainer prefixes evaluation metrics with "eval_embedding_".
@@ -56,6 +72,8 @@ class SetFitTextTrainer(TaskTrainer):
                    "after the body (no differentiable head, so no head learning rate, no end-to-end training).")
 
     classifies_its_labels = True
+    continues_from_formats = ("setfit",)
+    scores_test_rows = True
 
     def train(self, run: TrainingRun) -> TrainingResult:
         import torch
@@ -72,7 +90,10 @@ class SetFitTextTrainer(TaskTrainer):
         classes = _check_labels(labels, [str(row["label"]) for row in run.validation_rows])
         validating = bool(run.validation_rows)
 
-        model = SetFitModel.from_pretrained(run.base_model_dir, local_files_only=True, labels=classes)
+        # Keeping on: the parent's body (its folder is a sentence-transformer's; its head is not SetFit's pickle,
+        # so SetFit makes a fresh one, fitted on these rows at the end).
+        model = SetFitModel.from_pretrained(run.parent_dir or run.base_model_dir, local_files_only=True,
+                                            labels=classes)
         _limit_length(model.model_body, params["max_length"])
         args = TrainingArguments(
             output_dir=run.checkpoint_dir, num_epochs=(params["epochs"], 1), batch_size=(params["batch_size"], 16),
@@ -85,7 +106,8 @@ class SetFitTextTrainer(TaskTrainer):
             greater_is_better=False,
         )
         head_evaluator, epoch_reporter = _epoch_hooks()
-        evaluator = head_evaluator(model, texts, labels, run.validation_rows)
+        sample = train_metrics_sample(list(range(len(texts))), run.train_metrics_rows, params["seed"])
+        evaluator = head_evaluator(model, texts, labels, run.validation_rows, sample)
         callbacks = [epoch_reporter(run.reporter, evaluator, run.checkpoint_dir, save_head)]
         if validating and params["early_stopping_patience"] > 0:
             callbacks.append(EarlyStoppingCallback(params["early_stopping_patience"]))
@@ -117,7 +139,24 @@ class SetFitTextTrainer(TaskTrainer):
             format="setfit", tasks=[self.task], best_epoch=metrics["epoch"], metrics=metrics, description=description,
             # Sentence pairs per second of the body phase: SetFit trains on pairs made from the texts.
             samples_per_second=output.metrics.get("train_samples_per_second"),
+            test_metrics=_test_metrics(model, run.test_rows),
+            continued=("continued from its sentence-transformer body's weights; the head fitted again on the new rows"
+                       if run.parent_dir else ""),
         )
+
+
+def _test_metrics(model, test_rows: list) -> dict | None:
+    """The version (the kept body and its head) scored on the test rows."""
+    if not test_rows:
+        return None
+    from trainers.metrics import scored_classification
+
+    vectors = model.model_body.encode([row["text"] for row in test_rows], show_progress_bar=False)
+    head = model.model_head
+    metrics = scored_classification([str(row["label"]) for row in test_rows],
+                                    [str(label) for label in head.predict(vectors)], [str(c) for c in head.classes_],
+                                    head.predict_proba(vectors))
+    return {"loss": metrics.pop("log_loss"), **metrics}
 
 
 def _check_labels(train_labels: list[str], validation_labels: list[str]) -> list[str]:
@@ -166,8 +205,9 @@ def _epoch_hooks():
         rows; keeps the full statistics (per class, confusion matrix) for the
         reporter, and returns the numbers the Trainer ranks and stops by."""
 
-        def __init__(self, model, texts, labels, validation_rows):
+        def __init__(self, model, texts, labels, validation_rows, train_sample):
             super().__init__()
+            self.train_sample = train_sample  # indices of the texts the train_ metrics score
             self.greater_is_better = False
             self.primary_metric = "log_loss"
             self.model, self.texts, self.labels = model, texts, labels
@@ -182,15 +222,22 @@ def _epoch_hooks():
             from trainers.metrics import classification_metrics
 
             self.head = clone(self.model.model_head)
-            self.head.fit(body.encode(self.texts, show_progress_bar=False), self.labels)
+            train_vectors = body.encode(self.texts, show_progress_bar=False)
+            self.head.fit(train_vectors, self.labels)
+            sampled = train_vectors[self.train_sample]
+            train_metrics = classification_metrics(
+                [self.labels[i] for i in self.train_sample], [str(label) for label in self.head.predict(sampled)],
+                list(self.head.classes_), self.head.predict_proba(sampled))
+            train_metrics = {**prefixed(train_metrics, "train_"), "train_metrics_rows": len(self.train_sample)}
             if not self.validation_texts:
-                self.last = dict.fromkeys(("validation_loss", "accuracy", "macro_f1", "per_class", "confusion_matrix"))
+                self.last = {**dict.fromkeys(("validation_loss", "accuracy", "macro_f1", "per_class",
+                                              "confusion_matrix")), **train_metrics}
                 return {}
             vectors = body.encode(self.validation_texts, show_progress_bar=False)
             predicted = [str(label) for label in self.head.predict(vectors)]
             metrics = classification_metrics(self.validation_labels, predicted, list(self.head.classes_),
                                               self.head.predict_proba(vectors))
-            self.last = {"validation_loss": metrics.pop("log_loss"), **metrics}
+            self.last = {"validation_loss": metrics.pop("log_loss"), **metrics, **train_metrics}
             return {"log_loss": self.last["validation_loss"], "accuracy": metrics["accuracy"],
                     "macro_f1": metrics["macro_f1"]}
 

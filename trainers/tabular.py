@@ -5,6 +5,18 @@ A fit sees the whole training set once: a run reports one "epoch" (step = the
 training rows), and epochs, batch_size, learning_rate and early_stopping_patience
 are not offered (sent, they answer 422 saying so). The pipeline is saved with
 skops, never pickle, and loaded only if it holds no type outside TRUSTED_TYPES.
+
+Keeping on from a version: the parent's rows are not at hand (only its fitted
+pipeline), so refitting on the union is not possible. The parent's column
+handling (imputers, scaler, one-hot categories) is kept and its estimator warm
+started on the new rows where scikit-learn can: random_forest keeps the parent's
+trees and adds n_estimators new ones grown on the new rows; gradient_boosting
+adds n_estimators boosting stages fitted to the parent's errors on them;
+logistic_regression starts its solver from the parent's coefficients (a convex
+fit: it ends where a fit on the new rows alone would, sooner). ridge has no warm
+start: its closed-form fit is redone on the new rows. A new set of labels (a
+class added or gone) cannot be warm started either: the pipeline is refit from
+scratch. The job's log and the version say which happened.
 """
 
 import json
@@ -23,13 +35,23 @@ from model_registry.trained.tabular_pipeline import (  # noqa: F401
     load_pipeline,
     plain,
 )
-from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
+from trainers.base import (
+    BaseHyperparameters,
+    TaskTrainer,
+    TrainingFailed,
+    TrainingResult,
+    TrainingRun,
+    prefixed,
+    train_metrics_sample,
+)
 
 ESTIMATORS = {
     "classification": ("random_forest", "logistic_regression", "gradient_boosting"),
     "regression": ("random_forest", "ridge", "gradient_boosting"),
 }
 TREE_ESTIMATORS = {"random_forest", "gradient_boosting"}
+# What continuing from a parent meant, kept with the checkpoint for a resumed run.
+CONTINUED_FILE = "continued.txt"
 # "auto": integer labels with at most this many distinct values are classes.
 MAX_AUTO_CLASSES = 10
 MISSING_CATEGORY = "(missing)"
@@ -175,6 +197,27 @@ def evaluate(pipeline, features, y: list, objective: str) -> tuple[float | None,
     return metrics["log_loss"], metrics
 
 
+# The trees (random_forest, gradient_boosting) a warm start adds when n_estimators is null: scikit-learn's default.
+DEFAULT_TREES = 100
+
+
+def warm_start(pipeline, name: str, params: dict) -> str:
+    """Set the parent's estimator to carry on from itself in its next fit; what that means (for the log)."""
+    estimator = pipeline.named_steps["estimator"]
+    if name in TREE_ESTIMATORS:
+        more = params.get("n_estimators") or DEFAULT_TREES
+        estimator.set_params(warm_start=True, n_estimators=estimator.n_estimators + more)
+        if name == "random_forest":
+            return (f"warm start: the parent's {estimator.n_estimators - more} trees kept, {more} new ones grown on "
+                    "the new rows")
+        return (f"warm start: {more} boosting stages added to the parent's {estimator.n_estimators - more}, fitted "
+                "to its errors on the new rows")
+    if name == "logistic_regression":
+        estimator.set_params(warm_start=True)
+        return "warm start: the solver starts from the parent's coefficients"
+    return "refit: ridge has no warm start, so its fit is redone on the new rows (the parent's column handling kept)"
+
+
 class TabularTrainer(TaskTrainer):
     task = "tabular"
     library = "scikit-learn"
@@ -183,7 +226,17 @@ class TabularTrainer(TaskTrainer):
     base_loaders = ()
     hyperparameters = TabularHyperparameters
     limitations = ("One fit over the whole training set (no epochs, no early stopping); no hyperparameter search; "
-                   "columns are numbers or categories (no dates or free text).")
+                   "columns are numbers or categories (no dates or free text). Keeping on from a version warm "
+                   "starts its estimator on the new rows (ridge, or a changed set of labels: a refit).")
+    continues_from_formats = ("sklearn",)
+    scores_test_rows = True
+
+    def check_parent(self, hyperparameters: dict, parent_hyperparameters: dict) -> str | None:
+        parent = parent_hyperparameters.get("estimator")
+        if parent and hyperparameters["estimator"] != parent:
+            return (f"estimator: the version trained on from is a {parent}; keep training it as one, or train a "
+                    f"{hyperparameters['estimator']} from scratch (no base_model).")
+        return None
 
     def sample_input(self, train_rows: list, sample: object) -> dict:
         return dict(train_rows[0]["features"])  # the model's own columns, not the task's iris sample
@@ -204,20 +257,33 @@ class TabularTrainer(TaskTrainer):
         if not run.train_rows:
             raise TrainingFailed("The training set has no rows.")
         labels = [row["label"] for row in run.train_rows]
-        objective = decide_objective(params["objective"], params["estimator"], labels)
-        kinds = column_kinds(run.train_rows)
-        # Typed together, so that a label means the same class in both sets.
-        y_all = targets(labels + [row["label"] for row in run.validation_rows], objective)
-        y_train, y_validation = y_all[:len(labels)], y_all[len(labels):]
+        parent = _parent_model(run.parent_dir) if run.parent_dir else None
+        if parent is not None:  # the parent's columns and objective: its fitted steps read them
+            kinds = {column["name"]: column["kind"] for column in parent["trained"]["columns"]}
+            objective = parent["trained"]["objective"]
+            if params["objective"] not in ("auto", objective):
+                raise TrainingFailed(f"The version trained on from does {objective}; keep training it with "
+                                     f"objective {objective} (or auto).")
+        else:
+            objective = decide_objective(params["objective"], params["estimator"], labels)
+            kinds = column_kinds(run.train_rows)
+        # Typed together, so that a label means the same class in every set.
+        y_all = targets(labels + [row["label"] for row in run.validation_rows]
+                        + [row["label"] for row in run.test_rows], objective)
+        y_train = y_all[:len(labels)]
+        y_validation = y_all[len(labels):len(labels) + len(run.validation_rows)]
+        y_test = y_all[len(labels) + len(run.validation_rows):]
         if objective == "classification" and len(set(y_train)) < 2:
             raise TrainingFailed(f"Classification needs at least two classes; every training label is {y_train[0]!r}.")
         run.reporter.log(f"{objective} with {params['estimator']} on {len(y_train)} rows; columns: "
                          + ", ".join(f"{column} ({kind})" for column, kind in kinds.items()))
-        x_train = feature_matrix([row["features"] for row in run.train_rows], kinds)
         try:
+            x_train = feature_matrix([row["features"] for row in run.train_rows], kinds)
             x_validation = feature_matrix([row["features"] for row in run.validation_rows], kinds)
-        except ValueError as exc:  # the training rows decided the column's kind
-            raise TrainingFailed(f"Validation {exc}; in the training rows it holds only numbers.") from None
+            x_test = feature_matrix([row["features"] for row in run.test_rows], kinds)
+        except ValueError as exc:  # the training rows (or the parent's) decided the column's kind
+            raise TrainingFailed(f"A {exc}; that column holds only numbers in the rows the model learnt "
+                                 "its columns from.") from None
 
         # The checkpoint is the fitted pipeline: a run that crashed after fitting does not fit again.
         checkpoint = os.path.join(run.checkpoint_dir, MODEL_FILE)
@@ -226,19 +292,25 @@ class TabularTrainer(TaskTrainer):
             pipeline = load_pipeline(checkpoint)
             run.reporter.log("resumed: the fitted pipeline was checkpointed before the crash")
         else:
-            pipeline = build_pipeline(kinds, objective, params)
             fit_started = time.monotonic()
-            pipeline.fit(x_train, y_train)
+            pipeline, continued = self._fit(run, parent, kinds, objective, x_train, y_train)
             fit_s = time.monotonic() - fit_started
             os.makedirs(run.checkpoint_dir, exist_ok=True)
             skops.io.dump(pipeline, checkpoint + ".partial")
             os.replace(checkpoint + ".partial", checkpoint)
+            with open(os.path.join(run.checkpoint_dir, CONTINUED_FILE), "w") as continued_file:
+                continued_file.write(continued)
+        continued = _read_text(os.path.join(run.checkpoint_dir, CONTINUED_FILE))
 
         train_loss, _ = evaluate(pipeline, x_train, y_train, objective)
         validation_loss, metrics = evaluate(pipeline, x_validation, y_validation, objective)
+        sample = train_metrics_sample(list(range(len(y_train))), run.train_metrics_rows, params["seed"])
+        _, train_metrics = evaluate(pipeline, x_train[sample], [y_train[i] for i in sample], objective)
         stats = {"epoch": 1, "step": len(y_train), "train_loss": train_loss, "validation_loss": validation_loss,
-                 "learning_rate": None, "elapsed_s": time.monotonic() - started, **metrics}
+                 "learning_rate": None, "elapsed_s": time.monotonic() - started, **metrics,
+                 **prefixed(train_metrics, "train_"), "train_metrics_rows": len(sample)}
         run.reporter.epoch(stats)
+        test_metrics = evaluate(pipeline, x_test, y_test, objective)[1] if y_test else None
 
         classes = [plain(c) for c in pipeline.classes_] if objective == "classification" else None
         skops.io.dump(pipeline, os.path.join(run.output_dir, MODEL_FILE))
@@ -255,5 +327,42 @@ class TabularTrainer(TaskTrainer):
             json.dump(trained, file, indent=2)
         return TrainingResult(
             format="sklearn", tasks=[self.task], best_epoch=1, metrics=stats, description=description,
-            samples_per_second=len(y_train) / fit_s if fit_s else None,
+            samples_per_second=len(y_train) / fit_s if fit_s else None, test_metrics=test_metrics,
+            continued=continued,
         )
+
+    def _fit(self, run: TrainingRun, parent: dict | None, kinds: dict, objective: str, x_train, y_train):
+        """(the fitted pipeline, what continuing from the parent meant: "" without one)."""
+        params = run.hyperparameters
+        if parent is None:
+            pipeline = build_pipeline(kinds, objective, params)
+            pipeline.fit(x_train, y_train)
+            return pipeline, ""
+        pipeline = parent["pipeline"]
+        if objective == "classification" and set(map(plain, pipeline.classes_)) != set(map(plain, y_train)):
+            pipeline = build_pipeline(kinds, objective, params)
+            pipeline.fit(x_train, y_train)
+            return pipeline, ("refit: the labels differ from the parent's, which a warm start cannot add or drop; "
+                              "fitted from scratch on the new rows")
+        continued = warm_start(pipeline, params["estimator"], params)
+        # The parent's column handling as it was fitted: its estimator's inputs keep their meaning.
+        pipeline.named_steps["estimator"].fit(pipeline.named_steps["preprocess"].transform(x_train), y_train)
+        return pipeline, continued
+
+
+def _parent_model(parent_dir: str) -> dict:
+    """The parent version's fitted pipeline and its trained.json."""
+    try:
+        with open(os.path.join(parent_dir, TRAINED_FILE)) as trained_file:
+            trained = json.load(trained_file)
+        return {"pipeline": load_pipeline(os.path.join(parent_dir, MODEL_FILE)), "trained": trained}
+    except (OSError, ValueError, KeyError, UntrustedModelFile) as exc:
+        raise TrainingFailed(f"The version trained on from cannot be read as a trained tabular model: {exc}") from None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as text_file:
+            return text_file.read()
+    except FileNotFoundError:
+        return ""

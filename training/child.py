@@ -143,22 +143,29 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
                                                      request.hyperparameters.get("seed", 42))
         except ValueError as exc:
             raise TrainingFailed(str(exc)) from None
+    test_rows = read_rows(request.test_dataset_dir) if request.test_dataset_dir else []
     events.send("rows", train=len(train_rows), validation=len(validation_rows))
     output_dir = os.path.join(job_dir, "output")
     shutil.rmtree(output_dir, ignore_errors=True)  # what a crashed attempt left half-written
     os.makedirs(output_dir)
     checkpoint_dir = os.path.join(job_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
+    parent = request.parent
     events.log(f"training {request.task} with {trainer.library}"
-               + (f" from {request.base_model}" if request.base_model else "")
-               + f" on {len(train_rows)} rows, validating on {len(validation_rows)}")
+               + (f", keeping on from your version {parent['model']}@{parent['version']}," if parent
+                  else f" from {request.base_model}" if request.base_model else "")
+               + f" on {len(train_rows)} rows, validating on {len(validation_rows)}"
+               + (f", testing on {len(test_rows)}" if test_rows else ""))
+
     def training_run(hyperparameters, rows, checkpoints, output, reporter) -> TrainingRun:
         return TrainingRun(
             job_id=request.job_id, task=request.task, base_model=request.base_model,
             base_model_dir=request.base_model_dir, base_model_file=request.base_model_file,
             hyperparameters=hyperparameters, train_rows=rows, validation_rows=validation_rows,
             dataset_format=request.dataset_format, dataset_dir=request.dataset_dir, checkpoint_dir=checkpoints,
-            output_dir=output, reporter=reporter, torch_threads=threads,
+            output_dir=output, reporter=reporter, torch_threads=threads, parent_dir=request.parent_dir,
+            parent=parent, test_rows=test_rows, train_metrics_rows=request.train_metrics_rows,
+            validation_dataset_dir=request.validation_dataset_dir, test_dataset_dir=request.test_dataset_dir,
         )
 
     if request.search:  # several configurations, the best one's files left in output_dir
@@ -167,6 +174,8 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
         result = Search(request, trainer, train_rows, validation_rows, job_dir, events, training_run).run()
     else:
         result = trainer.train(training_run(request.hyperparameters, train_rows, checkpoint_dir, output_dir, events))
+    if parent:
+        events.log(f"kept on from {parent['model']}@{parent['version']}: {result.continued}")
     # The new version must serve before it is published: load it as the service
     # will and run each task once, as a build does with an upload.
     version = formats.Version(0, list(result.tasks), output_dir, "", Settings().with_overrides(request.settings), None,
@@ -185,7 +194,8 @@ def run(request: TrainingRequest, job_dir: str, events: Events) -> TrainingResul
             served.on_close()
     return TrainingResult(format=result.format, tasks=list(result.tasks), best_epoch=result.best_epoch,
                           metrics=result.metrics, description=result.description,
-                          samples_per_second=result.samples_per_second)
+                          samples_per_second=result.samples_per_second, test_metrics=result.test_metrics,
+                          continued=result.continued)
 
 
 def main(argv: list[str]) -> int:

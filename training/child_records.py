@@ -57,6 +57,12 @@ class TrainingRequest(Record):
     autogroup_nice: int = 0
     # A search job's request (training/search.py runs it); None: train once.
     search: dict | None = None
+    # Keep training: the parent version's files (read-only) and which it is ({"model", "version"}).
+    parent_dir: str | None = None
+    parent: dict | None = None
+    # The test dataset scored once at the end, and how many training rows each epoch's train_ metrics read.
+    test_dataset_dir: str | None = None
+    train_metrics_rows: int = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class TrainingResult(Record):
     metrics: dict | None
     description: str = ""
     samples_per_second: float | None = None
+    test_metrics: dict | None = None
+    continued: str = ""  # with a parent: what continuing from it meant (trainers/base.py)
 
 
 @dataclass(frozen=True)

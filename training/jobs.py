@@ -38,12 +38,15 @@ from core.errors import ModelUnavailable
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
-from core.tables import Dataset, TrainingJob, utcnow
+from core.tables import Dataset, ModelVersion, TrainingJob, utcnow
 from core.webhook_events import notify
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from sandbox import SandboxUnavailable
 from uploads.archive import tree_bytes
+from uploads.serving import version_dirs
+from uploads.version_bundles import ensure_version_files
+from uploads.versions import has_files
 
 from .child import ALREADY_RUNNING
 from .child_records import TrainingRequest
@@ -190,6 +193,9 @@ class TrainingJobs(Runner):
         ensure_parsed_revision(config, self.storage, job.dataset_id, job.dataset_revision or 1)
         if job.validation_dataset_id:
             ensure_parsed_revision(config, self.storage, job.validation_dataset_id, job.validation_dataset_revision or 1)
+        if job.test_dataset_id:
+            ensure_parsed_revision(config, self.storage, job.test_dataset_id, job.test_dataset_revision or 1)
+        parent_dir = self._parent_dir(job)
         return TrainingRequest(
             job_id=job.id, task=job.task, base_model=job.base_model, base_model_dir=base_dir,
             base_model_file=base_file, hyperparameters=job.hyperparameters, dataset_format=dataset_format,
@@ -202,7 +208,27 @@ class TrainingJobs(Runner):
             # What loading the trained version needs to check it (the base model's folder).
             settings={"MODEL_DIR": config.model_dir, "DATA_DIR": "", "TORCH_THREADS": 1},
             search=job.search,
+            parent_dir=parent_dir, parent=job.parent,
+            test_dataset_dir=(revision_dir(config.data_dir, job.test_dataset_id, job.test_dataset_revision)
+                              if job.test_dataset_id else None),
+            train_metrics_rows=config.training_train_metrics_rows,
         )
+
+    def _parent_dir(self, job: TrainingJob) -> str | None:
+        """The files of the version the job keeps training from, on this replica
+        (fetched from the bucket with S3 storage); LookupError when they are gone."""
+        if job.parent_version_id is None:
+            return None
+        label = f"{job.parent['model']}@{job.parent['version']}" if job.parent else "the parent version"
+        with self.sessions() as session:
+            version = session.get(ModelVersion, job.parent_version_id)
+            if version is None or not has_files(self.config.data_dir, version):
+                raise LookupError(f"{label}, the version this job keeps training from, was deleted or its files "
+                                  "were removed (INFER_USER_MODEL_VERSIONS_KEPT); start the job again from another.")
+            version_format = version.format
+        ensure_version_files(self.config, self.storage, None, job.parent_version_id, version_format, label,
+                             with_venv=False)
+        return version_dirs(self.config.data_dir, job.parent_version_id)[0]
 
     def _supervise(self, job_id: str, account_id: int, folder: str, request: TrainingRequest,
                    record: JobRecord) -> str:

@@ -44,16 +44,18 @@ def publish_version(config: Settings, sessions, storage, children: ChildSandbox,
         version = add_numbered_version(
             session, model.id, status="building", format=result.format, tasks=list(result.tasks),
             description=result.description or f"Trained by {job_id}.", upload_expires_at=utcnow(),
-            source="training", job_id=job_id, dataset_id=job.dataset_id, metrics=result.metrics,
-            build_message="", build_log="")
+            source="training", job_id=job_id, dataset_id=job.dataset_id, metrics=_version_metrics(result),
+            parent=job.parent, build_message="", build_log="")
         store_version_files(config, storage, version.id, output)  # for the other replicas (S3)
         files_dir = version_dirs(config.data_dir, version.id)[0]
         os.makedirs(os.path.dirname(files_dir), exist_ok=True)
         os.rename(output, files_dir)
         version.status, version.stored_bytes, version.finished_at = "success", stored, utcnow()
-        version.build_message = f"Trained by job {job_id}; best epoch {result.best_epoch}."
+        version.build_message = f"Trained by job {job_id}; best epoch {result.best_epoch}." + (
+            f" Kept on from {job.parent['model']}@{job.parent['version']}: {result.continued}." if job.parent else "")
         serve_if_newest(session, model, version, "training")
         job.version_number = version.number
+        job.test_metrics = result.test_metrics
         session.commit()
         model_id, number = model.id, version.number
     shutil.rmtree(folder, ignore_errors=True)  # checkpoints are no use once the version exists
@@ -61,3 +63,10 @@ def publish_version(config: Settings, sessions, storage, children: ChildSandbox,
                   best_epoch=result.best_epoch, metrics=result.metrics,
                   samples_per_second=result.samples_per_second)
     remove_old_versions(sessions, config.data_dir, config.user_model_versions_kept, model_id, storage)
+
+
+def _version_metrics(result) -> dict | None:
+    """The kept epoch's statistics, with the test dataset's metrics as test_<metric>."""
+    if not result.test_metrics:
+        return result.metrics
+    return {**(result.metrics or {}), **{f"test_{key}": value for key, value in result.test_metrics.items()}}

@@ -13,8 +13,9 @@ network, with an environment built from scratch, and sees only:
   package folder on its own: the repository's root holds the default data dir);
 - its own folder, writable: /job (a job's checkpoints and output) or /dataset
   (the upload and what its parse writes);
-- a job's datasets at /datasets/train and /datasets/validation, and its base
-  model at /models/<key>, read-only.
+- a job's datasets at /datasets/train, /datasets/validation and /datasets/test,
+  its base model at /models/<key> and the account's version it keeps training
+  from at /parent, read-only.
 
 Never the data dir, the database, the secret key or another account's files.
 The request a child reads (training/child_records.py) names these inside paths. Whatever a child leaves
@@ -46,6 +47,8 @@ JOB_DIR = "/job"
 DATASET_DIR = "/dataset"
 TRAIN_DATASET_DIR = "/datasets/train"
 VALIDATION_DATASET_DIR = "/datasets/validation"
+TEST_DATASET_DIR = "/datasets/test"
+PARENT_DIR = "/parent"
 MODELS_DIR = "/models"
 # A Hugging Face cache's snapshot links each file to ../../blobs/<hash>: with the
 # snapshot at /models/<key>, its blobs are at /blobs.
@@ -118,7 +121,8 @@ class ChildSandbox:
         config = self.config
         binds = [*self._code_binds(), Bind(folder, JOB_DIR, True)]
         for source, target in ((request.dataset_dir, TRAIN_DATASET_DIR),
-                               (request.validation_dataset_dir, VALIDATION_DATASET_DIR)):
+                               (request.validation_dataset_dir, VALIDATION_DATASET_DIR),
+                               (request.test_dataset_dir, TEST_DATASET_DIR), (request.parent_dir, PARENT_DIR)):
             if source:
                 binds.append(Bind(source, target))
         if request.base_model_dir:
@@ -140,6 +144,8 @@ class ChildSandbox:
             dataset_dir=TRAIN_DATASET_DIR if request.dataset_dir else request.dataset_dir,
             validation_dataset_dir=(VALIDATION_DATASET_DIR if request.validation_dataset_dir
                                     else request.validation_dataset_dir),
+            test_dataset_dir=TEST_DATASET_DIR if request.test_dataset_dir else request.test_dataset_dir,
+            parent_dir=PARENT_DIR if request.parent_dir else request.parent_dir,
             base_model_dir=f"{MODELS_DIR}/{request.base_model}" if request.base_model_dir else request.base_model_dir,
             settings={**request.settings, "MODEL_DIR": MODELS_DIR})
 
@@ -178,7 +184,9 @@ class ChildSandbox:
         self.sandbox.require()
         uid = self.uid_for(account_id)
         self.sandbox.grant(folder, uid, writable=True)
-        for datasets in (request.dataset_dir, request.validation_dataset_dir):
+        # The account's own files: its datasets and the version it keeps training from.
+        for datasets in (request.dataset_dir, request.validation_dataset_dir, request.test_dataset_dir,
+                         request.parent_dir):
             if datasets:
                 self.sandbox.grant(datasets, uid)
         if request.base_model_dir and self.sandbox.privileged:

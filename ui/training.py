@@ -95,20 +95,27 @@ def _dataset_fields(sent, filename: str) -> dict:
 @bp.route("/datasets/<string:dataset_id>")
 def dataset(dataset_id):
     """The dataset, its latest revision's statistics (or ?revision=N's), its
-    revisions, and a page of samples with a form to add or remove one."""
+    revisions, a page of samples with a form to add or remove one, and the training
+    form (which may keep training from one of the account's versions, with a test set)."""
     ctx = as_account()
     row = dataset_service.get(ctx, dataset_id)
     number = request.args.get("revision", type=int)
     details = dataset_object(row, revision=None if number is None else edit_service.revision(ctx, dataset_id, number))
-    fitting, revisions, samples = [], [], None
+    fitting, revisions, samples, own_versions, test_datasets = [], [], None, {}, []
     if details["status"] == "ready":
         fitting = [trainer for trainer in trainers() if details["format"] in trainer["dataset_formats"]]
         revisions = [revision_object(revision) for revision in edit_service.revisions(ctx, dataset_id)]
         shown, page, total = edit_service.samples(ctx, dataset_id, details["revision"], 0, SAMPLES_SHOWN)
         samples = {"revision": shown, "rows": page, "total": total}
+        own_versions = {trainer["task"]: job_service.continuable_versions(ctx, trainer["task"])
+                        for trainer in fitting}
+        # Any other ready dataset of the same format can be the job's test set.
+        test_datasets = [other for other in dataset_service.listed(ctx)
+                         if other.status == "ready" and other.format == details["format"] and other.id != dataset_id]
     return render_template("ui/dataset.html", dataset=details, trainers=fitting, final=dataset_final(details),
                            badge=badge, revisions=revisions, samples=samples,
-                           can_add_text=details["format"] == "text-label")
+                           can_add_text=details["format"] == "text-label", own_versions=own_versions,
+                           test_datasets=test_datasets)
 
 
 @bp.route("/datasets/<string:dataset_id>/samples", methods=["POST"])
@@ -179,9 +186,14 @@ def train(dataset_id):
         return back
     body = {"task": task, "dataset_id": dataset_id,
             "hyperparameters": _hyperparameters(request.form, task, trainer["hyperparameters"])}
-    base_model = request.form.get(f"base_model:{task}", "").strip()
+    # Keeping on from one of the account's versions takes the place of a global base model.
+    base_model = (request.form.get(f"keep_from:{task}", "").strip()
+                  or request.form.get(f"base_model:{task}", "").strip())
     if base_model:
         body["base_model"] = base_model
+    test_dataset = request.form.get("test_dataset_id", "").strip()
+    if test_dataset:
+        body["test_dataset_id"] = test_dataset
     split = request.form.get("validation_split", "").strip()
     if split:
         body["validation_split"] = split  # the API checks it is a number in 0..0.5
@@ -265,6 +277,7 @@ def job_state(details: dict, log: str) -> dict:
     """What the job page shows besides the job: its log, the confusion matrix to draw
     (the kept epoch's, else the newest epoch's) and whether the job has ended."""
     return {"log": log, "confusion": confusion_heatmap(details), "epoch_columns": epoch_columns(details),
+            "test_numbers": test_numbers(details),
             "final": details["status"] in JOB_FINAL, "active": details["status"] in JOB_ACTIVE, "badge": badge}
 
 
@@ -274,9 +287,15 @@ def epoch_columns(details: dict) -> list[str]:
     for epoch in details.get("epochs") or []:
         for key, value in epoch.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in columns \
-                    and key not in ("epoch", "step", "elapsed_s"):
+                    and key not in ("epoch", "step", "elapsed_s", "train_metrics_rows"):
                 columns.append(key)
     return columns
+
+
+def test_numbers(details: dict) -> list[tuple[str, float]]:
+    """The test dataset's scalar metrics (accuracy, macro_f1, loss, perplexity...), as the job page lists them."""
+    return [(key, value) for key, value in (details.get("test_metrics") or {}).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)]
 
 
 def confusion_heatmap(details: dict) -> dict | None:

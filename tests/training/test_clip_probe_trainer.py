@@ -159,3 +159,52 @@ def test_over_http_a_trained_version_classifies_without_labels(client_for, model
     assert set(unlabelled.json["probabilities"]) == set(COLOURS)
     assert sum(unlabelled.json["probabilities"].values()) == pytest.approx(1)
     assert unknown.status_code == 422 and "purple" in unknown.json["message"]
+
+
+def test_keeping_on_warm_starts_from_the_parents_coefficients_and_reports_train_metrics(tmp_path, model_dir, dataset):
+    from dataclasses import replace
+
+    parent_run, _ = train(tmp_path / "parent", model_dir, dataset)
+    trainer = ClipProbeTrainer()
+    dataset_dir, train_rows, validation_rows = dataset
+    reporter = ListReporter()
+    run = replace(make_run(tmp_path / "child", trainer, train_rows, validation_rows, "image-folders",
+                           {"batch_size": 8}, base_model=BASE, base_model_dir=os.path.join(model_dir, BASE),
+                           dataset_dir=dataset_dir, reporter=reporter),
+                  parent_dir=parent_run.output_dir, parent={"model": "colours", "version": 1}, train_metrics_rows=6)
+
+    result = trainer.train(run)
+
+    assert result.continued == "warm start: the solver starts from the parent's coefficients"
+    [epoch] = reporter.epochs
+    assert epoch["train_metrics_rows"] == 6
+    assert sum(sum(row) for row in epoch["train_confusion_matrix"]["matrix"]) == 6
+    assert {"train_accuracy", "train_macro_f1", "train_per_class"} <= set(epoch)
+    # Two of the three labels: the parent's coefficients cannot start that fit.
+    two = [row for row in train_rows if row["label"] != "blue"]
+    refit = trainer.train(replace(run, train_rows=two, checkpoint_dir=str(tmp_path / "again"),
+                                  output_dir=str(tmp_path / "child" / "output")))
+    assert refit.continued.startswith("refit: the labels differ")
+
+
+def test_validation_and_test_images_are_read_from_their_own_datasets_folders(tmp_path, model_dir, dataset):
+    from dataclasses import replace
+
+    dataset_dir, train_rows, validation_rows = dataset
+    elsewhere = tmp_path / "test-dataset"
+    test_rows = []
+    for label, colour in COLOURS.items():
+        os.makedirs(elsewhere / "only-here" / label)
+        for index in range(2):
+            relative = f"only-here/{label}/{index}.png"  # no such file in the training dataset's folder
+            coloured_image(colour, seed=100 + index).save(elsewhere / relative)
+            test_rows.append({"image": relative, "label": label})
+    trainer = ClipProbeTrainer()
+    run = replace(make_run(tmp_path, trainer, train_rows, test_rows, "image-folders", {"batch_size": 8},
+                           base_model=BASE, base_model_dir=os.path.join(model_dir, BASE), dataset_dir=dataset_dir),
+                  validation_dataset_dir=str(elsewhere), test_rows=test_rows, test_dataset_dir=str(elsewhere))
+
+    result = trainer.train(run)
+
+    assert sum(map(sum, result.test_metrics["confusion_matrix"]["matrix"])) == len(test_rows)
+    assert result.test_metrics["accuracy"] == result.metrics["accuracy"]  # the same rows, validated and tested

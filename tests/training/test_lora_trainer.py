@@ -192,3 +192,40 @@ def test_target_modules_the_base_lacks_fail_naming_its_layers(tmp_path, tiny_in_
 
 def test_a_lora_adapter_cannot_be_uploaded(tmp_path):
     assert named("lora-adapter").detect(str(tmp_path), {"model_type": "llama"}) is False
+
+
+def test_keeping_on_trains_the_parents_adapter_and_scores_the_test_rows(tmp_path, tiny_in_catalogue):
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file
+
+    trainer, parent_run = tiny_run(tmp_path / "parent", tiny_in_catalogue, {"epochs": 1})
+    trainer.train(parent_run)
+    reporter = ListReporter()
+    # A learning rate too small to move the weights: what the child saves is what it started from.
+    _, child_run = tiny_run(tmp_path / "child", tiny_in_catalogue, {"epochs": 1, "learning_rate": 1e-7}, reporter)
+    child_run = replace(child_run, parent_dir=parent_run.output_dir, parent={"model": "colours", "version": 1},
+                        test_rows=COLOUR_ROWS[:3])
+
+    result = trainer.train(child_run)
+
+    assert result.continued == "continued from its adapter, on the same base model"
+    parent_weights = load_file(os.path.join(parent_run.output_dir, "adapter_model.safetensors"))
+    child_weights = load_file(os.path.join(child_run.output_dir, "adapter_model.safetensors"))
+    assert set(parent_weights) == set(child_weights)
+    trained_b = [name for name in parent_weights if "lora_B" in name]
+    assert trained_b and all(abs(parent_weights[name]).max() > 0 for name in trained_b)  # a fresh B starts at 0
+    for name in parent_weights:
+        assert child_weights[name] == pytest.approx(parent_weights[name], abs=1e-4), name
+    [epoch] = reporter.epochs
+    assert epoch["train_perplexity"] == pytest.approx(math.exp(epoch["train_loss"]))
+    assert result.test_metrics["rows"] == 3
+    assert result.test_metrics["perplexity"] == pytest.approx(math.exp(result.test_metrics["loss"]))
+
+
+def test_keeping_on_cannot_change_the_adapters_shape():
+    trainer = LoraGenerationTrainer()
+    parent = trainer.hyperparameters().load({})
+    assert trainer.check_parent(trainer.hyperparameters().load({}), parent) is None
+    problem = trainer.check_parent(trainer.hyperparameters().load({"lora_r": 16}), parent)
+    assert "lora_r" in problem and "8" in problem

@@ -10,7 +10,16 @@ import pytest
 from core.errors import ModelUnavailable
 from core.settings import Settings
 from trainers.base import EPOCH_KEYS
-from trainers.tabular import ESTIMATORS, TRUSTED_TYPES, TabularTrainer, build_pipeline, column_kinds, feature_matrix
+from trainers.tabular import (
+    ESTIMATORS,
+    MODEL_FILE,
+    TRUSTED_TYPES,
+    TabularTrainer,
+    build_pipeline,
+    column_kinds,
+    feature_matrix,
+    load_pipeline,
+)
 from uploads.formats import Version, named
 
 from .helpers import Crashed, ListReporter, make_run
@@ -193,3 +202,55 @@ def test_hyperparameters_that_do_not_apply_are_refused_saying_why(hyperparameter
         TabularTrainer.hyperparameters().load(hyperparameters)
 
     assert says in str(refused.value.messages[field])
+
+
+@pytest.mark.parametrize("estimator, says", [
+    ("random_forest", "warm start: the parent's 5 trees kept, 5 new ones grown on the new rows"),
+    ("gradient_boosting", "warm start: 5 boosting stages added to the parent's 5, fitted to its errors on the new rows"),
+    ("logistic_regression", "warm start: the solver starts from the parent's coefficients"),
+])
+def test_keeping_on_warm_starts_each_classifier_from_its_parent_and_serves(tmp_path, estimator, says):
+    from dataclasses import replace
+
+    train_rows, validation_rows = iris_rows(with_site=True)
+    trees = {"n_estimators": 5} if estimator != "logistic_regression" else {}
+    parent, _ = train(tmp_path / "parent", train_rows[:60], validation_rows, {"estimator": estimator, **trees})
+    trainer = TabularTrainer()
+    run = replace(make_run(tmp_path / "child", trainer, train_rows[60:], validation_rows, "tabular",
+                           {"estimator": estimator, **trees}),
+                  parent_dir=parent.output_dir, parent={"model": "iris", "version": 1}, test_rows=validation_rows)
+
+    result = trainer.train(run)
+
+    assert result.continued == says
+    pipeline = load_pipeline(os.path.join(run.output_dir, MODEL_FILE))
+    if estimator != "logistic_regression":
+        assert pipeline.named_steps["estimator"].n_estimators == 10
+    assert result.test_metrics["accuracy"] > 0.8
+    served = serve(run.output_dir)
+    assert served.runners["tabular"]([validation_rows[0]["features"]])[0]["prediction"] in {
+        "setosa", "versicolor", "virginica"}
+
+
+def test_keeping_on_a_regression_refits_ridge_and_a_changed_set_of_labels_refits_from_scratch(tmp_path):
+    from dataclasses import replace
+
+    trainer = TabularTrainer()
+    parent, _ = train(tmp_path / "ridge", line_rows(40, 1), [], {"estimator": "ridge"})
+    run = replace(make_run(tmp_path / "ridge-child", trainer, line_rows(80, 2), [], "tabular", {"estimator": "ridge"}),
+                  parent_dir=parent.output_dir)
+    assert trainer.train(run).continued.startswith("refit: ridge has no warm start")
+
+    train_rows, validation_rows = iris_rows()
+    parent, _ = train(tmp_path / "iris", train_rows, validation_rows)
+    two = [row for row in train_rows if row["label"] != "setosa"]
+    run = replace(make_run(tmp_path / "iris-child", trainer, two, [], "tabular"), parent_dir=parent.output_dir)
+    assert trainer.train(run).continued.startswith("refit: the labels differ from the parent's")
+
+
+def test_keeping_on_with_another_estimator_is_refused_before_the_job_starts():
+    trainer = TabularTrainer()
+    parent = trainer.hyperparameters().load({"estimator": "random_forest"})
+    assert trainer.check_parent(trainer.hyperparameters().load({}), parent) is None
+    problem = trainer.check_parent(trainer.hyperparameters().load({"estimator": "gradient_boosting"}), parent)
+    assert "random_forest" in problem and "from scratch" in problem

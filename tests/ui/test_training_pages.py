@@ -287,3 +287,32 @@ def test_a_search_job_page_shows_its_leaderboard(alice, mallory, api):
         assert f"<td>{trial['trial']}</td>" in cells and f"estimator={trial['searched']['estimator']}" in cells
     assert all("is over max_size_mb 0.2" in cells for _, cells in rows[1:])
     assert mallory.get(f"/ui/jobs/{done['id']}/live").status_code == 404
+
+
+def test_the_form_keeps_training_from_a_version_with_a_test_dataset_and_the_job_page_shows_them(alice, mallory, api):
+    client, headers = api
+    dataset = add_dataset(client, headers, iris_csv())
+    held = add_dataset(client, headers, iris_csv(), name="held")
+    first = wait_job(alice, job_id_of(start_from_form(alice, dataset["id"], task="tabular", model_name="iris")))
+    assert first["status"] == "succeeded", first["message"]
+
+    page = parsed_page(alice, dataset["id"])
+    assert '<option value="iris@1">iris@1</option>' in page
+    assert f'<option value="{held["id"]}">held ({held["id"]})</option>' in page
+    job_id = job_id_of(start_from_form(alice, dataset["id"], task="tabular", model_name="iris",
+                                       test_dataset_id=held["id"], **{"keep_from:tabular": "iris@1"}))
+    done = wait_job(alice, job_id)
+    assert done["status"] == "succeeded", done["message"]
+    assert done["parent"] == {"model": "iris", "version": 1} and done["test_metrics"]["accuracy"] > 0.9
+    page = html(alice.get(f"/ui/jobs/{job_id}"))
+    assert "<dt>Kept on from</dt>" in page and "iris@1" in page
+    assert "<dt>Test metrics</dt>" in page and "train_accuracy" in page  # an epochs table column
+    assert "kept on from iris@1" in html(alice.get("/ui/models/iris"))
+
+    # Mallory's own dataset page offers none of alice's versions, and naming one is refused as a missing model.
+    theirs = add_dataset(client, mallory_headers(mallory), iris_csv())
+    assert "iris@1" not in parsed_page(mallory, theirs["id"])
+    refused, missing = (start_from_form(mallory, theirs["id"], task="tabular", model_name="mine",
+                                        **{"keep_from:tabular": ref}) for ref in ("iris@1", "ghost@1"))
+    assert refused.status_code == missing.status_code == 404
+    assert client.get("/jobs", headers=mallory_headers(mallory)).json["data"] == []

@@ -174,6 +174,27 @@ def test_a_dataset_sent_to_b_parsed_on_a_is_trained_on_by_b_whose_version_a_serv
     assert not [key for key in group.keys() if dataset["id"] in key]
 
 
+def test_a_version_trained_on_a_is_kept_on_from_by_b_which_fetches_the_parent_from_the_bucket(replicas):
+    group = replicas(TRAINER=True, TRAINING_POLL_S=0.1)
+    a, headers = group.a.test_client(), group.headers
+    dataset = add_dataset(a, headers, iris_csv(), name="iris")
+    first = wait_job(a, headers, start_job(a, headers, "iris", task="tabular", dataset_id=dataset["id"])["id"])
+    assert first["status"] == "succeeded", first["message"]
+    group.a.extensions["training"].stop()  # from here on only b trains, and b has no copy of iris@1
+    b_app = group.replica("b", TRAINER=True, TRAINING_POLL_S=0.1)
+    parent_id = _serving_id(group.a, "iris")
+    assert not os.path.exists(version_dirs(settings_of(b_app).data_dir, parent_id)[0])
+
+    done = wait_job(a, headers, start_job(a, headers, "iris", task="tabular", dataset_id=dataset["id"],
+                                          base_model="iris@1")["id"])
+
+    assert done["status"] == "succeeded", done["message"]
+    assert done["parent"] == {"model": "iris", "version": 1} and done["version"] == 2
+    assert os.path.isdir(version_dirs(settings_of(b_app).data_dir, parent_id)[0])  # fetched from the bucket
+    log = a.get(f"/jobs/{done['id']}/log", headers=headers).json["log"]
+    assert "kept on from iris@1: warm start" in log
+
+
 def tar_bundle(members: list[tarfile.TarInfo], content: bytes = b"x") -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:

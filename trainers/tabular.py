@@ -225,7 +225,8 @@ class TabularTrainer(TaskTrainer):
     default_base_model = None
     base_loaders = ()
     hyperparameters = TabularHyperparameters
-    limitations = ("One fit over the whole training set (no epochs, no early stopping); no hyperparameter search; "
+    limitations = ("One fit over the whole training set (no epochs, no early stopping; a `search` tries several "
+                   "configurations); "
                    "columns are numbers or categories (no dates or free text). Keeping on from a version warm "
                    "starts its estimator on the new rows (ridge, or a changed set of labels: a refit).")
     continues_from_formats = ("sklearn",)

@@ -81,13 +81,25 @@ def pair_answer(item, output) -> str | None:
     return None if ok else "should return a number (the relevance score of the document to the query)"
 
 
+class QueryText(fields.Raw):
+    """The query, checked with the documents (post_load) so that every message names its field."""
+
+    input_kind = "text"  # what a form or a query string makes of it (the playground, prediction URLs)
+
+
+class DocumentLines(fields.Raw):
+    """A list of documents, checked in post_load (check_documents)."""
+
+    input_kind = "lines"  # one document per line of a form, or per repeated query parameter
+
+
 class RerankBody(StrictSchema):
-    query = fields.Raw(required=True, metadata={"type": "string", "description": "The text to rank the documents "
+    query = QueryText(required=True, metadata={"type": "string", "description": "The text to rank the documents "
                                                 "against (a search query, a question)."})
-    texts = fields.Raw(metadata={"type": "array", "items": {"type": "string"}, "description": (
+    texts = DocumentLines(metadata={"type": "array", "items": {"type": "string"}, "description": (
         "The documents to rank (text-embeddings-inference's name): at most INFER_MAX_RERANK_DOCUMENTS, each at "
         "most INFER_MAX_TEXT_LENGTH characters, INFER_MAX_EMBEDDING_CHARS in all.")})
-    documents = fields.Raw(metadata={"type": "array", "items": {"type": "string"},
+    documents = DocumentLines(metadata={"type": "array", "items": {"type": "string"},
                                      "description": "The same as texts (infinity's name): send one of the two."})
     top_n = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1),
                            metadata={"description": "Answer only the n most relevant; left out: all of them."})

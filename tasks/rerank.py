@@ -17,6 +17,7 @@ it; `raw_scores` answers the logit itself.
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from model_registry.catalogue import CROSS_ENCODER
+from trainers.cross_encoder import CrossEncoderTrainer
 
 from .answers import SAMPLE_TEXT
 from .common import ENV_PREFIX, StrictSchema, check_text, check_total_characters, limit_setting, model_field
@@ -156,5 +157,5 @@ SPEC = register(TaskSpec(
     sample=lambda: {"query": "What checks the model?", "document": SAMPLE_TEXT},
     items=lambda body: (pair_items(body["query"], body["documents"]), True),
     finish=finish, answer_body=lambda outputs, is_batch: outputs, check_answer=pair_answer,
-    hf_loader=CROSS_ENCODER,
+    hf_loader=CROSS_ENCODER, trainer=CrossEncoderTrainer,
 ))

@@ -114,3 +114,24 @@ def test_an_unknown_or_another_accounts_model_is_a_404(rerank):
                    headers=rerank.api.headers_for("bob"))
 
     assert mine.status_code == 404 and other.status_code == 404
+
+
+def test_an_uploaded_cross_encoder_folder_serves_rerank_to_its_owner_only(client_for, tiny_dir):
+    from ..uploads.helpers import deploy, hf_folder_zip
+
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2, BACKEND="torch")
+    built = deploy(api.client, api.headers, "my-reranker", hf_folder_zip(tiny_dir["cross_encoder"], ["rerank"]))
+    assert built["build_status"] == "success", built
+
+    body = {"query": QUERY, "texts": DOCUMENTS, "model": "my-reranker"}
+    mine = api.client.post("/rerank", json=body, headers=api.headers)
+    cohere = api.client.post("/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": "my-reranker"},
+                             headers=api.headers)
+    theirs = api.client.post("/rerank", json=body, headers=api.headers_for("bob"))
+
+    assert mine.status_code == 200, mine.json
+    expected = library_scores(tiny_dir["cross_encoder"])
+    assert {hit["index"]: hit["score"] for hit in mine.json} == pytest.approx(dict(enumerate(expected)), abs=1e-5)
+    assert cohere.status_code == 200, cohere.json
+    assert [result["index"] for result in cohere.json["results"]] == [hit["index"] for hit in mine.json]
+    assert theirs.status_code == 404, theirs.json

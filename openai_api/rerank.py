@@ -3,7 +3,7 @@ LlamaIndex's rerankers (CohereRerank, JinaRerank) call.
 
 The same cross-encoders, runner and batcher as /rerank (tasks/rerank.py), so the
 scores are the same; only the shape differs: `documents` may be strings or
-`{"text"}` objects, the answer is `{"model", "results": [{"index",
+`{"text"}` objects, the answer is `{"id", "model", "results": [{"index",
 "relevance_score", "document"?}], "usage"}`, and errors come in OpenAI's shape
 (openai_api/errors.py), as everywhere under /v1.
 """
@@ -11,6 +11,7 @@ scores are the same; only the shape differs: `documents` may be strings or
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
+from core.request_context import current_request_id
 from tasks.common import StrictSchema
 from tasks.rerank import TASK, check_documents, pair_items, ranked
 from web.blueprint import Blueprint
@@ -79,6 +80,7 @@ class V1RerankUsage(Schema):
 
 
 class V1RerankResponse(Schema):
+    id = fields.String(metadata={"description": "The request's id (its X-Request-Id), which Cohere's SDK reads."})
     model = fields.String(metadata={"description": "The model as the request named it."})
     results = fields.List(fields.Nested(V1RerankResult), metadata={"description": "Most relevant first."})
     usage = fields.Nested(V1RerankUsage)
@@ -104,6 +106,7 @@ def rerank(body: dict) -> dict:
     hits = ranked(outputs, documents, body["top_n"], raw=False, with_text=body["return_documents"])
     counted = [output.get("tokens") if isinstance(output, dict) else None for output in outputs]
     return {
+        "id": current_request_id.get() or "",
         "model": name,
         "results": [{"index": hit["index"], "relevance_score": hit["score"],
                      **({"document": {"text": hit["text"]}} if "text" in hit else {})} for hit in hits],

@@ -24,7 +24,8 @@ def test_results_in_cohere_shape_equal_cross_encoder_and_slash_rerank(api, tiny_
 
     assert response.status_code == 200, response.json
     body = response.json
-    assert set(body) == {"model", "results", "usage"} and body["model"] == "ms-marco-MiniLM-L6-v2"
+    assert set(body) == {"id", "model", "results", "usage"} and body["model"] == "ms-marco-MiniLM-L6-v2"
+    assert body["id"] == response.headers["X-Request-Id"]
     expected = library_scores(tiny_dir["cross_encoder"])
     best = sorted(range(len(DOCUMENTS)), key=lambda index: -expected[index])[:3]
     assert [result["index"] for result in body["results"]] == best

@@ -135,3 +135,17 @@ def test_an_uploaded_cross_encoder_folder_serves_rerank_to_its_owner_only(client
     assert cohere.status_code == 200, cohere.json
     assert [result["index"] for result in cohere.json["results"]] == [hit["index"] for hit in mine.json]
     assert theirs.status_code == 404, theirs.json
+
+
+def test_a_large_rerank_counts_per_batch_of_documents_and_takes_a_larger_body(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, BACKEND="torch", ACCOUNT_REQUESTS_PER_MIN=5, MAX_BATCH_SIZE=8,
+                     MAX_CONTENT_LENGTH=10_000, MAX_EMBEDDING_BODY_BYTES=200_000)
+    documents = [f"{DOCUMENTS[i % len(DOCUMENTS)]} " * 20 for i in range(24)]  # ~24 KB, over the default limit
+
+    answer = api.client.post("/rerank", json={"query": QUERY, "documents": documents}, headers=api.headers)
+
+    assert answer.status_code == 200, answer.json
+    assert answer.headers["x-ratelimit-remaining-requests"] == "2"  # 24 documents: 3 requests of 8
+    never = api.client.post("/v1/rerank", json={"model": "english", "query": QUERY, "documents": documents * 2},
+                            headers=api.headers)
+    assert never.status_code == 429 and "can never pass" in never.json["error"]["message"]

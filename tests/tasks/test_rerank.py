@@ -149,3 +149,18 @@ def test_a_large_rerank_counts_per_batch_of_documents_and_takes_a_larger_body(cl
     never = api.client.post("/v1/rerank", json={"model": "english", "query": QUERY, "documents": documents * 2},
                             headers=api.headers)
     assert never.status_code == 429 and "can never pass" in never.json["error"]["message"]
+
+
+def test_prefer_respond_async_answers_the_same_ranking_later_on_both_routes(client_for, tiny_model_dir):
+    from ..predictions.test_async_predictions import submit, wait_for
+
+    api = client_for(MODEL_DIR=tiny_model_dir, BACKEND="torch", PREDICTIONS=True, PREDICTION_POLL_S=0.05)
+    body = {"query": QUERY, "texts": DOCUMENTS, "top_n": 2}
+    native = wait_for(api, submit(api, "/rerank", body)["id"])
+    cohere = wait_for(api, submit(api, "/v1/rerank", {"model": "english", "query": QUERY, "documents": DOCUMENTS,
+                                                      "top_n": 2})["id"])
+
+    synchronous = api.client.post("/rerank", json=body, headers=api.headers).json
+    assert native["status"] == "succeeded" and native["output"] == synchronous
+    assert cohere["status"] == "succeeded" and cohere["task"] == "rerank"
+    assert [result["index"] for result in cohere["output"]["results"]] == [hit["index"] for hit in synchronous]

@@ -7,8 +7,10 @@ MiniLM's tokenizer): the cost of a pass depends on the shape, not the weights.
 The output says which.
 
 One run, one machine. The raw ceiling is sentence-transformers' own
-CrossEncoder.predict in this process, batched by 32 on all cores (os.cpu_count()
-torch threads), on the same (query, document) pairs. The service runs under
+CrossEncoder.predict in this process, batched by 32, on the same (query,
+document) pairs, on 1 torch thread and on all cores (os.cpu_count()); the better
+of the two is the ceiling (on a busy machine, more threads than free cores is
+slower, measured here: 60 pairs/s on 1 thread, 31 on 2 under a load of 7). The service runs under
 gunicorn.conf.py (INFER_WORKERS, INFER_THREADS and INFER_TORCH_THREADS from the
 environment or their defaults), with the cross-encoder preloaded, on
 --backend. Each round is a window of the raw model followed by a window of the
@@ -67,8 +69,11 @@ def model_folder(model_dir: str | None) -> tuple[str, str]:
     return root, "a random-weight cross-encoder of ms-marco-MiniLM-L6-v2's shape (no hub here)"
 
 
-def raw_window(model, pairs: list, per_request: int, seconds: float) -> tuple[int, float]:
-    """Pairs scored by CrossEncoder.predict in `seconds`, a request's worth per call."""
+def raw_window(model, pairs: list, per_request: int, seconds: float, threads: int) -> tuple[int, float]:
+    """Pairs scored by CrossEncoder.predict on `threads` torch threads in `seconds`, a request's worth per call."""
+    import torch
+
+    torch.set_num_threads(threads)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         start = (done // per_request * 7) % (len(pairs) - per_request)
@@ -122,26 +127,26 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "rerank.json"))
     args = parser.parse_args()
 
-    import torch
     from sentence_transformers import CrossEncoder
 
     model_dir, which = model_folder(args.model_dir)
     documents = make_sentences(2048)
     pairs = [(QUERY, document) for document in documents]
-    torch.set_num_threads(os.cpu_count())
     raw = CrossEncoder(os.path.join(model_dir, MODEL_KEY), device="cpu", local_files_only=True)
     server = Server({"INFER_MODEL_DIR": model_dir, "INFER_PRELOAD_MODELS": "rerank:english",
                      "INFER_BACKEND": args.backend}, f"service ({args.backend})")
-    totals = {"raw": [0, 0.0], "service": [0, 0.0]}
+    raw_threads = sorted({1, os.cpu_count()})
+    totals = {**{f"raw-{threads}": [0, 0.0] for threads in raw_threads}, "service": [0, 0.0]}
     latencies = []
     try:
         service_window(server, documents, args.documents, 1, 1.0)  # warm up
-        raw_window(raw, pairs, args.documents, 1.0)
+        raw_window(raw, pairs, args.documents, 1.0, 1)
         window = args.seconds / args.rounds
         for _ in range(args.rounds):
-            done, elapsed = raw_window(raw, pairs, args.documents, window)
-            totals["raw"][0] += done
-            totals["raw"][1] += elapsed
+            for threads in raw_threads:
+                done, elapsed = raw_window(raw, pairs, args.documents, window, threads)
+                totals[f"raw-{threads}"][0] += done
+                totals[f"raw-{threads}"][1] += elapsed
             done, elapsed, own = service_window(server, documents, args.documents, args.concurrency, window)
             totals["service"][0] += done
             totals["service"][1] += elapsed
@@ -150,17 +155,21 @@ def main():
         server.stop()
         if not args.model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
-    raw_rate, service_rate = (totals[side][0] / totals[side][1] for side in ("raw", "service"))
+    rates = {side: done / elapsed for side, (done, elapsed) in totals.items()}
+    service_rate = rates.pop("service")
+    raw_rate = max(rates.values())
     result = {
         "model": which, "backend": args.backend, "documents_per_request": args.documents,
         "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
-        "raw_pairs_per_s": raw_rate, "service_pairs_per_s": service_rate, "ratio": service_rate / raw_rate,
+        "raw_pairs_per_s_by_threads": rates, "raw_pairs_per_s": raw_rate, "service_pairs_per_s": service_rate,
+        "ratio": service_rate / raw_rate, "load_average": os.getloadavg()[0],
         "service_p50_ms": percentile(latencies, 0.5) * 1000, "service_p99_ms": percentile(latencies, 0.99) * 1000,
         "cpus": os.cpu_count(), "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(f"model: {which}")
-    print(f"raw CrossEncoder.predict (batch 32, {os.cpu_count()} threads): {raw_rate:8.1f} pairs/s")
+    for side, rate in rates.items():
+        print(f"raw CrossEncoder.predict (batch 32, {side[4:]} torch thread(s)): {rate:8.1f} pairs/s")
     print(f"/rerank ({args.backend}, {args.documents} documents per request, concurrency {args.concurrency}): "
           f"{service_rate:8.1f} pairs/s  x{result['ratio']:.2f}  p50 {result['service_p50_ms']:.0f} ms  "
           f"p99 {result['service_p99_ms']:.0f} ms")

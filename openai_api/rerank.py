@@ -12,7 +12,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from core.request_context import current_request_id
-from tasks.common import StrictSchema
+from tasks.common import StrictSchema, check_text
 from tasks.rerank import TASK, check_documents, pair_items, ranked
 from web.blueprint import Blueprint
 
@@ -58,6 +58,10 @@ class V1RerankBody(StrictSchema):
 
     @post_load
     def checked(self, data, **kwargs):
+        try:
+            check_text(data["query"])
+        except ValidationError as exc:
+            raise ValidationError({"query": exc.messages}) from None
         check_documents(data["documents"], "documents")
         return data
 

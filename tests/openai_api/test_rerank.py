@@ -10,7 +10,7 @@ from .conftest import assert_openai_error
 
 @pytest.fixture
 def api(client_for, tiny_model_dir):
-    return client_for(MODEL_DIR=tiny_model_dir, BACKEND="torch", MAX_RERANK_DOCUMENTS=8)
+    return client_for(MODEL_DIR=tiny_model_dir, BACKEND="torch", MAX_RERANK_DOCUMENTS=8, MAX_TEXT_LENGTH=200)
 
 
 def post(api, body, headers=None):
@@ -60,6 +60,8 @@ def test_v1_models_lists_the_reranker_with_its_route(api):
 @pytest.mark.parametrize("body, param, words", [
     ({"model": "english", "documents": DOCUMENTS}, "query", "Missing data"),
     ({"model": "english", "query": "", "documents": DOCUMENTS}, "query", "empty"),
+    ({"model": "english", "query": "q" * 201, "documents": DOCUMENTS}, "query", "INFER_MAX_TEXT_LENGTH"),
+    ({"model": "english", "query": QUERY, "documents": ["d" * 201]}, "documents", "INFER_MAX_TEXT_LENGTH"),
     ({"query": QUERY, "documents": DOCUMENTS}, "model", "Missing data"),
     ({"model": "english", "query": QUERY, "documents": [{"title": "x"}]}, "documents", "documents[0]"),
     ({"model": "english", "query": QUERY, "documents": []}, "documents", "non-empty list"),

@@ -1,8 +1,9 @@
 """A retriever with a reranker against a live server: the vector store's 20 nearest
 chunks (the packaged MiniLM, /v1/embeddings) reranked through /v1/rerank by
-LangChain-community's JinaRerank or LlamaIndex's JinaRerank postprocessor (a tiny random-weight cross-encoder standing in for
-ms-marco-MiniLM-L6-v2). The framework runs in .venv-frameworks, as a user's
-application would; its top 3 are the service's own /rerank top 3 of those candidates."""
+LangChain-community's JinaRerank or LlamaIndex's JinaRerank postprocessor (a tiny
+random-weight cross-encoder standing in for ms-marco-MiniLM-L6-v2). The framework runs
+in .venv-frameworks, as a user's application would; its top 3 are the service's own
+/rerank top 3 of those candidates."""
 
 import json
 import os

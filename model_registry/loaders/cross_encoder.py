@@ -24,7 +24,7 @@ import torch
 from ..catalogue import ModelSpec
 from ..served_model import ServedModel
 from ..token_batching import PreparedRunner, collate, split_rows
-from .common import DEFAULT_SETTINGS, LoadSettings, import_lock, max_input_tokens
+from .common import DEFAULT_SETTINGS, LoadSettings, MissingWeights, import_lock, max_input_tokens
 from .encoder_heads import load_encoder
 from .sentence_transformer_inputs import TEXT_INPUTS, pad_values
 from .shared_tokenizers import SerialTokenizer
@@ -34,8 +34,9 @@ TASKS = frozenset({"rerank"})
 PURPOSE = "rerank (a cross-encoder: one relevance score per query and document)"
 
 
-class NotAReranker(ValueError):
-    """The folder's model scores a pair with several labels, not one relevance score."""
+class NotAReranker(MissingWeights):
+    """The folder's model scores a pair with several labels, not one relevance score: like
+    missing weights, a head that does not fit the task, which a build reports as such."""
 
 
 def activation_path(path: str) -> str | None:

@@ -3,6 +3,8 @@
 text-embeddings-inference's list, most relevant first, cut by top_n, with the texts
 when asked; bad input is a 422 that says what to fix; another account's model is a 404."""
 
+import json
+
 import pytest
 
 QUERY = "How do cats spend their day?"
@@ -164,3 +166,31 @@ def test_prefer_respond_async_answers_the_same_ranking_later_on_both_routes(clie
     assert native["status"] == "succeeded" and native["output"] == synchronous
     assert cohere["status"] == "succeeded" and cohere["task"] == "rerank"
     assert [result["index"] for result in cohere["output"]["results"]] == [hit["index"] for hit in synchronous]
+
+
+OVERLAP_SCORE = '''
+def load_model(model_dir):
+    return None
+
+def call_model(model, task_input, task):
+    query = set(task_input["query"].lower().split())
+    return float(len(query & set(task_input["document"].lower().rstrip(".").split())))
+'''
+
+
+def test_uploaded_code_ranks_by_its_own_scores_and_a_many_label_folder_is_refused(client_for, tiny_dir):
+    from ..uploads.helpers import deploy, hf_folder_zip, make_zip
+
+    api = client_for(BUILDER=True, BUILD_POLL_S=0.2)
+    code = make_zip({"inference.py": OVERLAP_SCORE, "requirements.txt": "",
+                     "config.json": json.dumps({"description": "word overlap", "tasks": ["rerank"]})})
+    assert deploy(api.client, api.headers, "overlap", code)["build_status"] == "success"
+    three_labels = deploy(api.client, api.headers, "nli-as-reranker", hf_folder_zip(tiny_dir["nli"], ["rerank"]))
+
+    documents = ["Dogs bark.", "Cats spend the day asleep.", "How do cats spend their day?"]
+    answer = api.client.post("/rerank", json={"query": QUERY, "texts": documents, "model": "overlap",
+                                              "raw_scores": True}, headers=api.headers)
+    assert answer.status_code == 200, answer.json
+    assert answer.json == [{"index": 2, "score": 6.0}, {"index": 1, "score": 2.0}, {"index": 0, "score": 0.0}]
+    assert three_labels["build_status"] == "fail"
+    assert "3 output labels" in three_labels["build_message"], three_labels

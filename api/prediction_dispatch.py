@@ -41,7 +41,9 @@ from openai_api.completions import (
     text_completion,
 )
 from openai_api.embeddings import EmbeddingsBody, EmbeddingsResponse, embeddings
-from tasks import text_generation, text_vectorisation
+from openai_api.rerank import V1RerankBody, V1RerankResponse
+from openai_api.rerank import rerank as v1_rerank
+from tasks import rerank, text_generation, text_vectorisation
 from tasks.spec import TASK_SPECS
 from web import admission, rate_limits
 from web.errors import error_answer, format_for_path, validation_details
@@ -68,6 +70,7 @@ OPENAI_ROUTES = {
                                       streams=True),
     "/v1/chat/completions": InferenceRoute(text_generation.TASK, ChatCompletionBody, ChatCompletion,
                                            chat_completion, 400, streams=True),
+    "/v1/rerank": InferenceRoute(rerank.TASK, V1RerankBody, V1RerankResponse, v1_rerank, 400),
 }
 
 

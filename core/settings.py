@@ -77,10 +77,16 @@ class Settings:
     )
     max_embedding_chars: int = setting(
         4_000_000, "most characters of all the texts of one vectorising request (422 / 400): 1,000 chunks of "
-                   "4,000 characters, LangChain's defaults",
+                   "4,000 characters, LangChain's defaults; also of the documents of one rerank request",
+    )
+    max_rerank_documents: int = setting(
+        1000, "most documents in one `/rerank` (422) or `/v1/rerank` (400) request; like a large embedding "
+              "request, it runs in parts and counts as one request per `INFER_MAX_BATCH_SIZE` documents against "
+              "`INFER_REQUESTS_PER_MIN`",
     )
     max_embedding_body_bytes: int = setting(
-        32 * 1024 * 1024, "largest body of a vectorising request (413); other routes have `INFER_MAX_CONTENT_LENGTH`",
+        32 * 1024 * 1024, "largest body of a vectorising or rerank request (413); other routes have "
+                          "`INFER_MAX_CONTENT_LENGTH`",
     )
     max_labels: int = setting(32, "most labels per item in zero-shot text and image classification (422)")
     max_image_pixels: int = setting(40_000_000, "largest decoded image (400); guards against decompression bombs")

@@ -19,6 +19,7 @@ EXTRACTIVE_QA = "extractive-qa"
 SEQ2SEQ = "seq2seq"
 CAUSAL_LM = "causal-lm"
 EMOTION_CLASSIFIER = "emotion-classifier"
+CROSS_ENCODER = "cross-encoder"
 
 # The revision of a user's uploaded model (uploads/serving.py).
 UPLOADED = "uploaded"
@@ -134,6 +135,14 @@ MODELS = {
             EMOTION_CLASSIFIER,
             "GoEmotions multi-label emotion classifier (28 labels).",
         ),
+        ModelSpec(
+            "ms-marco-MiniLM-L6-v2",
+            "cross-encoder/ms-marco-MiniLM-L6-v2",
+            # The commit fine-tuned cross-encoders' model cards name as their base.
+            "c5ee24cb16019beea0893ab7796b1df96625c6b8",
+            CROSS_ENCODER,
+            "English passage reranking (MS MARCO): one relevance score per (query, passage).",
+        ),
     ]
 }
 
@@ -180,6 +189,10 @@ TASK_MODELS = {
     "text-similarity": {
         "english": "all-MiniLM-L6-v2",
         "multilingual": "paraphrase-multilingual-MiniLM-L12-v2",
+    },
+    # Not in Backprop: a cross-encoder's relevance of documents to a query (tasks/rerank.py).
+    "rerank": {
+        "english": "ms-marco-MiniLM-L6-v2",
     },
 }
 

@@ -5,13 +5,13 @@ errors in OpenAI's shape."""
 
 from web.errors import register_error_format
 
-from . import batches, completions, embeddings, models
+from . import batches, completions, embeddings, models, rerank
 from .errors import openai_format
 
 PATH_PREFIX = "/v1"
 
 # One module per OpenAI resource, each with its blueprint under PATH_PREFIX.
-ROUTES = (models, embeddings, completions, batches)
+ROUTES = (models, embeddings, completions, rerank, batches)
 
 
 def register(api) -> None:

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from core.errors import NotFound
 from model_registry.availability import presence_sentence
 from model_registry.catalogue import MODELS, TASK_MODELS, tasks_of
-from tasks import text_generation, text_vectorisation
+from tasks import rerank, text_generation, text_vectorisation
 from uploads.resolver import UnknownModel
 from web.settings import current_settings
 from web.task_models import resolve
@@ -14,6 +14,7 @@ from web.task_models import resolve
 ENDPOINTS_FOR_TASK = {
     text_vectorisation.TASK: ["/v1/embeddings"],
     text_generation.TASK: ["/v1/completions", "/v1/chat/completions"],
+    rerank.TASK: ["/v1/rerank"],
 }
 
 

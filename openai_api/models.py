@@ -60,8 +60,12 @@ def public_name_entry(name: str) -> dict | None:
     if not tasks:
         return None
     on_v1 = [task for task in tasks if task in ENDPOINTS_FOR_TASK] or tasks
-    entry = catalogue_entry(TASK_MODELS[on_v1[0]][name])
-    return {**entry, "id": name, "tasks": tasks, "endpoints": list(dict.fromkeys(endpoints_for(tasks)))}
+    key = TASK_MODELS[on_v1[0]][name]
+    entry = catalogue_entry(key)
+    # Only the routes where the name means this model: "english" is also /v1/rerank's
+    # default, a cross-encoder, which GET /v1/models lists under its own id.
+    same_model = [task for task in tasks if TASK_MODELS[task][name] == key]
+    return {**entry, "id": name, "tasks": tasks, "endpoints": list(dict.fromkeys(endpoints_for(same_model)))}
 
 
 def own_entries(name: str | None = None) -> list[dict]:

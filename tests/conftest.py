@@ -153,6 +153,7 @@ STAND_INS = {
     "seq2seq": ["distilbart-cnn-12-6", "t5-base-qa-summary-emotion"],
     "causal_lm": ["gpt2-large"],
     "clip": ["clip-vit-base-patch32"],
+    "cross_encoder": ["ms-marco-MiniLM-L6-v2"],
 }
 
 

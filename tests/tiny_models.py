@@ -68,6 +68,20 @@ def build_tiny_nli(path: str) -> None:
     _save_with_bert_tokenizer(BertForSequenceClassification(config), path)
 
 
+def build_tiny_cross_encoder(path: str) -> None:
+    """A 2-layer BERT with one output label, saved as sentence-transformers' CrossEncoder saves
+    a reranker (modules.json, config_sentence_transformers.json naming its sigmoid)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(2)
+    # Wider random weights than BERT's 0.02, so that different pairs get visibly different scores.
+    _save_with_bert_tokenizer(BertForSequenceClassification(_bert_config(num_labels=1, initializer_range=0.5)),
+                              path)
+    CrossEncoder(path, device="cpu", local_files_only=True).save(path)
+
+
 def build_tiny_emotion_classifier(path: str) -> None:
     import torch
     from transformers import BertForSequenceClassification

@@ -40,13 +40,14 @@ from core.settings import Settings
 from model_registry.catalogue import (
     CAUSAL_LM,
     CLIP,
+    CROSS_ENCODER,
     EMOTION_CLASSIFIER,
     EXTRACTIVE_QA,
     SENTENCE_TRANSFORMER,
     SEQ2SEQ,
     ZERO_SHOT_NLI,
 )
-from model_registry.loaders import LOADERS, clip, nli, seq2seq
+from model_registry.loaders import LOADERS, clip, cross_encoder, nli, seq2seq
 from model_registry.loaders.common import SHOWN_KEYS, MissingWeights
 from sandbox import Bind, Job
 from sandbox.system import service_package_paths
@@ -66,6 +67,7 @@ MODEL_CLASSES = {
     SEQ2SEQ: "AutoModelForSeq2SeqLM",
     EMOTION_CLASSIFIER: "AutoModelForSequenceClassification",
     ZERO_SHOT_NLI: "AutoModelForSequenceClassification",
+    CROSS_ENCODER: "AutoModelForSequenceClassification",
     EXTRACTIVE_QA: "AutoModelForQuestionAnswering",
     CLIP: "CLIPModel",
 }
@@ -75,6 +77,7 @@ PURPOSES = {
     SEQ2SEQ: seq2seq.PURPOSE,
     EMOTION_CLASSIFIER: "emotion",
     ZERO_SHOT_NLI: nli.PURPOSE,
+    CROSS_ENCODER: cross_encoder.PURPOSE,
     EXTRACTIVE_QA: "qa",
     CLIP: clip.PURPOSE,
     SENTENCE_TRANSFORMER: "text-vectorisation",

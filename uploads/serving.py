@@ -29,11 +29,14 @@ def version_dirs(data_dir: str, version_id: int) -> tuple[str, str]:
 
 def hf_loader(tasks: list[str], files_dir: str, config: Settings) -> str:
     """Which built-in loader serves a Hugging Face folder declaring these tasks:
-    a generator by its architecture (encoder-decoder or not), a
+    a generator by its architecture (encoder-decoder or not), a reranker as a
+    cross-encoder (a CrossEncoder's folder has a modules.json too), a
     sentence-transformers folder as one, else by the first declared task that a
     loader serves (its TaskSpec.hf_loader)."""
     if "text-generation" in tasks:
         return SEQ2SEQ if config.get("is_encoder_decoder") else task_spec("text-generation").hf_loader
+    if "rerank" in tasks:
+        return task_spec("rerank").hf_loader
     if os.path.isfile(os.path.join(files_dir, "modules.json")):
         return SENTENCE_TRANSFORMER
     for task in tasks:

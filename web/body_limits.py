@@ -16,6 +16,9 @@ from web.settings import current_settings
 LARGER_BODIES = {
     "/text-vectorisation": "MAX_EMBEDDING_BODY_BYTES",
     "/v1/embeddings": "MAX_EMBEDDING_BODY_BYTES",
+    # Up to INFER_MAX_RERANK_DOCUMENTS passages, as many characters in all as a vectorising request.
+    "/rerank": "MAX_EMBEDDING_BODY_BYTES",
+    "/v1/rerank": "MAX_EMBEDDING_BODY_BYTES",
 }
 
 

@@ -276,14 +276,20 @@ def charge_request(account_id: int, route: str, read_body, charges: list) -> Non
 # (INFER_MAX_EMBEDDING_INPUTS against INFER_MAX_BATCH_SIZE), and the field that
 # holds them: a request there counts as one request per INFER_MAX_BATCH_SIZE
 # texts, so a requests-per-minute limit bounds the same work as on other routes.
-BATCH_FIELD_FOR_ROUTE = {"/text-vectorisation": "text", "/v1/embeddings": "input"}
+# route -> the fields that may hold its texts (a rerank request's documents: TEI's name or infinity's).
+BATCH_FIELD_FOR_ROUTE = {"/text-vectorisation": ("text",), "/v1/embeddings": ("input",),
+                         "/rerank": ("texts", "documents"), "/v1/rerank": ("documents",)}
+# The most texts each route takes (a setting's name): past it, the view refuses the body.
+MOST_TEXTS_FOR_ROUTE = {"/rerank": "max_rerank_documents", "/v1/rerank": "max_rerank_documents"}
 
 
 def request_units(route: str, body, config) -> int:
     """The requests a request to a large-batch route counts as (1 for a body the
     view will refuse, or one of at most INFER_MAX_BATCH_SIZE texts)."""
-    texts = body.get(BATCH_FIELD_FOR_ROUTE[route]) if isinstance(body, dict) else None
-    count = min(len(texts), config.max_embedding_inputs) if isinstance(texts, list) else 1
+    lists = [body.get(name) for name in BATCH_FIELD_FOR_ROUTE[route]] if isinstance(body, dict) else []
+    texts = next((value for value in lists if isinstance(value, list)), None)
+    most = getattr(config, MOST_TEXTS_FOR_ROUTE.get(route, "max_embedding_inputs"))
+    count = min(len(texts), most) if texts is not None else 1
     return max(1, math.ceil(count / config.max_batch_size))
 
 

@@ -11,10 +11,11 @@ sandboxed worker.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import causal_lm, classifier, clip, extractive_qa, nli, sentence_transformer, seq2seq
+from . import causal_lm, classifier, clip, cross_encoder, extractive_qa, nli, sentence_transformer, seq2seq
 from ..catalogue import (
     CAUSAL_LM,
     CLIP,
+    CROSS_ENCODER,
     EMOTION_CLASSIFIER,
     EXTRACTIVE_QA,
     MODELS,
@@ -28,6 +29,7 @@ from .causal_lm import load_causal_lm
 from .classifier import load_emotion_classifier
 from .clip import load_clip
 from .common import DEFAULT_SETTINGS, LoadSettings
+from .cross_encoder import load_cross_encoder
 from .extractive_qa import load_extractive_qa
 from .nli import load_zero_shot_nli
 from .seq2seq import load_seq2seq
@@ -49,6 +51,7 @@ LOADERS = {
     SEQ2SEQ: Loader(load_seq2seq, seq2seq.TASKS),
     CAUSAL_LM: Loader(load_causal_lm, causal_lm.TASKS),
     EMOTION_CLASSIFIER: Loader(load_emotion_classifier, classifier.TASKS),
+    CROSS_ENCODER: Loader(load_cross_encoder, cross_encoder.TASKS),
 }
 
 
@@ -78,5 +81,5 @@ def loader_for(spec: ModelSpec) -> Callable:
 
 
 __all__ = ["DEFAULT_SETTINGS", "LOADERS", "Loader", "LoadSettings", "check_catalogue", "loader_for",
-           "load_causal_lm", "load_clip", "load_emotion_classifier", "load_extractive_qa", "load_seq2seq",
-           "load_sentence_transformer", "load_zero_shot_nli"]
+           "load_causal_lm", "load_clip", "load_cross_encoder", "load_emotion_classifier", "load_extractive_qa",
+           "load_seq2seq", "load_sentence_transformer", "load_zero_shot_nli"]

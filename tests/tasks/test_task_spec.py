@@ -194,8 +194,8 @@ def test_a_spec_whose_trainer_trains_another_task_is_refused():
 def test_the_trainers_are_found_through_the_specs():
     from tasks.spec import NoTrainer, trainable_tasks, trainer_for
 
-    assert trainable_tasks() == ["image-classification", "tabular", "text-classification", "text-generation",
-                                 "text-vectorisation"]
+    assert trainable_tasks() == ["image-classification", "rerank", "tabular", "text-classification",
+                                 "text-generation", "text-vectorisation"]
     assert type(trainer_for("tabular")).__name__ == "TabularTrainer"
     with pytest.raises(NoTrainer, match="'qa' cannot be trained; tasks that can: image-classification"):
         trainer_for("qa")

@@ -163,7 +163,7 @@ def test_trainers_lists_each_trainable_task_with_its_hyperparameters_and_limits(
     answer = api.client.get("/trainers", headers=api.headers)
     trainers = {trainer["task"]: trainer for trainer in answer.json}
     assert set(trainers) == {"tabular", "text-classification", "text-vectorisation", "text-generation",
-                             "image-classification"}
+                             "image-classification", "rerank"}
     lora = trainers["text-generation"]
     assert lora["default_base_model"] == "smollm2-135m-instruct" and "gpt2-large" in lora["base_models"]
     assert lora["hyperparameters"]["lora_r"] == {"type": "integer", "default": 8, "min": 1, "max": 256,

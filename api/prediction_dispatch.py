@@ -30,7 +30,7 @@ from flask import Flask, g
 from marshmallow import ValidationError
 
 from api.task_routes import answer as task_answer
-from core.errors import BadRequest, NotFound
+from core.errors import BadRequest, NotFound, TooManyRequests
 from core.request_context import current_account, current_request_id
 from openai_api.completions import (
     ChatCompletion,
@@ -145,3 +145,29 @@ def _count_usage(app: Flask, account_id: int, task: str, body: dict, status: int
 def run_in_background(app: Flask, account_id: int, path: str, body: dict, request_id: str | None) -> tuple[int, object]:
     """An asynchronous prediction's stored request, run as its account (predictions/runner.py)."""
     return run_as(app, account_id, path, body, request_id, background=True)
+
+
+# Longest single wait for room in the account's rate limits, in seconds: a wait
+# is the limit's Retry-After, looked at again after at most this long.
+METERED_WAIT_S = 5.0
+
+
+def run_metered(app: Flask, account_id: int, path: str, body: dict, request_id: str | None,
+                sleep=time.sleep) -> tuple[int, object]:
+    """One request of a batch's or an evaluation's many, run as its account once it is
+    charged to the account's rate limits as the client's own request would be: work
+    that runs in the background is still the account's share, so a batch of thousands
+    of lines takes what the same requests sent one by one would, no more. Over a
+    limit it waits for room (Retry-After) instead of failing; a request that can never
+    fit (larger than the whole budget) is answered the 429 the route would give."""
+    while True:
+        try:
+            with app.app_context():
+                rate_limits.charge_request(account_id, path, lambda: body, [])
+            break
+        except TooManyRequests as refused:
+            retry_after = (refused.headers or {}).get("Retry-After")
+            if retry_after is None:
+                return error_answer(refused, path)
+            sleep(min(float(retry_after), METERED_WAIT_S))
+    return run_in_background(app, account_id, path, body, request_id)

@@ -120,7 +120,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.extensions["dataset_parses"] = parses = DatasetParses(settings, database.sessions, storage, children)
     app.extensions["training"] = training_jobs = TrainingJobs(settings, database.sessions, storage, children)
 
-    from api.prediction_dispatch import run_in_background
+    from api.prediction_dispatch import run_in_background, run_metered
     from api.webhook_payloads import payload_of
     from core.work import make_work, start_unloading_stale
     from predictions.batches import BatchRunner
@@ -129,10 +129,11 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     app.extensions["predictions"] = prediction_runner = PredictionRunner(
         partial(run_in_background, app), settings, database.sessions, partial(payload_of, app))
-    app.extensions["batches"] = batch_runner = BatchRunner(partial(run_in_background, app), settings,
+    # A batch's lines and an evaluation's requests go down the asynchronous predictions'
+    # path, each charged to the account's rate limits as it runs (waiting for room).
+    app.extensions["batches"] = batch_runner = BatchRunner(partial(run_metered, app), settings,
                                                            database.sessions, storage)
-    # Evaluations send their rows down the asynchronous predictions' path.
-    app.extensions["evaluations"] = evaluation_runner = EvaluationRunner(partial(run_in_background, app), settings,
+    app.extensions["evaluations"] = evaluation_runner = EvaluationRunner(partial(run_metered, app), settings,
                                                                          database.sessions, storage)
     app.extensions["work"] = work = make_work(settings)
     for runner in (builder, parses, training_jobs, prediction_runner, batch_runner, evaluation_runner):

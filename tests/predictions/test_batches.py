@@ -324,3 +324,40 @@ def test_hostile_lines_are_errors_of_their_own_never_the_batchs(idle_api):
     assert len(output) == 5 and output[0]["error"]["code"] == output[2]["error"]["code"] == "invalid_line"
     assert output[1]["custom_id"] == "\ud800" and output[3]["custom_id"] == "x" * 5000
     assert output[4]["error"] is None and output[4]["custom_id"] == "fine"
+
+
+# --- a batch is the account's share of the rate limits, as the same requests sent one by one ---------
+
+def test_a_batchs_lines_are_charged_to_the_accounts_requests_per_minute(client_for, tiny_model_dir):
+    api = client_for(MODEL_DIR=tiny_model_dir, PREDICTIONS=True, PREDICTION_POLL_S=0.05, ACCOUNT_REQUESTS_PER_MIN=10)
+    lines = [request_line(f"r{number}", "/text-vectorisation", {"text": f"line {number}"}) for number in range(3)]
+    # 800 texts count as 13 requests (one per INFER_MAX_BATCH_SIZE, 64): more than the whole budget, never runs.
+    lines.append(request_line("too-large", "/text-vectorisation", {"text": ["a"] * 800}))
+    done = wait_until_ended(api, post_batch(api, jsonl(lines)).json["id"])
+    assert done["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+    refused = output_lines(api, done["id"])[3]
+    assert refused["response"]["status_code"] == 429 and refused["error"]["code"] == "rate_limited"
+    assert "can never pass" in refused["error"]["message"]
+    after = api.client.post("/text-vectorisation", json={"text": "mine"}, headers=api.headers)
+    assert after.headers["x-ratelimit-remaining-requests"] == "6"  # 10 - the batch's 3 - this one
+
+
+def test_a_line_over_the_limit_waits_for_room_instead_of_failing(make_app, tiny_model_dir):
+    from api.prediction_dispatch import run_metered
+
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, ACCOUNT_REQUESTS_PER_MIN=2)
+    new_key(app, "alice")
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        raise TimeoutError  # the test's way out: the line would go on waiting
+
+    for _ in range(2):
+        status, answer = run_metered(app, 1, "/text-vectorisation", {"text": "hello"}, None, sleep=sleep)
+        assert status == 200 and len(answer["vector"]) > 0
+    with pytest.raises(TimeoutError):
+        run_metered(app, 1, "/text-vectorisation", {"text": "hello"}, None, sleep=sleep)
+    assert waits and 0 < waits[0] <= 5  # the limit's Retry-After, looked at again within METERED_WAIT_S

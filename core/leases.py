@@ -17,8 +17,27 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from core.tables import utcnow
+from core.webhook_events import notify
 
 log = logging.getLogger(__name__)
+
+
+def cancel(session, row, event: str, ended_column: str = "finished_at") -> None:
+    """Cancel a queued row at once (and call its webhook: `event`), or ask a running
+    one to stop, which its runner does when it next looks at cancel_requested.
+    Conditional updates: a runner may claim or end the row between the caller's
+    read and this write."""
+    table = type(row)
+    cancelled = session.execute(update(table).where(table.id == row.id, table.status == "queued").values(
+        status="cancelled", cancel_requested=True, message="Cancelled before it started.",
+        **{ended_column: utcnow()}))
+    if cancelled.rowcount == 1:
+        notify(session, row.account_id, event, row.id, row.webhook)
+    else:
+        session.execute(update(table).where(table.id == row.id, table.status == "running")
+                        .values(cancel_requested=True))
+    session.commit()
+    session.refresh(row)
 
 
 def renew(sessions, table, row_id, lease: timedelta) -> bool:

@@ -27,6 +27,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, update
 
+from core import leases
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
@@ -89,19 +90,7 @@ class EvaluationRunner(Runner):
 
     def cancel(self, session, evaluation: Evaluation) -> None:
         """A queued evaluation is cancelled at once; a running one after its current chunk."""
-        if evaluation.status == "queued":
-            done = session.execute(update(Evaluation).where(Evaluation.id == evaluation.id,
-                                                            Evaluation.status == "queued")
-                                   .values(status="cancelled", cancel_requested=True, finished_at=utcnow(),
-                                           message="Cancelled before it started."))
-            if done.rowcount == 1:
-                notify(session, evaluation.account_id, "evaluation", evaluation.id, evaluation.webhook)
-                session.commit()
-                session.refresh(evaluation)
-                return
-        session.execute(update(Evaluation).where(Evaluation.id == evaluation.id).values(cancel_requested=True))
-        session.commit()
-        session.refresh(evaluation)
+        leases.cancel(session, evaluation, "evaluation")
 
     # --- one evaluation -------------------------------------------------------------------
 

@@ -13,11 +13,11 @@ import secrets
 import shutil
 import time
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from core import leases
 from core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
-from core.tables import Batch, owned, utcnow
-from core.webhook_events import notify
+from core.tables import Batch, owned
 from predictions import batch_files, batch_store
 from predictions.batches import FINISHED, OUTPUT_MAX_BYTES
 from training.dataset_bundles import ensure_parsed_datasets
@@ -144,17 +144,7 @@ def cancel(ctx: ServiceContext, batch_id: str) -> Batch:
     row = get(ctx, batch_id)
     if row.status in FINISHED:
         raise Conflict(f"Batch {batch_id} already {row.status}.")
-    # Conditional updates: the runner may claim or end it between the read and the write.
-    now = utcnow()
-    cancelled = ctx.db.execute(update(Batch).where(Batch.id == row.id, Batch.status == "queued").values(
-        status="cancelled", cancel_requested=True, completed_at=now, message="Cancelled before it started."))
-    if cancelled.rowcount == 1:
-        notify(ctx.db, row.account_id, "batch", row.id, row.webhook)
-    else:
-        ctx.db.execute(update(Batch).where(Batch.id == row.id, Batch.status == "running")
-                       .values(cancel_requested=True))
-    ctx.db.commit()
-    ctx.db.refresh(row)
+    leases.cancel(ctx.db, row, "batch", ended_column="completed_at")
     return row
 
 

@@ -32,14 +32,14 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_
 
+from core import leases
 from core.errors import ModelUnavailable
 from core.fair_claims import FairClaims, WorkKind, leased
 from core.runner import Runner
 from core.settings import Settings
-from core.tables import Dataset, ModelVersion, TrainingJob, utcnow
-from core.webhook_events import notify
+from core.tables import Dataset, ModelVersion, TrainingJob
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from sandbox import SandboxUnavailable
@@ -105,18 +105,7 @@ class TrainingJobs(Runner):
     def cancel(self, session, job: TrainingJob) -> None:
         """Ask for a job to stop: a queued one is cancelled at once; a running one
         when its runner next looks (within WATCH_S), wherever it runs."""
-        if job.status == "queued":
-            claimed = session.execute(update(TrainingJob).where(TrainingJob.id == job.id, TrainingJob.status == "queued")
-                                      .values(status="cancelled", cancel_requested=True, finished_at=utcnow(),
-                                              message="Cancelled before it started."))
-            if claimed.rowcount == 1:
-                notify(session, job.account_id, "training_job", job.id, job.webhook)
-                session.commit()
-                session.refresh(job)
-                return
-        session.execute(update(TrainingJob).where(TrainingJob.id == job.id).values(cancel_requested=True))
-        session.commit()
-        session.refresh(job)
+        leases.cancel(session, job, "training_job")
 
     def run(self, job_id: str) -> None:
         """Run the attempt of a job this process claimed, in the calling thread."""

@@ -173,18 +173,22 @@ class BatchOutput(MethodView):
                   "\"error\": null | {\"code\", \"message\"}} per request line, in the input's order.")
     def get(self, batch_id):
         """The batch's answers, one JSONL line per request line in order: all of them once it has completed"""
-        path, length = batches.output_file(api_context(), batch_id)
+        return output_response(*batches.output_file(api_context(), batch_id))
 
-        def stream():
-            if not length:
-                return
-            with open(path, "rb") as source:
-                left = length
-                while left > 0:
-                    piece = source.read(min(left, 1 << 16))
-                    if not piece:
-                        return
-                    left -= len(piece)
-                    yield piece
 
-        return Response(stream(), mimetype="application/jsonl", headers={"Content-Length": str(length)})
+def output_response(path: str, length: int) -> Response:
+    """The first `length` bytes of an output file, streamed as JSONL (the web UI's download sends the same)."""
+
+    def stream():
+        if not length:
+            return
+        with open(path, "rb") as source:
+            left = length
+            while left > 0:
+                piece = source.read(min(left, 1 << 16))
+                if not piece:
+                    return
+                left -= len(piece)
+                yield piece
+
+    return Response(stream(), mimetype="application/jsonl", headers={"Content-Length": str(length)})

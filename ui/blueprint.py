@@ -10,6 +10,7 @@ import os
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from api.batches import FORM_OVERHEAD_BYTES
 from core.errors import ApiError
 from web.database import session as database_session
 from web.settings import current_settings
@@ -22,6 +23,8 @@ bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder=os.path.join(HE
 
 # Reached without a session: the sign-in page itself and the CSS/JS it needs.
 OPEN_ENDPOINTS = {"ui.sign_in", "ui.static"}
+# Forms whose file may be larger than INFER_MAX_CONTENT_LENGTH: endpoint -> the setting of its limit.
+LARGER_FORMS = {"ui.create_batch": "batch_max_input_bytes"}
 # The methods a browser or script may send to a path under /ui: no_such_page takes each of them.
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -36,6 +39,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 @bp.before_request
 def require_session():
     g.ui_account = None
+    _allow_larger_form()
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     account = signed_in_account(database_session())
@@ -50,6 +54,15 @@ def require_session():
                                message="This form is out of date or was not sent from this site (CSRF check). "
                                        "Go back, reload the page and send it again."), 403
     return None
+
+
+def _allow_larger_form() -> None:
+    """The limit of a form that takes a larger file, set before anything reads the body
+    (the CSRF check reads the form): the same as its API route's, and a 413 names it."""
+    setting = LARGER_FORMS.get(request.endpoint) if request.method == "POST" else None
+    if setting is not None:
+        request.max_content_length = getattr(current_settings(), setting) + FORM_OVERHEAD_BYTES
+        request.body_limit_setting = f"INFER_{setting.upper()}"
 
 
 @bp.context_processor
@@ -85,7 +98,11 @@ def _upload_origins() -> str:
 
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException):
-    page = render_template("ui/error.html", status=error.code, message=error.description)
+    message = error.description
+    if error.code == 413:  # the page says which setting limits the form (a form with a file names its own)
+        message = (f"The form is too large; the limit is set by "
+                   f"{getattr(request, 'body_limit_setting', 'INFER_MAX_CONTENT_LENGTH')}.")
+    page = render_template("ui/error.html", status=error.code, message=message)
     # The error's own headers that still apply to a page (a 405's Allow), not its Content-Type.
     headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
     return page, error.code, headers

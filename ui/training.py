@@ -19,6 +19,7 @@ from services import datasets as dataset_service
 from services import jobs as job_service
 from services.datasets import UPLOAD_URL_LIFETIME
 from services.trainers import described_trainers
+from training.search import SEARCHABLE_TASKS
 from web.database import session
 from web.errors import error_response
 from web.settings import current_settings
@@ -35,6 +36,8 @@ JOBS_PER_PAGE = 50
 SAMPLES_SHOWN = 20
 # The upload form's optional fields, passed to POST /datasets as they are.
 DATASET_OPTIONS = ("name", "format", "label_column", "text_column")
+# The training form's optional search section (fields search:<task>:<name>), passed to the API's `search` as typed.
+SEARCH_FIELDS = ("method", "trials", "time_budget_s", "max_latency_ms", "max_size_mb")
 
 # ----------------------------------------------------------------------------- datasets
 
@@ -115,7 +118,9 @@ def dataset(dataset_id):
     return render_template("ui/dataset.html", dataset=details, trainers=fitting, final=dataset_final(details),
                            badge=badge, revisions=revisions, samples=samples,
                            can_add_text=details["format"] == "text-label", own_versions=own_versions,
-                           test_datasets=test_datasets)
+                           test_datasets=test_datasets, searchable=SEARCHABLE_TASKS,
+                           search_limits=(current_settings().training_search_max_trials,
+                                          current_settings().training_search_max_time_s))
 
 
 @bp.route("/datasets/<string:dataset_id>/samples", methods=["POST"])
@@ -197,6 +202,9 @@ def train(dataset_id):
     split = request.form.get("validation_split", "").strip()
     if split:
         body["validation_split"] = split  # the API checks it is a number in 0..0.5
+    search = _search(request.form, task)
+    if search is not None:
+        body["search"] = search  # the API's schema and the service check it (a 422 is the form's error)
     # Another account's dataset: NotFound, the page's 404.
     job, error = attempt(lambda: job_service.start(as_account(), name, read_form(TrainBody(), body)))
     if error:
@@ -224,6 +232,16 @@ def _hyperparameters(form, task: str, described: dict) -> dict:
             chosen[name] = [item.strip() for item in raw.split(",") if item.strip()]
         else:
             chosen[name] = raw
+    return chosen
+
+
+def _search(form, task: str) -> dict | None:
+    """The `search` object of the chosen trainer's search section: None unless its box
+    is ticked or one of its numbers is filled in (the method alone has a default)."""
+    chosen = {name: form.get(f"search:{task}:{name}", "").strip() for name in SEARCH_FIELDS}
+    chosen = {name: value for name, value in chosen.items() if value}
+    if form.get(f"search:{task}") != "on" and not chosen.keys() - {"method"}:
+        return None
     return chosen
 
 

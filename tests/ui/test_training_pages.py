@@ -316,3 +316,47 @@ def test_the_form_keeps_training_from_a_version_with_a_test_dataset_and_the_job_
                                         **{"keep_from:tabular": ref}) for ref in ("iris@1", "ghost@1"))
     assert refused.status_code == missing.status_code == 404
     assert client.get("/jobs", headers=mallory_headers(mallory)).json["data"] == []
+
+
+def test_the_forms_search_section_starts_a_search_whose_page_shows_the_leaderboard(alice, mallory, api):
+    client, headers = api
+    dataset = add_dataset(client, headers, iris_csv())
+    page = parsed_page(alice, dataset["id"])
+    section = re.search(r'<details class="search-settings">(.*?)</details>', page, re.S)[1]
+    assert 'name="search:tabular"' in section and 'max="20"' in section  # INFER_TRAINING_SEARCH_MAX_TRIALS
+    for field in ("trials", "method", "time_budget_s", "max_latency_ms", "max_size_mb"):
+        assert f'name="search:tabular:{field}"' in section, field
+
+    # What the service refuses is the form's error, and starts nothing.
+    refusals = {
+        "at most 20 (INFER_TRAINING_SEARCH_MAX_TRIALS)": {"search:tabular:trials": "50"},
+        "a search ranks its trials on validation rows": {"search:tabular": "on", "validation_split": "0"},
+        "Must be one of: random, halving": {"search:tabular:trials": "2", "search:tabular:method": "grid"},
+    }
+    for said, fields in refusals.items():
+        refused = alice.post(f"/ui/datasets/{dataset['id']}/train", {"task": "tabular", "model_name": "iris",
+                                                                    **fields}, follow_redirects=True)
+        assert refused.status_code == 200 and "Could not start training: " in html(refused), fields
+        assert said in html(refused), (fields, html(refused))
+    assert client.get("/jobs", headers=headers).json["data"] == []
+    # Another account's dataset: the page's 404, with a search as without.
+    stolen = start_from_form(mallory, dataset["id"], task="tabular", model_name="stolen",
+                             **{"search:tabular:trials": "2"})
+    assert stolen.status_code == 404
+
+    job_id = job_id_of(start_from_form(alice, dataset["id"], task="tabular", model_name="iris", **{
+        "search:tabular:trials": "2", "search:tabular:method": "random", "search:tabular:time_budget_s": "300",
+        "search:tabular:max_size_mb": "50"}))
+    done = wait_job(alice, job_id)
+    assert done["status"] == "succeeded", done["message"]
+    assert {key: done["search"][key] for key in ("method", "trials", "time_budget_s", "max_size_mb")} == {
+        "method": "random", "trials": 2, "time_budget_s": 300, "max_size_mb": 50.0}
+    assert len(done["trials"]) == 2 and done["version"] == 1
+    page = html(alice.get(f"/ui/jobs/{job_id}"))
+    table = re.search(r'<table id="trials-table"[^>]*>(.*?)</table>', page, re.S)[1]
+    rows = re.findall(r'<tr(?: class="best")? data-status="(\w+)">(.*?)</tr>', table, re.S)
+    assert [status for status, _ in rows] == [trial["status"] for trial in done["trials"]]
+    assert "<td>1 (best)</td>" in table and "at most 50.0 MB" in page
+    for (_, cells), trial in zip(rows, done["trials"]):
+        assert f"<td>{trial['trial']}</td>" in cells and f"estimator={trial['searched']['estimator']}" in cells
+    assert mallory.get(f"/ui/jobs/{job_id}").status_code == 404

@@ -145,7 +145,11 @@ def handle_http_exception(error: HTTPException):
         return error_response(error.code, _describe(errors), errors, data.get("headers"))
     message = data.get("message") or error.description or HTTP_STATUS_CODES.get(error.code, "Error")
     reason = None
-    if has_request_context() and request.url_rule is None and error.code in (404, 405):  # routing said no
+    # Routing said no, or a view answers as routing would (werkzeug's own 404: a route
+    # hidden from those who may not know it exists, api/limits.py): the same words.
+    as_routing = request.url_rule is None or error.description == type(error).description if has_request_context() \
+        else False
+    if as_routing and error.code in (404, 405) and not data.get("message"):
         message, reason = _routing_refusal(error)
     if error.code == 413:
         # An endpoint that takes larger bodies names its own limit (request.body_limit_setting).

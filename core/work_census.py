@@ -18,7 +18,7 @@ RQ_QUEUE_KEY = "rq:queue:"  # RQ keeps each queue's job ids in the list rq:queue
 
 @dataclass(frozen=True)
 class KindCensus:
-    kind: str  # build | parse | train | predict (core/runner.py Runner.kind)
+    kind: str  # build | parse | train | predict | batch | evaluate (core/runner.py Runner.kind)
     queue: str  # its queue's name (core/runner.py Runner.queue)
     waiting: int  # due: waiting for a slot, or its lease ran out (its process died)
     running: int  # claimed, lease live, in any process

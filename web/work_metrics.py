@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 WORK_SECONDS = Histogram(
     "infer_work_seconds",
-    "Time one run of background work took in its process (build, parse, train, predict), by the row's status "
-    "after it (queued: handed back by a stopping worker, to be resumed)",
+    "Time one run of background work took in its process (build, parse, train, predict, batch, evaluate), by "
+    "the row's status after it (queued: handed back by a stopping worker, to be resumed)",
     ["kind", "status"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
 )

@@ -395,9 +395,12 @@ class Search:
     def _measured(self, result, output_dir: str, epochs: list, elapsed_s: float) -> dict:
         from uploads.archive import tree_bytes
 
+        # A trial is ranked on its validation: never on its training rows' own metrics
+        # (train_accuracy...: a model that memorises wins them) nor on a test set's.
         metrics = {name: value for name, value in (result.metrics or {}).items()
                    if isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and name not in ("epoch", "step", "elapsed_s", "learning_rate")}
+                   and name not in ("epoch", "step", "elapsed_s", "learning_rate")
+                   and (name == "train_loss" or not name.startswith(("train_", "test_")))}
         metric = self.search.get("metric") or next(
             (name for name in ("accuracy", "r2") if metrics.get(name) is not None), "validation_loss")
         if metrics.get(metric) is None:

@@ -145,11 +145,7 @@ def handle_http_exception(error: HTTPException):
         return error_response(error.code, _describe(errors), errors, data.get("headers"))
     message = data.get("message") or error.description or HTTP_STATUS_CODES.get(error.code, "Error")
     reason = None
-    # Routing said no, or a view answers as routing would (werkzeug's own 404: a route
-    # hidden from those who may not know it exists, api/limits.py): the same words.
-    as_routing = request.url_rule is None or error.description == type(error).description if has_request_context() \
-        else False
-    if as_routing and error.code in (404, 405) and not data.get("message"):
+    if error.code in (404, 405) and not data.get("message") and _as_routing(error):
         message, reason = _routing_refusal(error)
     if error.code == 413:
         # An endpoint that takes larger bodies names its own limit (request.body_limit_setting).
@@ -157,6 +153,15 @@ def handle_http_exception(error: HTTPException):
             else "INFER_MAX_CONTENT_LENGTH"
         message = f"Request body is too large; the limit is set by {setting}."
     return error_response(error.code, message, headers=data.get("headers"), reason=reason)
+
+
+def _as_routing(error: HTTPException) -> bool:
+    """Routing said no, or a view answers as routing would (werkzeug's own 404, its
+    words unchanged: a route hidden from those who may not know it exists,
+    api/limits.py), so both get the same answer."""
+    if not has_request_context():
+        return False
+    return request.url_rule is None or error.description == type(error).description
 
 
 def _routing_refusal(error: HTTPException) -> tuple[str, str]:

@@ -9,8 +9,9 @@
 
   var FINAL = ["succeeded", "failed", "cancelled"];
   var LOSSES = ["train_loss", "validation_loss"];
-  // Numbers an epoch carries that are not a metric of the model (or, the learning rate, on another scale).
-  var NOT_METRICS = ["epoch", "step", "elapsed_s", "learning_rate"].concat(LOSSES);
+  // Numbers an epoch carries that are not a metric of the model (or, the learning rate, on another scale;
+  // train_metrics_rows: how many training rows its train_ metrics read).
+  var NOT_METRICS = ["epoch", "step", "elapsed_s", "learning_rate", "train_metrics_rows"].concat(LOSSES);
 
   var lossElement = document.getElementById("loss-chart");
   var metricElement = document.getElementById("metric-chart");

@@ -36,6 +36,15 @@ def get(ctx: ServiceContext, dataset_id: str) -> Dataset:
     return find(ctx.db, ctx.account_id, dataset_id)
 
 
+def ready(ctx: ServiceContext, dataset_id: str) -> Dataset:
+    """The account's dataset, parsed and ready to be read (409 saying why not)."""
+    dataset = get(ctx, dataset_id)
+    if dataset.status != "ready":
+        raise Conflict(f"Dataset {dataset_id} failed to parse: {dataset.message}." if dataset.status == "failed"
+                       else f"Dataset {dataset_id} is {dataset.status}; wait until it is ready.")
+    return dataset
+
+
 def listed(ctx: ServiceContext) -> list[Dataset]:
     """The account's datasets, newest first."""
     return list(ctx.db.scalars(select(Dataset).where(Dataset.account_id == ctx.account_id)

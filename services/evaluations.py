@@ -13,12 +13,12 @@ import time
 from sqlalchemy import func, select
 
 from core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from core.tables import Evaluation, ModelVersion, UserModel, owned
+from core.tables import Evaluation, owned
 from predictions.evaluation_plans import NOT_EVALUATED, PLANS
 from training.paths import new_id
-from uploads.versions import has_files, version_numbered
+from uploads.versions import has_files
 
-from . import dataset_edits, datasets
+from . import dataset_edits, datasets, versions
 from .account import ServiceContext
 from .models import get as get_model
 
@@ -38,14 +38,6 @@ def get(ctx: ServiceContext, evaluation_id: str) -> Evaluation:
     return find(ctx.db, ctx.account_id, evaluation_id)
 
 
-def _version(ctx: ServiceContext, name: str, number: int) -> tuple[UserModel, ModelVersion]:
-    model = get_model(ctx, name)
-    version = version_numbered(ctx.db, model, number)
-    if version is None:
-        raise NotFound(f"Model {name!r} has no version {number}; GET /models/{name}/versions lists them.")
-    return model, version
-
-
 def listing(ctx: ServiceContext, status: str | None = None, model: str | None = None,
             after: str | None = None):
     """(statement, after_row): the account's evaluations (of that status, of that
@@ -60,7 +52,7 @@ def listing(ctx: ServiceContext, status: str | None = None, model: str | None = 
 
 def of_version(ctx: ServiceContext, name: str, number: int) -> list[Evaluation]:
     """The evaluations of one version of the account's model, newest first."""
-    model, version = _version(ctx, name, number)
+    model, version = versions.numbered(ctx, name, number)
     return list(ctx.db.scalars(select(Evaluation).where(
         Evaluation.account_id == ctx.account_id, Evaluation.model_id == model.id,
         Evaluation.version_number == version.number).order_by(Evaluation.seq.desc())).all())
@@ -70,18 +62,14 @@ def start(ctx: ServiceContext, name: str, number: int, dataset_id: str, dataset_
           webhook: str | None = None) -> Evaluation:
     """Queue an evaluation of version `number` of the account's model `name` on its
     dataset (its latest revision, or the one named), calling `webhook` when it ends."""
-    model, version = _version(ctx, name, number)
+    model, version = versions.numbered(ctx, name, number)
     if version.status != "success":
         raise Conflict(f"Version {number} of {name!r} is {version.status}: only a built version can be evaluated.")
     if not has_files(ctx.config.data_dir, version):
         raise Conflict(f"Version {number} of {name!r} no longer has its files (only the newest "
                        f"{ctx.config.user_model_versions_kept} keep theirs: INFER_USER_MODEL_VERSIONS_KEPT); it "
                        "cannot be evaluated.")
-    dataset = datasets.get(ctx, dataset_id)
-    if dataset.status != "ready":
-        problem = (f"Dataset {dataset_id} failed to parse: {dataset.message}" if dataset.status == "failed"
-                   else f"Dataset {dataset_id} is {dataset.status}; wait until it is ready")
-        raise Conflict(problem + ".")
+    dataset = datasets.ready(ctx, dataset_id)
     if dataset.format in NOT_EVALUATED:
         raise _invalid("dataset_id", f"dataset {dataset_id} is {dataset.format} data, which cannot be evaluated: "
                                      f"{NOT_EVALUATED[dataset.format]}.")
@@ -131,7 +119,7 @@ def compare(ctx: ServiceContext, name: str, numbers: list[int], dataset_id: str,
     model = get_model(ctx, name)
     compared = []
     for number in numbers:
-        _, version = _version(ctx, name, number)
+        _, version = versions.numbered(ctx, name, number)
         statement = select(Evaluation).where(
             Evaluation.account_id == ctx.account_id, Evaluation.model_id == model.id,
             Evaluation.version_number == version.number, Evaluation.dataset_id == dataset_id,

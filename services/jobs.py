@@ -191,11 +191,7 @@ def _invalid(field: str, problem: str) -> InvalidInput:
 
 
 def _ready_dataset(ctx: ServiceContext, dataset_id: str, field: str, task: str, trainer) -> Dataset:
-    dataset = datasets.get(ctx, dataset_id)
-    if dataset.status != "ready":
-        problem = (f"dataset {dataset_id} failed to parse: {dataset.message}" if dataset.status == "failed"
-                   else f"dataset {dataset_id} is {dataset.status}; wait until it is ready")
-        raise Conflict(problem[0].upper() + problem[1:] + ".")
+    dataset = datasets.ready(ctx, dataset_id)
     if dataset.format not in trainer.dataset_formats:
         raise _invalid(field, f"dataset {dataset_id} is {dataset.format} data, which trains "
                               f"{', '.join(FORMAT_TASKS.get(dataset.format, [])) or 'nothing'}; {task} trains on "

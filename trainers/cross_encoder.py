@@ -21,7 +21,7 @@ from marshmallow import fields, validate
 
 from model_registry.catalogue import CROSS_ENCODER
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
-from trainers.sentence_pairs import EPOCH_STATS_DIR, _nothing_to_score, _RecordingReporter
+from trainers.sentence_pairs import _nothing_to_score, epoch_reporting
 
 TASK = "rerank"
 COLUMNS = ("sentence1", "sentence2", "score")
@@ -51,9 +51,7 @@ class CrossEncoderTrainer(TaskTrainer):
         from sentence_transformers.cross_encoder import CrossEncoderTrainer as LibraryTrainer
         from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Arguments
         from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-        from transformers import EarlyStoppingCallback
-
-        from trainers.hf_callback import EpochReporter, best_epoch, epoch_arguments, last_checkpoint
+        from trainers.hf_callback import best_epoch, epoch_arguments, last_checkpoint
 
         if run.dataset_format != "scored-pairs":
             raise TrainingFailed(f"rerank trains on scored-pairs, not {run.dataset_format}.")
@@ -66,10 +64,7 @@ class CrossEncoderTrainer(TaskTrainer):
         arguments = epoch_arguments(params, run.checkpoint_dir)
         if not validating:
             arguments.update(load_best_model_at_end=False, metric_for_best_model=None)
-        reporter = _RecordingReporter(run.reporter, os.path.join(run.checkpoint_dir, EPOCH_STATS_DIR))
-        callbacks = [EpochReporter(reporter)]
-        if validating and params["early_stopping_patience"] > 0:
-            callbacks.append(EarlyStoppingCallback(params["early_stopping_patience"]))
+        reporter, callbacks = epoch_reporting(run, validating)
 
         def dataset(rows):
             return Dataset.from_dict({column: [row[column] for row in rows] for column in COLUMNS})

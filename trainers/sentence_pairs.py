@@ -67,9 +67,7 @@ class SentencePairsTrainer(TaskTrainer):
         from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
         from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
         from sentence_transformers.base.sampler import BatchSamplers
-        from transformers import EarlyStoppingCallback
-
-        from trainers.hf_callback import EpochReporter, best_epoch, epoch_arguments, last_checkpoint
+        from trainers.hf_callback import best_epoch, epoch_arguments, last_checkpoint
 
         params, columns = run.hyperparameters, COLUMNS.get(run.dataset_format)
         if columns is None:
@@ -88,10 +86,7 @@ class SentencePairsTrainer(TaskTrainer):
             arguments.update(load_best_model_at_end=False, metric_for_best_model=None)
         if run.dataset_format != "scored-pairs":
             arguments["batch_sampler"] = BatchSamplers.NO_DUPLICATES
-        reporter = _RecordingReporter(run.reporter, os.path.join(run.checkpoint_dir, EPOCH_STATS_DIR))
-        callbacks = [EpochReporter(reporter)]
-        if validating and params["early_stopping_patience"] > 0:
-            callbacks.append(EarlyStoppingCallback(params["early_stopping_patience"]))
+        reporter, callbacks = epoch_reporting(run, validating)
 
         def dataset(rows):
             return Dataset.from_dict({column: [row[column] for row in rows] for column in columns})
@@ -185,6 +180,22 @@ def _right_positive_accuracy(base, rows: list, batch_size: int):
             return {"right_positive_accuracy": float(right.float().mean())}
 
     return RightPositiveAccuracy()
+
+
+def epoch_reporting(run: TrainingRun, validating: bool) -> tuple["_RecordingReporter", list]:
+    """The run's reporter, keeping each epoch's statistics on disk too (the kept
+    epoch's are read back at the end), and the Trainer callbacks that report each
+    epoch and, with a validation set, stop early after early_stopping_patience."""
+    from transformers import EarlyStoppingCallback
+
+    from trainers.hf_callback import EpochReporter
+
+    reporter = _RecordingReporter(run.reporter, os.path.join(run.checkpoint_dir, EPOCH_STATS_DIR))
+    callbacks = [EpochReporter(reporter)]
+    patience = run.hyperparameters["early_stopping_patience"]
+    if validating and patience > 0:
+        callbacks.append(EarlyStoppingCallback(patience))
+    return reporter, callbacks
 
 
 class _RecordingReporter:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from core.tables import ModelVersion, Prediction
+from training.paths import job_dir
 
 from ..conftest import ApiClient
 from ..training.flow import add_dataset, iris_csv, start_job, until, wait_dataset, wait_job
@@ -105,9 +106,24 @@ def test_twenty_jobs_of_mixed_kinds_all_finish_each_exactly_once(cluster):
 MANY_EPOCHS = {"epochs": 6, "batch_size": 4, "learning_rate": 1e-3, "max_length": 32}
 
 
-def _training_caught_running(api, workers, epochs_done: int) -> tuple:
-    """A LoRA job (the tiny causal LM) running with `epochs_done` epochs done:
-    (its id, what GET /jobs said then, the worker running it, the other worker)."""
+def saved_epochs(checkpoint_dir: str) -> int:
+    """How many epochs the newest complete checkpoint there holds (0 for none):
+    an epoch is reported before its checkpoint is written, and a process killed
+    in between trains that epoch again."""
+    done = 0
+    for name in os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []:
+        try:
+            with open(os.path.join(checkpoint_dir, name, "trainer_state.json")) as state:
+                done = max(done, round(json.load(state)["epoch"]))
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+    return done
+
+
+def _training_caught_running(api, workers, epochs_done: int, data_dir: str | None = None) -> tuple:
+    """A LoRA job (the tiny causal LM) running with `epochs_done` epochs done
+    (reported, and saved in the data dir's checkpoints when given): (its id,
+    what GET /jobs said then, the worker running it, the other worker)."""
     client, headers = api.client, api.headers
     rows = "".join(json.dumps({"prompt": f"Item {i} is", "completion": f" number {i}."}) + "\n" for i in range(24))
     dataset = add_dataset(client, headers, rows)
@@ -119,7 +135,8 @@ def _training_caught_running(api, workers, epochs_done: int) -> tuple:
         state.update(client.get(f"/jobs/{job_id}", headers=headers).json)
         assert state["status"] in ("queued", "running"), state
         return (state["status"] == "running" and len(state["epochs"]) >= epochs_done
-                and any(job_id in worker.claims("training_jobs") for worker in workers))
+                and any(job_id in worker.claims("training_jobs") for worker in workers)
+                and (data_dir is None or saved_epochs(job_dir(data_dir, job_id) + "/checkpoints") >= epochs_done))
 
     until(running, 180)
     (runner,) = [worker for worker in workers if job_id in worker.claims("training_jobs")]
@@ -144,12 +161,12 @@ def _finished_on(api, job_id: str, before: dict, worker) -> dict:
 
 def test_a_worker_killed_with_minus_9_mid_job_loses_nothing_the_other_finishes_it(cluster):
     api, start = cluster
-    job_id, before, victim, survivor = _training_caught_running(api, start(2), epochs_done=1)
+    job_id, before, victim, survivor = _training_caught_running(api, start(2), epochs_done=1,
+                                                                data_dir=api.app.extensions["settings"].data_dir)
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait()
-    # Its lease (3 s here) runs out; the survivor's sweep sends the job again.
-    # The statistics of an epoch reported in the instant of the kill, not yet
-    # saved, are filled in from its checkpoint's log when the job resumes.
+    # Its lease (3 s here) runs out; the survivor's sweep sends the job again
+    # and resumes from the saved epoch (an epoch past it is trained again).
     _finished_on(api, job_id, before, survivor)
     log = api.client.get(f"/jobs/{job_id}/log", headers=api.headers).json["log"]
     assert "resuming from the last epoch checkpoint" in log

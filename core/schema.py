@@ -8,6 +8,7 @@ lock of core/database.py); the others wait, then find nothing to do.
 """
 
 import functools
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -67,13 +68,40 @@ def refuse_unknown(revision: str | None) -> None:
 def upgrade(engine, lock) -> tuple[str | None, str]:
     """Apply the migrations this database lacks, under `lock` (a context manager
     taking the schema lock); (revision before, revision after)."""
-    with lock(engine):
-        with engine.begin() as connection:
+    with lock(engine), engine.connect() as connection, _foreign_keys_deferred(connection):
+        with connection.begin():
             before = current_revision(connection)
             refuse_unknown(before)
             if before != head_revision():
                 command.upgrade(alembic_config(connection), "head")
+                _refuse_broken_references(connection)
     return before, head_revision()
+
+
+@contextmanager
+def _foreign_keys_deferred(connection):
+    """SQLite alters a table by copying it and dropping the old one (batch
+    mode); with its foreign keys enforced, that drop would delete every row
+    pointing at the table ON DELETE CASCADE. Off for the upgrade (it must be
+    set outside a transaction), checked before its commit, on again after."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
+
+
+def _refuse_broken_references(connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise SchemaError(f"The upgrade stopped: it would leave rows pointing at missing ones ({broken[:5]}). "
+                              "A migration is wrong; restore the database from before the upgrade.")
 
 
 def require_current(engine) -> str:

@@ -1,6 +1,7 @@
-"""Baseline: the schema as the last release without migrations left it (every
-table of core/tables.py at issue 28), frozen here so that later revisions
-change it from a fixed point.
+"""Baseline: every table of core/tables.py as the last release without migrations left them
+
+Frozen here (issue 28), so that later revisions change the schema from a fixed
+point, never from whatever core/tables.py says today.
 
 A new database gets these tables. A database an older release made (create_all
 era: tables, no alembic_version) is adopted instead: the tables it lacks are

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.orm import Session
 
 from app import create_app, prepare_database
+from app.db_cli import loaded_for_db_command
 from core import schema
 from core.database import SCHEMA_LOCK_KEY, Database
 from core.keys import hash_key
@@ -151,9 +152,23 @@ def test_db_upgrade_keeps_every_row_of_the_previous_release_and_adds_what_is_new
 def test_a_new_database_upgraded_is_the_schema_of_core_tables(database_url):
     """compare_metadata finds no difference: a change to core/tables.py without a
     migration (`alembic revision --autogenerate`, docs/architecture.md) fails here."""
-    Database(database_url).engine.dispose()
+    database = Database(database_url)
+    if database_url.startswith("sqlite"):  # off while it upgraded (batch mode), enforced again after
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    database.engine.dispose()
     assert _revision(database_url) == schema.head_revision()
     assert _differences(database_url) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/venv/bin/flask", "--app", "wsgi", "db", "upgrade"], True),
+    (["/venv/bin/flask", "-A", "wsgi", "--debug", "db", "current"], True),
+    (["/venv/bin/flask", "--app", "db", "keys", "create", "--account", "db"], False),
+    (["/venv/bin/gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], False),
+])
+def test_only_the_db_commands_load_the_app_without_its_schema_step(argv, expected):
+    assert loaded_for_db_command(argv) is expected
 
 
 def test_the_history_lists_the_baseline(tmp_path):

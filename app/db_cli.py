@@ -23,7 +23,8 @@ _FLASK_VALUE_OPTIONS = {"--app", "-A", "--env-file", "-e"}
 def loaded_for_db_command(argv: list[str]) -> bool:
     """Whether this process is `flask ... db ...`: the app it loads must leave
     the schema to the command (wsgi.py)."""
-    if not argv or os.path.basename(argv[0]) not in ("flask", "__main__.py"):
+    if not argv or not (os.path.basename(argv[0]) == "flask"
+                        or argv[0].endswith(os.path.join("flask", "__main__.py"))):  # python -m flask
         return False
     args = iter(argv[1:])
     for arg in args:

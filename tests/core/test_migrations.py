@@ -24,6 +24,7 @@ from core.database import SCHEMA_LOCK_KEY, Database
 from core.keys import hash_key
 from core.tables import Base
 
+from ..gunicorn import start_production_server
 from . import previous_release_tables as previous
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -165,7 +166,9 @@ def test_a_new_database_upgraded_is_the_schema_of_core_tables(database_url):
     (["/venv/bin/flask", "--app", "wsgi", "db", "upgrade"], True),
     (["/venv/bin/flask", "-A", "wsgi", "--debug", "db", "current"], True),
     (["/venv/bin/flask", "--app", "db", "keys", "create", "--account", "db"], False),
+    (["/venv/lib/python3.11/site-packages/flask/__main__.py", "--app", "wsgi", "db", "upgrade"], True),
     (["/venv/bin/gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], False),
+    (["/venv/lib/python3.11/site-packages/other/__main__.py", "db"], False),
 ])
 def test_only_the_db_commands_load_the_app_without_its_schema_step(argv, expected):
     assert loaded_for_db_command(argv) is expected
@@ -251,3 +254,17 @@ def test_two_db_upgrades_at_once_take_turns_and_both_succeed(tmp_path, postgres)
     assert any("up to date" in output for output in outputs), outputs
     assert _rows(url, previous.Base.metadata.sorted_tables) == before
     assert _differences(url) == []
+
+
+def test_gunicorn_refuses_to_start_on_a_database_a_newer_release_upgraded(tmp_path):
+    url = f"sqlite:///{tmp_path}/data/infer.db"
+    Database(url).engine.dispose()
+    _stamp(url, "0042_from_the_future")
+    server = start_production_server(tmp_path)
+    try:
+        assert server.process.wait(timeout=300) != 0
+    finally:
+        server.stop()
+    assert "'0042_from_the_future', which this release does not know" in server.log()
+    assert "Booting worker" not in server.log()  # no worker ever started
+    assert _revision(url) == "0042_from_the_future"

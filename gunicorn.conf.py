@@ -7,6 +7,7 @@ spend their time in torch, which releases the GIL, so threads overlap well.
 
 import os
 import shutil
+import sys
 import tempfile
 
 from core.settings import Settings
@@ -47,11 +48,16 @@ _ready_dir = os.path.join(_metrics_dir, "ready")
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_ready_dir)
-    # Create the schema and the first API key once, in the master, before any
-    # worker starts: workers racing to do it would print several keys.
+    # Upgrade the schema and create the first API key once, in the master, before
+    # any worker starts: workers racing to do it would print several keys.
     from app import prepare_database
+    from core.schema import SchemaError
 
-    prepare_database()
+    try:
+        prepare_database()
+    except SchemaError as exc:  # a database this release must not run on: say why, no traceback
+        server.log.error("%s", exc)
+        sys.exit(1)
 
 
 def when_ready(server):

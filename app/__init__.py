@@ -21,6 +21,7 @@ from web.auth import require_api_key
 from web.json_provider import OrjsonProvider
 
 from .cli import accounts_cli, keys_cli
+from .db_cli import db_cli
 from .docs_assets import URL_PREFIX as DOCS_ASSETS_URL
 from .docs_assets import docs_assets
 from .front_door import front_door
@@ -64,14 +65,15 @@ PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
-               start_builder: bool | None = None) -> Flask:
+               start_builder: bool | None = None, manage_schema: bool = True) -> Flask:
     """Build the app from defaults, INFER_* environment variables and test_config.
 
     bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
     its workers because its master already did it once (see gunicorn.conf.py).
     start_builder overrides the BUILDER, TRAINER and PREDICTIONS settings: wsgi.py passes
     False so that a CLI command never claims a build or training job; gunicorn
-    starts them in each worker.
+    starts them in each worker. manage_schema False: neither upgrade nor check
+    the database's schema revision (wsgi.py, for the `db` commands, which do).
     """
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
@@ -89,7 +91,9 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     _configure_torch(settings)
 
-    database = web_database.init_app(app, Database(settings.database_url, pool_size=settings.db_pool_size))
+    database = web_database.init_app(app, Database(
+        settings.database_url, pool_size=settings.db_pool_size,
+        migrate=manage_schema and settings.migrate_on_start, check=manage_schema))
     from model_registry import ModelRegistry
 
     registry = ModelRegistry(
@@ -196,6 +200,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     app.cli.add_command(keys_cli)
     app.cli.add_command(accounts_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(db_cli)
     app.extensions["api"] = rest_api
 
     if settings.bootstrap_key if bootstrap_key is None else bootstrap_key:
@@ -222,14 +227,15 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
 
 def prepare_database(test_config: dict | None = None) -> None:
-    """Create the schema and, on a database with no key, the first key.
+    """Bring the schema up to date (or, with INFER_MIGRATE_ON_START off, refuse
+    one that is not) and, on a database with no key, create the first key.
 
     gunicorn's master calls this once before forking workers, without building
     the app: no model library is imported and no thread started before fork.
     """
     settings = Settings.from_environ(overrides=test_config)
     make_data_dir_private(settings.data_dir)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, migrate=settings.migrate_on_start)
     try:
         if settings.bootstrap_key:
             with one_process_at_a_time(database.engine), database.sessions() as session:

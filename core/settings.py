@@ -43,6 +43,13 @@ class Settings:
     # match it to gunicorn's threads per worker, and mind PostgreSQL's
     # max_connections across workers and replicas.
     db_pool_size: int = setting(32, "database connections kept per process; match gunicorn's threads")
+    # Off where a separate step upgrades the schema once per release (the
+    # Kubernetes migration Job runs `flask --app wsgi db upgrade`): a process
+    # then only checks that the database is at the revision it knows.
+    migrate_on_start: bool = setting(
+        True, "bring the database schema up to date (Alembic migrations) when a process starts; off: refuse "
+              "to start unless `flask --app wsgi db upgrade` did it",
+    )
     # Seconds a verified API key is trusted without asking the database again.
     # A key revoked through another process (the CLI, another gunicorn worker)
     # keeps working that long there; 0 checks the database on every request.

@@ -65,7 +65,7 @@ PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics", "models
 
 
 def create_app(test_config: dict | None = None, bootstrap_key: bool | None = None,
-               start_builder: bool | None = None, manage_schema: bool = True) -> Flask:
+               start_builder: bool | None = None, manage_schema: bool = True, preload: bool = True) -> Flask:
     """Build the app from defaults, INFER_* environment variables and test_config.
 
     bootstrap_key overrides the BOOTSTRAP_KEY setting; gunicorn passes False to
@@ -74,6 +74,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
     False so that a CLI command never claims a build or training job; gunicorn
     starts them in each worker. manage_schema False: neither upgrade nor check
     the database's schema revision (wsgi.py, for the `db` commands, which do).
+    preload False: load no model ahead (the `db` commands serve nothing).
     """
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
@@ -210,7 +211,7 @@ def create_app(test_config: dict | None = None, bootstrap_key: bool | None = Non
 
     # In a thread: under gunicorn, post_worker_init waits for it before the worker
     # accepts a request (app/preload.py).
-    registry.start_preload(preload_entries(settings.preload_models))
+    registry.start_preload(preload_entries(settings.preload_models) if preload else [])
     loops = not work.queued
     if loops and (settings.builder if start_builder is None else start_builder):
         builder.start()

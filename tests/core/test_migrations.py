@@ -174,6 +174,15 @@ def test_only_the_db_commands_load_the_app_without_its_schema_step(argv, expecte
     assert loaded_for_db_command(argv) is expected
 
 
+def test_the_app_a_db_command_loads_preloads_no_model(tmp_path):
+    # The migration Job runs with the web pods' settings, INFER_PRELOAD_MODELS included.
+    config = _config(tmp_path, f"sqlite:///{tmp_path}/preload.db", PRELOAD_MODELS="all-MiniLM-L6-v2")
+    registry = create_app(config, manage_schema=False, preload=False).extensions["models"]
+    assert registry.preload_done.is_set() and registry.loaded_keys() == []
+    serving = create_app(config).extensions["models"]
+    assert serving.preload_done.wait(120) and serving.loaded_keys() != []  # a serving app does
+
+
 def test_the_history_lists_the_baseline(tmp_path):
     app = create_app(_config(tmp_path, f"sqlite:///{tmp_path}/history.db"))
     runner = app.test_cli_runner()

@@ -19,7 +19,9 @@ from trainers.hf_callback import last_checkpoint
 from uploads.bundles import BundleRejected
 from uploads.storage import S3Storage
 
+from ..conftest import new_key
 from ..seaweedfs import seaweed_for_module
+from .flow import add_dataset, start_job
 
 BUCKET = "checkpoints"
 JOB = "job_0123456789abcdef"
@@ -188,3 +190,32 @@ def test_a_hostile_checkpoint_in_the_bucket_is_refused_and_nothing_is_written(s3
     assert not os.path.exists("/tmp/absolute-escape")
     assert not any("escaped" in name for _root, _dirs, files in os.walk(tmp_path) for name in files)
     forget_checkpoints(storage, JOB)
+
+
+def test_cancelling_a_queued_job_deletes_its_checkpoints_and_another_account_cannot(make_app, s3, tiny_model_dir,
+                                                                                    tmp_path):
+    """A job queued again after its worker died has checkpoints in the bucket and
+    no runner to end it: the cancel deletes them. Another account's cancel is a
+    404 and deletes nothing."""
+    config, storage = s3
+    shared = {"STORAGE": "s3", "S3_BUCKET": BUCKET, "S3_ENDPOINT_URL": config.s3_endpoint_url,
+              "S3_REGION": "us-east-1", "S3_PREFIX": config.s3_prefix}
+    app = make_app(**shared, TRAINER=True, TRAINING_POLL_S=0.1, MODEL_DIR=tiny_model_dir,
+                   DATA_DIR=str(tmp_path / "web"))
+    client, alice, mallory = app.test_client(), {"x-api-key": new_key(app, "alice")}, {
+        "x-api-key": new_key(app, "mallory")}
+    rows = "".join(json.dumps({"prompt": f"Item {i} is", "completion": f" number {i}."}) + "\n" for i in range(8))
+    dataset = add_dataset(client, alice, rows)
+    app.extensions["training"].stop()  # no runner here: the job stays queued, as one whose worker died
+    job = start_job(client, alice, "writer", task="text-generation", dataset_id=dataset["id"],
+                    base_model="gpt2-large", hyperparameters={"epochs": 2})
+    key = checkpoint_key(storage, job["id"], "checkpoint-3")
+    storage.client.put_object(Bucket=BUCKET, Key=key, Body=b"a checkpoint saved by a worker that died")
+
+    refused = client.post(f"/jobs/{job['id']}/cancel", headers=mallory)
+    assert refused.status_code == 404, refused.json
+    assert sorted(stored_checkpoints(storage, job["id"])) == ["checkpoint-3"]
+
+    cancelled = client.post(f"/jobs/{job['id']}/cancel", headers=alice)
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled", cancelled.json
+    assert stored_checkpoints(storage, job["id"]) == {}

@@ -12,9 +12,12 @@ trainer_state.json, is a save in progress or one a crash cut short.
 import json
 import os
 import re
+import stat
 
 STATE_FILE = "trainer_state.json"
 NAME = re.compile(r"checkpoint-([0-9]+)")
+# A Trainer's state is its log history and a few numbers: kilobytes.
+MAX_STATE_BYTES = 64 * 1024**2
 
 
 def numbered(checkpoint_dir: str) -> list[tuple[int, str]]:
@@ -26,11 +29,22 @@ def numbered(checkpoint_dir: str) -> list[tuple[int, str]]:
 
 
 def saved_state(folder: str) -> dict | None:
-    """The checkpoint's trainer state, or None while it is missing or half-written."""
+    """The checkpoint's trainer state, or None while it is missing or half-written.
+
+    The worker reads it too, in a folder the sandboxed child writes: never
+    through a link, never from a FIFO (opening one would wait for a writer),
+    never past MAX_STATE_BYTES."""
     try:
-        with open(os.path.join(folder, STATE_FILE)) as state:
-            loaded = json.load(state)
-    except (OSError, ValueError):
+        fd = os.open(os.path.join(folder, STATE_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as state:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = state.read(MAX_STATE_BYTES + 1)
+    try:
+        loaded = json.loads(data) if len(data) <= MAX_STATE_BYTES else None
+    except ValueError:
         return None
     return loaded if isinstance(loaded, dict) else None
 

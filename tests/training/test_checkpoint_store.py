@@ -146,7 +146,12 @@ def test_a_link_in_a_checkpoint_never_carries_a_host_file_into_the_bucket(s3, tm
     secret.write_text("the service's own file")
     os.symlink(secret, os.path.join(folder, "optimizer.pt"))
     os.symlink(tmp_path, os.path.join(folder, "elsewhere"))
+    # A newer one whose state is a FIFO (opening it would wait forever) or a link is no checkpoint.
+    os.mkfifo(os.path.join(save(checkpoint_dir, 6, state=False), "trainer_state.json"))
+    os.symlink(os.path.join(folder, "trainer_state.json"),
+               os.path.join(save(checkpoint_dir, 7, state=False), "trainer_state.json"))
     CheckpointMirror(config, storage, JOB, checkpoint_dir).sync()
+    assert bucket(storage) == ["checkpoint-5"]
 
     other = checkpoints_of(str(tmp_path / "worker-b"))
     assert restore_checkpoints(config, storage, JOB, other) == ["checkpoint-5"]

@@ -161,6 +161,10 @@ class TaskTrainer(ABC):
     # Whether it scores a test dataset at the end (test_dataset_id); one that does
     # not refuses the job when started.
     scores_test_rows: ClassVar[bool] = False
+    # Files a callback adds to each epoch checkpoint after the Trainer's own
+    # trainer_state.json: a checkpoint without them is not complete yet (resumed
+    # from, or copied to the shared store, only once it is).
+    checkpoint_files: ClassVar[tuple[str, ...]] = ()
 
     def check_parent(self, hyperparameters: dict, parent_hyperparameters: dict) -> str | None:
         """Before a job that continues from a version is queued: what stops these

@@ -104,25 +104,16 @@ def last_checkpoint(checkpoint_dir: str, required: tuple[str, ...] = ()) -> str 
     RNG states) or with half of it, or without the `required` files a callback
     adds in on_save: such a folder is removed, and the one before it is the
     checkpoint to resume from."""
-    import json
     import os
-    import re
     import shutil
 
-    if not os.path.isdir(checkpoint_dir):
-        return None
-    numbered = sorted(((int(match[1]), name) for name in os.listdir(checkpoint_dir)
-                       if (match := re.fullmatch(r"checkpoint-([0-9]+)", name))), reverse=True)
-    for _step, name in numbered:
+    from trainers.checkpoints import is_complete, numbered
+
+    for _step, name in numbered(checkpoint_dir):
         folder = os.path.join(checkpoint_dir, name)
-        try:
-            with open(os.path.join(folder, "trainer_state.json")) as state:
-                json.load(state)
-            if all(os.path.isfile(os.path.join(folder, name)) for name in required):
-                return folder
-            raise OSError("incomplete")
-        except (OSError, ValueError):
-            shutil.rmtree(folder, ignore_errors=True)  # a save the crash cut short
+        if is_complete(folder, required):
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)  # a save the crash cut short
     return None
 
 

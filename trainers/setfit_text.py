@@ -74,6 +74,7 @@ class SetFitTextTrainer(TaskTrainer):
     classifies_its_labels = True
     continues_from_formats = ("setfit",)
     scores_test_rows = True
+    checkpoint_files = (EPOCH_STATS,)
 
     def train(self, run: TrainingRun) -> TrainingResult:
         import torch
@@ -120,7 +121,7 @@ class SetFitTextTrainer(TaskTrainer):
         body_trainer = trainer.st_trainer
         body_trainer.train_dataset, body_trainer.loss = trainer.get_dataset(texts, labels, args=args)
         body_trainer.eval_dataset, body_trainer.evaluator = None, evaluator
-        resume_from = last_checkpoint(run.checkpoint_dir, required=(EPOCH_STATS,))
+        resume_from = last_checkpoint(run.checkpoint_dir, required=self.checkpoint_files)
         if resume_from:
             run.reporter.log(f"Resuming from {os.path.basename(resume_from)}.")
         output = body_trainer.train(resume_from_checkpoint=resume_from)

@@ -10,7 +10,9 @@ job runs. A process that dies stops renewing; once the lease has run out
 job over. A job taken over resumes from its last epoch checkpoint; one whose
 child process dies (killed, out of memory) is queued again at once, up to
 INFER_TRAINING_MAX_ATTEMPTS starts. A process that stops cleanly hands its jobs
-back at once (its children stopped, the jobs queued).
+back at once (its children stopped, the jobs queued). With S3 storage the
+checkpoints are copied to the bucket as they are saved, and fetched by the
+worker that takes the job over, wherever it runs (training/checkpoint_store.py).
 
 Children never see the database or the service's secrets (training/child.py):
 they get a TrainingRequest (training/child_records.py) and report events, which
@@ -43,11 +45,14 @@ from core.tables import Dataset, ModelVersion, TrainingJob
 from model_registry.catalogue import MODELS, public_names
 from model_registry.resolve import resolve_model_dir
 from sandbox import SandboxUnavailable
+from tasks.spec import trainer_for
 from uploads.archive import tree_bytes
+from uploads.bundles import BundleRejected, StorageUnreachable, shared
 from uploads.serving import version_dirs
 from uploads.version_bundles import ensure_version_files
 from uploads.versions import has_files
 
+from .checkpoint_store import CheckpointMirror, forget_checkpoints, restore_checkpoints
 from .child import ALREADY_RUNNING
 from .child_records import TrainingRequest
 from .dataset_bundles import ensure_parsed_revision
@@ -106,6 +111,8 @@ class TrainingJobs(Runner):
         """Ask for a job to stop: a queued one is cancelled at once; a running one
         when its runner next looks (within WATCH_S), wherever it runs."""
         leases.cancel(session, job, "training_job")
+        if job.status == "cancelled":  # it was queued: no runner will end it, and it may have run before
+            forget_checkpoints(self.storage, job.id)
 
     def run(self, job_id: str) -> None:
         """Run the attempt of a job this process claimed, in the calling thread."""
@@ -115,6 +122,7 @@ class TrainingJobs(Runner):
         except Exception as exc:
             log.exception("job %s", job_id)
             record.finish("failed", f"The job failed in the service: {type(exc).__name__}: {exc}")
+            forget_checkpoints(self.storage, job_id)
         finally:
             with self._children_lock:
                 self._children.pop(job_id, None)
@@ -126,8 +134,10 @@ class TrainingJobs(Runner):
             return
         if job.cancel_requested:
             record.finish("cancelled", "Cancelled.")
+            forget_checkpoints(self.storage, job_id)
             return
         if job.attempts + 1 > config.training_max_attempts:
+            forget_checkpoints(self.storage, job_id)
             record.finish("failed", f"The training process stopped without finishing {job.attempts} times "
                                     f"(INFER_TRAINING_MAX_ATTEMPTS); see the log for the last attempt's output. "
                                     f"A process that needs more memory than INFER_TRAINING_MEMORY_MB "
@@ -141,15 +151,27 @@ class TrainingJobs(Runner):
         except (ModelUnavailable, LookupError) as exc:
             record.finish("failed", str(exc))
             shutil.rmtree(folder, ignore_errors=True)
+            forget_checkpoints(self.storage, job_id)
             return
+        checkpoint_dir = os.path.join(folder, "checkpoints")
+        required = trainer_for(job.task).checkpoint_files
+        if shared(self.storage):
+            self._restore_checkpoints(job_id, checkpoint_dir, required, record)
         write_json_no_links(os.path.join(folder, "job.json"), self.children.child_request(request).to_dict())
         record.add_log(f"attempt {job.attempts + 1}: starting the training process"
-                       + (" (resuming from the last epoch checkpoint)" if os.listdir(os.path.join(folder, "checkpoints"))
-                          else ""))
+                       + (" (resuming from the last epoch checkpoint)" if os.listdir(checkpoint_dir) else ""))
+        mirror = CheckpointMirror(config, self.storage, job_id, checkpoint_dir, required)
+        if shared(self.storage):  # a worker on another host resumes from the bucket's copy
+            mirror.start()
         try:
             outcome = self._supervise(job_id, job.account_id, folder, request, record)
         except SandboxUnavailable as exc:  # never trained unconfined
             record.failure, outcome = f"The training could not start: {exc}", "failed"
+        finally:
+            mirror.stop()
+        ends = outcome in ("result", "failed", "cancelled", "gone")
+        if not ends and shared(self.storage):
+            mirror.sync_logged()  # what the child saved since the last look, for whoever resumes it
         if outcome == "result":
             publish_version(self.config, self.sessions, self.storage, self.children, job_id, folder, record)
         elif outcome in ("failed", "cancelled", "gone"):
@@ -164,6 +186,22 @@ class TrainingJobs(Runner):
         else:  # the child died: start it again, from its checkpoint
             record.requeue(f"The training process stopped ({outcome}); the job resumes from its last epoch "
                            "checkpoint.", tail=_tail(folder))
+        if ends:  # succeeded, failed, cancelled or deleted: its checkpoints serve nothing now
+            forget_checkpoints(self.storage, job_id)
+
+    def _restore_checkpoints(self, job_id: str, checkpoint_dir: str, required: tuple[str, ...],
+                             record: JobRecord) -> None:
+        """The bucket's checkpoints when they are newer than this worker's (the
+        job ran elsewhere). One the bucket cannot give, or that breaks the bundle
+        rules, is left out, said in the log: the job trains from what it has."""
+        try:
+            fetched = restore_checkpoints(self.config, self.storage, job_id, checkpoint_dir, required)
+        except (StorageUnreachable, BundleRejected) as exc:
+            record.add_log(f"the checkpoints in the shared store could not be fetched ({exc}); training from the "
+                           "ones this worker has, if any")
+            return
+        if fetched:
+            record.add_log(f"fetched {', '.join(fetched)} from the shared store (saved by another worker)")
 
     def _training_request(self, job: TrainingJob, folder: str) -> TrainingRequest:
         config = self.config

@@ -176,6 +176,11 @@ class S3Storage:
         """Deleting a key that is not there succeeds, as S3's DELETE does."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys under `prefix`, every page of the listing."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
     def delete(self, version_id: int, key: str | None = None) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key or self.key(version_id))
 

@@ -13,22 +13,8 @@ import pytest
 from ..training.flow import add_dataset, iris_csv, start_job, wait_job
 from ..uploads.helpers import inference_zip, put_local, wait_built
 from .test_batches import jsonl, post_batch, request_line, wait_until_ended
-from .test_webhooks import Receiver
 
 LOOPBACK = "127.0.0.1/32"
-
-
-@pytest.fixture
-def receiver():
-    receivers = []
-
-    def make(statuses=(200,)):
-        receivers.append(Receiver(statuses))
-        return receivers[-1]
-
-    yield make
-    for one in receivers:
-        one.close()
 
 
 def verified(api, headers: dict, body: bytes) -> dict:

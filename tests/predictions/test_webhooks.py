@@ -8,48 +8,12 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from predictions import webhooks
 
 from .test_async_predictions import ASYNC, GENERATION
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POST and answers the given statuses in turn."""
-
-    def __init__(self, statuses=(200,)):
-        self.calls: list[tuple[dict, bytes]] = []
-        self.statuses = list(statuses)
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.arrived:
-                    receiver.calls.append((dict(self.headers), body))
-                    status = receiver.statuses[min(len(receiver.calls), len(receiver.statuses)) - 1]
-                    receiver.arrived.notify_all()
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook?source=infer"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_calls(self, count: int, timeout_s: float = 30) -> list:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.calls) >= count, timeout_s), self.calls
-            return list(self.calls)
-
-    def close(self):
-        self.server.shutdown()
 
 
 def webhook_state(api, prediction_id: str, timeout_s: float = 30) -> tuple:
@@ -64,19 +28,6 @@ def webhook_state(api, prediction_id: str, timeout_s: float = 30) -> tuple:
                 return row.webhook_status, row.webhook_attempts, row.webhook_error
         assert time.monotonic() < deadline, "the webhook delivery never ended"
         time.sleep(0.02)
-
-
-@pytest.fixture
-def receiver():
-    receivers = []
-
-    def make(statuses=(200,)):
-        receivers.append(Receiver(statuses))
-        return receivers[-1]
-
-    yield make
-    for one in receivers:
-        one.close()
 
 
 @pytest.fixture

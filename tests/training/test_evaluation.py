@@ -22,7 +22,7 @@ from scipy.stats import pearsonr, spearmanr
 from ..conftest import new_key
 from ..openai_api.test_user_models import sentence_transformer_zip
 from ..predictions.test_event_webhooks import LOOPBACK, verified
-from ..predictions.test_webhooks import Receiver
+from ..webhook_receiver import Receiver
 from ..ui.conftest import UiClient
 from ..uploads.helpers import deploy
 from .flow import add_dataset, iris_csv, start_job, until, wait_job

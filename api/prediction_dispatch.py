@@ -43,6 +43,7 @@ from openai_api.completions import (
 from openai_api.embeddings import EmbeddingsBody, EmbeddingsResponse, embeddings
 from openai_api.rerank import V1RerankBody, V1RerankResponse
 from openai_api.rerank import rerank as v1_rerank
+from predictions.runner import WaitAbandoned
 from tasks import rerank, text_generation, text_vectorisation
 from tasks.spec import TASK_SPECS
 from web import admission, rate_limits
@@ -153,13 +154,14 @@ METERED_WAIT_S = 5.0
 
 
 def run_metered(app: Flask, account_id: int, path: str, body: dict, request_id: str | None,
-                sleep=time.sleep) -> tuple[int, object]:
+                sleep=time.sleep, abandon: Callable[[], bool] = lambda: False) -> tuple[int, object]:
     """One request of a batch's or an evaluation's many, run as its account once it is
     charged to the account's rate limits as the client's own request would be: work
     that runs in the background is still the account's share, so a batch of thousands
     of lines takes what the same requests sent one by one would, no more. Over a
-    limit it waits for room (Retry-After) instead of failing; a request that can never
-    fit (larger than the whole budget) is answered the 429 the route would give."""
+    limit it waits for room (Retry-After) instead of failing, unless abandon() says
+    its run is cancelled or its process stopping (WaitAbandoned); a request that can
+    never fit (larger than the whole budget) is answered the 429 the route would give."""
     while True:
         try:
             with app.app_context():
@@ -169,5 +171,7 @@ def run_metered(app: Flask, account_id: int, path: str, body: dict, request_id: 
             retry_after = (refused.headers or {}).get("Retry-After")
             if retry_after is None:
                 return error_answer(refused, path)
+            if abandon():
+                raise WaitAbandoned(f"{path} gave up waiting for room in account {account_id}'s rate limits")
             sleep(min(float(retry_after), METERED_WAIT_S))
     return run_in_background(app, account_id, path, body, request_id)

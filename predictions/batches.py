@@ -41,7 +41,7 @@ from core.webhook_events import notify
 
 from . import batch_files, batch_store
 from .batch_files import INPUT_FILE, OUTPUT_FILE, Line, answer_line, parse_line, request_lines
-from .runner import RunRequest
+from .runner import RunRequest, WaitAbandoned
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ class BatchRunner(Runner):
                 return answer_line(row_id, number, line, None, None)
             try:
                 return answer_line(row_id, number, line, *self._run_one(account_id, row_id, number, line))
+            except WaitAbandoned:
+                raise  # the batch stops: this line is answered when it resumes, or never
             except Exception:  # an answer that cannot be written: this line's error, never the batch's
                 log.exception("batch %s line %d", row_id, number)
                 return answer_line(row_id, number, Line(line.custom_id), 500,
@@ -157,7 +159,10 @@ class BatchRunner(Runner):
                 chunk = list(islice(remaining, in_flight))
                 if not chunk:
                     return "completed", ""
-                answered = list(pool.map(answer, chunk))
+                try:
+                    answered = list(pool.map(answer, chunk))
+                except WaitAbandoned:  # the chunk's answers so far are dropped: none is recorded
+                    continue  # the loop's first checks say why
                 output.write("".join(text for text, _ in answered).encode())
                 output.flush()
                 os.fsync(output.fileno())  # recorded as done only once it is on disk
@@ -165,7 +170,12 @@ class BatchRunner(Runner):
 
     def _run_one(self, account_id: int, row_id: str, number: int, line: Line) -> tuple[int, object]:
         try:
-            return self.run_request(account_id, line.url, line.body, f"{row_id}-{number}")
+            # A line waiting for room in the account's rate limits stops waiting
+            # when the batch is cancelled or the process stops.
+            return self.run_request(account_id, line.url, line.body, f"{row_id}-{number}",
+                                    abandon=lambda: self.stopping or self._cancel_requested(row_id))
+        except WaitAbandoned:
+            raise
         except Exception:  # the dispatch renders a route's errors; this is one it did not expect
             log.exception("batch %s line %d", row_id, number)
             return 500, {"message": "Internal server error while running this line."}

@@ -25,7 +25,7 @@ import logging
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, select, update
 
 from core import leases
 from core.fair_claims import FairClaims, WorkKind, leased
@@ -38,7 +38,7 @@ from training.datasets import read_rows
 from training.paths import revision_dir
 
 from .evaluation_plans import PLANS, Plan, UnusableAnswer
-from .runner import RunRequest
+from .runner import RunRequest, WaitAbandoned
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ class EvaluationRunner(Runner):
         with self.renewing(evaluation_id):
             try:
                 metrics, answered = self._evaluate(job)
+            except WaitAbandoned:  # a request waiting for room in the rate limits gave up: which way?
+                if self.stopping:
+                    self.hand_back(evaluation_id)
+                else:
+                    self._end(evaluation_id, "cancelled", "Cancelled while it ran.")
+                return
             except Stopping:
                 self.hand_back(evaluation_id)
                 return
@@ -192,7 +198,8 @@ class EvaluationRunner(Runner):
         except (UnusableAnswer, OSError) as exc:
             return _Failure(0, f"the row could not be read: {exc}")
         for retry in range(BUSY_RETRIES + 1):
-            status, answer = self.run_request(job.account_id, plan.path, body, job.id)
+            status, answer = self.run_request(job.account_id, plan.path, body, job.id,
+                                              abandon=lambda: self.stopping or self._cancel_requested(job.id))
             if status not in BUSY_STATUSES or retry == BUSY_RETRIES or self.stopping:
                 break
             time.sleep(BUSY_PAUSE_S * 2 ** retry)
@@ -214,6 +221,10 @@ class EvaluationRunner(Runner):
             session.commit()
             row = session.get(Evaluation, evaluation_id)
             return row is None or row.status != "running" or row.cancel_requested
+
+    def _cancel_requested(self, evaluation_id: str) -> bool:
+        with self.sessions() as session:
+            return bool(session.scalar(select(Evaluation.cancel_requested).where(Evaluation.id == evaluation_id)))
 
     def _end(self, evaluation_id: str, status: str, message: str, metrics: dict | None = None) -> None:
         with self.sessions() as session:

@@ -45,9 +45,16 @@ def _due(now):
 PREDICTIONS = WorkKind(Prediction, due=_due, running=leased("running"), oldest_first=Prediction.seq)
 
 
-# (account id, path, body, request id) -> (status, JSON answer): runs a stored
-# request's route as its account (the app passes api/prediction_dispatch.py's).
-RunRequest = Callable[[int, str, dict, str | None], tuple[int, dict]]
+# (account id, path, body, request id, abandon=) -> (status, JSON answer): runs a
+# stored request's route as its account (the app passes api/prediction_dispatch.py's).
+# While the request waits for room in its account's rate limits, abandon() is asked
+# now and then; True ends the wait with WaitAbandoned, the request not run.
+RunRequest = Callable[..., tuple[int, dict]]
+
+
+class WaitAbandoned(Exception):
+    """A request gave up waiting for room in its account's rate limits: the run it
+    belongs to was cancelled, or this process is stopping. It was not run."""
 
 
 class PredictionRunner(Runner):

@@ -161,11 +161,11 @@ def test_a_running_batch_cancelled_stops_after_the_lines_in_flight(idle_api):
     real = runner.run_request
     calls = []
 
-    def cancel_after_the_first_chunk(*args):
+    def cancel_after_the_first_chunk(*args, **kwargs):
         calls.append(args)
         if len(calls) == 1:
             assert api.client.post(f"/batches/{batch_id}/cancel", headers=api.headers).json["status"] == "running"
-        return real(*args)
+        return real(*args, **kwargs)
 
     runner.run_request = cancel_after_the_first_chunk
     assert runner.run_claimed(batch_id)
@@ -264,12 +264,12 @@ def test_a_batch_has_at_most_its_lines_in_flight_at_once(client_for, tiny_model_
     runner = api.app.extensions["batches"]
     real, lock, state = runner.run_request, threading.Lock(), {"now": 0, "most": 0}
 
-    def counted(*args):
+    def counted(*args, **kwargs):
         with lock:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
         try:
-            return real(*args)
+            return real(*args, **kwargs)
         finally:
             with lock:
                 state["now"] -= 1
@@ -361,3 +361,47 @@ def test_a_line_over_the_limit_waits_for_room_instead_of_failing(make_app, tiny_
     with pytest.raises(TimeoutError):
         run_metered(app, 1, "/text-vectorisation", {"text": "hello"}, None, sleep=sleep)
     assert waits and 0 < waits[0] <= 5  # the limit's Retry-After, looked at again within METERED_WAIT_S
+
+
+def test_a_line_waiting_for_room_gives_up_when_its_run_ends_and_is_not_run(make_app, tiny_model_dir):
+    from api.prediction_dispatch import run_metered
+    from predictions.runner import WaitAbandoned
+
+    from ..conftest import new_key
+
+    app = make_app(MODEL_DIR=tiny_model_dir, ACCOUNT_REQUESTS_PER_MIN=1)
+    new_key(app, "alice")
+    assert run_metered(app, 1, "/text-vectorisation", {"text": "the budget"}, None)[0] == 200
+    asked, waits = [], []
+
+    def abandon():
+        asked.append(True)
+        return len(asked) == 2  # cancelled while it waited
+
+    with pytest.raises(WaitAbandoned):
+        run_metered(app, 1, "/text-vectorisation", {"text": "waits"}, None, sleep=waits.append, abandon=abandon)
+    assert len(asked) == 2 and len(waits) == 1  # asked before each wait, never past the first True
+
+
+def test_a_batch_cancelled_while_its_lines_wait_for_room_ends_at_once(client_for, tiny_model_dir):
+    # One request a minute: the batch's second line waits up to a minute for room.
+    api = client_for(MODEL_DIR=tiny_model_dir, ACCOUNT_REQUESTS_PER_MIN=1, BATCH_LINES_IN_FLIGHT=1)
+    lines = [request_line(f"n{number}", "/emotion", {"text": "hi"}) for number in range(3)]
+    batch_id = post_batch(api, jsonl(lines)).json["id"]
+    runner = api.app.extensions["batches"]
+    ran = threading.Thread(target=runner.run_claimed, args=(batch_id,))
+    ran.start()
+
+    def waiting() -> bool:
+        return api.client.get(f"/batches/{batch_id}", headers=api.headers).json["request_counts"]["completed"] == 1
+
+    deadline = time.monotonic() + 60
+    while not waiting():
+        assert time.monotonic() < deadline, "the first line was never answered"
+        time.sleep(0.05)
+    assert api.client.post(f"/batches/{batch_id}/cancel", headers=api.headers).json["status"] == "running"
+    ran.join(120)  # without giving up, it would answer the line once the minute is over, then stop
+    assert not ran.is_alive()
+    done = api.client.get(f"/batches/{batch_id}", headers=api.headers).json
+    assert done["status"] == "cancelled" and done["request_counts"]["completed"] == 1
+    assert [line["custom_id"] for line in output_lines(api, batch_id)] == ["n0"]  # the waiting line was not run

@@ -243,6 +243,22 @@ def test_cancel_a_queued_evaluation_and_a_running_one(client_for, make_app):
     assert 0 < ended["rows_done"] < ended["rows_total"] == 3000
 
 
+def test_an_evaluation_cancelled_while_its_request_waits_for_rate_limit_room_stops_waiting(client_for, make_app):
+    idle = client_for(TRAINER=True, TRAINING_POLL_S=0.1)
+    client, headers = idle.client, idle.headers
+    dataset = add_dataset(client, headers, iris_csv())
+    trained(client, headers, "iris", dataset["id"])
+    # One request a minute, a row a request: the second row waits up to a minute for room.
+    make_app(DATA_DIR=idle.app.extensions["settings"].data_dir, PREDICTIONS=True, PREDICTION_POLL_S=0.1,
+             EVALUATION_CHUNK_ROWS=1, ACCOUNT_REQUESTS_PER_MIN=1)
+    started = evaluate(client, headers, "iris", 1, dataset["id"])
+    until(lambda: client.get(f"/evaluations/{started['id']}", headers=headers).json["rows_done"] == 1, 60)
+    assert client.post(f"/evaluations/{started['id']}/cancel", headers=headers).status_code == 200
+    ended = wait_evaluation(client, headers, started["id"])
+    # Without giving up it would send the second row once the minute is over, then stop.
+    assert ended["status"] == "cancelled" and ended["rows_done"] == 1
+
+
 def test_another_accounts_versions_datasets_and_evaluations_are_not_found(api):
     client, headers = api.client, api.headers
     dataset = add_dataset(client, headers, iris_csv())

@@ -18,7 +18,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from core.errors import ApiError, BadRequest
-from model_registry.loaders import completion
+from model_registry.loaders import completion, prompt_scoring
 from model_registry.loaders.completion import TokenStream
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
@@ -331,8 +331,14 @@ class CompletionBody(SamplingBody):
     suffix = fields.String(load_default=None, allow_none=True, validate=only_default("", "suffix"),
                            metadata={"description": "Only empty (not supported)."})
     best_of = fields.Integer(load_default=None, allow_none=True, metadata={"description": "Only equal to n."})
-    logprobs = fields.Integer(load_default=None, allow_none=True, validate=only_default(0, "logprobs"),
-                              metadata={"description": "Only 0 (not supported)."})
+    max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0), metadata={
+        "description": "Most tokens to generate per choice (at most INFER_GEN_MAX_NEW_TOKENS); 0, with echo, "
+                       "answers the prompt alone (scored with logprobs)."})
+    logprobs = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=prompt_scoring.MAX_TOP_LOGPROBS),
+        metadata={"description": "The prompt's token log-probabilities, with this many likeliest alternatives per "
+                                 "token (0 to 5): only with echo true and max_tokens 0 (the prompt scored, nothing "
+                                 "generated), as lm-eval-harness's loglikelihood tasks need."})
 
 
 class CompletionChunks(Chunks):
@@ -356,10 +362,22 @@ class CompletionChunks(Chunks):
         return self._chunk(index, "", finish_reason)
 
 
+class PromptLogprobs(Schema):
+    tokens = fields.List(fields.String(), metadata={"description": "The prompt's tokens, each decoded alone."})
+    token_logprobs = fields.List(fields.Float(allow_none=True), metadata={
+        "description": "Each token's natural-log probability given the tokens before it; null for the first."})
+    top_logprobs = fields.List(fields.Dict(keys=fields.String(), values=fields.Float()), allow_none=True, metadata={
+        "description": "Per token, its `logprobs` likeliest alternatives {token: log-probability} (null for the "
+                       "first token); null when logprobs is 0."})
+    text_offset = fields.List(fields.Integer(), metadata={
+        "description": "Where each token starts in the text (a token runs from the end of the one before it)."})
+
+
 class TextChoice(Schema):
     text = fields.String()
     index = fields.Integer()
-    logprobs = fields.Raw(allow_none=True, metadata={"description": "Always null."})
+    logprobs = fields.Nested(PromptLogprobs, allow_none=True, metadata={
+        "description": "Null, except with echo, logprobs and max_tokens 0: the prompt's tokens scored."})
     finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
 
 
@@ -391,6 +409,8 @@ def text_completion(body: dict):
     if len(prompts) * n > most:
         raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {most} (INFER_MAX_BATCH_SIZE).",
                          errors={"n": ["Too many choices in all."]}, param="n")
+    if body["max_tokens"] == 0 or body["logprobs"] is not None:
+        return scored_prompts(body, prompts, n)
     served, name = resolve_model(TASK, body["model"])
     engine = _engine(served, name, chat=False)
     stream = TokenStream() if body["stream"] else None
@@ -418,3 +438,76 @@ def text_completion(body: dict):
         ],
         "usage": _total_usage(answer),
     }
+
+
+# ---- /v1/completions scoring a prompt (echo, logprobs, max_tokens 0) ---------------------------
+
+SCORING_ONLY = "logprobs are answered for the prompt only: set echo true and max_tokens 0 (nothing is generated)"
+
+
+def _check_scoring(body: dict) -> None:
+    """echo with max_tokens 0 answers the prompt alone; logprobs come only with it. Anything
+    else that names either would be answered as if a generation had been scored: refused."""
+    if body["logprobs"] is not None and body["max_tokens"] != 0:
+        raise BadRequest(f"{SCORING_ONLY}; max_tokens was {body['max_tokens']}.",
+                         errors={"max_tokens": ["Must be 0 with logprobs."]}, param="max_tokens")
+    if not body["echo"]:
+        raise BadRequest(f"{SCORING_ONLY}; echo was false.", errors={"echo": ["Must be true with logprobs or "
+                                                                            "max_tokens 0."]}, param="echo")
+    if body["stream"]:
+        raise BadRequest(f"{SCORING_ONLY}, and not streamed: the answer is ready at once.",
+                         errors={"stream": ["Must be false with logprobs or max_tokens 0."]}, param="stream")
+
+
+def scored_prompts(body: dict, prompts: list[str], n: int) -> dict:
+    """The prompts echoed, with their tokens' log-probabilities when logprobs is set: one
+    forward pass each through the model's scoring runner (its batcher, so its fair share and
+    limits); n choices of a prompt are the same answer repeated."""
+    _check_scoring(body)
+    served, name = resolve_model(TASK, body["model"])
+    engine = _engine(served, name, chat=False)
+    encoded = [engine.encode_with_offsets(prompt) for prompt in prompts]
+    for ids, _offsets in encoded:
+        if len(ids) > engine.context_length:
+            raise BadRequest(
+                f"This model's context is {engine.context_length} tokens; the prompt takes {len(ids)}. "
+                "Shorten the prompt.", errors={"prompt": ["Too many tokens for the model's context."]},
+                reason="context_length_exceeded", param="prompt")
+    top = body["logprobs"]
+    logprobs = [None] * len(prompts)
+    if top is not None:
+        control = new_control(served.batch_settings.timeout_s)
+        requests = [prompt_scoring.ScoringRequest(ids, top, control) for ids, _offsets in encoded]
+        scores = run_watched(served, prompt_scoring.RUNNER, requests, control)
+        logprobs = [_logprobs(engine, ids, offsets, score, top)
+                    for (ids, offsets), score in zip(encoded, scores)]
+    prompt_tokens = sum(len(ids) for ids, _offsets in encoded)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {"text": prompts[i // n], "index": i, "logprobs": logprobs[i // n], "finish_reason": "length"}
+            for i in range(len(prompts) * n)
+        ],
+        "usage": _usage(prompt_tokens, 0),
+    }
+
+
+def _logprobs(engine, ids: list[int], offsets: list[int], score, top: int) -> dict:
+    """OpenAI's legacy logprobs object for a scored prompt."""
+    tokens = engine.token_texts(ids)
+    top_logprobs = None
+    if top:
+        top_logprobs = [None if alternatives is None else _by_text(engine, alternatives)
+                        for alternatives in score.top]
+    return {"tokens": tokens, "token_logprobs": score.token_logprobs, "top_logprobs": top_logprobs,
+            "text_offset": offsets}
+
+
+def _by_text(engine, alternatives: list[tuple[int, float]]) -> dict:
+    """{token text: log-probability}, likeliest first; of two tokens that read the same, the likelier."""
+    texts = engine.token_texts([token for token, _logprob in alternatives])
+    by_text: dict = {}
+    for text, (_token, logprob) in zip(texts, alternatives):
+        by_text.setdefault(text, logprob)
+    return by_text

@@ -66,6 +66,8 @@ def completion(body: dict, config) -> int:
     prompts = _texts(body.get("prompt"), config.max_batch_size)
     most_new = config.gen_max_new_tokens
     new_tokens = _count(body.get("max_tokens"), min(COMPLETIONS_DEFAULT_MAX_TOKENS, most_new), most_new)
+    if body.get("max_tokens") == 0 and body.get("echo") is True:  # a prompt scored: nothing is generated
+        new_tokens = 0
     choices = _count(body.get("n"), 1, config.max_batch_size)
     return sum(prompt_tokens(prompt) + new_tokens * choices for prompt in prompts)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import prompt_scoring
 from .common import inference
 from .generation import CANCELLED, GenerationControl
 
@@ -34,6 +35,9 @@ from .generation import CANCELLED, GenerationControl
 # and the task whose models carry it.
 RUNNER = "completions"
 SERVES = "text-generation"
+# The runners the /v1 routes use on a model that serves SERVES: generation, and
+# the scoring of prompts (echo with logprobs, prompt_scoring.py).
+ROUTE_RUNNERS = (RUNNER, prompt_scoring.RUNNER)
 
 # What a streamed choice yields that is not text.
 END = "end"
@@ -226,6 +230,23 @@ class CompletionEngine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """The tokens of `text` (as encode()) and where each starts in it, OpenAI's
+        text_offset: a token runs from where the one before it ended, so the space
+        before a word belongs to the word's token, as OpenAI counts it, whether or not
+        the tokenizer trims its offsets; a BOS it adds starts at 0 and is empty."""
+        try:
+            encoded = self.tokenizer(text, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode each prefix instead
+            ids = self.encode(text)
+            return ids, [min(len(self.tokenizer.decode(ids[:i])), len(text)) for i in range(len(ids))]
+        ids = list(encoded["input_ids"])
+        starts, reached = [], 0
+        for _start, end in encoded["offset_mapping"]:
+            starts.append(reached)
+            reached = max(reached, end)
+        return ids, starts
+
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """The conversation rendered with the model's own chat template, ready for
         the assistant's turn."""
@@ -234,6 +255,10 @@ class CompletionEngine:
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def token_texts(self, tokens: list[int]) -> list[str]:
+        """Each token decoded alone, special ones included (a piece of a character reads \ufffd)."""
+        return self.tokenizer.batch_decode([[token] for token in tokens])
 
     def run(self, requests: list[CompletionRequest]) -> list[Completion]:
         groups: dict = {}

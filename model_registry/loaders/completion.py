@@ -21,6 +21,7 @@ streaming row's new text to its TokenStream. Streamed and non-streamed
 choices are built by the same code, so they are the same text.
 """
 
+import functools
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -246,6 +247,27 @@ class CompletionEngine:
             starts.append(reached)
             reached = max(reached, end)
         return ids, starts
+
+    @functools.cached_property
+    def vocabulary_size(self) -> int:
+        """Token ids run from 0 to this, excluded: the tokenizer's, added tokens included,
+        and no more than the model has embeddings for."""
+        return min(len(self.tokenizer.get_vocab()), self.model.get_input_embeddings().num_embeddings)
+
+    def text_with_offsets(self, tokens: list[int]) -> tuple[str, list[int]]:
+        """The text of token ids (sent as a prompt) and where each token starts in it: the
+        sums of the tokens' own texts where they add up to the whole text, otherwise (a
+        tokenizer that decodes a token differently alone, a character over two tokens)
+        the length of each prefix decoded."""
+        text = self.tokenizer.decode(tokens)
+        pieces = self.token_texts(tokens)
+        if "".join(pieces) == text:
+            starts, reached = [], 0
+            for piece in pieces:
+                starts.append(reached)
+                reached += len(piece)
+            return text, starts
+        return text, [min(len(self.tokenizer.decode(tokens[:i])), len(text)) for i in range(len(tokens))]
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """The conversation rendered with the model's own chat template, ready for

@@ -1,7 +1,9 @@
 """The log-probability a decoder-only model gives each token of a prompt: what
 /v1/completions answers with echo, logprobs and max_tokens 0 (scoring a text,
 no generation), and so what perplexity is computed from (lm-eval-harness's
-loglikelihood tasks, the service's evaluations of generation datasets).
+loglikelihood tasks, the service's evaluations of generation datasets). With
+max_tokens 1 and temperature 0 (what lm-eval-harness sends), the same pass also
+gives the greedy next token: the likeliest at the prompt's last position.
 
 One forward pass over the prompt's tokens, as the tokenizer makes them (a BOS
 only where the tokenizer adds one by default); the log-softmax of the logits at
@@ -40,6 +42,9 @@ class ScoringRequest:
 
     prompt_ids: list[int]
     top: int = 0
+    # Also the likeliest next token (greedy, one token generated), as lm-eval-harness asks
+    # with max_tokens 1: the last position's logits, read in the same pass.
+    next_token: bool = False
     # The request's deadline and stop flag (client gone, wait over); None: neither.
     control: GenerationControl | None = field(default=None, compare=False)
 
@@ -51,6 +56,8 @@ class PromptScores:
     # top[i]: the `top` likeliest tokens at position i, [(token id, log-probability)], best first;
     # None for the first token. Empty lists when no alternatives were asked for.
     top: list[list[tuple[int, float]] | None]
+    # With next_token: (its id, its log-probability, its `top` alternatives); else None.
+    next: tuple[int, float, list[tuple[int, float]]] | None = None
 
 
 class PromptScorer:
@@ -72,6 +79,8 @@ class PromptScorer:
                 stopped = control.should_stop() if control is not None else None
                 if stopped is not None:
                     control.stopped = stopped
+                elif not requests[position].prompt_ids:  # an empty prompt: no token to score
+                    scores[position] = PromptScores([], [])
                 else:
                     wanted.append(position)
             if wanted:
@@ -93,18 +102,22 @@ class PromptScorer:
     @staticmethod
     def _row(request: ScoringRequest, logits) -> PromptScores:
         ids = request.prompt_ids
-        if len(ids) < 2:
-            return PromptScores([None] * len(ids), [None] * len(ids))
-        # Position i - 1 predicts token i; the padding after the prompt is never read.
-        logprobs = torch.log_softmax(logits[: len(ids) - 1].float(), dim=-1)
-        following = torch.tensor(ids[1:], device=logprobs.device).unsqueeze(1)
-        actual = logprobs.gather(1, following).squeeze(1).tolist()
+        # Position i - 1 predicts token i (the last position, the next token); the padding
+        # after the prompt is never read.
+        read = len(ids) if request.next_token else len(ids) - 1
+        logprobs = torch.log_softmax(logits[:read].float(), dim=-1)
+        following = torch.tensor(ids[1:], device=logprobs.device, dtype=torch.long).unsqueeze(1)
+        actual = logprobs[: len(ids) - 1].gather(1, following).squeeze(1).tolist()
         if request.top:
             values, indices = torch.topk(logprobs, min(request.top, logprobs.shape[-1]), dim=-1)
             top = [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
         else:
-            top = [[] for _ in actual]
-        return PromptScores([None, *actual], [None, *top])
+            top = [[] for _ in range(read)]
+        following_token = None
+        if request.next_token:
+            best = int(torch.argmax(logprobs[-1]))
+            following_token = (best, float(logprobs[-1, best]), top.pop())
+        return PromptScores([None, *actual][: len(ids)], [None, *top][: len(ids)], following_token)
 
 
 def _passes(requests: list[ScoringRequest]) -> list[list[int]]:

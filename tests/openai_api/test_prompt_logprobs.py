@@ -154,3 +154,67 @@ def test_the_chat_route_still_answers_no_logprobs(server):
                              headers={"Authorization": f"Bearer {server.key}"},
                              json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "logprobs": True})
     assert_openai_error(response, 400, "invalid_request_error", "logprobs")
+
+
+def lm_eval_loglikelihood(choice: dict, context_length: int) -> tuple[float, bool]:
+    """What lm-eval-harness's local-completions model reads of a choice (LocalCompletionsAPI.parse_logprobs):
+    the continuation's log-probabilities, the last entry (the generated token) left out, and whether each
+    was the likeliest."""
+    scores = choice["logprobs"]["token_logprobs"][context_length:-1]
+    alternatives = choice["logprobs"]["top_logprobs"][context_length:-1]
+    return sum(scores), all(score == max(top.values()) for score, top in zip(scores, alternatives))
+
+
+def test_lm_eval_harness_requests_token_ids_with_one_greedy_token_and_reads_the_continuations_loglikelihood(
+        server, reference):
+    model, tokenizer = reference
+    pairs = [("The capital of France is", " Paris"), ("One, two,", " three, four")]
+    contexts = [tokenizer(context)["input_ids"] for context, _ in pairs]
+    inputs = [tokenizer(context + continuation)["input_ids"] for context, continuation in pairs]
+    # As lm-eval-harness sends a loglikelihood batch.
+    body = {"model": MODEL, "prompt": inputs, "temperature": 0, "max_tokens": 1, "logprobs": 1, "seed": 1234,
+            "echo": True}
+    answer = post(server, body)
+    assert answer.status_code == 200, answer.text
+    choices = answer.json()["choices"]
+    for ids, context, choice in zip(inputs, contexts, choices):
+        _ids, expected, _logprobs = direct_logprobs(reference, tokenizer.decode(ids))
+        assert _ids == ids
+        with torch.no_grad():
+            last = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+        greedy = int(torch.argmax(last))
+        got = choice["logprobs"]
+        assert len(got["token_logprobs"]) == len(ids) + 1
+        assert got["token_logprobs"][1:len(ids)] == pytest.approx(expected, abs=1e-4)
+        assert got["token_logprobs"][-1] == pytest.approx(float(last[greedy]), abs=1e-4)
+        assert got["tokens"][-1] == tokenizer.decode([greedy])
+        assert got["text_offset"][-1] == len(tokenizer.decode(ids))
+        assert choice["text"] == tokenizer.decode(ids) + tokenizer.decode([greedy], skip_special_tokens=True)
+        loglikelihood, is_greedy = lm_eval_loglikelihood(choice, len(context))
+        assert loglikelihood == pytest.approx(sum(expected[len(context) - 1:]), abs=1e-4)
+        assert is_greedy == all(int(torch.argmax(position)) == token
+                                for position, token in zip(_logprobs[len(context) - 1:], ids[len(context):]))
+    assert answer.json()["usage"]["completion_tokens"] == 2
+
+
+def test_offsets_of_token_ids_point_into_their_decoded_text(server, reference):
+    _model, tokenizer = reference
+    ids = tokenizer(PROMPTS[2])["input_ids"]
+    choice = post(server, scoring(ids)).json()["choices"][0]
+    text, offsets = choice["text"], choice["logprobs"]["text_offset"]
+    assert text == tokenizer.decode(ids)
+    assert offsets[0] == 0 and offsets == sorted(offsets) and len(offsets) == len(ids)
+    assert all(text[:offset] == tokenizer.decode(ids[:at]) for at, offset in enumerate(offsets)
+               if "\ufffd" not in tokenizer.decode(ids[:at]))
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": [1, 2, 3], "max_tokens": 4}, "prompt"),  # token ids to generate from: text only
+    ({"prompt": [[1, 2], [3]], "max_tokens": 4}, "prompt"),
+    ({"prompt": [1, 10 ** 9], "echo": True, "max_tokens": 0, "logprobs": 0}, "prompt"),  # out of the vocabulary
+    ({"prompt": [1, -2], "echo": True, "max_tokens": 0, "logprobs": 0}, "prompt"),
+    ({"prompt": "Hi", "echo": True, "max_tokens": 1, "logprobs": 1, "temperature": 1}, "temperature"),
+    ({"prompt": [[1, 2], "text"], "echo": True, "max_tokens": 0, "logprobs": 0}, "prompt"),
+])
+def test_token_ids_and_greedy_tokens_outside_a_prompt_scored_are_refused(server, body, param):
+    assert_openai_error(post(server, {"model": MODEL, **body}), 400, "invalid_request_error", param)

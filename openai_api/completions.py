@@ -484,11 +484,23 @@ def _check_scoring(body: dict) -> None:
                          errors={"stream": ["Must be false with logprobs or max_tokens 0."]}, param="stream")
 
 
-def _scored_text(engine, prompt) -> tuple[str, list[int], list[int]]:
-    """(the prompt's text, its token ids, where each starts in the text), from a text or from ids."""
+def _check_context(engine, prompt_tokens: int, following: bool) -> None:
+    if prompt_tokens + following > engine.context_length or (following and not prompt_tokens):
+        raise BadRequest(
+            f"This model's context is {engine.context_length} tokens; the prompt takes {prompt_tokens}"
+            f"{' and 1 more was asked for' if following else ''}. Shorten the prompt.",
+            errors={"prompt": ["Too many tokens for the model's context."]},
+            reason="context_length_exceeded", param="prompt")
+
+
+def _scored_text(engine, prompt, following: bool) -> tuple[str, list[int], list[int]]:
+    """(the prompt's text, its token ids, where each starts in the text), from a text or from
+    ids; a 400 when they do not fit the model's context, before any work that grows with them."""
     if isinstance(prompt, str):
-        ids, offsets = engine.encode_with_offsets(prompt)
+        ids, offsets = engine.encode_with_offsets(prompt, engine.context_length)
+        _check_context(engine, len(ids), following)
         return prompt, ids, offsets
+    _check_context(engine, len(prompt), following)
     size = engine.vocabulary_size
     if any(token < 0 or token >= size for token in prompt):
         raise BadRequest(f"Token ids of this model run from 0 to {size - 1}; the prompt has "
@@ -507,14 +519,7 @@ def scored_prompts(body: dict, prompts: list, n: int) -> dict:
     served, name = resolve_model(TASK, body["model"])
     engine = _engine(served, name, chat=False)
     following = body["max_tokens"] == 1
-    scored = [_scored_text(engine, prompt) for prompt in prompts]
-    for _text, ids, _offsets in scored:
-        if len(ids) + following > engine.context_length or (following and not ids):
-            raise BadRequest(
-                f"This model's context is {engine.context_length} tokens; the prompt takes {len(ids)}"
-                f"{' and 1 more was asked for' if following else ''}. Shorten the prompt.",
-                errors={"prompt": ["Too many tokens for the model's context."]},
-                reason="context_length_exceeded", param="prompt")
+    scored = [_scored_text(engine, prompt, following) for prompt in prompts]
     top = body["logprobs"]
     choices = [{"text": text, "logprobs": None, "finish_reason": "length"} for text, _ids, _offsets in scored]
     if top is not None:

@@ -231,15 +231,19 @@ class CompletionEngine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+    def encode_with_offsets(self, text: str, most: int) -> tuple[list[int], list[int] | None]:
         """The tokens of `text` (as encode()) and where each starts in it, OpenAI's
         text_offset: a token runs from where the one before it ended, so the space
         before a word belongs to the word's token, as OpenAI counts it, whether or not
-        the tokenizer trims its offsets; a BOS it adds starts at 0 and is empty."""
+        the tokenizer trims its offsets; a BOS it adds starts at 0 and is empty.
+        Offsets None past `most` tokens (the caller refuses the text): without a
+        fast tokenizer's offsets they cost a decode of every prefix."""
         try:
             encoded = self.tokenizer(text, return_offsets_mapping=True)
         except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode each prefix instead
             ids = self.encode(text)
+            if len(ids) > most:
+                return ids, None
             return ids, [min(len(self.tokenizer.decode(ids[:i])), len(text)) for i in range(len(ids))]
         ids = list(encoded["input_ids"])
         starts, reached = [], 0
@@ -258,7 +262,7 @@ class CompletionEngine:
         """The text of token ids (sent as a prompt) and where each token starts in it: the
         sums of the tokens' own texts where they add up to the whole text, otherwise (a
         tokenizer that decodes a token differently alone, a character over two tokens)
-        the length of each prefix decoded."""
+        the length of each prefix decoded (quadratic: only for ids within the context)."""
         text = self.tokenizer.decode(tokens)
         pieces = self.token_texts(tokens)
         if "".join(pieces) == text:

@@ -143,10 +143,18 @@ def test_more_than_5_alternatives_is_refused(server):
     assert_openai_error(post(server, scoring("Hello", logprobs=6)), 400, "invalid_request_error", "logprobs")
 
 
-def test_a_prompt_longer_than_the_context_is_refused_naming_the_limit(server):
-    message = assert_openai_error(post(server, scoring("word " * 400)), 400, "invalid_request_error", "prompt",
+@pytest.mark.parametrize("prompt", ["word " * 400, [42] * 257, [[7, 8], [42] * 100_000]])
+def test_a_prompt_longer_than_the_context_is_refused_naming_the_limit(server, prompt):
+    message = assert_openai_error(post(server, scoring(prompt)), 400, "invalid_request_error", "prompt",
                                   "context_length_exceeded")
     assert "context is 256 tokens" in message
+
+
+def test_a_prompt_that_fills_the_context_is_scored_but_leaves_no_room_for_a_greedy_token(server):
+    assert post(server, scoring([42] * 256)).status_code == 200
+    message = assert_openai_error(post(server, scoring([42] * 256, logprobs=1, max_tokens=1, temperature=0)), 400,
+                                  "invalid_request_error", "prompt", "context_length_exceeded")
+    assert "1 more was asked for" in message
 
 
 def test_the_chat_route_still_answers_no_logprobs(server):

@@ -392,7 +392,8 @@ class TextChoice(Schema):
     text = fields.String()
     index = fields.Integer()
     logprobs = fields.Nested(PromptLogprobs, allow_none=True, metadata={
-        "description": "Null, except with echo, logprobs and max_tokens 0: the prompt's tokens scored."})
+        "description": "Null, except with echo and logprobs: the prompt's tokens scored (and, with max_tokens 1, "
+                       "the greedy next token)."})
     finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
 
 

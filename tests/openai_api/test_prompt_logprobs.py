@@ -15,6 +15,7 @@ import torch
 from tests.conftest import LiveServer, new_key
 
 from .conftest import assert_openai_error
+from .test_abandoned_generation import gated
 
 MODEL = "gpt2-large"  # the tiny causal LM stands in for it
 PROMPTS = ["Hello world, this is a test.", "Short one", "Le café coûte 2 €, ü and ñ too: a longer prompt than the others."]
@@ -226,3 +227,13 @@ def test_offsets_of_token_ids_point_into_their_decoded_text(server, reference):
 ])
 def test_token_ids_and_greedy_tokens_outside_a_prompt_scored_are_refused(server, body, param):
     assert_openai_error(post(server, {"model": MODEL, **body}), 400, "invalid_request_error", param)
+
+
+def test_a_scored_prompt_takes_its_turn_in_the_models_queue_and_is_stopped_at_its_deadline(serve, tiny_model_dir):
+    service = serve(MODEL_DIR=tiny_model_dir, REQUEST_TIMEOUT_S=2.0)
+    gate = gated(service, "prompt-logprobs", hold_at=1)  # its first pass held until its request is told to stop
+    late = service.post("/v1/completions", scoring(PROMPTS), service.key("alice"))
+    assert late.status_code == 504 and "INFER_REQUEST_TIMEOUT_S" in late.json()["error"]["message"]
+    assert gate.first_flag == "deadline"
+    reply = service.post("/v1/completions", scoring(PROMPTS[0]), service.key("bob"))
+    assert reply.status_code == 200 and reply.json()["choices"][0]["logprobs"]["token_logprobs"][1] < 0

@@ -87,7 +87,8 @@ class EvaluationObject(Schema):
         "Once it succeeded, by task: classification: accuracy, macro_f1, per_class, confusion_matrix (rows: true "
         "label, columns: predicted, in its `labels` order); tabular numbers: r2, mae, mse; scored-pairs: spearman, "
         "pearson (cosine similarity vs the gold score); text-pairs and triplets: accuracy_at_1, recall_at_5, "
-        "recall_at_10, mrr (and triplet_accuracy); with rows, rows_answered, rows_failed.")})
+        "recall_at_10, mrr (and triplet_accuracy); prompt-completion: perplexity, loss (mean NLL of the completions' "
+        "tokens), tokens; with rows, rows_answered, rows_failed.")})
     attempts = fields.Integer()
     created_at = fields.String()
     started_at = fields.String(allow_none=True)

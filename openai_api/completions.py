@@ -18,7 +18,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from core.errors import ApiError, BadRequest
-from model_registry.loaders import completion
+from model_registry.loaders import completion, prompt_scoring
 from model_registry.loaders.completion import TokenStream
 from model_registry.served_model import Capability
 from tasks.common import StrictSchema, check_batch, check_text, limit_setting
@@ -309,8 +309,14 @@ def chat_completion(body: dict):
 # ---- /v1/completions -------------------------------------------------------------
 
 
+def _token_ids(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value)
+
+
 class PromptField(fields.Field):
-    """A string or a list of strings; token arrays are refused with a reason."""
+    """A string or a list of strings; or token ids (a list of them, or a list of such
+    lists), which only a prompt scored takes (text_completion refuses them otherwise)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -318,21 +324,36 @@ class PromptField(fields.Field):
         if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
             check_batch(value, "prompts")
             return [check_text(item) for item in value]
-        if isinstance(value, list) and value and all(isinstance(item, (int, list)) for item in value):
-            raise ValidationError("Token arrays are not accepted: token ids differ between models. Send the text.")
+        if _token_ids(value):
+            return [list(value)]
+        if isinstance(value, list) and value and all(_token_ids(item) for item in value):
+            check_batch(value, "prompts")
+            return [list(item) for item in value]
         raise ValidationError("Send a string, or a list of strings for several prompts.")
 
 
 class CompletionBody(SamplingBody):
-    prompt = PromptField(required=True, metadata={"oneOf": [
-        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})
+    prompt = PromptField(required=True, metadata={
+        "description": "The text, or several. Token ids (the model's own tokenizer's) only with logprobs, as "
+                       "lm-eval-harness sends them.",
+        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                  {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                  {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                   "minItems": 1}]})
     echo = fields.Boolean(load_default=False, allow_none=True, metadata={
         "description": "Put the prompt before each choice's text."})
     suffix = fields.String(load_default=None, allow_none=True, validate=only_default("", "suffix"),
                            metadata={"description": "Only empty (not supported)."})
     best_of = fields.Integer(load_default=None, allow_none=True, metadata={"description": "Only equal to n."})
-    logprobs = fields.Integer(load_default=None, allow_none=True, validate=only_default(0, "logprobs"),
-                              metadata={"description": "Only 0 (not supported)."})
+    max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0), metadata={
+        "description": "Most tokens to generate per choice (at most INFER_GEN_MAX_NEW_TOKENS); 0, with echo, "
+                       "answers the prompt alone (scored with logprobs)."})
+    logprobs = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=prompt_scoring.MAX_TOP_LOGPROBS),
+        metadata={"description": "The prompt's token log-probabilities, with this many likeliest alternatives per "
+                                 "token (0 to 5): only with echo true and max_tokens 0 (the prompt scored, nothing "
+                                 "generated), or max_tokens 1 at temperature 0 (and the greedy next token), as "
+                                 "lm-eval-harness's loglikelihood tasks ask."})
 
 
 class CompletionChunks(Chunks):
@@ -356,10 +377,23 @@ class CompletionChunks(Chunks):
         return self._chunk(index, "", finish_reason)
 
 
+class PromptLogprobs(Schema):
+    tokens = fields.List(fields.String(), metadata={"description": "The prompt's tokens, each decoded alone."})
+    token_logprobs = fields.List(fields.Float(allow_none=True), metadata={
+        "description": "Each token's natural-log probability given the tokens before it; null for the first."})
+    top_logprobs = fields.List(fields.Dict(keys=fields.String(), values=fields.Float()), allow_none=True, metadata={
+        "description": "Per token, its `logprobs` likeliest alternatives {token: log-probability} (null for the "
+                       "first token); null when logprobs is 0."})
+    text_offset = fields.List(fields.Integer(), metadata={
+        "description": "Where each token starts in the text (a token runs from the end of the one before it)."})
+
+
 class TextChoice(Schema):
     text = fields.String()
     index = fields.Integer()
-    logprobs = fields.Raw(allow_none=True, metadata={"description": "Always null."})
+    logprobs = fields.Nested(PromptLogprobs, allow_none=True, metadata={
+        "description": "Null, except with echo and logprobs: the prompt's tokens scored (and, with max_tokens 1, "
+                       "the greedy next token)."})
     finish_reason = fields.String(metadata={"description": "stop (end of text or a stop string) or length."})
 
 
@@ -391,6 +425,12 @@ def text_completion(body: dict):
     if len(prompts) * n > most:
         raise BadRequest(f"{len(prompts)} prompts x {n} choices is more than {most} (INFER_MAX_BATCH_SIZE).",
                          errors={"n": ["Too many choices in all."]}, param="n")
+    if body["max_tokens"] == 0 or body["logprobs"] is not None:
+        return scored_prompts(body, prompts, n)
+    if any(isinstance(prompt, list) for prompt in prompts):
+        raise BadRequest("Token arrays are accepted only to score a prompt (echo, logprobs and max_tokens 0, or 1 "
+                         "at temperature 0): token ids differ between models. Send the text.",
+                         errors={"prompt": ["Token arrays only with logprobs."]}, param="prompt")
     served, name = resolve_model(TASK, body["model"])
     engine = _engine(served, name, chat=False)
     stream = TokenStream() if body["stream"] else None
@@ -418,3 +458,112 @@ def text_completion(body: dict):
         ],
         "usage": _total_usage(answer),
     }
+
+
+# ---- /v1/completions scoring a prompt (echo, logprobs, max_tokens 0 or 1) -----------------------
+
+SCORING_ONLY = ("logprobs are answered for the prompt only: set echo true and max_tokens 0 (nothing generated), "
+                "or max_tokens 1 with temperature 0 (the greedy next token too)")
+
+
+def _check_scoring(body: dict) -> None:
+    """echo with max_tokens 0 answers the prompt alone; logprobs come only with it, or with
+    one greedy token more (what lm-eval-harness asks). Anything else that names them would
+    be answered as if a generation had been scored: refused."""
+    logprobs, max_tokens = body["logprobs"], body["max_tokens"]
+    if logprobs is not None and max_tokens not in (0, 1):
+        raise BadRequest(f"{SCORING_ONLY}; max_tokens was {max_tokens}.",
+                         errors={"max_tokens": ["Must be 0 (or 1) with logprobs."]}, param="max_tokens")
+    if max_tokens == 1 and body["temperature"] != 0:
+        raise BadRequest(f"{SCORING_ONLY}; temperature was {body['temperature']}.",
+                         errors={"temperature": ["Must be 0 with logprobs and max_tokens 1."]}, param="temperature")
+    if not body["echo"]:
+        raise BadRequest(f"{SCORING_ONLY}; echo was false.", errors={"echo": ["Must be true with logprobs or "
+                                                                            "max_tokens 0."]}, param="echo")
+    if body["stream"]:
+        raise BadRequest(f"{SCORING_ONLY}, and not streamed: the answer is ready at once.",
+                         errors={"stream": ["Must be false with logprobs or max_tokens 0."]}, param="stream")
+
+
+def _check_context(engine, prompt_tokens: int, following: bool) -> None:
+    if prompt_tokens + following > engine.context_length or (following and not prompt_tokens):
+        raise BadRequest(
+            f"This model's context is {engine.context_length} tokens; the prompt takes {prompt_tokens}"
+            f"{' and 1 more was asked for' if following else ''}. Shorten the prompt.",
+            errors={"prompt": ["Too many tokens for the model's context."]},
+            reason="context_length_exceeded", param="prompt")
+
+
+def _scored_text(engine, prompt, following: bool) -> tuple[str, list[int], list[int]]:
+    """(the prompt's text, its token ids, where each starts in the text), from a text or from
+    ids; a 400 when they do not fit the model's context, before any work that grows with them."""
+    if isinstance(prompt, str):
+        ids, offsets = engine.encode_with_offsets(prompt, engine.context_length)
+        _check_context(engine, len(ids), following)
+        return prompt, ids, offsets
+    _check_context(engine, len(prompt), following)
+    size = engine.vocabulary_size
+    if any(token < 0 or token >= size for token in prompt):
+        raise BadRequest(f"Token ids of this model run from 0 to {size - 1}; the prompt has "
+                         f"{next(token for token in prompt if token < 0 or token >= size)}.",
+                         errors={"prompt": ["A token id out of range."]}, param="prompt")
+    text, offsets = engine.text_with_offsets(prompt)
+    return text, list(prompt), offsets
+
+
+def scored_prompts(body: dict, prompts: list, n: int) -> dict:
+    """The prompts echoed, with their tokens' log-probabilities when logprobs is set (and the
+    greedy next token with max_tokens 1): one forward pass each through the model's scoring
+    runner (its batcher, so its fair share and limits); n choices of a prompt are the same
+    answer repeated."""
+    _check_scoring(body)
+    served, name = resolve_model(TASK, body["model"])
+    engine = _engine(served, name, chat=False)
+    following = body["max_tokens"] == 1
+    scored = [_scored_text(engine, prompt, following) for prompt in prompts]
+    top = body["logprobs"]
+    choices = [{"text": text, "logprobs": None, "finish_reason": "length"} for text, _ids, _offsets in scored]
+    if top is not None:
+        control = new_control(served.batch_settings.timeout_s)
+        requests = [prompt_scoring.ScoringRequest(ids, top, following, control) for _text, ids, _offsets in scored]
+        scores = run_watched(served, prompt_scoring.RUNNER, requests, control)
+        choices = [_scored_choice(engine, *prompt, score, top) for prompt, score in zip(scored, scores)]
+    prompt_tokens = sum(len(ids) for _text, ids, _offsets in scored)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{**choices[i // n], "index": i} for i in range(len(prompts) * n)],
+        "usage": _usage(prompt_tokens, len(prompts) * n if following else 0),
+    }
+
+
+def _scored_choice(engine, text: str, ids: list[int], offsets: list[int], score, top: int) -> dict:
+    """A choice with OpenAI's legacy logprobs object: the prompt's tokens, and the next one if asked."""
+    tokens = engine.token_texts(ids)
+    token_logprobs, alternatives = list(score.token_logprobs), list(score.top)
+    offsets, finish_reason = list(offsets), "length"
+    if score.next is not None:
+        token, logprob, next_alternatives = score.next
+        offsets.append(len(text))
+        tokens += engine.token_texts([token])
+        token_logprobs.append(logprob)
+        alternatives.append(next_alternatives)
+        if token in engine.eos_ids:
+            finish_reason = "stop"
+        else:
+            text += engine.decode([token])
+    top_logprobs = None
+    if top:
+        top_logprobs = [None if best is None else _by_text(engine, best) for best in alternatives]
+    return {"text": text, "finish_reason": finish_reason,
+            "logprobs": {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+                         "text_offset": offsets}}
+
+
+def _by_text(engine, alternatives: list[tuple[int, float]]) -> dict:
+    """{token text: log-probability}, likeliest first; of two tokens that read the same, the likelier."""
+    texts = engine.token_texts([token for token, _logprob in alternatives])
+    by_text: dict = {}
+    for text, (_token, logprob) in zip(texts, alternatives):
+        by_text.setdefault(text, logprob)
+    return by_text

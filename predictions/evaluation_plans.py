@@ -8,12 +8,23 @@ label; anchor, positive (and negative); sentence1, sentence2 and score; an
 image's path in the dataset's folder and its label; a tabular row's features
 and label (a number for a regression, a class name otherwise).
 
-Generation datasets (prompt-completion, chat) have no plan: perplexity needs
-the tokens' log-probabilities, which no route answers; services/evaluations.py
-refuses them saying so.
+A prompt-completion dataset is scored by perplexity: each row's prompt +
+completion is sent to /v1/completions to be scored (echo, logprobs 0, max_tokens
+0: the log-probability of every token, nothing generated), and the completion's
+tokens are those that start at or after the prompt's end (text_offset >= its
+length; a token that straddles the two is the prompt's). The metrics are over all
+the completion tokens of the rows answered: loss, their mean negative
+log-likelihood, perplexity = exp(loss), and tokens, how many. The first token of
+a text has no context and is never scored (with an empty prompt, the completion's
+first token is not counted).
+
+Chat datasets have no plan (NOT_EVALUATED): their prompt is the conversation
+rendered by the model's chat template, which this loop does not render;
+services/evaluations.py refuses them saying so.
 """
 
 import base64
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +43,7 @@ class Plan:
     task: str
     path: str
     body: Callable[[str, list, str], dict]  # (model, rows, dataset folder) -> the request's body
-    outputs: Callable[[dict, int], list]  # (answer, rows sent) -> one output per row
+    outputs: Callable[[dict, list], list]  # (answer, rows sent) -> one output per row
     score: Callable[[list, list], dict]  # (rows answered, their outputs) -> metrics
 
 
@@ -43,9 +54,9 @@ def _listed(answer: dict, key: str, count: int) -> list:
     return values
 
 
-def _likeliest(answer: dict, count: int) -> list:
+def _likeliest(answer: dict, rows: list) -> list:
     labels = []
-    for scores in _listed(answer, "probabilities", count):
+    for scores in _listed(answer, "probabilities", len(rows)):
         if not isinstance(scores, dict) or not scores:
             raise UnusableAnswer("a row's probabilities are not {label: probability}")
         labels.append(max(scores, key=scores.get))
@@ -93,8 +104,8 @@ def _tabular_body(model: str, rows: list, folder: str) -> dict:
     return {"model": model, "features": [row["features"] for row in rows]}
 
 
-def _tabular_outputs(answer: dict, count: int) -> list:
-    return _listed(answer, "prediction", count)
+def _tabular_outputs(answer: dict, rows: list) -> list:
+    return _listed(answer, "prediction", len(rows))
 
 
 def _tabular_score(rows: list, outputs: list) -> dict:
@@ -116,9 +127,9 @@ def _fields_body(*fields: str) -> Callable[[str, list, str], dict]:
     return body
 
 
-def _fields_outputs(groups: int) -> Callable[[dict, int], list]:
-    def outputs(answer: dict, count: int) -> list:
-        return _grouped(_vectors(answer, count * groups), groups)
+def _fields_outputs(groups: int) -> Callable[[dict, list], list]:
+    def outputs(answer: dict, rows: list) -> list:
+        return _grouped(_vectors(answer, len(rows) * groups), groups)
 
     return outputs
 
@@ -133,6 +144,43 @@ def _retrieval_score(rows: list, outputs: list) -> dict:
     return evaluation_metrics.retrieval(*columns)
 
 
+# --- generation: perplexity ----------------------------------------------------------------
+
+def _scored_texts_body(model: str, rows: list, folder: str) -> dict:
+    return {"model": model, "prompt": [row["prompt"] + row["completion"] for row in rows], "echo": True,
+            "max_tokens": 0, "logprobs": 0}
+
+
+def _completion_logprobs(answer: dict, rows: list) -> list:
+    """(sum of the completion tokens' log-probabilities, their count) per row."""
+    choices = _listed(answer, "choices", len(rows))
+    if any(not isinstance(choice, dict) for choice in choices):
+        raise UnusableAnswer("a choice is not an object")
+    outputs = []
+    for row, choice in zip(rows, sorted(choices, key=lambda choice: choice.get("index", 0))):
+        logprobs = choice.get("logprobs")
+        scores = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+        offsets = logprobs.get("text_offset") if isinstance(logprobs, dict) else None
+        if not isinstance(scores, list) or not isinstance(offsets, list) or len(scores) != len(offsets):
+            raise UnusableAnswer("a choice has no token_logprobs and text_offset of the same length")
+        start = len(row["prompt"])
+        completion = [score for score, offset in zip(scores, offsets) if score is not None and offset >= start]
+        if any(not isinstance(score, (int, float)) for score in completion):
+            raise UnusableAnswer("a token's log-probability is not a number")
+        outputs.append((float(sum(completion)), len(completion)))
+    return outputs
+
+
+def _perplexity(rows: list, outputs: list) -> dict:
+    tokens = sum(count for _total, count in outputs)
+    if not tokens:
+        raise UnusableAnswer("no row has a completion token to score")
+    loss = -sum(total for total, _count in outputs) / tokens
+    # exp overflows a float past a mean loss of about 709 nats (no trained model's): no number then.
+    perplexity = math.exp(loss) if loss < 709 else None
+    return {"perplexity": perplexity, "loss": loss, "tokens": tokens}
+
+
 PLANS = {
     "text-label": Plan("text-classification", "/text-classification", _text_label_body, _likeliest, _classes),
     "image-folders": Plan("image-classification", "/image-classification", _image_body, _likeliest, _classes),
@@ -143,12 +191,13 @@ PLANS = {
                        _fields_outputs(2), _retrieval_score),
     "text-triplets": Plan("text-vectorisation", "/text-vectorisation", _fields_body("anchor", "positive", "negative"),
                           _fields_outputs(3), _retrieval_score),
+    "prompt-completion": Plan("text-generation", "/v1/completions", _scored_texts_body, _completion_logprobs,
+                              _perplexity),
 }
 
 # Formats that cannot be evaluated, and why (the service's 422 says it).
 NOT_EVALUATED = {
-    "prompt-completion": "perplexity needs the tokens' log-probabilities, which no route of this service answers "
-                         "yet; evaluate a generation model by its training job's validation perplexity",
-    "chat": "perplexity needs the tokens' log-probabilities, which no route of this service answers yet; evaluate "
-            "a generation model by its training job's validation perplexity",
+    "chat": "a chat dataset's perplexity needs each conversation rendered with the model's chat template, which "
+            "evaluations do not render; evaluate the same examples as a prompt-completion dataset (the rendered "
+            "conversation before the last assistant turn as the prompt, that turn as the completion)",
 }

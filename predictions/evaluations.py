@@ -205,9 +205,11 @@ class EvaluationRunner(Runner):
             time.sleep(BUSY_PAUSE_S * 2 ** retry)
         if status >= 400:
             message = answer.get("message") if isinstance(answer, dict) else None
+            if message is None and isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+                message = answer["error"].get("message")  # /v1's routes answer OpenAI's error shape
             return _Failure(status, str(message or answer)[:500])
         try:
-            return plan.outputs(answer, len(rows))
+            return plan.outputs(answer, rows)
         except UnusableAnswer as exc:
             return _Failure(status, f"the answer could not be read: {exc}")
 

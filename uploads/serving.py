@@ -85,8 +85,8 @@ def hf_model(key: str, files_dir: str, tasks: list[str], loader: str, device: st
              settings: LoadSettings = DEFAULT_SETTINGS) -> ServedModel:
     spec = ModelSpec(key, key, UPLOADED, loader, "user model")
     served = LOADERS[loader].load(spec, files_dir, device, half, settings)
-    # A generation model's token-level runner (the /v1 routes) comes with its task.
-    runners = set(tasks) | ({completion.RUNNER} if completion.SERVES in tasks else set())
+    # A generation model's token-level runners (the /v1 routes: generating, scoring prompts) come with its task.
+    runners = set(tasks) | (set(completion.ROUTE_RUNNERS) if completion.SERVES in tasks else set())
     served.runners = {task: run for task, run in served.runners.items() if task in runners}
     if Capability.COMPLETION in served.capabilities:
         served.completion.runs_chat_template = False  # uploaded Jinja is uploaded code

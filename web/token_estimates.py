@@ -24,6 +24,10 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
 def prompt_tokens(text) -> int:
+    """A text's estimated tokens; a list of token ids (a prompt scored on /v1/completions) counts its
+    own (as many as the body, bounded by INFER_MAX_CONTENT_LENGTH, can hold)."""
+    if isinstance(text, list):
+        return len(text)
     return math.ceil(len(text) / CHARACTERS_PER_TOKEN) if isinstance(text, str) else 0
 
 
@@ -62,10 +66,15 @@ def chat_completion(body: dict, config) -> int:
 
 
 def completion(body: dict, config) -> int:
-    """/v1/completions: each prompt, n choices each."""
-    prompts = _texts(body.get("prompt"), config.max_batch_size)
+    """/v1/completions: each prompt, n choices each (a prompt of token ids: its ids)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(item, int) for item in prompt):
+        prompt = [prompt]  # one prompt of token ids
+    prompts = _texts(prompt, config.max_batch_size)
     most_new = config.gen_max_new_tokens
     new_tokens = _count(body.get("max_tokens"), min(COMPLETIONS_DEFAULT_MAX_TOKENS, most_new), most_new)
+    if body.get("max_tokens") == 0 and body.get("echo") is True:  # a prompt scored: nothing is generated
+        new_tokens = 0
     choices = _count(body.get("n"), 1, config.max_batch_size)
     return sum(prompt_tokens(prompt) + new_tokens * choices for prompt in prompts)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from ..catalogue import ModelSpec
 from ..device import module_nbytes
 from ..served_model import ServedModel
-from . import completion
+from . import completion, prompt_scoring
 from .common import (
     DEFAULT_SETTINGS,
     LoadSettings,
@@ -85,6 +85,8 @@ def load_causal_lm(spec: ModelSpec, path: str, device: str, half: bool,
     continuous = continuous_generation(engine, settings.generation, tokenizer, context, engine.run, text_generation)
     runners = ({"text-generation": continuous.text_generation, completion.RUNNER: continuous.completions}
                if continuous is not None else {"text-generation": text_generation, completion.RUNNER: engine.run})
+    # Prompts scored for /v1/completions' logprobs: a pass of its own, through its own batcher.
+    runners[prompt_scoring.RUNNER] = prompt_scoring.PromptScorer(model, device, engine.pad_id).run
     served = ServedModel(spec.key, model, module_nbytes(model), device, runners)
     return served.declare(completion=engine,
                           count_tokens=lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]])

@@ -21,12 +21,14 @@ streaming row's new text to its TokenStream. Streamed and non-streamed
 choices are built by the same code, so they are the same text.
 """
 
+import functools
 import queue
 import threading
 from dataclasses import dataclass, field
 
 import torch
 
+from . import prompt_scoring
 from .common import inference
 from .generation import CANCELLED, GenerationControl
 
@@ -34,6 +36,9 @@ from .generation import CANCELLED, GenerationControl
 # and the task whose models carry it.
 RUNNER = "completions"
 SERVES = "text-generation"
+# The runners the /v1 routes use on a model that serves SERVES: generation, and
+# the scoring of prompts (echo with logprobs, prompt_scoring.py).
+ROUTE_RUNNERS = (RUNNER, prompt_scoring.RUNNER)
 
 # What a streamed choice yields that is not text.
 END = "end"
@@ -226,6 +231,48 @@ class CompletionEngine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    def encode_with_offsets(self, text: str, most: int) -> tuple[list[int], list[int] | None]:
+        """The tokens of `text` (as encode()) and where each starts in it, OpenAI's
+        text_offset: a token runs from where the one before it ended, so the space
+        before a word belongs to the word's token, as OpenAI counts it, whether or not
+        the tokenizer trims its offsets; a BOS it adds starts at 0 and is empty.
+        Offsets None past `most` tokens (the caller refuses the text): without a
+        fast tokenizer's offsets they cost a decode of every prefix."""
+        try:
+            encoded = self.tokenizer(text, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode each prefix instead
+            ids = self.encode(text)
+            if len(ids) > most:
+                return ids, None
+            return ids, [min(len(self.tokenizer.decode(ids[:i])), len(text)) for i in range(len(ids))]
+        ids = list(encoded["input_ids"])
+        starts, reached = [], 0
+        for _start, end in encoded["offset_mapping"]:
+            starts.append(reached)
+            reached = max(reached, end)
+        return ids, starts
+
+    @functools.cached_property
+    def vocabulary_size(self) -> int:
+        """Token ids run from 0 to this, excluded: the tokenizer's, added tokens included,
+        and no more than the model has embeddings for."""
+        return min(len(self.tokenizer.get_vocab()), self.model.get_input_embeddings().num_embeddings)
+
+    def text_with_offsets(self, tokens: list[int]) -> tuple[str, list[int]]:
+        """The text of token ids (sent as a prompt) and where each token starts in it: the
+        sums of the tokens' own texts where they add up to the whole text, otherwise (a
+        tokenizer that decodes a token differently alone, a character over two tokens)
+        the length of each prefix decoded (quadratic: only for ids within the context)."""
+        text = self.tokenizer.decode(tokens)
+        pieces = self.token_texts(tokens)
+        if "".join(pieces) == text:
+            starts, reached = [], 0
+            for piece in pieces:
+                starts.append(reached)
+                reached += len(piece)
+            return text, starts
+        return text, [min(len(self.tokenizer.decode(tokens[:i])), len(text)) for i in range(len(tokens))]
+
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """The conversation rendered with the model's own chat template, ready for
         the assistant's turn."""
@@ -234,6 +281,10 @@ class CompletionEngine:
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def token_texts(self, tokens: list[int]) -> list[str]:
+        """Each token decoded alone, special ones included (a piece of a character reads \ufffd)."""
+        return self.tokenizer.batch_decode([[token] for token in tokens])
 
     def run(self, requests: list[CompletionRequest]) -> list[Completion]:
         groups: dict = {}

@@ -218,6 +218,10 @@ def test_generation_estimates_are_prompt_characters_over_4_plus_new_tokens_times
     assert chat_completion({**chat, "max_completion_tokens": 5}, CONFIG) == 4 + 10
     assert chat_completion({"messages": []}, CONFIG) == 256  # no max_tokens: as many as may be generated
     assert completion({"prompt": ["abcde", "ab"], "n": 3}, CONFIG) == (2 + 16 * 3) + (1 + 16 * 3)
+    # A prompt scored (echo, max_tokens 0) generates nothing; token ids count as themselves.
+    assert completion({"prompt": ["abcde", "ab"], "echo": True, "max_tokens": 0, "logprobs": 0}, CONFIG) == 2 + 1
+    assert completion({"prompt": [5, 6, 7], "echo": True, "max_tokens": 1, "logprobs": 1}, CONFIG) == 3 + 1
+    assert completion({"prompt": [[5, 6], [7]], "echo": True, "max_tokens": 0}, CONFIG) == 2 + 1
     assert text_generation({"text": "abcd", "max_length": 8, "num_generations": 2}, CONFIG) == 1 + 16
     assert text_generation({"text": ["a", "b"]}, CONFIG) == 2 * (1 + 20)  # Backprop's defaults
 

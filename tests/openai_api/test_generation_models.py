@@ -69,6 +69,16 @@ def test_an_uploaded_language_model_completes_prompts_but_never_runs_its_chat_te
     assert "sandbox" in error["message"]
 
 
+def test_an_uploaded_language_model_scores_prompts_for_its_owner_only(client, server):
+    reply = client.completions.create(model="my-lm", prompt="Hello world, again", echo=True, logprobs=0, max_tokens=0)
+    scores = reply.choices[0].logprobs.token_logprobs
+    assert reply.choices[0].text == "Hello world, again" and scores[0] is None and len(scores) > 1
+    assert all(score < 0 for score in scores[1:])
+    mallory = openai.OpenAI(base_url=server.url + "/v1", api_key=server.other_key, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        mallory.completions.create(model="my-lm", prompt="Hello", echo=True, logprobs=0, max_tokens=0)
+
+
 def test_another_accounts_model_does_not_exist_for_you(server):
     mallory = openai.OpenAI(base_url=server.url + "/v1", api_key=server.other_key, max_retries=0)
     with pytest.raises(openai.NotFoundError) as refused:

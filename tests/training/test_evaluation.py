@@ -305,7 +305,7 @@ def test_evaluations_that_cannot_work_are_refused_with_what_to_fix(client_for):
     code, message = refused("/models/iris/versions/1/evaluate", {"dataset_id": text["id"]})
     assert code == 422 and "text-label" in message and "text-classification" in message and "tabular" in message
     code, message = refused("/models/iris/versions/1/evaluate", {"dataset_id": prompts["id"]})
-    assert code == 422 and "perplexity" in message
+    assert code == 422 and "prompt-completion" in message and "text-generation" in message and "tabular" in message
     assert refused("/models/iris/versions/7/evaluate", {"dataset_id": tabular["id"]})[0] == 404
     assert refused("/models/nothing/versions/1/evaluate", {"dataset_id": tabular["id"]})[0] == 404
     assert refused("/models/iris/versions/1/evaluate", {"dataset_id": "ds_missing"})[0] == 404

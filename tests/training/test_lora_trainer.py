@@ -178,7 +178,7 @@ def test_served_adapter_generates_as_the_unmerged_peft_model_does(tmp_path, tiny
     assert not torch.allclose(served_logits, base_logits, atol=1e-2)
     assert served_text == peft_text
     assert served_text != base_text
-    assert (served.key, set(served.runners)) == ("user-7", {"text-generation", "completions"})
+    assert (served.key, set(served.runners)) == ("user-7", {"text-generation", "completions", "prompt-logprobs"})
     # The tokenizer, and so its chat template, is the catalogue base's: run for /v1/chat.
     assert served.completion.runs_chat_template
 

@@ -40,8 +40,9 @@ class LoraAdapter(TrainedFormat):
             dataclasses.replace(spec, key=version.key), base_dir, version.device, version.half,
             version.load_settings, adapt=lambda model: merged(model, version.files_dir),
         )
-        # The tasks the version declares, and with text generation its /v1 runner.
-        runners = set(version.tasks) | ({completion.RUNNER} if completion.SERVES in version.tasks else set())
+        # The tasks the version declares, and with text generation its /v1 runners.
+        routes = set(completion.ROUTE_RUNNERS) if completion.SERVES in version.tasks else set()
+        runners = set(version.tasks) | routes
         served.runners = {task: run for task, run in served.runners.items() if task in runners}
         return served
 

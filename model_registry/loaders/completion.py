@@ -40,6 +40,10 @@ SERVES = "text-generation"
 # the scoring of prompts (echo with logprobs, prompt_scoring.py).
 ROUTE_RUNNERS = (RUNNER, prompt_scoring.RUNNER)
 
+# The most tokens whose offsets in their text are found by decoding every prefix
+# (CompletionEngine._offsets): about 130,000 tokens decoded in all.
+EXACT_OFFSETS_TOKENS = 512
+
 # What a streamed choice yields that is not text.
 END = "end"
 # Printed by decode() for a token that ends inside a multi-byte character: its
@@ -240,11 +244,11 @@ class CompletionEngine:
         fast tokenizer's offsets they cost a decode of every prefix."""
         try:
             encoded = self.tokenizer(text, return_offsets_mapping=True)
-        except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode each prefix instead
+        except NotImplementedError:  # a slow (Python) tokenizer has no offsets: from the tokens' texts
             ids = self.encode(text)
             if len(ids) > most:
                 return ids, None
-            return ids, [min(len(self.tokenizer.decode(ids[:i])), len(text)) for i in range(len(ids))]
+            return ids, self._offsets(ids, text)
         ids = list(encoded["input_ids"])
         starts, reached = [], 0
         for _start, end in encoded["offset_mapping"]:
@@ -259,19 +263,25 @@ class CompletionEngine:
         return min(len(self.tokenizer.get_vocab()), self.model.get_input_embeddings().num_embeddings)
 
     def text_with_offsets(self, tokens: list[int]) -> tuple[str, list[int]]:
-        """The text of token ids (sent as a prompt) and where each token starts in it: the
-        sums of the tokens' own texts where they add up to the whole text, otherwise (a
-        tokenizer that decodes a token differently alone, a character over two tokens)
-        the length of each prefix decoded (quadratic: only for ids within the context)."""
+        """The text of token ids (sent as a prompt) and where each token starts in it."""
         text = self.tokenizer.decode(tokens)
+        return text, self._offsets(tokens, text)
+
+    def _offsets(self, tokens: list[int], text: str) -> list[int]:
+        """Where each token starts in `text`: the sums of the tokens' own texts where they
+        add up to the whole text. Otherwise (a tokenizer that decodes a token differently
+        alone, a character over two tokens) the length of each prefix decoded, which is
+        quadratic in the tokens: only up to EXACT_OFFSETS_TOKENS of them, since it runs in
+        the request's thread, outside the model's fair share; past that the sums, kept
+        within the text (approximate near such tokens)."""
         pieces = self.token_texts(tokens)
-        if "".join(pieces) == text:
-            starts, reached = [], 0
-            for piece in pieces:
-                starts.append(reached)
-                reached += len(piece)
-            return text, starts
-        return text, [min(len(self.tokenizer.decode(tokens[:i])), len(text)) for i in range(len(tokens))]
+        if "".join(pieces) != text and len(tokens) <= EXACT_OFFSETS_TOKENS:
+            return [min(len(self.tokenizer.decode(tokens[:i])), len(text)) for i in range(len(tokens))]
+        starts, reached = [], 0
+        for piece in pieces:
+            starts.append(min(reached, len(text)))
+            reached += len(piece)
+        return starts
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """The conversation rendered with the model's own chat template, ready for

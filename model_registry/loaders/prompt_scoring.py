@@ -32,6 +32,8 @@ RUNNER = "prompt-logprobs"
 # The most tokens, padding included, one forward pass scores: its logits are this
 # many rows of the vocabulary (about 200 MB in float32 for a 50k vocabulary).
 PASS_TOKENS = 1024
+# Positions whose log-softmax is taken at once (each a vocabulary of float32).
+LOG_SOFTMAX_ROWS = 256
 # OpenAI's legacy API answers at most 5 alternatives per token.
 MAX_TOP_LOGPROBS = 5
 
@@ -105,18 +107,26 @@ class PromptScorer:
         # Position i - 1 predicts token i (the last position, the next token); the padding
         # after the prompt is never read.
         read = len(ids) if request.next_token else len(ids) - 1
-        logprobs = torch.log_softmax(logits[:read].float(), dim=-1)
-        following = torch.tensor(ids[1:], device=logprobs.device, dtype=torch.long).unsqueeze(1)
-        actual = logprobs[: len(ids) - 1].gather(1, following).squeeze(1).tolist()
-        if request.top:
-            values, indices = torch.topk(logprobs, min(request.top, logprobs.shape[-1]), dim=-1)
-            top = [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
-        else:
-            top = [[] for _ in range(read)]
+        following = ids[1:] + ([-1] if request.next_token else [])  # the next token: no actual one
+        actual, top, last = [], [], None
+        # A few positions at a time: a whole context's log-softmax in float32 would be a
+        # second copy of the logits (8,192 x 49,152 floats, 1.6 GB, for SmolLM2).
+        for start in range(0, read, LOG_SOFTMAX_ROWS):
+            logprobs = torch.log_softmax(logits[start:min(read, start + LOG_SOFTMAX_ROWS)].float(), dim=-1)
+            known = [token for token in following[start:start + len(logprobs)] if token >= 0]
+            if known:
+                index = torch.tensor(known, device=logprobs.device, dtype=torch.long).unsqueeze(1)
+                actual += logprobs[: len(known)].gather(1, index).squeeze(1).tolist()
+            if request.top:
+                values, indices = torch.topk(logprobs, min(request.top, logprobs.shape[-1]), dim=-1)
+                top += [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+            else:
+                top += [[] for _ in range(len(logprobs))]
+            last = logprobs[-1]
         following_token = None
         if request.next_token:
-            best = int(torch.argmax(logprobs[-1]))
-            following_token = (best, float(logprobs[-1, best]), top.pop())
+            best = int(torch.argmax(last))
+            following_token = (best, float(last[best]), top.pop())
         return PromptScores([None, *actual][: len(ids)], [None, *top][: len(ids)], following_token)
 
 

@@ -206,6 +206,25 @@ def test_lm_eval_harness_requests_token_ids_with_one_greedy_token_and_reads_the_
     assert answer.json()["usage"]["completion_tokens"] == 2
 
 
+@pytest.mark.parametrize("greedy", [False, True])
+def test_scores_are_the_same_whether_the_log_softmax_runs_whole_or_a_few_positions_at_a_time(
+        server, monkeypatch, greedy):
+    from model_registry.loaders import prompt_scoring
+
+    body = {**scoring(PROMPTS, logprobs=2), **({"max_tokens": 1, "temperature": 0} if greedy else {})}
+    whole = post(server, body).json()["choices"]
+    monkeypatch.setattr(prompt_scoring, "LOG_SOFTMAX_ROWS", 3)  # the server runs in this process
+    chunked = post(server, body).json()["choices"]
+    assert len(whole) == len(chunked) == len(PROMPTS)
+    for one, other in zip(whole, chunked):
+        assert one["text"] == other["text"] and one["logprobs"]["tokens"] == other["logprobs"]["tokens"]
+        assert one["logprobs"]["token_logprobs"][0] is other["logprobs"]["token_logprobs"][0] is None
+        assert one["logprobs"]["token_logprobs"][1:] == pytest.approx(other["logprobs"]["token_logprobs"][1:],
+                                                                      abs=1e-5)
+        assert [list(top) for top in one["logprobs"]["top_logprobs"][1:]] == \
+            [list(top) for top in other["logprobs"]["top_logprobs"][1:]]
+
+
 def test_offsets_of_token_ids_point_into_their_decoded_text(server, reference):
     _model, tokenizer = reference
     ids = tokenizer(PROMPTS[2])["input_ids"]
@@ -215,6 +234,21 @@ def test_offsets_of_token_ids_point_into_their_decoded_text(server, reference):
     assert offsets[0] == 0 and offsets == sorted(offsets) and len(offsets) == len(ids)
     assert all(text[:offset] == tokenizer.decode(ids[:at]) for at, offset in enumerate(offsets)
                if "\ufffd" not in tokenizer.decode(ids[:at]))
+
+
+def test_past_the_exact_bound_offsets_of_token_ids_are_the_sums_of_their_texts_within_the_text(
+        server, reference, monkeypatch):
+    from model_registry.loaders import completion
+
+    _model, tokenizer = reference
+    ids = tokenizer(PROMPTS[2])["input_ids"]
+    assert "".join(tokenizer.batch_decode([[token] for token in ids])) != tokenizer.decode(ids)  # the costly case
+    monkeypatch.setattr(completion, "EXACT_OFFSETS_TOKENS", 4)  # the server runs in this process
+    choice = post(server, scoring(ids)).json()["choices"][0]
+    text, offsets = choice["text"], choice["logprobs"]["text_offset"]
+    pieces = tokenizer.batch_decode([[token] for token in ids])
+    assert offsets == [min(sum(len(piece) for piece in pieces[:at]), len(text)) for at in range(len(ids))]
+    assert offsets == sorted(offsets) and offsets[-1] <= len(text)
 
 
 @pytest.mark.parametrize("body, param", [

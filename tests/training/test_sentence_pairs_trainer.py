@@ -148,6 +148,9 @@ def test_rerun_after_a_crash_resumes_from_the_last_epoch_checkpoint(tmp_path, ba
     assert [(stats["epoch"], stats.get("restored", False)) for stats in reporter.epochs] == \
         [(1, True), (2, False), (3, False)]
     assert reporter.epochs[0]["validation_loss"] is not None and reporter.epochs[0]["train_loss"] is not None
+    # Its train_ metric too, from the same evaluation's log entry.
+    assert reporter.epochs[0]["train_metrics_rows"] == len(TRAIN)
+    assert 0 <= reporter.epochs[0]["train_right_positive_accuracy"] <= 1
     assert any("Resuming from checkpoint-" in line for line in reporter.lines)
     assert result.best_epoch in (1, 2, 3) and result.metrics["epoch"] == result.best_epoch
     assert os.path.isfile(os.path.join(tmp_path, "resumed", "modules.json"))

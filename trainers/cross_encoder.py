@@ -12,16 +12,23 @@ kept, and a rerun resumes from the last checkpoint, as for the sentence-pair
 trainer (trainers/sentence_pairs.py, whose epoch bookkeeping this shares). The
 output is a CrossEncoder folder, served by the "huggingface" format's
 cross-encoder loader like an uploaded one.
+
+The same evaluator call scores the training rows too (a seeded sample of at most
+run.train_metrics_rows): train_pearson and train_spearman, with
+train_metrics_rows. A test dataset is scored once, after training, by the kept
+epoch's model: pearson and spearman on its rows, and the loss (the binary
+cross-entropy of the scores' logits, the mean over its rows).
 """
 
 import json
 import os
+from functools import partial
 
 from marshmallow import fields, validate
 
 from model_registry.catalogue import CROSS_ENCODER
 from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
-from trainers.sentence_pairs import _nothing_to_score, epoch_reporting
+from trainers.sentence_pairs import _nothing_to_score, epoch_reporting, test_rows_metrics, with_train_metrics
 
 TASK = "rerank"
 COLUMNS = ("sentence1", "sentence2", "score")
@@ -39,6 +46,7 @@ class CrossEncoderTrainer(TaskTrainer):
     default_base_model = "ms-marco-MiniLM-L6-v2"
     base_loaders = (CROSS_ENCODER,)
     hyperparameters = CrossEncoderHyperparameters
+    scores_test_rows = True
     limitations = ("Full fine-tuning of a one-label cross-encoder on scored pairs (query, document, relevance "
                    "from 0 to 1) with binary cross-entropy; no listwise losses, no mined hard negatives.")
 
@@ -72,7 +80,8 @@ class CrossEncoderTrainer(TaskTrainer):
         trainer = LibraryTrainer(
             model=model, args=Arguments(**arguments), train_dataset=dataset(run.train_rows),
             eval_dataset=dataset(run.validation_rows) if validating else None,
-            loss=BinaryCrossEntropyLoss(model), evaluator=_evaluator(run.validation_rows, params["batch_size"]),
+            loss=BinaryCrossEntropyLoss(model),
+            evaluator=with_train_metrics(run, partial(_evaluator, batch_size=params["batch_size"])),
             callbacks=callbacks,
         )
         resume_from = last_checkpoint(run.checkpoint_dir)
@@ -86,13 +95,17 @@ class CrossEncoderTrainer(TaskTrainer):
         description = (f"A reranker fine-tuned on {len(run.train_rows)} scored pairs, "
                        f"from {run.base_model or 'a cross-encoder'}.")
         _write_trained_json(run, description)
+        test_metrics = test_rows_metrics(model, run.test_rows, partial(_evaluator, batch_size=params["batch_size"]))
+        if test_metrics:
+            test_metrics["loss"] = _loss(model, run.test_rows, params["batch_size"])
         return TrainingResult(format="huggingface", tasks=[TASK], best_epoch=kept, metrics=reporter.stats_of(kept),
-                              description=description,
+                              description=description, test_metrics=test_metrics,
                               samples_per_second=output.metrics.get("train_samples_per_second"))
 
 
-def _evaluator(rows: list, batch_size: int):
-    """The epoch's metric beyond the loss: the Spearman correlation of the scores on the validation rows."""
+def _evaluator(rows: list, name: str = "", batch_size: int = 16):
+    """The epoch's metric beyond the loss: the Spearman correlation of the scores on
+    the validation rows (or, named "train", on the training rows: train_spearman)."""
     if not rows:
         from sentence_transformers.base.evaluation import BaseEvaluator
 
@@ -100,7 +113,19 @@ def _evaluator(rows: list, batch_size: int):
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderCorrelationEvaluator
 
     return CrossEncoderCorrelationEvaluator([[row["sentence1"], row["sentence2"]] for row in rows],
-                                            [row["score"] for row in rows], batch_size=batch_size, write_csv=False)
+                                            [row["score"] for row in rows], batch_size=batch_size, name=name,
+                                            write_csv=False)
+
+
+def _loss(model, rows: list, batch_size: int) -> float:
+    """BinaryCrossEntropyLoss's value on these rows: the mean over them of the
+    binary cross-entropy between the sigmoid of the logit and the score."""
+    import torch
+
+    logits = model.predict([[row["sentence1"], row["sentence2"]] for row in rows], batch_size=batch_size,
+                           activation_fn=torch.nn.Identity(), convert_to_tensor=True)
+    scores = torch.tensor([float(row["score"]) for row in rows], device=logits.device)
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits.float().view(-1), scores))
 
 
 def _write_trained_json(run: TrainingRun, description: str) -> None:

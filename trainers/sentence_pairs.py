@@ -16,18 +16,32 @@ checkpoints; the best epoch by validation loss is kept, and a rerun resumes
 from the last checkpoint. The output is a sentence-transformers folder, served
 by the "huggingface" format like any uploaded one.
 
+The same evaluator call also scores the metric on the training rows (a seeded
+sample of at most run.train_metrics_rows), reported as train_<metric> with
+train_metrics_rows: one more encoding pass per epoch, no second evaluation loop.
+A test dataset is scored once, after training, by the kept epoch's model with
+the same metric (TrainingResult.test_metrics, with its rows); not its loss,
+which for MultipleNegativesRankingLoss depends on which rows share a batch.
+
 Keeping on from a version this trainer made: that folder is the starting point,
-trained on with the new rows. Train-set metrics and a test dataset are not
-scored yet (a job with test_dataset_id is refused when started).
+trained on with the new rows.
 """
 
 import json
 import os
+from functools import partial
 
 from marshmallow import fields, validate
 
 from model_registry.catalogue import SENTENCE_TRANSFORMER
-from trainers.base import BaseHyperparameters, TaskTrainer, TrainingFailed, TrainingResult, TrainingRun
+from trainers.base import (
+    BaseHyperparameters,
+    TaskTrainer,
+    TrainingFailed,
+    TrainingResult,
+    TrainingRun,
+    train_metrics_sample,
+)
 
 # The columns of each dataset format, in the order the losses read them.
 COLUMNS = {
@@ -56,6 +70,7 @@ class SentencePairsTrainer(TaskTrainer):
     base_loaders = (SENTENCE_TRANSFORMER,)
     continues_from_formats = ("huggingface",)
     hyperparameters = SentencePairsHyperparameters
+    scores_test_rows = True
     limitations = ("Full fine-tuning of the whole model (no adapters, no Matryoshka dimensions); one dataset and "
                    "one loss per job; hard negatives only as the triplets give them (none are mined).")
 
@@ -95,7 +110,7 @@ class SentencePairsTrainer(TaskTrainer):
             model=model, args=Arguments(**arguments), train_dataset=dataset(run.train_rows),
             eval_dataset=dataset(run.validation_rows) if validating else None,
             loss=_loss(run.dataset_format, params["scored_pairs_loss"], model),
-            evaluator=_evaluator(run.dataset_format, run.validation_rows, params["batch_size"]),
+            evaluator=with_train_metrics(run, partial(_evaluator, run.dataset_format, batch_size=params["batch_size"])),
             callbacks=callbacks,
         )
         resume_from = last_checkpoint(run.checkpoint_dir)
@@ -110,8 +125,10 @@ class SentencePairsTrainer(TaskTrainer):
         description = (f"Sentence vectors fine-tuned on {len(run.train_rows)} {run.dataset_format} rows, "
                        f"from {run.base_model or 'a sentence-transformer'}.")
         _write_trained_json(run, description)
+        test_metrics = test_rows_metrics(model, run.test_rows,
+                                         partial(_evaluator, run.dataset_format, batch_size=params["batch_size"]))
         return TrainingResult(format="huggingface", tasks=[self.task], best_epoch=kept, metrics=metrics,
-                              description=description,
+                              description=description, test_metrics=test_metrics,
                               samples_per_second=output.metrics.get("train_samples_per_second"),
                               continued="continued from its weights" if run.parent_dir else "")
 
@@ -131,8 +148,9 @@ def _loss(dataset_format: str, scored_pairs_loss: str, model):
     return losses.CoSENTLoss(model)
 
 
-def _evaluator(dataset_format: str, rows: list, batch_size: int):
-    """The epoch's metric beyond the loss: cheap, computed on the validation rows."""
+def _evaluator(dataset_format: str, rows: list, name: str = "", batch_size: int = 16):
+    """The epoch's metric beyond the loss: cheap, computed on the validation rows
+    (or, named "train", on the training rows: its metrics are then train_<metric>)."""
     from sentence_transformers.base.evaluation import BaseEvaluator
 
     if not rows:
@@ -141,9 +159,9 @@ def _evaluator(dataset_format: str, rows: list, batch_size: int):
         from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
         return EmbeddingSimilarityEvaluator([row["sentence1"] for row in rows], [row["sentence2"] for row in rows],
-                                            [row["score"] for row in rows], batch_size=batch_size,
+                                            [row["score"] for row in rows], batch_size=batch_size, name=name,
                                             similarity_fn_names=["cosine"], write_csv=False)
-    return _right_positive_accuracy(BaseEvaluator, rows, batch_size)
+    return _right_positive_accuracy(BaseEvaluator, rows, batch_size, name)
 
 
 def _nothing_to_score(base):
@@ -156,7 +174,7 @@ def _nothing_to_score(base):
     return NothingToScore()
 
 
-def _right_positive_accuracy(base, rows: list, batch_size: int):
+def _right_positive_accuracy(base, rows: list, batch_size: int, name: str):
     class RightPositiveAccuracy(base):
         """The share of validation anchors whose most similar text, among every
         validation positive (and negative), is their own positive: what a search
@@ -177,9 +195,41 @@ def _right_positive_accuracy(base, rows: list, batch_size: int):
             anchors, candidates = vectors(self.anchors), vectors(self.candidates)
             nearest = (anchors @ candidates.T).argmax(dim=1)
             right = nearest == torch.arange(len(self.anchors), device=nearest.device)
-            return {"right_positive_accuracy": float(right.float().mean())}
+            return self.prefix_name_to_metrics({"right_positive_accuracy": float(right.float().mean())}, name)
 
     return RightPositiveAccuracy()
+
+
+def with_train_metrics(run: TrainingRun, evaluator_of):
+    """The epoch's evaluator: `evaluator_of(rows, name)`'s metrics on the validation
+    rows, and on the training rows (all, or a seeded sample of run.train_metrics_rows)
+    named "train" (train_<metric>, and so kept apart in the model card's data too),
+    with train_metrics_rows. The Trainer prefixes them all eval_, which the epoch
+    reporter takes off again."""
+    from sentence_transformers.base.evaluation import BaseEvaluator
+
+    train_rows = train_metrics_sample(run.train_rows, run.train_metrics_rows, run.hyperparameters["seed"])
+
+    class WithTrainMetrics(BaseEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.validation, self.train = evaluator_of(run.validation_rows), evaluator_of(train_rows, "train")
+            self.primary_metric = getattr(self.validation, "primary_metric", None)
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict:
+            # No output_path for the train-set pass: its numbers are the epoch report's only.
+            validation = self.validation(model, output_path, epoch, steps)
+            train = self.train(model, None, epoch, steps)
+            return {**validation, **train, "train_metrics_rows": len(train_rows)}
+
+    return WithTrainMetrics()
+
+
+def test_rows_metrics(model, test_rows: list, evaluator_of) -> dict | None:
+    """The kept model's metric on the test rows (None: no test dataset)."""
+    if not test_rows:
+        return None
+    return {**evaluator_of(test_rows)(model), "rows": len(test_rows)}
 
 
 def epoch_reporting(run: TrainingRun, validating: bool) -> tuple["_RecordingReporter", list]:

@@ -65,3 +65,18 @@ def wait_job(client, headers, job_id: str, statuses=("succeeded", "failed", "can
 
     until(reached, timeout_s)
     return state
+
+
+def version_files_dir(app, model: str, number: int) -> str:
+    """The folder of a published version's files, as the server keeps it (to load
+    with the library itself and check what the job reported)."""
+    from sqlalchemy import select
+
+    from core.tables import ModelVersion, UserModel
+    from uploads.serving import version_dirs
+    from web.settings import settings_of
+
+    with app.extensions["db"].sessions() as session:
+        version_id = session.scalar(select(ModelVersion.id).join(UserModel, ModelVersion.model_id == UserModel.id)
+                                    .where(UserModel.name == model, ModelVersion.number == number))
+    return version_dirs(settings_of(app).data_dir, version_id)[0]

@@ -4,6 +4,7 @@ upload format's cross-encoder loader with the scores of the library's own CrossE
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -80,3 +81,28 @@ def test_only_scored_pairs_train_a_reranker(tmp_path, base_dir):
 
     with pytest.raises(TrainingFailed, match="scored-pairs"):
         CrossEncoderTrainer().train(run)
+
+
+def test_every_epoch_reports_train_metrics_and_the_kept_model_scores_the_test_rows(tmp_path, base_dir):
+    import torch
+    from scipy.stats import pearsonr, spearmanr
+
+    reporter = ListReporter()
+    test_rows = SCORED[20:]
+    run = replace(make_run(tmp_path, CrossEncoderTrainer(), TRAIN, VALIDATION, "scored-pairs", HYPERPARAMETERS,
+                           base_model="tiny", base_model_dir=base_dir, reporter=reporter),
+                  test_rows=test_rows, train_metrics_rows=16)
+
+    result = CrossEncoderTrainer().train(run)
+
+    for stats in reporter.epochs:
+        assert stats["train_metrics_rows"] == 16
+        assert -1 <= stats["train_spearman"] <= 1 and -1 <= stats["train_pearson"] <= 1
+    scores = library_scores(run.output_dir, [(row["sentence1"], row["sentence2"]) for row in test_rows])
+    truth = [row["score"] for row in test_rows]
+    # The loss BinaryCrossEntropyLoss trains: its scores are the sigmoid of the logits.
+    logits = torch.logit(torch.tensor(scores, dtype=torch.float64))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(truth, dtype=torch.float64))
+    assert result.test_metrics == {"spearman": pytest.approx(spearmanr(truth, scores).statistic, abs=1e-6),
+                                   "pearson": pytest.approx(pearsonr(truth, scores).statistic, abs=1e-6),
+                                   "loss": pytest.approx(float(loss), abs=1e-4), "rows": len(test_rows)}

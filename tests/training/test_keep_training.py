@@ -177,8 +177,6 @@ def test_keeping_on_from_what_cannot_be_continued_is_refused_with_what_to_fix(ap
     assert code == 422 and "random_forest" in message and "hyperparameters" in message
     code, message = refused({**tabular, "test_dataset_id": text["id"]})
     assert code == 422 and "test_dataset_id" in message
-    code, message = refused({"task": "text-vectorisation", "dataset_id": text["id"], "test_dataset_id": text["id"]})
-    assert code == 422
     # A global model's name keeps its meaning: it is never looked up among the account's models.
     code, message = refused({**tabular, "base_model": "english"})
     assert code == 422 and "from scratch" in message

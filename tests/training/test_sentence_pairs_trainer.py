@@ -4,6 +4,7 @@ upload format."""
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -147,6 +148,70 @@ def test_rerun_after_a_crash_resumes_from_the_last_epoch_checkpoint(tmp_path, ba
     assert [(stats["epoch"], stats.get("restored", False)) for stats in reporter.epochs] == \
         [(1, True), (2, False), (3, False)]
     assert reporter.epochs[0]["validation_loss"] is not None and reporter.epochs[0]["train_loss"] is not None
+    # Its train_ metric too, from the same evaluation's log entry.
+    assert reporter.epochs[0]["train_metrics_rows"] == len(TRAIN)
+    assert 0 <= reporter.epochs[0]["train_right_positive_accuracy"] <= 1
     assert any("Resuming from checkpoint-" in line for line in reporter.lines)
     assert result.best_epoch in (1, 2, 3) and result.metrics["epoch"] == result.best_epoch
     assert os.path.isfile(os.path.join(tmp_path, "resumed", "modules.json"))
+
+
+def right_positive_accuracy(model_dir, rows) -> float:
+    """The share of anchors whose nearest text (cosine), among every positive, is their own:
+    computed here with the library on the saved folder, apart from the trainer's evaluator."""
+    vectors = library_model(model_dir)
+    anchors = vectors.encode([row["anchor"] for row in rows], normalize_embeddings=True)
+    positives = vectors.encode([row["positive"] for row in rows], normalize_embeddings=True)
+    return float(np.mean((anchors @ positives.T).argmax(axis=1) == np.arange(len(rows))))
+
+
+def library_model(model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_dir, device="cpu", local_files_only=True)
+
+
+def test_every_epoch_reports_train_metrics_on_a_sample_and_the_kept_model_scores_the_test_rows(tmp_path, base_dir):
+    reporter = ListReporter()
+    run = replace(_run(tmp_path, base_dir, TRAIN, VALIDATION, "text-pairs", reporter, epochs=2),
+                  test_rows=PAIRS[16:], train_metrics_rows=10)
+
+    result = SentencePairsTrainer().train(run)
+
+    for stats in reporter.epochs:
+        assert stats["train_metrics_rows"] == 10 and 0 <= stats["train_right_positive_accuracy"] <= 1
+    assert result.test_metrics == {"right_positive_accuracy": pytest.approx(
+        right_positive_accuracy(run.output_dir, PAIRS[16:])), "rows": len(PAIRS) - 16}
+
+
+def test_without_validation_rows_the_train_metric_is_the_last_epochs_on_every_training_row(tmp_path, base_dir):
+    reporter = ListReporter()
+
+    result = SentencePairsTrainer().train(_run(tmp_path, base_dir, TRAIN, [], "text-pairs", reporter, epochs=1))
+
+    [stats] = reporter.epochs
+    assert stats["train_metrics_rows"] == len(TRAIN) and stats["validation_loss"] is None
+    assert stats["train_right_positive_accuracy"] == pytest.approx(
+        right_positive_accuracy(os.path.join(tmp_path, "output"), TRAIN))
+    assert result.test_metrics is None
+
+
+def test_scored_pairs_report_train_spearman_and_score_the_test_rows(tmp_path, base_dir):
+    from scipy.stats import spearmanr
+
+    scored = [{"sentence1": pair["anchor"], "sentence2": other["positive"], "score": float(pair is other)}
+              for pair in PAIRS for other in (pair, PAIRS[(PAIRS.index(pair) + 5) % len(PAIRS)])]
+    reporter = ListReporter()
+    run = replace(_run(tmp_path, base_dir, scored[:40], scored[40:52], "scored-pairs", reporter, epochs=1),
+                  test_rows=scored[52:])
+
+    result = SentencePairsTrainer().train(run)
+
+    [stats] = reporter.epochs
+    assert stats["train_metrics_rows"] == 40 and -1 <= stats["train_spearman_cosine"] <= 1
+    model = library_model(run.output_dir)
+    first = model.encode([row["sentence1"] for row in scored[52:]], normalize_embeddings=True)
+    second = model.encode([row["sentence2"] for row in scored[52:]], normalize_embeddings=True)
+    expected = spearmanr([row["score"] for row in scored[52:]], (first * second).sum(axis=1)).statistic
+    assert result.test_metrics["spearman_cosine"] == pytest.approx(expected)
+    assert result.test_metrics["rows"] == len(scored) - 52

@@ -63,7 +63,11 @@ class EpochReporter(TrainerCallback):
         saved) is still recorded; the job keeps a report it already has."""
         for entry in state.log_history:
             self.on_log(args, state, control, logs=entry)
-            if "eval_loss" in entry or (not self.validating and "loss" in entry):
+            # An evaluation's entry (eval_loss, or only an evaluator's eval_ metrics
+            # when a run without validation rows still scores its training rows).
+            evaluated = any(key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+                            for key in entry)
+            if evaluated or (not self.validating and "loss" in entry):
                 stats = self._stats(entry.get("epoch"), entry.get("step", 0), entry, None)
                 self.reporter.epoch({**stats, "restored": True})
         self.train_loss = self.learning_rate = None

@@ -156,6 +156,19 @@ def test_rerun_after_a_crash_resumes_from_the_last_epoch_checkpoint(tmp_path, ba
     assert os.path.isfile(os.path.join(tmp_path, "resumed", "modules.json"))
 
 
+def test_rerun_after_a_crash_without_validation_rows_reports_the_saved_epoch_again(tmp_path, base_dir):
+    with pytest.raises(Crashed):
+        SentencePairsTrainer().train(_run(tmp_path, base_dir, TRAIN, [], "text-pairs", ListReporter(crash_at_epoch=2)))
+
+    reporter = ListReporter()
+    SentencePairsTrainer().train(_run(tmp_path, base_dir, TRAIN, [], "text-pairs", reporter, output_name="resumed"))
+
+    assert [(stats["epoch"], stats.get("restored", False)) for stats in reporter.epochs] == \
+        [(1, True), (2, False), (3, False)]
+    assert reporter.epochs[0]["validation_loss"] is None and reporter.epochs[0]["train_loss"] is not None
+    assert 0 <= reporter.epochs[0]["train_right_positive_accuracy"] <= 1
+
+
 def right_positive_accuracy(model_dir, rows) -> float:
     """The share of anchors whose nearest text (cosine), among every positive, is their own:
     computed here with the library on the saved folder, apart from the trainer's evaluator."""

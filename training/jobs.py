@@ -60,8 +60,8 @@ from .dataset_bundles import ensure_parsed_revision
 from .paths import job_dir, revision_dir
 from .publish import publish_version
 from .records import JobRecord
-from .search_store import SearchMirror, restore_search
 from .sandboxed import ChildSandbox, open_no_links, write_json_no_links
+from .search_store import SearchMirror, restore_search
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,6 @@ WHOLE_SET = f"share-{1.0:.6f}"
 _STATE_KEY = re.compile(r"state-(\d+)\.tar")
 _TRIAL_KEY = re.compile(r"trial-(\d+)\.tar")
 _WHOLE_SET_RUN = re.compile(r"(\d+)@1\.000000")
-# Bytes of a state.json the worker reads (the finished runs' measures: a few kB per run).
-MAX_STATE_BYTES = 16 * 2**20
 
 
 def search_prefix(storage, job_id: str) -> str:
@@ -71,9 +69,10 @@ def stored_search(storage, job_id: str) -> tuple[dict[int, str], dict[int, str]]
     return states, trials
 
 
-def read_state(search_dir: str) -> tuple[bytes, dict] | None:
+def read_state(search_dir: str, max_bytes: int) -> tuple[bytes, dict] | None:
     """(the bytes, the runs) of the search's state.json, opened without following
-    a link; None when there is none or it is not a state (the child's file)."""
+    a link; None when there is none, it is not a state (the child's file) or it
+    is over the bundle limit (INFER_UPLOAD_MAX_UNCOMPRESSED_BYTES: no worker could fetch it)."""
     try:
         fd = os.open(os.path.join(search_dir, STATE_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
@@ -81,8 +80,8 @@ def read_state(search_dir: str) -> tuple[bytes, dict] | None:
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             return None
-        body = file.read(MAX_STATE_BYTES + 1)
-    if len(body) > MAX_STATE_BYTES:
+        body = file.read(max_bytes + 1)
+    if len(body) > max_bytes:
         return None
     try:
         state = json.loads(body)
@@ -114,19 +113,19 @@ def restore_search(config: Settings, storage, job_id: str, search_dir: str) -> i
     if not states:
         return 0
     runs = max(states)
-    local = read_state(search_dir)
+    limits = bundles.BundleLimits.from_config(config)
+    local = read_state(search_dir, limits.max_bytes)
     if local is not None and len(local[1]) >= runs:
         return 0
-    limits = bundles.BundleLimits.from_config(config)
     # What this worker had is older: it goes (the child's folder; links in it are never followed).
     if os.path.islink(search_dir):
         os.unlink(search_dir)
     shutil.rmtree(search_dir, ignore_errors=True)
-    os.makedirs(search_dir)
+    os.makedirs(search_dir, exist_ok=True)
     staged = tempfile.mkdtemp(prefix=".search-state-", dir=os.path.dirname(search_dir))
     try:
         bundles.fetch(storage, states[runs], os.path.join(staged, "state"), limits)
-        fetched = read_state(os.path.join(staged, "state"))
+        fetched = read_state(os.path.join(staged, "state"), limits.max_bytes)
         if fetched is None:
             raise bundles.BundleRejected(f"{states[runs]} holds no search state.")
         for trial in sorted(publishable(fetched[1]) & set(trials)):
@@ -157,7 +156,7 @@ class SearchMirror:
         if self.states is None:
             states, trials = stored_search(self.storage, self.job_id)
             self.states, self.trials = set(states), set(trials)
-        before = read_state(self.search_dir)
+        before = read_state(self.search_dir, self.limits.max_bytes)
         if before is None or not before[1] or len(before[1]) in self.states:
             return
         body, runs = before
@@ -170,7 +169,7 @@ class SearchMirror:
             except bundles.BundleRejected as exc:  # the search goes on; a resume elsewhere trains it again
                 self.refused.add(trial)
                 log.warning("job %s: trial %s's output stays on this worker only: %s", self.job_id, trial, exc)
-        after = read_state(self.search_dir)
+        after = read_state(self.search_dir, self.limits.max_bytes)
         if after is None or after[0] != body:
             return  # a run finished meanwhile (the best's output may be another): the next look
         if not self._put(f"state-{len(runs)}", lambda tar_path: _pack_state(body, tar_path)):

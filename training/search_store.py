@@ -9,7 +9,8 @@ child, copies them while the child trains, each as one tar object:
 training/<job id>/search/trial-<n>.tar (a finished whole-set run's output,
 put once) and training/<job id>/search/state-<runs>.tar (state.json, named by
 its number of finished runs). A state goes up only once the outputs it may
-publish are in the bucket, and a state is only put when state.json did not
+publish are in the bucket (one past the bundle limit keeps the bucket at the
+older state and its best), and a state is only put when state.json did not
 change while those were copied: the child deletes the previous best's output
 only after saving a state that names a better one, so the bucket's newest state
 always has its best run's output beside it. Older states and outputs no run
@@ -169,6 +170,8 @@ class SearchMirror:
             except bundles.BundleRejected as exc:  # the search goes on; a resume elsewhere trains it again
                 self.refused.add(trial)
                 log.warning("job %s: trial %s's output stays on this worker only: %s", self.job_id, trial, exc)
+        if present - self.trials:
+            return  # an output it may publish is not in the bucket (refused): the bucket keeps the older state
         after = read_state(self.search_dir, self.limits.max_bytes)
         if after is None or after[0] != body:
             return  # a run finished meanwhile (the best's output may be another): the next look

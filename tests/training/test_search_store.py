@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 from core.settings import Settings
+from training.checkpoint_store import forget_checkpoints
 from training.search_store import SearchMirror, restore_search, search_prefix, stored_search
 from uploads.bundles import BundleRejected
 from uploads.storage import S3Storage
@@ -104,6 +105,18 @@ def test_the_bucket_keeps_the_newest_state_and_its_best_output_and_another_worke
     # As far as the bucket: nothing fetched, on either worker.
     assert restore_search(config, storage, JOB, other) == 0
     assert restore_search(config, storage, JOB, search_dir) == 0
+
+    # A better run whose output is past the bundle limit: the bucket stays at state 3 and its best.
+    finish(search_dir, runs, 4)
+    with open(os.path.join(search_dir, "trial-4", "share-1.000000", "output", "weights.bin"), "wb") as out:
+        out.write(os.urandom(4096))
+    small = config.with_overrides({"UPLOAD_MAX_UNCOMPRESSED_BYTES": 2048})
+    SearchMirror(small, storage, JOB, search_dir).sync()
+    assert bucket(storage) == ([3], [3])
+
+    # The job ended: nothing of it stays under training/<job id>/.
+    forget_checkpoints(storage, JOB)
+    assert storage.list_keys(storage.named(f"training/{JOB}/")) == []
 
 
 def test_a_link_in_the_search_folder_never_carries_a_host_file_into_the_bucket(s3, tmp_path):

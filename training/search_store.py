@@ -25,6 +25,7 @@ the bundle limits). With local storage nothing is copied: every process shares
 one data dir.
 """
 
+import glob
 import io
 import json
 import logging
@@ -108,8 +109,7 @@ def restore_search(config: Settings, storage, job_id: str, search_dir: str) -> i
     worker is as far, as when it ran the job's last attempt).
 
     StorageUnreachable or BundleRejected when the bucket fails or holds an
-    object the rules refuse; the local folder is then left as a search that
-    starts over."""
+    object the rules refuse; the local folder is then left as it was."""
     states, trials = stored_search(storage, job_id)
     if not states:
         return 0
@@ -118,21 +118,25 @@ def restore_search(config: Settings, storage, job_id: str, search_dir: str) -> i
     local = read_state(search_dir, limits.max_bytes)
     if local is not None and len(local[1]) >= runs:
         return 0
-    # What this worker had is older: it goes (the child's folder; links in it are never followed).
-    if os.path.islink(search_dir):
-        os.unlink(search_dir)
-    shutil.rmtree(search_dir, ignore_errors=True)
-    os.makedirs(search_dir, exist_ok=True)
-    staged = tempfile.mkdtemp(prefix=".search-state-", dir=os.path.dirname(search_dir))
+    job_folder = os.path.dirname(search_dir)
+    for leftover in glob.glob(os.path.join(glob.escape(job_folder), ".search-state-*")):  # a worker killed mid-fetch
+        shutil.rmtree(leftover, ignore_errors=True)
+    staged = tempfile.mkdtemp(prefix=".search-state-", dir=job_folder)
     try:
         bundles.fetch(storage, states[runs], os.path.join(staged, "state"), limits)
         fetched = read_state(os.path.join(staged, "state"), limits.max_bytes)
         if fetched is None:
             raise bundles.BundleRejected(f"{states[runs]} holds no search state.")
+        search = os.path.join(staged, "search")
+        os.makedirs(search)
         for trial in sorted(publishable(fetched[1]) & set(trials)):
-            bundles.fetch(storage, trials[trial], output_dir(search_dir, trial), limits)
-        # The state last: a fetch cut short leaves outputs no state names, which the child trains over.
-        os.replace(os.path.join(staged, "state", STATE_FILE), os.path.join(search_dir, STATE_FILE))
+            bundles.fetch(storage, trials[trial], output_dir(search, trial), limits)
+        os.replace(os.path.join(staged, "state", STATE_FILE), os.path.join(search, STATE_FILE))
+        # All fetched: what this worker had is older and goes (the child's folder; a link in it is never followed).
+        if os.path.islink(search_dir):
+            os.unlink(search_dir)
+        shutil.rmtree(search_dir, ignore_errors=True)
+        os.rename(search, search_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return len(fetched[1])

@@ -69,12 +69,17 @@ def _step(name: str) -> int:
 
 
 def forget_checkpoints(storage, job_id: str) -> None:
-    """Delete the job's checkpoints from the bucket (it ended: they serve nothing).
-    A bucket that does not answer leaves them, logged: the job's end stands."""
+    """Delete what the bucket holds to resume the job, everything under
+    training/<job id>/ (its checkpoints, a search's state: training/search_store.py),
+    once it ended: they serve nothing. A bucket that does not answer leaves them,
+    logged: the job's end stands."""
     if not bundles.shared(storage):
         return
+    prefix = storage.named(f"training/{job_id}/")
     try:
-        for key in stored_checkpoints(storage, job_id).values():
+        with bundles.storage_errors(f"listing {prefix}"):
+            keys = storage.list_keys(prefix)
+        for key in keys:
             bundles.delete(storage, key)
     except bundles.StorageUnreachable as exc:
         log.warning("job %s: its checkpoints stay in the bucket: %s", job_id, exc)

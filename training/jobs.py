@@ -12,7 +12,8 @@ child process dies (killed, out of memory) is queued again at once, up to
 INFER_TRAINING_MAX_ATTEMPTS starts. A process that stops cleanly hands its jobs
 back at once (its children stopped, the jobs queued). With S3 storage the
 checkpoints are copied to the bucket as they are saved, and fetched by the
-worker that takes the job over, wherever it runs (training/checkpoint_store.py).
+worker that takes the job over, wherever it runs (training/checkpoint_store.py);
+a search's finished runs are too (training/search_store.py).
 
 Children never see the database or the service's secrets (training/child.py):
 they get a TrainingRequest (training/child_records.py) and report events, which
@@ -60,6 +61,7 @@ from .paths import job_dir, revision_dir
 from .publish import publish_version
 from .records import JobRecord
 from .sandboxed import ChildSandbox, open_no_links, write_json_no_links
+from .search_store import SearchMirror, restore_search
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +157,31 @@ class TrainingJobs(Runner):
             return
         checkpoint_dir = os.path.join(folder, "checkpoints")
         required = trainer_for(job.task).checkpoint_files
+        search_dir = os.path.join(folder, "search")
         if shared(self.storage):
             self._restore_checkpoints(job_id, checkpoint_dir, required, record)
+            if job.search:
+                self._restore_search(job_id, search_dir, record)
         write_json_no_links(os.path.join(folder, "job.json"), self.children.child_request(request).to_dict())
         record.add_log(f"attempt {job.attempts + 1}: starting the training process"
                        + (" (resuming from the last epoch checkpoint)" if os.listdir(checkpoint_dir) else ""))
-        mirror = CheckpointMirror(config, self.storage, job_id, checkpoint_dir, required)
+        mirrors = [CheckpointMirror(config, self.storage, job_id, checkpoint_dir, required)]
+        if job.search:
+            mirrors.append(SearchMirror(config, self.storage, job_id, search_dir))
         if shared(self.storage):  # a worker on another host resumes from the bucket's copy
-            mirror.start()
+            for mirror in mirrors:
+                mirror.start()
         try:
             outcome = self._supervise(job_id, job.account_id, folder, request, record)
         except SandboxUnavailable as exc:  # never trained unconfined
             record.failure, outcome = f"The training could not start: {exc}", "failed"
         finally:
-            mirror.stop()
+            for mirror in mirrors:
+                mirror.stop()
         ends = outcome in ("result", "failed", "cancelled", "gone")
         if not ends and shared(self.storage):
-            mirror.sync_logged()  # what the child saved since the last look, for whoever resumes it
+            for mirror in mirrors:
+                mirror.sync_logged()  # what the child saved since the last look, for whoever resumes it
         if outcome == "result":
             publish_version(self.config, self.sessions, self.storage, self.children, job_id, folder, record)
         elif outcome in ("failed", "cancelled", "gone"):
@@ -202,6 +212,21 @@ class TrainingJobs(Runner):
             return
         if fetched:
             record.add_log(f"fetched {', '.join(fetched)} from the shared store (saved by another worker)")
+
+    def _restore_search(self, job_id: str, search_dir: str, record: JobRecord) -> None:
+        """The bucket's search state when it has more finished runs than this
+        worker's (the search ran elsewhere): those runs are not trained again.
+        One the bucket cannot give, or that breaks the bundle rules, is left out,
+        said in the log: the search trains its trials again."""
+        try:
+            runs = restore_search(self.config, self.storage, job_id, search_dir)
+        except (StorageUnreachable, BundleRejected) as exc:
+            record.add_log(f"the search's state in the shared store could not be fetched ({exc}); its trials "
+                           "train again")
+            return
+        if runs:
+            record.add_log(f"fetched the search's state from the shared store ({runs} finished runs, saved by "
+                           "another worker)")
 
     def _training_request(self, job: TrainingJob, folder: str) -> TrainingRequest:
         config = self.config

@@ -26,6 +26,9 @@ which limit each one missed.
 
 A crash of the child resumes the search: finished runs are kept in
 JOB_DIR/search/state.json with their measures, and are not trained again.
+With S3 storage the worker copies that state and the best whole-set run's
+files to the bucket, so a worker on another host resumes it the same way
+(training/search_store.py).
 """
 
 import json

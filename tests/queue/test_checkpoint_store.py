@@ -2,7 +2,8 @@
 processes on Redis and PostgreSQL, each with its OWN data dir as on two hosts;
 the one running a job is killed with -9 once two epochs are in the bucket, and
 the other, which never saw the job's folder, resumes it from the bucket's
-checkpoint instead of epoch 1. The bucket keeps nothing of the job once it ends."""
+checkpoint instead of epoch 1; a search resumes from its finished trials the
+same way. The bucket keeps nothing of the job once it ends."""
 
 import io
 import json
@@ -14,7 +15,8 @@ import pytest
 
 from ..conftest import ApiClient
 from ..seaweedfs import seaweed_for_module
-from ..training.flow import add_dataset, start_job, until
+from ..training.flow import add_dataset, start_job, until, wait_job
+from ..training.test_search import linear_csv, search_body
 from .test_workers import MANY_EPOCHS, _finished_on
 from .workers import start_workers, stop_workers
 
@@ -97,3 +99,47 @@ def test_a_job_resumes_from_the_bucket_on_a_worker_with_another_data_dir(two_hos
     # The job ended: its checkpoints leave the bucket (the version's files stay).
     until(lambda: not keys(f"training/{job_id}/"), 30)
     assert keys("versions/")
+
+
+def test_a_search_resumes_from_the_bucket_without_training_its_finished_trials_again(two_hosts):
+    """A tabular random search: the worker running it is killed with -9 once two
+    finished runs are in the bucket; the other, on its own data dir, fetches the
+    search's state and trains only the trials not finished."""
+    api, workers, keys = two_hosts
+    client, headers = api.client, api.headers
+    dataset = add_dataset(client, headers, linear_csv(), name="linear")
+    job_id = start_job(client, headers, "searched", **search_body(
+        dataset["id"], trials=6, space={"estimator": ["random_forest"], "n_estimators": {"min": 200, "max": 400}}))["id"]
+    search = f"training/{job_id}/search/"
+    finished = []
+
+    def two_runs_in_the_bucket():
+        state = client.get(f"/jobs/{job_id}", headers=headers).json
+        assert state["status"] in ("queued", "running"), state
+        stored = keys(search)
+        finished[:] = max(([int(run.split("@")[0]) for run in _search_runs(body)]
+                           for key, body in stored.items() if "/state-" in key), key=len, default=[])
+        return len(finished) >= 2
+
+    until(two_runs_in_the_bucket, 180)
+    (victim,) = [worker for worker in workers if job_id in worker.claims("training_jobs")]
+    (survivor,) = [worker for worker in workers if worker is not victim]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.process.wait()
+
+    done = wait_job(client, headers, job_id, timeout_s=240)
+    assert done["status"] == "succeeded", done["message"]
+    assert done["attempts"] == 2 and survivor.claims("training_jobs") == [job_id]
+    assert sorted(trial["trial"] for trial in done["trials"]) == list(range(1, 7))
+    assert [trial["status"] for trial in done["trials"]] == ["kept"] * 6
+    log = client.get(f"/jobs/{job_id}/log", headers=headers).json["log"]
+    assert "fetched the search's state from the shared store" in log
+    for number in finished:  # trained by the victim only
+        assert log.count(f"trial {number}: regression with random_forest") == 1, number
+    assert "is the best" in log
+    until(lambda: not keys(f"training/{job_id}/"), 30)
+
+
+def _search_runs(state_tar: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(state_tar)) as archive:
+        return list(json.load(archive.extractfile("state.json"))["runs"])

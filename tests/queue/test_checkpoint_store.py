@@ -45,10 +45,17 @@ def two_hosts(postgres, redis_url, make_app, tiny_model_dir, tmp_path, seaweed, 
                              first=number)[0] for number in range(2)]
 
     def keys(under: str) -> dict[str, bytes]:
-        """{key: object} of the bucket under the prefix."""
+        """{key: object} of the bucket under the prefix (one the mirror deleted between
+        the listing and its reading is left out: the bucket moved on)."""
         s3 = seaweed.client()
         listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix + under).get("Contents", [])
-        return {item["Key"]: s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read() for item in listed}
+        objects = {}
+        for item in listed:
+            try:
+                objects[item["Key"]] = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                continue
+        return objects
 
     yield api, workers, keys
     stop_workers(workers)

@@ -126,18 +126,58 @@ def _point_state_here(folder: str, checkpoint_dir: str) -> None:
             json.dump(state, out, indent=2, sort_keys=True)
 
 
-class CheckpointMirror:
+class BucketMirror:
+    """A copy in the bucket that a thread of the worker keeps while the child
+    trains: sync() every MIRROR_S, and once more by the caller when the attempt
+    ends. A subclass says what it copies (sync) and names it (`copies`)."""
+
+    kind = "files"  # the thread's name, "<kind>-<job id>"
+    copies = "its files"  # for the log: "job <id>: <copies> were not copied to the bucket"
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Wait for the copy under way, if any, to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(MIRROR_S):
+            self.sync_logged()
+
+    def sync_logged(self) -> None:
+        """sync(); a failure is logged and the job trains on: what it copies is
+        still on this worker's disk, and the next look tries again."""
+        try:
+            self.sync()
+        except (bundles.StorageUnreachable, bundles.BundleRejected, OSError) as exc:
+            log.warning("job %s: %s were not copied to the bucket: %s", self.job_id, self.copies, exc)
+
+
+class CheckpointMirror(BucketMirror):
     """Keeps the bucket's copy of one attempt's checkpoints: sync() after each
-    look, or run() in a thread while the child trains."""
+    look, or start() a thread while the child trains."""
+
+    kind, copies = "checkpoints", "its checkpoints"
 
     def __init__(self, config: Settings, storage, job_id: str, checkpoint_dir: str,
                  required: tuple[str, ...] = ()):
-        self.storage, self.job_id, self.checkpoint_dir, self.required = storage, job_id, checkpoint_dir, required
+        super().__init__(job_id)
+        self.storage, self.checkpoint_dir, self.required = storage, checkpoint_dir, required
         self.limits = bundles.BundleLimits.from_config(config)
         self.stored: set[str] | None = None  # the names in the bucket, listed on the first sync
         self.refused: set[str] = set()  # past the bundle limits
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def wanted(self) -> tuple[str | None, set[str]]:
         """(the newest checkpoint whose trainer state is written, the ones a resume
@@ -196,30 +236,6 @@ class CheckpointMirror:
         finally:
             os.remove(tar_path)
 
-    # --- while the child trains -------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"checkpoints-{self.job_id}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Wait for the copy under way, if any, to end."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(MIRROR_S):
-            self.sync_logged()
-
-    def sync_logged(self) -> None:
-        """sync(); a failure is logged and the job trains on: its checkpoints are
-        still on this worker's disk, and the next look tries again."""
-        try:
-            self.sync()
-        except (bundles.StorageUnreachable, bundles.BundleRejected, OSError) as exc:
-            log.warning("job %s: its checkpoints were not copied to the bucket: %s", self.job_id, exc)
-
 
 def pack_no_links(folder: str, tar_path: str, limits: bundles.BundleLimits) -> None:
     """The folder's regular files and folders as a tar, each opened without
@@ -237,7 +253,7 @@ def pack_no_links(folder: str, tar_path: str, limits: bundles.BundleLimits) -> N
                         mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
                         if stat.S_ISDIR(mode):
                             pending.append((os.open(name, _OPEN_DIR, dir_fd=directory), arcname + "/"))
-                            archive.addfile(_member(arcname, tarfile.DIRTYPE, 0))
+                            archive.addfile(tar_member(arcname, tarfile.DIRTYPE, 0))
                         elif stat.S_ISREG(mode):
                             with os.fdopen(os.open(name, _OPEN_FILE, dir_fd=directory), "rb") as source:
                                 size = os.fstat(source.fileno())
@@ -248,7 +264,7 @@ def pack_no_links(folder: str, tar_path: str, limits: bundles.BundleLimits) -> N
                                     raise bundles.BundleRejected(
                                         f"The checkpoint holds more than {limits.max_bytes} bytes "
                                         "(INFER_UPLOAD_MAX_UNCOMPRESSED_BYTES): other workers could not fetch it.")
-                                archive.addfile(_member(arcname, tarfile.REGTYPE, size.st_size), source)
+                                archive.addfile(tar_member(arcname, tarfile.REGTYPE, size.st_size), source)
                         else:
                             continue
                         members += 1
@@ -263,7 +279,7 @@ def pack_no_links(folder: str, tar_path: str, limits: bundles.BundleLimits) -> N
             os.close(directory)
 
 
-def _member(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
+def tar_member(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
     member = tarfile.TarInfo(name)
     member.type, member.size, member.mode = kind, size, 0o755 if kind == tarfile.DIRTYPE else 0o644
     return member

@@ -35,12 +35,11 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import threading
 
 from core.settings import Settings
 from uploads import bundles
 
-from .checkpoint_store import MIRROR_S, _member, pack_no_links
+from .checkpoint_store import BucketMirror, pack_no_links, tar_member
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +141,19 @@ def restore_search(config: Settings, storage, job_id: str, search_dir: str) -> i
     return len(fetched[1])
 
 
-class SearchMirror:
+class SearchMirror(BucketMirror):
     """Keeps the bucket's copy of one search's resume state: sync() after each
     look, or start() a thread while the child trains."""
 
+    kind, copies = "search", "its search's state and outputs"
+
     def __init__(self, config: Settings, storage, job_id: str, search_dir: str):
-        self.storage, self.job_id, self.search_dir = storage, job_id, search_dir
+        super().__init__(job_id)
+        self.storage, self.search_dir = storage, search_dir
         self.limits = bundles.BundleLimits.from_config(config)
         self.states: set[int] | None = None  # listed on the first sync
         self.trials: set[int] = set()
         self.refused: set[int] = set()  # outputs past the bundle limits
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sync(self) -> None:
         """Put the search's newest state, after the outputs it may publish, then
@@ -205,34 +205,10 @@ class SearchMirror:
         finally:
             os.remove(tar_path)
 
-    # --- while the child trains -------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"search-{self.job_id}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Wait for the copy under way, if any, to end."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(MIRROR_S):
-            self.sync_logged()
-
-    def sync_logged(self) -> None:
-        """sync(); a failure is logged and the search goes on: its state is still
-        on this worker's disk, and the next look tries again."""
-        try:
-            self.sync()
-        except (bundles.StorageUnreachable, bundles.BundleRejected, OSError) as exc:
-            log.warning("job %s: its search state was not copied to the bucket: %s", self.job_id, exc)
-
 
 def _pack_state(body: bytes, tar_path: str) -> None:
     """The state.json as read (its bytes checked unchanged since), alone in a tar."""
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as archive:
-        member = _member(STATE_FILE, tarfile.REGTYPE, len(body))
+        member = tar_member(STATE_FILE, tarfile.REGTYPE, len(body))
         archive.addfile(member, io.BytesIO(body))
 

@@ -88,3 +88,16 @@ def seaweed_for_module(bucket: str):
         yield server
     finally:
         server.stop()
+
+
+def worker_storage(seaweed, bucket: str, data_dir: str, prefix: str, monkeypatch) -> tuple:
+    """(settings, S3Storage) of a worker on its own data dir, on `bucket` under `prefix`."""
+    from core.settings import Settings
+    from uploads.storage import S3Storage
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    config = Settings().with_overrides({
+        "DATA_DIR": data_dir, "STORAGE": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": seaweed.endpoint,
+        "S3_REGION": "us-east-1", "S3_PREFIX": prefix})
+    return config, S3Storage(config)

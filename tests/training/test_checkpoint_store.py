@@ -12,15 +12,13 @@ import tarfile
 
 import pytest
 
-from core.settings import Settings
 from training.checkpoint_store import (CheckpointMirror, checkpoint_key, forget_checkpoints, restore_checkpoints,
                                        stored_checkpoints)
 from trainers.hf_callback import last_checkpoint
 from uploads.bundles import BundleRejected
-from uploads.storage import S3Storage
 
 from ..conftest import new_key
-from ..seaweedfs import seaweed_for_module
+from ..seaweedfs import seaweed_for_module, worker_storage
 from .flow import add_dataset, start_job
 
 BUCKET = "checkpoints"
@@ -35,12 +33,7 @@ def seaweed():
 @pytest.fixture
 def s3(seaweed, tmp_path, monkeypatch, request):
     """(settings, storage) of a worker on its own data dir, a bucket prefix per test."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    config = Settings().with_overrides({
-        "DATA_DIR": str(tmp_path / "worker-a"), "STORAGE": "s3", "S3_BUCKET": BUCKET,
-        "S3_ENDPOINT_URL": seaweed.endpoint, "S3_REGION": "us-east-1", "S3_PREFIX": f"{request.node.name}/"})
-    return config, S3Storage(config)
+    return worker_storage(seaweed, BUCKET, str(tmp_path / "worker-a"), f"{request.node.name}/", monkeypatch)
 
 
 def checkpoints_of(data_dir: str) -> str:

@@ -12,14 +12,12 @@ import tarfile
 
 import pytest
 
-from core.settings import Settings
 from training.checkpoint_store import forget_checkpoints
 from training.search_store import SearchMirror, restore_search, search_prefix, stored_search
 from uploads.bundles import BundleRejected
-from uploads.storage import S3Storage
 
 from ..conftest import ApiClient
-from ..seaweedfs import seaweed_for_module
+from ..seaweedfs import seaweed_for_module, worker_storage
 from .flow import add_dataset, start_job, until, wait_job
 from .test_search import linear_csv, search_body
 
@@ -35,12 +33,7 @@ def seaweed():
 @pytest.fixture
 def s3(seaweed, tmp_path, monkeypatch, request):
     """(settings, storage) of a worker on its own data dir, a bucket prefix per test."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    config = Settings().with_overrides({
-        "DATA_DIR": str(tmp_path / "worker-a"), "STORAGE": "s3", "S3_BUCKET": BUCKET,
-        "S3_ENDPOINT_URL": seaweed.endpoint, "S3_REGION": "us-east-1", "S3_PREFIX": f"{request.node.name}/"})
-    return config, S3Storage(config)
+    return worker_storage(seaweed, BUCKET, str(tmp_path / "worker-a"), f"{request.node.name}/", monkeypatch)
 
 
 def search_of(data_dir: str) -> str:
